@@ -7,6 +7,7 @@ node. Nothing here imports a machine-learning framework.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import difflib
 import hashlib
@@ -192,6 +193,8 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:timestamp",
 }
 _STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
 _MERGE = "tag:yaml.org,2002:merge"
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -204,6 +207,28 @@ class _Invalid(Exception):
         self.message = message
         self.line = mark.line + 1 if mark is not None else None
         self.column = mark.column + 1 if mark is not None else None
+
+
+class _AliasFound(Exception):
+    """A node reached twice: the document uses an alias."""
+
+
+_ALIAS_MESSAGE = "YAML aliases (*name) are not allowed in a manifest"
+
+
+def _first_alias(text: str) -> Any:
+    """Mark of the first alias token; only scanned on the error path."""
+    loader = _Loader(text)
+    try:
+        while loader.check_token():
+            token = loader.get_token()
+            if isinstance(token, yaml.AliasToken):
+                return token.start_mark
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+    return None
 
 
 def _decode(raw: bytes) -> str:
@@ -256,17 +281,24 @@ def _compose(text: str) -> Any:
 _Constructor = yaml.SafeLoader("")
 
 
+def _tag(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml") else tag
+
+
 def _scalar(node: Any) -> Any:
     tag = node.tag
     if tag == _STR:
         return node.value
     if tag in _SCALAR_TAGS:
         # Straight to the tag's constructor: construct_object would cache every node forever.
-        value = _Constructor.yaml_constructors[tag](_Constructor, node)
+        try:
+            value = _Constructor.yaml_constructors[tag](_Constructor, node)
+        except ValueError:  # 2027-02-30 looks like a date but is none: keep the text
+            return node.value
         if isinstance(value, _dt.datetime | _dt.date):
             return value.isoformat()
         return value
-    raise _Invalid(f"YAML tag {tag!r} is not allowed in a manifest", node.start_mark)
+    raise _Invalid(f"YAML tag {_tag(tag)} is not allowed in a manifest", node.start_mark)
 
 
 def _build(node: Any, seen: set[int], depth: int = 0) -> Any:
@@ -276,10 +308,12 @@ def _build(node: Any, seen: set[int], depth: int = 0) -> Any:
     if id(node) in seen:
         # The composer hands back the anchored node again for every alias: refusing the first
         # repeat keeps "billion laughs" documents from expanding at all.
-        raise _Invalid("YAML aliases (*name) are not allowed in a manifest", node.start_mark)
+        raise _AliasFound()
     seen.add(id(node))
     if isinstance(node, yaml.ScalarNode):
         return _scalar(node)
+    if node.tag not in (_SEQ, _MAP):
+        raise _Invalid(f"YAML tag {_tag(node.tag)} is not allowed in a manifest", node.start_mark)
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, seen, depth + 1) for item in node.value]
     if isinstance(node, yaml.MappingNode):
@@ -296,13 +330,30 @@ def _build(node: Any, seen: set[int], depth: int = 0) -> Any:
             if key in result:
                 raise _Invalid(f"duplicate key '{key}'", key_node.start_mark)
             if id(key_node) in seen:
-                raise _Invalid(
-                    "YAML aliases (*name) are not allowed in a manifest", key_node.start_mark
-                )
+                raise _AliasFound()
             seen.add(id(key_node))
             result[key] = _build(value_node, seen, depth + 1)
         return result
     raise _Invalid("unsupported YAML node", getattr(node, "start_mark", None))
+
+
+def _walk(root: Any, parts: Sequence[str | int], *, key: bool) -> tuple[Any, Any]:
+    """(node at `parts` or None, mark of the deepest node reached; of its key when `key`)."""
+    node, mark = root, root.start_mark
+    for part in parts:
+        if isinstance(node, yaml.MappingNode):
+            found = next(((k, v) for k, v in node.value if k.value == part), None)
+            if found is None:
+                return None, mark
+            node, mark = found[1], (found[0].start_mark if key else found[1].start_mark)
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+            mark = node.start_mark
+        else:
+            return None, mark
+    return node, mark
 
 
 def locate(root: Any, parts: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
@@ -310,22 +361,7 @@ def locate(root: Any, parts: Sequence[str | int], *, key: bool = False) -> tuple
 
     Walks as far as the path exists, so a missing field points at its parent.
     """
-    node, mark = root, root.start_mark
-    for part in parts:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == part:
-                    node, mark = v, (k.start_mark if key else v.start_mark)
-                    break
-            else:
-                break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node = node.value[part]
-            mark = node.start_mark
-        else:
-            break
+    _, mark = _walk(root, parts, key=key)
     return mark.line + 1, mark.column + 1
 
 
@@ -336,7 +372,7 @@ def _dotted(parts: Iterable[str | int]) -> str:
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(document)"
+    return out
 
 
 def _pointer(parts: Iterable[str | int]) -> str:
@@ -400,10 +436,15 @@ _PATTERN_HINTS = {
 }
 
 
-def _explain(error: Any) -> list[tuple[list[str | int], bool, str]]:
-    """(path, point-at-key, message) for one jsonschema error; several for additionalProperties."""
+def _explain(
+    error: Any, source: Callable[[list[str | int]], str | None]
+) -> list[tuple[list[str | int], bool, str]]:
+    """(path, point-at-key, message) for one jsonschema error; several for additionalProperties.
+
+    `source` gives a scalar's text as written, which beats the parsed value in hints.
+    """
     path = list(error.absolute_path)
-    where = _dotted(path)
+    at = f"{_dotted(path)}: " if path else ""
     v, inst, schema_v = error.validator, error.instance, error.validator_value
     if v == "additionalProperties":
         allowed = list(error.schema.get("properties", {}))
@@ -412,43 +453,43 @@ def _explain(error: Any) -> list[tuple[list[str | int], bool, str]]:
             (
                 [*path, k],
                 True,
-                f"{where}: unknown field '{k}'{_did_you_mean(k, allowed)}"
+                f"{at}unknown field '{k}'{_did_you_mean(k, allowed)}"
                 + ("" if _did_you_mean(k, allowed) else f"; allowed here: {', '.join(allowed)}"),
             )
             for k in extras
         ]
     if v == "required":
         missing = [k for k in schema_v if isinstance(inst, dict) and k not in inst]
-        return [(path, True, f"{where}: missing required field '{k}'") for k in missing]
+        return [(path, True, f"{at}missing required field '{k}'") for k in missing]
     if v == "enum":
         options = ", ".join(str(o) for o in schema_v)
         return [
             (
                 path,
                 False,
-                f"{where}: {_show(inst)} is not one of {options}{_did_you_mean(inst, schema_v)}",
+                f"{at}{_show(inst)} is not one of {options}{_did_you_mean(inst, schema_v)}",
             )
         ]
     if v == "const":
-        return [(path, False, f"{where}: must be {_show(schema_v)}, not {_show(inst)}")]
+        return [(path, False, f"{at}must be {_show(schema_v)}, not {_show(inst)}")]
     if v == "type":
         wanted = schema_v if isinstance(schema_v, list) else [schema_v]
         names = " or ".join(_JSON_TYPES.get(str(w), str(w)) for w in wanted)
         hint = ""
         if "string" in wanted and isinstance(inst, int | float) and not isinstance(inst, bool):
-            hint = f' (quote it: "{inst}")'
-        return [(path, False, f"{where}: must be {names}, not {_type_name(inst)}{hint}")]
+            hint = f' (quote it: "{source(path) or inst}")'
+        return [(path, False, f"{at}must be {names}, not {_type_name(inst)}{hint}")]
     if v == "pattern":
         last = next((p for p in reversed(path) if isinstance(p, str)), "")
         if path and path[-2:-1] == ["owners"]:
             text = "must be a GitHub user (@alice) or team (@org/team)"
         else:
             text = _PATTERN_HINTS.get(last, f"does not match the pattern {schema_v}")
-        return [(path, False, f"{where}: {_show(inst)} {text}")]
+        return [(path, False, f"{at}{_show(inst)} {text}")]
     if v == "anyOf" and isinstance(inst, dict):
         needed = [r for alt in schema_v for r in alt.get("required", [])]
         if needed:
-            return [(path, False, f"{where}: needs at least one of {', '.join(needed)}")]
+            return [(path, False, f"{at}needs at least one of {', '.join(needed)}")]
     if v in ("minItems", "maxItems", "uniqueItems", "minProperties", "minLength", "maxLength"):
         texts = {
             "minItems": f"needs at least {schema_v} item{'s' if schema_v != 1 else ''}",
@@ -460,7 +501,7 @@ def _explain(error: Any) -> list[tuple[list[str | int], bool, str]]:
             else f"needs at least {schema_v} characters",
             "maxLength": f"allows at most {schema_v} characters",
         }
-        return [(path, False, f"{where}: {texts[v]}")]
+        return [(path, False, f"{at}{texts[v]}")]
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         texts = {
             "minimum": f"must be at least {schema_v}",
@@ -468,8 +509,8 @@ def _explain(error: Any) -> list[tuple[list[str | int], bool, str]]:
             "exclusiveMinimum": f"must be greater than {schema_v}",
             "exclusiveMaximum": f"must be less than {schema_v}",
         }
-        return [(path, False, f"{where}: {_show(inst)} {texts[v]}")]
-    return [(path, False, f"{where}: {error.message}")]
+        return [(path, False, f"{at}{_show(inst)} {texts[v]}")]
+    return [(path, False, f"{at}{error.message}")]
 
 
 @cache
@@ -482,7 +523,8 @@ def _validators(schema_name: str) -> tuple[Callable[[Any], Any], Any]:
     detailed = jsonschema.Draft202012Validator(schema)
     # The schemas keep to keywords whose meaning is the same in draft-07, which fastjsonschema
     # compiles; a test holds the two validators to the same verdict on the whole corpus.
-    draft7 = {**schema, "$schema": "http://json-schema.org/draft-07/schema#"}
+    # A deep copy: fastjsonschema rewrites the `$ref`s of the schema it is given in place.
+    draft7 = {**copy.deepcopy(schema), "$schema": "http://json-schema.org/draft-07/schema#"}
     return fastjsonschema.compile(draft7, use_formats=False), detailed
 
 
@@ -493,9 +535,14 @@ def _schema_problems(data: Any, root_node: Any, path: str, schema_name: str) -> 
         return []
     except Exception:  # noqa: S110 - any failure of the fast path means: explain in detail
         pass
+
+    def source(parts: list[str | int]) -> str | None:
+        node, _ = _walk(root_node, parts, key=False)
+        return node.value if isinstance(node, yaml.ScalarNode) else None
+
     problems = []
     for error in detailed.iter_errors(data):
-        for parts, at_key, message in _explain(error):
+        for parts, at_key, message in _explain(error, source):
             line, col = locate(root_node, parts, key=at_key)
             problems.append(Problem(path, line, col, _pointer(parts), message))
     return sorted(set(problems), key=lambda p: (p.line or 0, p.column or 0, p.message))
@@ -523,7 +570,10 @@ def parse_document(
                 "the document must be a mapping (key: value), not a list or a single value",
                 node.start_mark,
             )
-        data = _build(node, set())
+        try:
+            data = _build(node, set())
+        except _AliasFound:
+            raise _Invalid(_ALIAS_MESSAGE, _first_alias(text)) from None
     except _Invalid as exc:
         return None, [Problem(path, exc.line, exc.column, "", exc.message)], None
     return data, _schema_problems(data, node, path, schema_name), node
@@ -552,7 +602,7 @@ def _resolve_inside(base: Path, relative: str, root: Path) -> tuple[Path | None,
     lexical = Path(os.path.normpath(candidate))
     root_real = root.resolve()
     if not lexical.is_relative_to(root.absolute()) and not lexical.is_relative_to(root_real):
-        return None, f"'{relative}' points outside the repository ({root})"
+        return None, f"'{relative}' points outside the repository"
     real = candidate.resolve()
     if not real.is_relative_to(root_real):
         return None, f"'{relative}' is a symlink that points outside the repository"
@@ -596,8 +646,15 @@ def referenced_paths(data: dict[str, Any]) -> list[str]:
 
 
 def _semantic_problems(
-    data: dict[str, Any], node: Any, manifest_path: Path, root: Path, shown: str
+    data: dict[str, Any],
+    node: Any,
+    manifest_path: Path,
+    root: Path,
+    shown: str,
+    *,
+    schema_ok: bool,
 ) -> list[Problem]:
+    """Checks the schema cannot express; the consistency checks need a schema-valid document."""
     problems: list[Problem] = []
 
     def add(parts: list[str | int], message: str, *, key: bool = False) -> None:
@@ -606,14 +663,14 @@ def _semantic_problems(
 
     sha_re = re.compile(r"^[0-9a-f]{64}$")
     for parts, ref in _file_refs(data):
-        where = _dotted([*parts, "path"])
+        at = f"{_dotted([*parts, 'path'])}: "
         resolved, why = _resolve_inside(manifest_path.parent, ref["path"], root)
         if why:
-            add([*parts, "path"], f"{where}: {why}")
+            add([*parts, "path"], f"{at}{why}")
             continue
         assert resolved is not None
         if not resolved.is_file():
-            add([*parts, "path"], f"{where}: file '{ref['path']}' does not exist")
+            add([*parts, "path"], f"{at}file '{ref['path']}' does not exist")
             continue
         expected = ref.get("sha256")
         if isinstance(expected, str) and sha_re.match(expected):
@@ -622,11 +679,13 @@ def _semantic_problems(
                 add(
                     [*parts, "sha256"],
                     f"{_dotted([*parts, 'sha256'])}: digest mismatch for '{ref['path']}': "
-                    f"the file's sha256 is {actual}",
+                    f"the file's sha256 is {actual} (if the file changed on purpose, "
+                    "update the digest and raise metadata.version)",
                 )
+    if not schema_ok:
+        return problems
 
-    spec = data.get("spec") if isinstance(data.get("spec"), dict) else {}
-    assert isinstance(spec, dict)
+    spec = data["spec"]
     framework = spec.get("framework")
     artifact = spec.get("artifact")
     if (
@@ -803,7 +862,14 @@ def check_file(path: Path, root: Path | None = None, shown: str | None = None) -
     if data is None:
         return Checked(path, shown, tuple(problems))
     root = root or find_repo_root(path.parent)
-    problems += _semantic_problems(data, node, path.absolute(), root, shown)
+    reported = {p.pointer for p in problems}
+    problems += [
+        p
+        for p in _semantic_problems(
+            data, node, path.absolute(), root, shown, schema_ok=not problems
+        )
+        if p.pointer not in reported
+    ]
     problems.sort(key=lambda p: (p.line or 0, p.column or 0))
     return Checked(path, shown, tuple(problems), data, node)
 

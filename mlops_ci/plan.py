@@ -125,6 +125,16 @@ class _Git:
             pos += size + 1
         return blobs
 
+    def blob_id(self, commit: str, path: str) -> str | None:
+        """The object id of `path` at `commit`; None where it does not exist."""
+        done = subprocess.run(
+            ["git", "-C", str(self.repo), "rev-parse", "--verify", "--quiet", f"{commit}:{path}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout.strip() or None
+
     def diff(self, base: str, head: str) -> list[tuple[str, str, str | None]]:
         """(status letter, path, previous path for renames) for every changed file."""
         raw = self.run("diff", "--name-status", "-z", "-M", base, head)
@@ -152,78 +162,88 @@ def _meta(data: dict[str, Any], key: str) -> str:
 
 
 def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
+    """Models are matched across commits by `metadata.name`, not by path: a model moved to
+    another folder is the same model (renamed), whatever git's rename detection guesses.
+    """
     git = _Git(repo)
     base_sha, head_sha = git.commit(base), git.commit(head)
-    changes = git.diff(base_sha, head_sha)
-    changed_paths = {path for _, path, _ in changes} | {old for _, _, old in changes if old}
-    renamed_from = {path: old for status, path, old in changes if status == "R" and old}
-    deleted_paths = {path for status, path, _ in changes if status == "D"}
+    changed_paths = {p for _, path, old in git.diff(base_sha, head_sha) for p in (path, old) if p}
 
     head_manifests = git.manifests(head_sha)
     head_docs = git.read_many(head_sha, head_manifests)
-    previous = {p: renamed_from.get(p, p) for p in head_manifests}
-    base_docs = git.read_many(base_sha, sorted(set(previous.values()) | deleted_paths))
-
     problems: list[Problem] = []
-    changed: list[ChangedModel] = []
+    heads: dict[str, tuple[str, dict[str, Any], Any]] = {}  # name -> (path, document, nodes)
+    touched: list[str] = []
     for path in head_manifests:
         data, errors, node = parse_document(head_docs[path], path)
         if data is None or errors:
             if path in changed_paths:
                 problems.extend(errors)
             continue
-        if path not in changed_paths and not (_refs(path, data) & changed_paths):
-            continue
-        old_path = previous[path]
-        old_raw = base_docs.get(old_path)
-        old_data = parse_document(old_raw, old_path)[0] if old_raw is not None else None
-        status = "added" if old_data is None else ("renamed" if old_path != path else "modified")
-        model = ChangedModel(
-            name=_meta(data, "name"),
-            manifest=path,
-            framework=str(data["spec"]["framework"]),
-            risk=_meta(data, "risk"),
-            version=_meta(data, "version"),
-            status=status,
-            previous_manifest=old_path if old_data is not None else None,
-            previous_version=_meta(old_data, "version") if old_data else None,
-        )
-        changed.append(model)
-        if old_data is not None:
-            problem = _version_problem(path, data, old_data, _refs(path, data) & changed_paths)
-            if problem:
-                line, col = locate(node, ["metadata", "version"])
-                problems.append(Problem(path, line, col, problem.pointer, problem.message))
+        heads[_meta(data, "name")] = (path, data, node)
+        if path in changed_paths or _refs(path, data) & changed_paths:
+            touched.append(_meta(data, "name"))
 
-    deleted = []
-    for path in sorted(p for p in deleted_paths if PurePosixPath(p).name in MANIFEST_NAMES):
-        raw = base_docs.get(path)
-        data = parse_document(raw, path)[0] if raw is not None else None
-        deleted.append(
-            DeletedModel(
-                name=_meta(data, "name") if data else PurePosixPath(path).parent.name,
+    # Only manifests the diff touched, or that sit where a changed model sits now, can be the
+    # base side of a change: reading just those keeps a plan over 10,000 models cheap.
+    base_paths = {p for p in git.manifests(base_sha) if p in changed_paths}
+    base_paths |= {heads[name][0] for name in touched}
+    bases: dict[str, tuple[str, dict[str, Any]]] = {}
+    for path, raw in git.read_many(base_sha, sorted(base_paths)).items():
+        data = parse_document(raw, path)[0]
+        if data is not None:
+            bases[_meta(data, "name")] = (path, data)
+
+    changed: list[ChangedModel] = []
+    for name in touched:
+        path, data, node = heads[name]
+        old_path, old_data = bases.get(name, (None, None))
+        if old_path is None or old_data is None:
+            status = "added"
+        else:
+            status = "renamed" if old_path != path else "modified"
+        changed.append(
+            ChangedModel(
+                name=name,
                 manifest=path,
-                risk=_meta(data, "risk") if data else "",
-                version=_meta(data, "version") if data else "",
+                framework=str(data["spec"]["framework"]),
+                risk=_meta(data, "risk"),
+                version=_meta(data, "version"),
+                status=status,
+                previous_manifest=old_path,
+                previous_version=_meta(old_data, "version") if old_data else None,
             )
         )
+        if old_path is None or old_data is None:
+            continue
+        artifact_changed = _artifact(data) != _artifact(old_data) or (
+            git.blob_id(base_sha, _artifact_path(old_data, old_path))
+            != git.blob_id(head_sha, _artifact_path(data, path))
+        )
+        problem = _version_problem(path, data, old_data) if artifact_changed else None
+        if problem:
+            line, col = locate(node, ["metadata", "version"])
+            problems.append(Problem(path, line, col, problem.pointer, problem.message))
+
+    deleted = [
+        DeletedModel(name, path, _meta(data, "risk"), _meta(data, "version"))
+        for name, (path, data) in sorted(bases.items())
+        if name not in heads
+    ]
     return Plan(base_sha, head_sha, tuple(changed), tuple(deleted), tuple(problems))
 
 
-def _version_problem(
-    path: str, new: dict[str, Any], old: dict[str, Any], changed_refs: set[str]
-) -> Problem | None:
+def _artifact(data: dict[str, Any]) -> str:
+    return str(data.get("spec", {}).get("artifact", {}).get("sha256"))
+
+
+def _artifact_path(data: dict[str, Any], manifest_path: str) -> str:
+    relative = str(data.get("spec", {}).get("artifact", {}).get("path", ""))
+    return posixpath.normpath(posixpath.join(posixpath.dirname(manifest_path), relative))
+
+
+def _version_problem(path: str, new: dict[str, Any], old: dict[str, Any]) -> Problem | None:
     """A changed artifact must come with a higher metadata.version."""
-    artifact_changed = (
-        new["spec"]["artifact"].get("sha256")
-        != old.get("spec", {}).get("artifact", {}).get("sha256")
-        or posixpath.normpath(
-            posixpath.join(posixpath.dirname(path), new["spec"]["artifact"]["path"])
-        )
-        in changed_refs
-    )
-    if not artifact_changed:
-        return None
     new_v, old_v = _meta(new, "version"), _meta(old, "version")
     try:
         if semver_key(new_v) > semver_key(old_v):

@@ -1,0 +1,178 @@
+"""`mlops-ci plan` on a real git history: added, modified, artifact-only, deleted, renamed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlops_ci.cli import main
+from mlops_ci.manifest import sha256_file
+
+VALID = (Path(__file__).parent / "corpus" / "valid" / "model.yaml").read_text()
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _write_model(repo: Path, folder: str, name: str, version: str, artifact: bytes) -> None:
+    model = repo / folder
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "model.skops").write_bytes(artifact)
+    (model / "eval.csv").write_text("x,y\n1,0\n")
+    text = (
+        VALID.replace("name: corpus-model", f"name: {name}")
+        .replace("version: 1.2.0", f"version: {version}")
+        .replace("../model.skops", "model.skops")
+        .replace("../eval.csv", "eval.csv")
+    )
+    text = text.replace(
+        "4de28936fed5cdf64189d659fb20472a6509c621a49ef5fe5122ed7ba24273c5",
+        sha256_file(model / "model.skops"),
+    ).replace(
+        "1c2774606e096c8ee91ec09a8b7ad342ab39ed2a75bc7266714d34114a124f02",
+        sha256_file(model / "eval.csv"),
+    )
+    (model / "model.yaml").write_text(text)
+
+
+def _commit(repo: Path, message: str) -> str:
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "config", "user.email", "t@example.com")
+    _git(repo, "config", "user.name", "t")
+    for name in ("alpha", "beta", "gamma", "delta"):
+        _write_model(repo, f"models/{name}", name, "1.0.0", f"{name} v1".encode())
+    (repo / "README.md").write_text("models\n")
+    _commit(repo, "base")
+    return repo
+
+
+def _plan(repo: Path, base: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    code = main(["plan", "--repo", str(repo), "--base", base, "--head", "HEAD"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_plan_lists_added_modified_artifact_only_deleted_and_renamed(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    _write_model(repo, "models/epsilon", "epsilon", "0.1.0", b"new model")  # added
+    manifest = repo / "models/alpha/model.yaml"  # modified: manifest only
+    manifest.write_text(manifest.read_text().replace("risk: high", "risk: medium"))
+    _write_model(repo, "models/beta", "beta", "1.1.0", b"beta v2")  # artifact changed
+    _git(repo, "rm", "-q", "-r", "models/gamma")  # deleted
+    _git(repo, "mv", "models/delta", "models/delta-renamed")  # renamed
+    (repo / "README.md").write_text("not a model\n")
+    _commit(repo, "change")
+
+    code, plan = _plan(repo, base, capsys)
+    assert plan["problems"] == []
+    assert code == 0
+    assert plan["changed"] is True
+    rows = {
+        m["name"]: (m["status"], m["manifest"], m["previous_version"])
+        for m in plan["matrix"]["include"]
+    }
+    assert rows == {
+        "alpha": ("modified", "models/alpha/model.yaml", "1.0.0"),
+        "beta": ("modified", "models/beta/model.yaml", "1.0.0"),
+        "delta": ("renamed", "models/delta-renamed/model.yaml", "1.0.0"),
+        "epsilon": ("added", "models/epsilon/model.yaml", None),
+    }
+    assert [(d["name"], d["manifest"], d["risk"]) for d in plan["deleted"]] == [
+        ("gamma", "models/gamma/model.yaml", "high")
+    ]
+    assert plan["problems"] == []
+
+
+def test_artifact_only_change_counts_and_needs_a_higher_version(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    (repo / "models/beta/model.skops").write_bytes(b"retrained, manifest untouched")
+    _commit(repo, "retrain beta")
+
+    code, plan = _plan(repo, base, capsys)
+    assert code == 1
+    assert [m["name"] for m in plan["matrix"]["include"]] == ["beta"]
+    (problem,) = plan["problems"]
+    assert problem["path"] == "models/beta/model.yaml"
+    assert problem["line"] == 5
+    assert problem["message"] == (
+        "metadata.version: the artifact changed but the version did not increase "
+        "(1.0.0 -> 1.0.0); raise it above 1.0.0"
+    )
+
+
+def test_changed_evaluation_data_counts_as_a_change(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    (repo / "models/gamma/eval.csv").write_text("x,y\n2,1\n")
+    _commit(repo, "new eval data")
+    code, plan = _plan(repo, base, capsys)
+    assert [m["name"] for m in plan["matrix"]["include"]] == ["gamma"]
+    assert code == 0  # data alone needs no new version
+
+
+def test_lower_version_with_new_artifact_is_refused(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    _write_model(repo, "models/alpha", "alpha", "1.0.0-rc.1", b"alpha v2")
+    _commit(repo, "prerelease is lower than the release")
+    code, plan = _plan(repo, base, capsys)
+    assert code == 1
+    assert "(1.0.0 -> 1.0.0-rc.1)" in plan["problems"][0]["message"]
+
+
+def test_no_model_change_gives_an_empty_matrix(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    (repo / "README.md").write_text("docs only\n")
+    _commit(repo, "docs")
+    code, plan = _plan(repo, base, capsys)
+    assert (code, plan["changed"], plan["matrix"]) == (0, False, {"include": []})
+
+
+def test_github_format_writes_matrix_and_changed_outputs(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    _write_model(repo, "models/alpha", "alpha", "2.0.0", b"alpha v2")
+    _commit(repo, "alpha v2")
+    outputs = tmp_path / "outputs"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    code = main(["plan", "--repo", str(repo), "--base", base, "--format", "github"])
+    assert code == 0
+    text = outputs.read_text()
+    values = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "<<" in line:
+            values[line.split("<<")[0]] = lines[i + 1]
+    assert values["changed"] == "true"
+    matrix = json.loads(values["matrix"])
+    assert [m["name"] for m in matrix["include"]] == ["alpha"]
+    assert "1 changed, 0 deleted" in capsys.readouterr().out
+
+
+def test_unknown_ref_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["plan", "--repo", str(repo), "--base", "no-such-branch"])
+    assert code == 2
+    assert "'no-such-branch' is not a commit" in capsys.readouterr().err

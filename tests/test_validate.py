@@ -1,0 +1,242 @@
+"""`mlops-ci validate`: the broken-manifest corpus, YAML hazards, output formats, exit codes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from mlops_ci import manifest
+from mlops_ci.cli import main
+from mlops_ci.resources import MANIFEST_SCHEMA, load_schema
+
+CORPUS = Path(__file__).parent / "corpus"
+VALID = CORPUS / "valid" / "model.yaml"
+EXPECTED: dict[str, list[str]] = json.loads((CORPUS / "expected.json").read_text())
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_corpus_has_at_least_forty_broken_manifests() -> None:
+    files = sorted(p.name for p in (CORPUS / "broken").glob("*.yaml"))
+    assert len(files) >= 40
+    assert files == sorted(EXPECTED), "every corpus file has its expected errors, and only those"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_broken_manifest_reports_exact_error_and_line(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = CORPUS / "broken" / name
+    code, out, _ = _run(capsys, "validate", "--format", "json", "--root", str(CORPUS), str(path))
+    assert code == 1
+    (result,) = json.loads(out)["manifests"]
+    assert result["valid"] is False
+    got = [
+        f"{e['line']}:{e['column']}: {e['message']}" if e["line"] else e["message"]
+        for e in result["errors"]
+    ]
+    assert got == EXPECTED[name]
+
+
+def test_valid_manifest_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys, "validate", "--root", str(CORPUS), str(CORPUS / "valid" / "model.yaml")
+    )
+    assert code == 0
+    assert "1 manifest valid" in out
+
+
+def test_fast_and_detailed_validators_agree_on_every_corpus_file() -> None:
+    import fastjsonschema
+    import jsonschema
+
+    schema = load_schema(MANIFEST_SCHEMA)
+    fast = fastjsonschema.compile(
+        {**copy.deepcopy(schema), "$schema": "http://json-schema.org/draft-07/schema#"},
+        use_formats=False,
+    )
+    detailed = jsonschema.Draft202012Validator(schema)
+    checked = 0
+    for path in [CORPUS / "valid" / "model.yaml", *sorted((CORPUS / "broken").glob("*.yaml"))]:
+        data, _, _ = manifest.parse_document(path.read_bytes(), path.name)
+        if data is None:
+            continue
+        try:
+            fast(data)
+            fast_ok = True
+        except fastjsonschema.JsonSchemaException:
+            fast_ok = False
+        assert fast_ok == detailed.is_valid(data), path.name
+        checked += 1
+    assert checked > 40
+
+
+def test_billion_laughs_is_refused_without_expanding(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 10):
+        refs = ",".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    path = tmp_path / "model.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    tracemalloc.start()
+    result = manifest.check_file(path, tmp_path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert [(p.line, p.message) for p in result.problems] == [
+        (2, "YAML aliases (*name) are not allowed in a manifest")
+    ]
+    assert peak < 5_000_000  # bytes: the 10^9-element document never materialises
+
+
+def test_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text("# padding\n" * (manifest.MAX_FILE_BYTES // 10 + 1))
+    result = manifest.check_file(path, tmp_path)
+    assert [p.message for p in result.problems] == [
+        f"file is larger than {manifest.MAX_FILE_BYTES:,} bytes; manifests are limited to that"
+    ]
+
+
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = manifest.check_file(path, tmp_path)
+    assert len(result.problems) == 1
+    assert "nest" in result.problems[0].message  # ours, or libyaml's own depth limit
+
+
+def _valid_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    shutil.copy(CORPUS / "model.skops", repo / "model.skops")
+    shutil.copy(CORPUS / "eval.csv", repo / "eval.csv")
+    (repo / "m" / "model.yaml").write_text((CORPUS / "valid" / "model.yaml").read_text())
+    (repo / ".git").mkdir()  # marks the repository root
+    return repo
+
+
+def test_symlink_pointing_outside_the_repository_is_refused(tmp_path: Path) -> None:
+    repo = _valid_repo(tmp_path)
+    outside = tmp_path / "secret.skops"
+    outside.write_bytes((CORPUS / "model.skops").read_bytes())
+    (repo / "model.skops").unlink()
+    os.symlink(outside, repo / "model.skops")
+    result = manifest.check_file(repo / "m" / "model.yaml")
+    assert [(p.line, p.message) for p in result.problems] == [
+        (12, "spec.artifact.path: '../model.skops' is a symlink that points outside the repository")
+    ]
+
+
+def test_repository_root_is_the_enclosing_git_checkout(tmp_path: Path) -> None:
+    repo = _valid_repo(tmp_path)
+    assert manifest.check_file(repo / "m" / "model.yaml").valid
+
+
+def test_names_must_be_unique_across_the_repository(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _valid_repo(tmp_path)
+    (repo / "n").mkdir()
+    (repo / "n" / "model.yaml").write_text((CORPUS / "valid" / "model.yaml").read_text())
+    code, out, _ = _run(capsys, "validate", "--format", "json", str(repo))
+    assert code == 1
+    results = {m["path"]: m for m in json.loads(out)["manifests"]}
+    (second,) = [m for m in results.values() if not m["valid"]]
+    assert second["errors"] == [
+        {
+            "line": 4,
+            "column": 9,
+            "pointer": "/metadata/name",
+            "message": f"metadata.name: 'corpus-model' is already the name of "
+            f"{manifest.display_path(repo / 'm' / 'model.yaml')}:4; "
+            "names must be unique in the repository",
+        }
+    ]
+
+
+def test_github_format_prints_annotations_and_writes_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.chdir(CORPUS)
+    code, out, _ = _run(
+        capsys, "validate", "--format", "github", "--root", ".", "broken/25-framework-typo.yaml"
+    )
+    assert code == 1
+    assert (
+        "::error file=broken/25-framework-typo.yaml,line=9,col=14,title=mlops-ci validate::"
+        "spec.framework: 'sklern' is not one of sklearn, xgboost, lightgbm, pytorch, onnx "
+        "(did you mean 'sklearn'?)"
+    ) in out.splitlines()
+    text = summary.read_text()
+    assert "❌ 1 of 1 manifests invalid" in text
+    assert "`broken/25-framework-typo.yaml:9`" in text
+
+
+def test_text_format_names_file_line_and_column(capsys: pytest.CaptureFixture[str]) -> None:
+    path = CORPUS / "broken" / "03-duplicate-key.yaml"
+    code, _, err = _run(capsys, "validate", "--root", str(CORPUS), str(path))
+    assert code == 1
+    assert f"{manifest.display_path(path)}:8:3: duplicate key 'risk'" in err
+
+
+def test_missing_path_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "validate", "does/not/exist.yaml")
+    assert code == 2
+    assert err == "mlops-ci validate: error: does/not/exist.yaml: no such file or folder\n"
+
+
+def test_unknown_flag_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", "--format", "xml"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_folder_without_manifests_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "validate", str(tmp_path))
+    assert code == 2
+    assert "no model.yaml or model.yml found under" in err
+
+
+def test_validate_imports_no_machine_learning_framework() -> None:
+    probe = (
+        "import sys\n"
+        "from mlops_ci.cli import main\n"
+        f"code = main(['validate', '--root', {str(CORPUS)!r}, {str(VALID)!r}])\n"
+        "heavy = sorted(m for m in ('sklearn', 'torch', 'onnxruntime', 'xgboost', 'lightgbm',"
+        " 'pandas', 'onnx', 'github') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+
+
+def test_field_tables_in_the_docs_match_the_schemas() -> None:
+    from mlops_ci import schemadoc
+
+    docs = Path(__file__).parent.parent / "docs"
+    assert schemadoc.main(["--docs", str(docs), "--check"]) == 0
+
+
+def test_every_schema_property_is_documented() -> None:
+    from mlops_ci import schemadoc
+
+    for name in (MANIFEST_SCHEMA, "policy.v1.json"):
+        undocumented = [f for f, _, _, text in schemadoc.fields(load_schema(name)) if not text]
+        assert undocumented == [], name
