@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +194,29 @@ _SCALAR_TAGS = {
 }
 _STR = "tag:yaml.org,2002:str"
 _SEQ = "tag:yaml.org,2002:seq"
+_INT = "tag:yaml.org,2002:int"
 _MAP = "tag:yaml.org,2002:map"
 _MERGE = "tag:yaml.org,2002:merge"
-_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PLAIN_TAGS: dict[str, str] = {}
+
+
+class _Loader(_BaseLoader):
+    """The safe loader with a memo for the tags of plain scalars.
+
+    libyaml hands every scalar back to Python's regex resolver; manifests repeat the same keys
+    and values thousands of times, so the memo removes most of that cost.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            tag = _PLAIN_TAGS.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(_PLAIN_TAGS) < 100_000:
+                    _PLAIN_TAGS[value] = tag
+            return tag
+        return super().resolve(kind, value, implicit)
 
 
 class _Invalid(Exception):
@@ -289,6 +309,8 @@ def _scalar(node: Any) -> Any:
     tag = node.tag
     if tag == _STR:
         return node.value
+    if tag == _INT and node.value.isdigit() and (node.value[0] != "0" or node.value == "0"):
+        return int(node.value)  # the common case, without the general constructor's parsing
     if tag in _SCALAR_TAGS:
         # Straight to the tag's constructor: construct_object would cache every node forever.
         try:
@@ -594,19 +616,42 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+@lru_cache(maxsize=4096)
+def _real(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def _inside(folder: str, target: str) -> bool:
+    return target == folder or target.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _has_link(real_base: str, target: str) -> bool:
+    """Whether a component of `target` below its common part with `real_base` is a symlink."""
+    common = real_base if _inside(real_base, target) else os.path.commonpath([real_base, target])
+    current = common
+    for part in os.path.relpath(target, common).split(os.sep):
+        if part in ("", "."):
+            continue
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return True
+    return False
+
+
 def _resolve_inside(base: Path, relative: str, root: Path) -> tuple[Path | None, str | None]:
     """(absolute path, None) or (None, why not): relative, inside root even after symlinks."""
     if not relative or relative.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", relative):
         return None, f"'{relative}' must be a path relative to the manifest"
-    candidate = base / relative
-    lexical = Path(os.path.normpath(candidate))
-    root_real = root.resolve()
-    if not lexical.is_relative_to(root.absolute()) and not lexical.is_relative_to(root_real):
+    root_real = _real(str(root))
+    # The folders above are resolved once each; only what the relative path adds can be a link.
+    target = os.path.normpath(os.path.join(_real(str(base)), relative))
+    if not _inside(root_real, target):
         return None, f"'{relative}' points outside the repository"
-    real = candidate.resolve()
-    if not real.is_relative_to(root_real):
-        return None, f"'{relative}' is a symlink that points outside the repository"
-    return real, None
+    if _has_link(_real(str(base)), target):
+        target = os.path.realpath(target)
+        if not _inside(root_real, target):
+            return None, f"'{relative}' is a symlink that points outside the repository"
+    return Path(target), None
 
 
 def artifact_format(artifact: dict[str, Any]) -> str | None:
@@ -829,8 +874,10 @@ def find_repo_root(start: Path) -> Path:
 
 def display_path(path: Path) -> str:
     """A path as a person wants to read it: relative to the current folder where it can be."""
+    if not path.is_absolute():
+        return os.path.normpath(path)
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,36 +18,37 @@ from mlops_ci.manifest import (
 )
 
 
-def collect(paths: Sequence[Path]) -> list[Path]:
-    """Manifest files named by PATHs: files as given, folders searched recursively."""
-    found: list[Path] = []
+def collect(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(manifest, PATH it was found under) for each PATH: files as given, folders recursively."""
+    found: list[tuple[Path, Path]] = []
     for path in paths:
         if path.is_dir():
             manifests = find_manifests(path)
             if not manifests:
                 raise UsageError(f"no model.yaml or model.yml found under {path}")
-            found.extend(manifests)
+            found.extend((m, path) for m in manifests)
         elif path.is_file():
-            found.append(path)
+            found.append((path, path.parent))
         else:
             raise UsageError(f"{path}: no such file or folder")
     # The same file named twice is checked once.
-    unique: dict[Path, Path] = {}
-    for f in found:
-        unique.setdefault(f.resolve(), f)
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for manifest, origin in found:
+        unique.setdefault(Path(os.path.abspath(manifest)), (manifest, origin))
     return list(unique.values())
 
 
 def check(paths: Sequence[Path], root: Path | None = None) -> list[Checked]:
-    files = collect(paths)
     if root is not None and not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
-    results = []
     roots: dict[Path, Path] = {}
-    for f in files:
-        # One repository lookup per folder, not per file.
-        repo = root or roots.setdefault(f.parent, find_repo_root(f.parent))
-        results.append(check_file(f, repo))
+    results = []
+    for manifest, origin in collect(paths):
+        # The repository is looked up once per PATH given, not once per manifest.
+        if root is None and origin not in roots:
+            roots[origin] = find_repo_root(origin)
+        repo = root or roots[origin]
+        results.append(check_file(manifest, repo))
     return check_unique_names(results)
 
 
