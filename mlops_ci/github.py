@@ -1,0 +1,495 @@
+"""The only module that talks to GitHub: the REST API through PyGithub, and the runner's event.
+
+Built from the runner's variables (GITHUB_API_URL, GITHUB_TOKEN, GITHUB_REPOSITORY,
+GITHUB_EVENT_PATH; GITHUB_SERVER_URL/GITHUB_RUN_ID only for links), plus mlops-ci's own:
+
+- MLOPS_CI_TEAMS_TOKEN: a token that can read org team membership (the Actions GITHUB_TOKEN
+  cannot); used only for team membership look-ups, default GITHUB_TOKEN.
+- MLOPS_CI_GITHUB_MAX_WAIT: the longest single wait, in seconds, before retrying a rate-limited or
+  failing request (default 60). Tests set it low.
+- MLOPS_CI_GITHUB_RETRIES: how many times one request is retried (default 5).
+
+Every API failure, after retries, becomes one `MlopsCiError` line (exit 2), never a traceback.
+Data crosses into the rest of the package as frozen dataclasses, never as PyGithub objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.util.retry import Retry
+
+from mlops_ci.errors import MlopsCiError
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_MAX_WAIT = 60.0
+DEFAULT_RETRIES = 5
+TIMEOUT_SECONDS = 20
+MAX_STATUS_DESCRIPTION = 140  # GitHub answers 422 beyond this
+_BOTS_WITHOUT_TYPE = frozenset({"web-flow"})  # GitHub's committer for web-UI commits
+
+
+# --- what crosses the module boundary -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    """One entry of a pull request's files list, as GitHub reports it."""
+
+    filename: str
+    status: str  # added | removed | modified | renamed | copied | changed | unchanged
+    previous_filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    """One submitted pull-request review, with GitHub's own state names."""
+
+    id: int
+    login: str
+    user_type: str  # "User" | "Bot" | "Organization"
+    state: str  # APPROVED | CHANGES_REQUESTED | COMMENTED | DISMISSED | PENDING
+    commit_id: str | None
+    author_association: str  # OWNER | MEMBER | COLLABORATOR | CONTRIBUTOR | NONE | ...
+    submitted_at: str | None = None
+
+    @property
+    def is_bot(self) -> bool:
+        return self.user_type == "Bot" or self.login.endswith("[bot]")
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """The facts of a pull request that the gate needs."""
+
+    number: int
+    author: str
+    head_sha: str
+    base_sha: str
+    base_ref: str
+    head_repo: str | None  # full name; None when the fork was deleted
+    base_repo: str
+    state: str
+    html_url: str
+
+    @property
+    def from_fork(self) -> bool:
+        return self.head_repo != self.base_repo
+
+
+# --- retries ------------------------------------------------------------------------------------
+
+
+def _rate_limited(headers: Mapping[str, str]) -> bool:
+    """GitHub marks a rate-limit 403/429 with Retry-After or X-RateLimit-Remaining: 0."""
+    return bool(headers.get("Retry-After")) or headers.get("X-RateLimit-Remaining") == "0"
+
+
+class GitHubRetry(Retry):
+    """urllib3 retries for GitHub: 5xx and rate limits, with every single wait capped.
+
+    A 403 is retried only when it is a rate limit (other 403s are permission answers), and
+    exhausted retries return the last response (raise_on_status=False) so PyGithub raises its
+    own GithubException with GitHub's message instead of requests' bare RetryError.
+    """
+
+    def __init__(self, *, max_wait: float = DEFAULT_MAX_WAIT, **kwargs: Any) -> None:
+        self.max_wait = max_wait
+        kwargs.setdefault("status_forcelist", (403, 429, 500, 502, 503, 504))
+        kwargs.setdefault(
+            "allowed_methods", frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"})
+        )
+        kwargs.setdefault("raise_on_status", False)
+        kwargs.setdefault("backoff_factor", 0.5)
+        super().__init__(**kwargs)
+
+    def new(self, **kw: Any) -> GitHubRetry:
+        kw.setdefault("max_wait", self.max_wait)
+        return super().new(**kw)
+
+    def increment(  # type: ignore[override]
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        forbidden = response is not None and response.status in (403, 429)
+        if forbidden and not _rate_limited(response.headers):
+            # Not retryable: hand the response back untouched (see raise_on_status).
+            raise MaxRetryError(_pool, url or "", ResponseError("not a rate limit"))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def wait_seconds(self, response: Any = None, now: float | None = None) -> float:
+        """How long to wait before the next try: Retry-After, else the rate-limit reset, else
+        exponential backoff; never more than max_wait."""
+        wait = self.get_backoff_time()
+        if response is not None:
+            headers = response.headers
+            retry_after = headers.get("Retry-After")
+            reset = headers.get("X-RateLimit-Reset")
+            if retry_after:
+                wait = max(wait, _parse_retry_after(retry_after, now))
+            elif headers.get("X-RateLimit-Remaining") == "0" and reset and reset.isdigit():
+                # +1: the reset second itself may still be limited.
+                wait = max(wait, int(reset) - (time.time() if now is None else now) + 1)
+        return max(0.0, min(wait, self.max_wait))
+
+    def sleep(self, response: Any = None) -> None:
+        wait = self.wait_seconds(response)
+        if wait > 0:
+            time.sleep(wait)
+
+
+def _parse_retry_after(value: str, now: float | None = None) -> float:
+    value = value.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    if parsed is None:
+        return 0.0
+    return parsed.timestamp() - (time.time() if now is None else now)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+_TEAMS_HINT = (
+    "the workflow's GITHUB_TOKEN cannot read organisation teams: set MLOPS_CI_TEAMS_TOKEN "
+    "to a token with members read access"
+)
+
+
+def _explain(status: int | None, message: str, what: str, hint403: str | None = None) -> str:
+    hint = {
+        401: "the token is missing, expired or wrong (GITHUB_TOKEN)",
+        403: "the token lacks a permission this needs (see the workflow's `permissions:`)",
+        404: "not found, or the token cannot see it",
+        422: "GitHub rejected the request",
+    }.get(status or 0, "")
+    if status is not None and status >= 500:
+        hint = "GitHub kept failing after retries"
+    if status in (401, 403) and hint403:
+        hint = hint403
+    text = f"GitHub API: {what} failed"
+    if status:
+        text += f" with {status}"
+    if message:
+        text += f": {message}"
+    if hint:
+        text += f" ({hint})"
+    return text
+
+
+def _github_message(exc: Any) -> str:
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        message = str(data.get("message") or "")
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors:
+            details = [str(e.get("message") if isinstance(e, dict) else e) for e in errors]
+            message += " (" + "; ".join(d for d in details if d and d != "None") + ")"
+        return message.strip()
+    return str(data or "").strip()[:200]
+
+
+@contextlib.contextmanager
+def _api(what: str, hint403: str | None = None) -> Iterator[None]:
+    """Turn every way a GitHub call can fail into one MlopsCiError line."""
+    import requests
+    from github import GithubException
+
+    try:
+        yield
+    except GithubException as exc:
+        raise MlopsCiError(_explain(exc.status, _github_message(exc), what, hint403)) from exc
+    except requests.exceptions.RetryError as exc:
+        raise MlopsCiError(_explain(None, "gave up after retries", what)) from exc
+    except requests.exceptions.RequestException as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise MlopsCiError(_explain(None, f"cannot reach the API ({reason})", what)) from exc
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+class GitHub:
+    """One repository's API, as the gate, the report and deploy use it."""
+
+    def __init__(
+        self,
+        repository: str,
+        *,
+        token: str | None,
+        api_url: str = DEFAULT_API_URL,
+        teams_token: str | None = None,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
+        if "/" not in repository.strip("/"):
+            raise MlopsCiError(f"repository must be owner/name, got {repository!r}")
+        self.repository = repository.strip("/")
+        self.api_url = api_url.rstrip("/")
+        self.max_wait = max_wait
+        self.retries = retries
+        self._client = self._connect(token)
+        self._teams_client = self._connect(teams_token) if teams_token else self._client
+        self._repo = self._client.get_repo(self.repository)
+
+    def _connect(self, token: str | None) -> Any:
+        from github import Auth, Github
+
+        retry = GitHubRetry(total=self.retries, max_wait=self.max_wait)
+        return Github(
+            base_url=self.api_url,
+            auth=Auth.Token(token) if token else None,
+            timeout=TIMEOUT_SECONDS,
+            per_page=100,  # fewest calls: GitHub's maximum page size
+            retry=retry,
+            seconds_between_requests=0,  # the gate is a handful of calls, not a crawler
+            seconds_between_writes=0,
+            lazy=True,  # no GET for objects we only use as a URL prefix
+        )
+
+    @classmethod
+    def from_env(
+        cls, repository: str | None = None, environ: Mapping[str, str] | None = None
+    ) -> GitHub:
+        env = os.environ if environ is None else environ
+        repository = repository or env.get("GITHUB_REPOSITORY", "")
+        if not repository:
+            raise MlopsCiError("no repository: pass --repo owner/name or set GITHUB_REPOSITORY")
+        token = env.get("GITHUB_TOKEN") or None
+        if token is None:
+            raise MlopsCiError("GITHUB_TOKEN is not set: the GitHub API needs a token")
+        return cls(
+            repository,
+            token=token,
+            api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
+            teams_token=env.get("MLOPS_CI_TEAMS_TOKEN") or None,
+            max_wait=_float_env(env, "MLOPS_CI_GITHUB_MAX_WAIT", DEFAULT_MAX_WAIT),
+            retries=int(_float_env(env, "MLOPS_CI_GITHUB_RETRIES", DEFAULT_RETRIES)),
+        )
+
+    # -- pull requests -------------------------------------------------------------------------
+
+    def pull_request(self, number: int) -> PullRequest:
+        with _api(f"reading pull request #{number} of {self.repository}"):
+            pr = self._repo.get_pull(number)
+            raw = pr.raw_data  # one GET; the fields below come from it
+        head, base = raw.get("head") or {}, raw.get("base") or {}
+        return PullRequest(
+            number=int(raw["number"]),
+            author=str((raw.get("user") or {}).get("login") or ""),
+            head_sha=str(head.get("sha") or ""),
+            base_sha=str(base.get("sha") or ""),
+            base_ref=str(base.get("ref") or ""),
+            head_repo=(head.get("repo") or {}).get("full_name"),
+            base_repo=str((base.get("repo") or {}).get("full_name") or self.repository),
+            state=str(raw.get("state") or ""),
+            html_url=str(raw.get("html_url") or ""),
+        )
+
+    def pull_files(self, number: int) -> list[ChangedFile]:
+        """Every changed file (GitHub lists at most 3000), page by page."""
+        with _api(f"listing the files of pull request #{number}"):
+            files = self._repo.get_pull(number).get_files()
+            return [
+                ChangedFile(
+                    filename=f.filename,
+                    status=f.status,
+                    previous_filename=f.raw_data.get("previous_filename"),
+                )
+                for f in files
+            ]
+
+    def reviews(self, number: int) -> list[Review]:
+        """Every submitted review, oldest first, page by page."""
+        with _api(f"listing the reviews of pull request #{number}"):
+            out = []
+            for r in self._repo.get_pull(number).get_reviews():
+                raw = r.raw_data
+                user = raw.get("user") or {}
+                out.append(
+                    Review(
+                        id=int(raw["id"]),
+                        login=str(user.get("login") or ""),
+                        user_type=str(user.get("type") or "User"),
+                        state=str(raw.get("state") or ""),
+                        commit_id=raw.get("commit_id"),
+                        author_association=str(raw.get("author_association") or "NONE"),
+                        submitted_at=raw.get("submitted_at"),
+                    )
+                )
+            return out
+
+    def commit_logins(self, number: int) -> frozenset[str]:
+        """Logins of everyone who authored or committed a commit of the pull request."""
+        with _api(f"listing the commits of pull request #{number}"):
+            logins: set[str] = set()
+            for c in self._repo.get_pull(number).get_commits():
+                # Attributes, not raw_data: raw_data would GET every commit to "complete" it.
+                for user in (c.author, c.committer):
+                    login = user.login if user is not None else None
+                    if login and login not in _BOTS_WITHOUT_TYPE:
+                        logins.add(str(login))
+            return frozenset(logins)
+
+    # -- contents ------------------------------------------------------------------------------
+
+    def file_text(self, path: str, ref: str) -> str | None:
+        """The text of `path` at commit `ref`, or None when it does not exist there."""
+        from github import UnknownObjectException
+
+        with _api(f"reading {path} at {ref[:12]}"):
+            try:
+                content = self._repo.get_contents(path, ref=ref)
+            except UnknownObjectException:
+                return None
+            if isinstance(content, list):  # a folder, not a file
+                return None
+            if content.encoding != "base64":
+                raise MlopsCiError(
+                    f"{path} at {ref[:12]} is too large for the contents API (over 1 MB)"
+                )
+            try:
+                return str(content.decoded_content.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise MlopsCiError(f"{path} at {ref[:12]} is not UTF-8 text") from exc
+
+    # -- teams ---------------------------------------------------------------------------------
+
+    def is_team_member(self, team: str, login: str) -> bool:
+        """Whether `login` is an active member of `team` ("@org/slug").
+
+        404 means "not a member" (or no such team); any other failure raises, never "no".
+        """
+        from github import UnknownObjectException
+
+        org, _, slug = team.lstrip("@").partition("/")
+        if not org or not slug:
+            raise MlopsCiError(f"{team!r} is not a team: write @org/team-slug")
+        url = f"/orgs/{org}/teams/{slug}/memberships/{login}"
+        with _api(f"checking whether @{login} is in {team}", _TEAMS_HINT):
+            try:
+                _, data = self._teams_client.requester.requestJsonAndCheck("GET", url)
+            except UnknownObjectException:
+                return False
+        return isinstance(data, dict) and data.get("state") == "active"
+
+    def team_members(self, team: str) -> frozenset[str]:
+        """The logins of the active members of `team` (lowercased), page by page: one call per
+        100 members, cheaper than one membership check per reviewer. 404: no members."""
+        from github import UnknownObjectException
+
+        org, _, slug = team.lstrip("@").partition("/")
+        if not org or not slug:
+            raise MlopsCiError(f"{team!r} is not a team: write @org/team-slug")
+        url = f"/orgs/{org}/teams/{slug}/members"
+        members: set[str] = set()
+        with _api(f"listing the members of {team}", _TEAMS_HINT):
+            for page in range(1, 1000):
+                try:
+                    _, data = self._teams_client.requester.requestJsonAndCheck(
+                        "GET", url, parameters={"per_page": 100, "page": page}
+                    )
+                except UnknownObjectException:
+                    return frozenset()
+                batch = data if isinstance(data, list) else []
+                members.update(
+                    str(u.get("login", "")).lower() for u in batch if isinstance(u, dict)
+                )
+                if len(batch) < 100:
+                    break
+        return frozenset(members)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def set_status(
+        self,
+        sha: str,
+        state: str,
+        description: str,
+        context: str,
+        target_url: str | None = None,
+    ) -> None:
+        """A commit status on `sha`; the description is cut to GitHub's 140 characters."""
+        if len(description) > MAX_STATUS_DESCRIPTION:
+            description = description[: MAX_STATUS_DESCRIPTION - 1] + "…"
+        body: dict[str, Any] = {"state": state, "description": description, "context": context}
+        if target_url:
+            body["target_url"] = target_url
+        with _api(f"setting status {context} on {sha[:12]}"):
+            self._client.requester.requestJsonAndCheck(
+                "POST", f"/repos/{self.repository}/statuses/{sha}", input=body
+            )
+
+    def upsert_comment(self, pr_number: int, marker: str, body: str) -> tuple[int, bool]:
+        """The one comment holding `marker` (a hidden `<!-- ... -->`): edited in place if
+        found, else created. Returns (comment id, created)."""
+        if marker not in body:
+            body = f"{marker}\n{body}"
+        with _api(f"writing the comment on pull request #{pr_number}"):
+            issue = self._repo.get_issue(pr_number)
+            for comment in issue.get_comments():
+                if marker in (comment.body or ""):
+                    comment.edit(body)
+                    return int(comment.id), False
+            created = issue.create_comment(body)
+            return int(created.id), True
+
+    def run_url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The link to this workflow run, when running on a runner."""
+        env = os.environ if environ is None else environ
+        server, run_id = env.get("GITHUB_SERVER_URL"), env.get("GITHUB_RUN_ID")
+        if not server or not run_id:
+            return None
+        return f"{server.rstrip('/')}/{self.repository}/actions/runs/{run_id}"
+
+
+# --- the runner's event -------------------------------------------------------------------------
+
+
+def event_payload(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The webhook payload of the event that started the run (empty outside a runner)."""
+    env = os.environ if environ is None else environ
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MlopsCiError(f"cannot read the event payload: {exc}", path=path) from exc
+    return data if isinstance(data, dict) else {}
+
+
+def event_pull_number(environ: Mapping[str, str] | None = None) -> int | None:
+    """The pull request's number from a pull_request / pull_request_review event.
+
+    The head SHA is deliberately not taken from GITHUB_SHA: on pull_request events that is the
+    test-merge commit, which no reviewer ever approved.
+    """
+    pr = event_payload(environ).get("pull_request")
+    number = pr.get("number") if isinstance(pr, dict) else None
+    return int(number) if isinstance(number, int) else None
+
+
+def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise MlopsCiError(f"{name} must be a number, got {raw!r}") from exc
