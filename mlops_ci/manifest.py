@@ -25,6 +25,7 @@ from mlops_ci.errors import CheckFailed
 from mlops_ci.resources import MANIFEST_SCHEMA, load_schema
 
 MANIFEST_NAMES = ("model.yaml", "model.yml")
+POLICY_PATH = ".mlops/policy.yaml"
 #: Manifests are small; a larger file is a mistake or an attack.
 MAX_FILE_BYTES = 1 << 20
 #: Deeper than any real manifest, shallow enough that nothing recurses dangerously.
@@ -690,6 +691,15 @@ def referenced_paths(data: dict[str, Any]) -> list[str]:
     return [ref["path"] for _, ref in _file_refs(data)]
 
 
+# Numbers YAML 1.1 reads as strings: an exponent without a dot in the mantissa (2e-06).
+_YAML11_FLOAT_TEXT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+
+
+def _as_yaml11_float(text: str) -> str:
+    mantissa, _, exponent = text.lower().partition("e")
+    return f"{mantissa}.0e{exponent}"
+
+
 def _semantic_problems(
     data: dict[str, Any],
     node: Any,
@@ -798,6 +808,19 @@ def _semantic_problems(
                         f"of the signature ({', '.join(known)}){_did_you_mean(key, known)}",
                         key=True,
                     )
+            for section in ("input", "expect"):
+                for key, value in (case.get(section) or {}).items():
+                    where = ["spec", "tests", "cases", i, section, key]
+                    if isinstance(value, str) and _YAML11_FLOAT_TEXT.match(value):
+                        node_at, _ = _walk(node, where, key=False)
+                        if (
+                            isinstance(node_at, yaml.ScalarNode) and not node_at.style
+                        ):  # plain, not quoted
+                            add(
+                                where,
+                                f"{_dotted(where)}: YAML reads {value} as text, not a number; "
+                                f"write {_as_yaml11_float(value)}",
+                            )
 
     task = spec.get("task")
     tests = spec.get("tests")
@@ -849,13 +872,14 @@ def _semantic_problems(
 
 @dataclass(frozen=True)
 class Checked:
-    """The outcome of checking one manifest file."""
+    """The outcome of checking one file: a manifest, or the policy when `schema` says so."""
 
     path: Path
     shown: str
     problems: tuple[Problem, ...]
     data: dict[str, Any] | None = field(default=None, repr=False)
     node: Any = field(default=None, repr=False, compare=False)
+    schema: str = MANIFEST_SCHEMA
 
     @property
     def valid(self) -> bool:
@@ -882,32 +906,28 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def check_file(path: Path, root: Path | None = None, shown: str | None = None) -> Checked:
-    """All problems of one manifest file: YAML, schema, files, digests, consistency."""
+def check_file(
+    path: Path,
+    root: Path | None = None,
+    shown: str | None = None,
+    schema: str = MANIFEST_SCHEMA,
+) -> Checked:
+    """All problems of one manifest file: YAML, schema, files, digests, consistency.
+
+    With another `schema` (the policy's), the YAML and schema checks only.
+    """
     shown = shown or display_path(path)
     try:
         raw = path.read_bytes() if path.stat().st_size <= MAX_FILE_BYTES else None
     except OSError as exc:
-        return Checked(
-            path, shown, (Problem(shown, None, None, "", f"cannot read: {exc.strerror}"),)
-        )
+        problem = Problem(shown, None, None, "", f"cannot read: {exc.strerror}")
+        return Checked(path, shown, (problem,), schema=schema)
     if raw is None:
-        return Checked(
-            path,
-            shown,
-            (
-                Problem(
-                    shown,
-                    None,
-                    None,
-                    "",
-                    f"file is larger than {MAX_FILE_BYTES:,} bytes; manifests are limited to that",
-                ),
-            ),
-        )
-    data, problems, node = parse_document(raw, shown)
-    if data is None:
-        return Checked(path, shown, tuple(problems))
+        message = f"file is larger than {MAX_FILE_BYTES:,} bytes; manifests are limited to that"
+        return Checked(path, shown, (Problem(shown, None, None, "", message),), schema=schema)
+    data, problems, node = parse_document(raw, shown, schema)
+    if data is None or schema != MANIFEST_SCHEMA:
+        return Checked(path, shown, tuple(problems), data, node, schema)
     root = root or find_repo_root(path.parent)
     reported = {p.pointer for p in problems}
     problems += [
@@ -926,7 +946,11 @@ def check_unique_names(results: Sequence[Checked]) -> list[Checked]:
     first: dict[str, Checked] = {}
     out: list[Checked] = []
     for result in results:
-        meta = result.data.get("metadata") if result.data else None
+        meta = (
+            result.data.get("metadata")
+            if result.data and result.schema == MANIFEST_SCHEMA
+            else None
+        )
         name = meta.get("name") if isinstance(meta, dict) else None
         if not isinstance(name, str):
             out.append(result)

@@ -15,6 +15,7 @@ from typing import TextIO
 
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, UsageError
 from mlops_ci.manifest import Manifest, find_repo_root
+from mlops_ci.resources import MANIFEST_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def run(
     out: Path | None = None,
     stages: Sequence[str] | None = None,
     stream: TextIO | None = None,
-) -> list[ModelRow]:
+) -> Run:
     from mlops_ci import validate
     from mlops_ci.manifest import load
 
@@ -105,7 +106,14 @@ def run(
     checked = validate.check([repo], root)
     rows: list[ModelRow] = []
     manifests: list[tuple[ModelRow, Manifest]] = []
+    policy_ok = True
     for result in checked:
+        if result.schema != MANIFEST_SCHEMA:  # the approval policy: not a model row
+            policy_ok = result.valid
+            print(f"  {'✓' if result.valid else '✗'} {'(policy)':<24} {result.shown}", file=say)
+            for problem in result.problems:
+                print(f"      {problem}", file=say, flush=True)
+            continue
         meta = result.data.get("metadata") if result.data else None
         name = (
             str(meta.get("name")) if isinstance(meta, dict) and meta.get("name") else result.shown
@@ -143,9 +151,20 @@ def run(
     names = ["validate", *(s.name for s in selected)]
     print(f"\nSummary ({time.perf_counter() - started:.1f} s, reports in {out})", file=say)
     print(_table(rows, names), file=say, flush=True)
-    return rows
+    if not policy_ok:
+        print("the approval policy is invalid (see above)", file=say)
+    return Run(tuple(rows), policy_ok)
+
+
+@dataclass(frozen=True)
+class Run:
+    rows: tuple[ModelRow, ...]
+    policy_ok: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return self.policy_ok and all(r.passed for r in self.rows)
 
 
 def main(repo: Path, *, out: Path | None = None, stages: Sequence[str] | None = None) -> int:
-    rows = run(repo, out, stages)
-    return EXIT_OK if all(r.passed for r in rows) else EXIT_VERDICT
+    return EXIT_OK if run(repo, out, stages).passed else EXIT_VERDICT

@@ -17,8 +17,8 @@ from mlops_ci.github import Review
 from mlops_ci.manifest import Problem
 from mlops_ci.resources import POLICY_SCHEMA
 
-POLICY_PATH = ".mlops/policy.yaml"
-MANIFEST_NAMES = ("model.yaml", "model.yml")
+POLICY_PATH = manifest.POLICY_PATH
+MANIFEST_NAMES = manifest.MANIFEST_NAMES
 TIERS = ("low", "medium", "high")
 HIGHEST_TIER = TIERS[-1]
 _RANK = {tier: i for i, tier in enumerate(TIERS)}

@@ -10,12 +10,14 @@ from pathlib import Path
 from mlops_ci import gha, report
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, UsageError
 from mlops_ci.manifest import (
+    POLICY_PATH,
     Checked,
     check_file,
     check_unique_names,
     find_manifests,
     find_repo_root,
 )
+from mlops_ci.resources import POLICY_SCHEMA
 
 
 def collect(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
@@ -49,6 +51,11 @@ def check(paths: Sequence[Path], root: Path | None = None) -> list[Checked]:
             roots[origin] = find_repo_root(origin)
         repo = root or roots[origin]
         results.append(check_file(manifest, repo))
+    # A repository's approval policy is checked with its models.
+    for path in dict.fromkeys(p for p in paths if p.is_dir()):
+        policy = path / POLICY_PATH
+        if policy.is_file():
+            results.append(check_file(policy, schema=POLICY_SCHEMA))
     return check_unique_names(results)
 
 
