@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,9 @@ from mlops_ci.manifest import (
     referenced_paths,
     semver_key,
 )
+
+#: git's empty tree: the base of a push that creates a branch.
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,18 @@ class _Git:
         return done.stdout
 
     def commit(self, ref: str) -> str:
+        if re.fullmatch(r"0{40}|0{64}", ref):
+            # A push that creates a branch has no `before`: compare with nothing at all.
+            return EMPTY_TREE
         try:
             return (
                 self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").decode().strip()
             )
         except UsageError:
-            raise UsageError(f"'{ref}' is not a commit in {self.repo}") from None
+            raise UsageError(
+                f"'{ref}' is not a commit in {self.repo} "
+                "(a shallow clone? check out with fetch-depth: 0)"
+            ) from None
 
     def manifests(self, commit: str) -> list[str]:
         names = self.run("ls-tree", "-r", "-z", "--name-only", commit).split(b"\0")

@@ -176,3 +176,18 @@ def test_unknown_ref_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture[
     code = main(["plan", "--repo", str(repo), "--base", "no-such-branch"])
     assert code == 2
     assert "'no-such-branch' is not a commit" in capsys.readouterr().err
+    # (the message also suggests fetch-depth: 0, the usual cause on a runner)
+
+
+def test_push_that_creates_a_branch_compares_with_nothing(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, plan = _plan(repo, "0" * 40, capsys)
+    assert code == 0
+    assert sorted(m["name"] for m in plan["matrix"]["include"]) == [
+        "alpha",
+        "beta",
+        "delta",
+        "gamma",
+    ]
+    assert {m["status"] for m in plan["matrix"]["include"]} == {"added"}
