@@ -6,6 +6,7 @@ stage skips the stages after it. The same stage functions back the CI commands.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from mlops_ci import atomic, report
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, UsageError
 from mlops_ci.manifest import Manifest, find_repo_root
 from mlops_ci.resources import MANIFEST_SCHEMA
@@ -36,9 +38,44 @@ class Stage:
     run: StageFn
 
 
+def _convert(manifest: Manifest, folder: Path) -> Outcome:
+    from mlops_ci import convert
+
+    result = convert.run(manifest, folder)
+    if result.error:
+        return Outcome(False, result.error.splitlines()[0])
+    parity = result.parity
+    if parity is None or parity.status == "not-run":
+        reason = parity.reason if parity and parity.reason else "parity not run"
+        return Outcome(result.passed, f"{result.converter or 'converted'}; {reason}")
+    diffs = [o.max_abs_diff for o in parity.outputs if o.max_abs_diff is not None]
+    line = f"parity {parity.status}, {parity.rows} rows"
+    if diffs:
+        line += f", |Δ| ≤ {max(diffs):.0e}"
+    if parity.label_agreement is not None:
+        line += f", labels {parity.label_agreement:.0%}"
+    if result.signature_problems:
+        line = f"signature: {result.signature_problems[0]}"
+    return Outcome(result.passed, line)
+
+
+def _test(manifest: Manifest, folder: Path) -> Outcome:
+    from mlops_ci import evaluate
+
+    result = evaluate.run(manifest, folder, folder)
+    return Outcome(result.passed, result.summary)
+
+
+def _bench(manifest: Manifest, folder: Path) -> Outcome:
+    from mlops_ci import bench
+
+    result = bench.run(manifest, folder, folder)
+    return Outcome(result.passed, result.summary)
+
+
 def _stages() -> tuple[Stage, ...]:
-    """Every stage after validation, in order; imported lazily so `run` starts fast."""
-    return ()
+    """Every stage after validation, in order; each imports its module only when it runs."""
+    return (Stage("convert", _convert), Stage("test", _test), Stage("bench", _bench))
 
 
 @dataclass(frozen=True)
@@ -129,6 +166,10 @@ def run(
                 print(f"      {problem}", file=say, flush=True)
         row = ModelRow(name, result.shown, {"validate": outcome})
         rows.append(row)
+        folder = out / name
+        if folder.is_dir():  # a previous run's reports must not mix with this run's
+            shutil.rmtree(folder)
+        atomic.write_text(folder / "validate.json", report.validation_json([result]) + "\n")
         if result.valid:
             manifests.append((row, load(result.path, root)))
 
@@ -147,6 +188,13 @@ def run(
             print(
                 f"  {mark} {row.name:<24} {outcome.summary}  ({took:.1f} s)", file=say, flush=True
             )
+
+    if manifests:
+        from mlops_ci import pr_report
+
+        markdown = pr_report.render([r for m in rows for r in pr_report.gather(out / m.name)])
+        atomic.write_text(out / "report.md", markdown)
+        print(f"\n{markdown}\nReport written to {out / 'report.md'}", file=say)
 
     names = ["validate", *(s.name for s in selected)]
     print(f"\nSummary ({time.perf_counter() - started:.1f} s, reports in {out})", file=say)
