@@ -98,7 +98,7 @@ def main() -> None:
             f"\nthroughput over {args.files} manifests (median of {args.rounds} alternating runs)"
         )
         print(
-            f"  mlops-ci validate   {args.files / o:8.0f} files/s  (schema + digests + paths + names)"
+            f"  mlops-ci validate   {args.files / o:8.0f} files/s  (schema, digests, paths, names)"
         )
         print(f"  check-jsonschema    {args.files / t:8.0f} files/s  (schema only)")
         print(f"  ratio               {t / o:8.2f}x  (goal >= 4x)")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mlops_ci import __version__
-from mlops_ci.errors import EXIT_USAGE, MlopsCiError
+from mlops_ci.errors import EXIT_USAGE, MlopsCiError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -102,9 +102,204 @@ def _run(args: argparse.Namespace) -> int:
     return pipeline.main(args.repo, out=args.out, stages=stages)
 
 
+# --- test, bench, report (issue 4) -------------------------------------------------------------
+
+
+def _add_model_stage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", type=Path, metavar="MANIFEST", help="the model.yaml")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--onnx", type=Path, metavar="PATH", help="the ONNX model to check")
+    source.add_argument(
+        "--convert-dir",
+        type=Path,
+        metavar="DIR",
+        help="the output folder of `mlops-ci convert` (model.onnx, convert.json); default: --out",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where reports go")
+
+
+def _add_test(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "test",
+        help="run a model's declared test cases and metric thresholds on its ONNX model",
+        description="Run the manifest's test cases and metric thresholds (on the evaluation data, "
+        "digest verified first) on the ONNX model, and report the conversion's parity verdict. "
+        "Writes DIR/test.json; exit 1 when any check fails.",
+    )
+    _add_model_stage_args(p)
+    p.set_defaults(handler=_test)
+
+
+def _test(args: argparse.Namespace) -> int:
+    from mlops_ci import evaluate
+
+    convert_dir = args.convert_dir or (None if args.onnx else args.out)
+    return evaluate.main(args.manifest, onnx=args.onnx, convert_dir=convert_dir, out=args.out)
+
+
+def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure latency and throughput, check budgets and regression against a baseline",
+        description="Latency p50/p95/p99 and throughput of the native and ONNX model at the "
+        "manifest's batch sizes; budget checks; with --baseline, a regression check against "
+        "that ONNX model, timed interleaved in this process. Writes DIR/bench.json; exit 1 on "
+        "a missed budget or a regression.",
+    )
+    _add_model_stage_args(p)
+    p.add_argument(
+        "--baseline", type=Path, metavar="PATH", help="ONNX model of the deployed version"
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="seconds per measured configuration (default: the manifest's, else 1.0)",
+    )
+    p.add_argument("--no-native", action="store_true", help="measure only the ONNX model")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from mlops_ci import bench
+
+    if args.time_budget is not None and not 0 < args.time_budget <= 600:
+        raise UsageError("--time-budget must be between 0 and 600 seconds")
+    convert_dir = args.convert_dir or (None if args.onnx else args.out)
+    return bench.main(
+        args.manifest,
+        onnx=args.onnx,
+        convert_dir=convert_dir,
+        out=args.out,
+        baseline=args.baseline,
+        time_budget_s=args.time_budget,
+        native=not args.no_native,
+    )
+
+
+def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="render the pull-request report from stage results; post it as one sticky comment",
+        description="Gather the per-model JSON reports under DIR (validate/convert/test/bench "
+        ".json, e.g. downloaded workflow artifacts) and render one Markdown report: printed, "
+        "written to --out, added to the job summary, failing checks as annotations. With --pr N "
+        "--post, create or edit the pull request's sticky comment; when the token cannot "
+        "comment (fork pull requests), write DIR/pr-comment.json for a workflow_run job to post "
+        "with --post-prepared.",
+    )
+    p.add_argument("--dir", type=Path, metavar="REPORTS_DIR", help="folder with the JSON reports")
+    p.add_argument(
+        "--pr", type=int, metavar="N", help="the pull request (default: the event's, on a runner)"
+    )
+    p.add_argument("--post", action="store_true", help="create or update the sticky PR comment")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the Markdown here")
+    p.add_argument(
+        "--post-prepared",
+        type=Path,
+        metavar="FILE",
+        help="post a pr-comment.json written by a fork's run (from a workflow_run job); the pull "
+        "request must have the event's head SHA",
+    )
+    p.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mlops_ci import pr_report
+
+    if args.post_prepared is not None:
+        return pr_report.post_prepared(args.post_prepared)
+    if args.dir is None:
+        raise UsageError("--dir REPORTS_DIR is required (or --post-prepared FILE)")
+    return pr_report.main(args.dir, pr=args.pr, post=args.post, out=args.out)
+
+
+# --- gate (issue 5) ----------------------------------------------------------------------------
+
+
+def _add_gate(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "gate",
+        help="decide whether a pull request has the approvals its models need",
+        description="Read the pull request through the GitHub REST API (GITHUB_API_URL, "
+        "GITHUB_TOKEN, GITHUB_REPOSITORY; MLOPS_CI_TEAMS_TOKEN for team membership), apply "
+        ".mlops/policy.yaml as of the base commit, and set the commit status "
+        "mlops-ci/governance on the head commit. Exit 0 approved, 1 not approved, 2 error "
+        "(fails closed). Nothing from the pull request is checked out or run.",
+    )
+    p.add_argument(
+        "--pr",
+        type=int,
+        metavar="N",
+        help="pull request number (default: from the event in GITHUB_EVENT_PATH)",
+    )
+    p.add_argument("--repo", metavar="OWNER/NAME", help="repository (default: GITHUB_REPOSITORY)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--no-status",
+        action="store_true",
+        help="decide and print, but post no commit status (a dry run)",
+    )
+    p.set_defaults(handler=_gate)
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from mlops_ci import gate
+
+    if args.pr is not None and args.pr < 1:
+        raise UsageError("--pr must be a positive pull request number")
+    return gate.main(
+        args.pr, fmt=args.format, repository=args.repo, post_status=not args.no_status
+    )
+
+
+# --- convert (issue 3) -------------------------------------------------------------------------
+
+
+def _add_convert(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert one model to ONNX and prove parity with the native model",
+        description="Convert the model of MANIFEST to ONNX: writes OUT/model.onnx, "
+        "OUT/convert.json and OUT/convert.md. Exit 0 when the ONNX model passes the checker, "
+        "matches the signature and agrees with the native model on the evaluation data; "
+        "1 when it does not (or the artifact is refused); 2 on usage errors.",
+    )
+    p.add_argument("manifest", type=Path, metavar="MANIFEST", help="the model.yaml")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, e.g. one that registers a custom skl2onnx converter "
+        "(repeatable)",
+    )
+    p.add_argument(
+        "--debug", dest="convert_debug", action="store_true", help="show the traceback of a failure"
+    )
+    p.set_defaults(handler=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from mlops_ci import convert
+
+    args.debug = args.debug or args.convert_debug  # `convert --debug` as well as `--debug convert`
+    return convert.main(args.manifest, out=args.out, plugins=args.plugin, debug=args.debug)
+
+
 # --- the parser -------------------------------------------------------------------------------
 
-_COMMANDS = (_add_validate, _add_plan, _add_run)
+_COMMANDS = (
+    _add_validate,
+    _add_plan,
+    _add_run,
+    _add_test,
+    _add_bench,
+    _add_report,
+    _add_gate,
+    _add_convert,
+)
 
 
 def build_parser() -> _Parser:

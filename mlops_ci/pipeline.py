@@ -42,21 +42,7 @@ def _convert(manifest: Manifest, folder: Path) -> Outcome:
     from mlops_ci import convert
 
     result = convert.run(manifest, folder)
-    if result.error:
-        return Outcome(False, result.error.splitlines()[0])
-    parity = result.parity
-    if parity is None or parity.status == "not-run":
-        reason = parity.reason if parity and parity.reason else "parity not run"
-        return Outcome(result.passed, f"{result.converter or 'converted'}; {reason}")
-    diffs = [o.max_abs_diff for o in parity.outputs if o.max_abs_diff is not None]
-    line = f"parity {parity.status}, {parity.rows} rows"
-    if diffs:
-        line += f", |Δ| ≤ {max(diffs):.0e}"
-    if parity.label_agreement is not None:
-        line += f", labels {parity.label_agreement:.0%}"
-    if result.signature_problems:
-        line = f"signature: {result.signature_problems[0]}"
-    return Outcome(result.passed, line)
+    return Outcome(result.passed, result.summary)
 
 
 def _test(manifest: Manifest, folder: Path) -> Outcome:

@@ -1,0 +1,771 @@
+"""The convert stage: native model -> model.onnx, with the checker, the signature check and a parity
+proof on data; results as `convert.json` (schema `mlops-ci/convert/v1`) and a Markdown section.
+
+The stage is framework-agnostic: loading, conversion and native prediction come from the module
+that `frameworks.get(spec.framework)` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlops_ci import __version__, atomic, data
+from mlops_ci.errors import CheckFailed, MlopsCiError, UsageError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from mlops_ci.manifest import Manifest, Signature, TensorSpec
+
+SCHEMA = "mlops-ci/convert/v1"
+DEFAULT_OPSET = 17
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-3
+DEFAULT_MIN_LABEL_AGREEMENT = 1.0
+MAX_SAMPLES = 10_000
+#: rows drawn when a manifest has neither evaluation data nor test cases (numeric inputs only)
+SYNTHETIC_ROWS = 256
+WORST_ROWS = 5
+COMPARED_ROLES = ("label", "probabilities", "prediction")
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    """Native-versus-ONNX agreement of one output."""
+
+    name: str
+    role: str
+    passed: bool
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    mismatched_values: int = 0
+    label_agreement: float | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class WorstRow:
+    """One disagreeing row, native and ONNX values side by side (vectors cut to 10 values)."""
+
+    row: int
+    where: str
+    output: str
+    native: Any
+    onnx: Any
+    abs_diff: float | None
+
+
+@dataclass(frozen=True)
+class Parity:
+    status: str  # passed | failed | not-run
+    data: str
+    rows: int
+    atol: float
+    rtol: float
+    min_label_agreement: float
+    outputs: tuple[OutputParity, ...] = ()
+    label_agreement: float | None = None
+    worst_rows: tuple[WorstRow, ...] = ()
+    reason: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What `convert.run` did; `to_json()` is the convert.json document."""
+
+    name: str
+    version: str
+    framework: str
+    task: str
+    artifact: str
+    artifact_sha256: str
+    artifact_format: str
+    onnx_path: Path | None = None
+    onnx_sha256: str | None = None
+    onnx_bytes: int | None = None
+    converter: str | None = None
+    opset: int | None = None
+    checker: str = "not-run"  # passed | failed | not-run
+    checker_message: str | None = None
+    signature_problems: tuple[str, ...] = ()
+    parity: Parity | None = None
+    notes: tuple[str, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None
+    #: the exception behind `error`, for --debug; never serialised
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.error is None
+            and self.checker == "passed"
+            and not self.signature_problems
+            and self.parity is not None
+            and self.parity.passed
+        )
+
+    @property
+    def summary(self) -> str:
+        """One short line for progress output and tables."""
+        if self.error:
+            return self.error.splitlines()[0]
+        if self.checker != "passed":
+            return f"onnx.checker failed: {self.checker_message}"
+        if self.signature_problems:
+            return self.signature_problems[0]
+        parity = self.parity
+        if parity is None or parity.status == "not-run":
+            return f"parity not run: {parity.reason if parity else 'no result'}"
+        diffs = [o.max_abs_diff for o in parity.outputs if o.max_abs_diff is not None]
+        parts = [f"parity {parity.status} on {parity.rows} rows"]
+        if diffs:
+            parts.append(f"max |Δ| {max(diffs):.2g}")
+        if parity.label_agreement is not None:
+            parts.append(f"labels {parity.label_agreement:.1%}")
+        return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        parity = self.parity
+        return {
+            "schema": SCHEMA,
+            "passed": self.passed,
+            "error": self.error,
+            "model": {
+                "name": self.name,
+                "version": self.version,
+                "framework": self.framework,
+                "task": self.task,
+            },
+            "artifact": {
+                "path": self.artifact,
+                "sha256": self.artifact_sha256,
+                "format": self.artifact_format,
+            },
+            "onnx": None
+            if self.onnx_path is None
+            else {
+                "path": self.onnx_path.name,
+                "sha256": self.onnx_sha256,
+                "bytes": self.onnx_bytes,
+                "opset": self.opset,
+                "converter": self.converter,
+                "checker": self.checker,
+                "checker_message": self.checker_message,
+            },
+            "signature": {
+                "passed": not self.signature_problems and self.onnx_path is not None,
+                "problems": list(self.signature_problems),
+            },
+            "parity": None if parity is None else _parity_json(parity),
+            "notes": list(self.notes),
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def _parity_json(parity: Parity) -> dict[str, Any]:
+    return {
+        "status": parity.status,
+        "data": parity.data,
+        "rows": parity.rows,
+        "tolerances": {
+            "atol": parity.atol,
+            "rtol": parity.rtol,
+            "min_label_agreement": parity.min_label_agreement,
+        },
+        "label_agreement": parity.label_agreement,
+        "outputs": [dataclasses.asdict(o) for o in parity.outputs],
+        "worst_rows": [dataclasses.asdict(w) for w in parity.worst_rows],
+        "reason": parity.reason,
+    }
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+
+def load_plugins(modules: Sequence[str]) -> None:
+    """Import modules that register custom converters (skl2onnx.update_registered_converter)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UsageError(f"cannot import converter plugin {name!r}: {exc}") from exc
+
+
+def run(manifest: Manifest, out: Path, *, plugins: Sequence[str] = ()) -> ConvertResult:
+    """Convert one model into `out/model.onnx`, prove parity, write `out/convert.json`.
+
+    A refused artifact or a failing converter comes back as a result with `error` set (and
+    convert.json says so); configuration mistakes raise UsageError.
+    """
+    load_plugins(plugins)
+    base = _base_result(manifest)
+    # a model.onnx left by an earlier run must not pass for this run's output
+    (out / "model.onnx").unlink(missing_ok=True)
+    try:
+        result = _convert(manifest, out, base)
+    except UsageError:
+        raise
+    except MlopsCiError as exc:
+        result = dataclasses.replace(base, error=str(exc), exception=exc)
+    write_reports(result, out)
+    return result
+
+
+def _base_result(m: Manifest) -> ConvertResult:
+    try:
+        artifact = str(m.artifact_path.relative_to(m.root))
+    except (ValueError, CheckFailed):
+        artifact = str(m.data["spec"]["artifact"]["path"])
+    task = m.data["spec"].get("task") or (m.task if m.data["spec"].get("signature") else "unknown")
+    return ConvertResult(
+        name=m.name,
+        version=m.version,
+        framework=m.framework,
+        task=str(task),
+        artifact=artifact,
+        artifact_sha256=m.artifact_sha256,
+        artifact_format=m.artifact_format,
+    )
+
+
+def _convert(m: Manifest, out: Path, base: ConvertResult) -> ConvertResult:
+    from mlops_ci import frameworks
+    from mlops_ci.frameworks import _graph
+
+    framework = frameworks.get(m.framework)
+    settings = m.section("conversion")
+    opset = int(settings.get("opset", DEFAULT_OPSET))
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    artifact = frameworks.Artifact(
+        path=m.artifact_path,
+        sha256=m.artifact_sha256,
+        format=m.artifact_format,
+        trusted_types=tuple(m.data["spec"]["artifact"].get("trusted_types", ())),
+    )
+    native = framework.load(artifact)
+    timings["load"] = time.perf_counter() - started
+
+    signature = _signature(m, native)
+    started = time.perf_counter()
+    exported = framework.to_onnx(
+        native, signature, opset=opset, options=settings.get("options") or {}
+    )
+    model = exported.model
+    notes = list(exported.notes)
+    if not exported.passthrough:
+        notes += _graph.align_outputs(model, exported.output_roles, signature)
+        notes += _graph.set_opset(model, opset)
+    _stamp(model, m)
+    timings["convert"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    checker, checker_message = _check(model)
+    problems = tuple(_graph.signature_problems(model, signature))
+    timings["check"] = time.perf_counter() - started
+
+    payload = model.SerializeToString()
+    onnx_path = _write_bytes(out / "model.onnx", payload)
+    result = dataclasses.replace(
+        base,
+        onnx_path=onnx_path,
+        onnx_sha256=data.sha256_file(onnx_path),
+        onnx_bytes=len(payload),
+        converter=exported.converter,
+        opset=_default_opset(model),
+        checker=checker,
+        checker_message=checker_message,
+        signature_problems=problems,
+        notes=tuple(notes),
+    )
+    started = time.perf_counter()
+    try:
+        if problems:
+            parity = _not_run(m, "the ONNX model does not match the signature")
+        else:
+            parity = check_parity(m, framework, native, payload, signature)
+    except UsageError:
+        raise
+    except MlopsCiError as exc:  # unreadable data, a native model that cannot predict, ...
+        return dataclasses.replace(result, error=str(exc), exception=exc, timings=timings)
+    timings["parity"] = time.perf_counter() - started
+    return dataclasses.replace(result, parity=parity, timings=timings)
+
+
+def _signature(m: Manifest, native: Any) -> Signature:
+    """The manifest's signature; for an ONNX artifact without one, the model's own interface."""
+    from mlops_ci.manifest import Signature, TensorSpec
+
+    if m.data["spec"].get("signature"):
+        return m.signature
+    from mlops_ci.frameworks import _graph
+
+    found = _graph.signature_of(native)
+
+    def spec(d: dict[str, Any], role: str | None) -> TensorSpec:
+        return TensorSpec(d["name"], d["dtype"], tuple(d["shape"]), None, role)
+
+    outputs = found["outputs"]
+    return Signature(
+        tuple(spec(d, None) for d in found["inputs"]),
+        tuple(spec(d, "prediction" if d["dtype"] != "string" else "label") for d in outputs),
+    )
+
+
+def _stamp(model: onnx.ModelProto, m: Manifest) -> None:
+    props = {
+        "model_name": m.name,
+        "model_version": m.version,
+        "source_artifact_sha256": m.artifact_sha256,
+        "mlops_ci_version": __version__,
+    }
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _check(model: onnx.ModelProto) -> tuple[str, str | None]:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        return "failed", str(exc).strip().splitlines()[0]
+    return "passed", None
+
+
+def _default_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _write_bytes(path: Path, payload: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_reports(result: ConvertResult, out: Path) -> None:
+    """convert.json and convert.md into `out`, each written atomically."""
+    atomic.write_json(out / "convert.json", result.to_json())
+    atomic.write_text(out / "convert.md", markdown(result))
+
+
+# --- parity --------------------------------------------------------------------------------------
+
+
+def _tolerances(m: Manifest) -> tuple[float, float, float, int]:
+    p = m.section("conversion").get("parity") or {}
+    return (
+        float(p.get("atol", DEFAULT_ATOL)),
+        float(p.get("rtol", DEFAULT_RTOL)),
+        float(p.get("min_label_agreement", DEFAULT_MIN_LABEL_AGREEMENT)),
+        min(int(p.get("samples", MAX_SAMPLES)), MAX_SAMPLES),
+    )
+
+
+def _not_run(m: Manifest, reason: str) -> Parity:
+    atol, rtol, agreement, _ = _tolerances(m)
+    return Parity("not-run", "", 0, atol, rtol, agreement, reason=reason)
+
+
+@dataclass(frozen=True)
+class ParityData:
+    """The rows parity runs on, and the signature (with explicit columns) that feeds them."""
+
+    table: data.Table | None
+    name: str
+    target: str | None
+    signature: Signature
+    reason: str | None = None
+
+
+def _width(spec: TensorSpec) -> int:
+    return int(np.prod([d for d in spec.shape[1:] if d > 0] or [1]))
+
+
+def parity_data(m: Manifest, signature: Signature) -> ParityData:
+    """Evaluation data, else the test cases' inputs, else seeded synthetic rows."""
+    _, _, _, samples = _tolerances(m)
+    evaluation = m.section("evaluation")
+    if evaluation:
+        ref = evaluation["data"]
+        path = m.resolve(ref["path"])
+        table = data.load_csv(path, ref["sha256"])
+        # rows are shown as repository paths (models/x/eval.csv:17), the way a reviewer sees them
+        shown = path.relative_to(m.root) if path.is_relative_to(m.root) else path
+        table = dataclasses.replace(table, source=str(shown))
+        name = str(evaluation.get("name") or Path(ref["path"]).name)
+        return ParityData(table.take(samples), name, evaluation.get("target"), signature)
+    cases = m.section("tests").get("cases") or []
+    if cases:
+        return ParityData(
+            data.rows_table([c["input"] for c in cases]), "test cases", None, signature
+        )
+    if any(s.dtype == "string" for s in signature.inputs):
+        reason = "no evaluation data or test cases, and string inputs cannot be synthesised"
+        return ParityData(None, "", None, signature, reason)
+    rng = np.random.default_rng(0)  # seeded: the same manifest always gets the same rows
+    columns: dict[str, np.ndarray] = {}
+    specs = []
+    for spec in signature.inputs:
+        names = spec.columns or tuple(f"{spec.name}_{i}" for i in range(_width(spec)))
+        specs.append(dataclasses.replace(spec, columns=names))
+        for column in names:
+            values: np.ndarray = rng.normal(size=SYNTHETIC_ROWS)
+            if spec.dtype.startswith(("int", "uint")):
+                values = np.round(np.abs(values) * 4)
+            elif spec.dtype == "bool":
+                values = values > 0
+            columns[column] = np.array([_text(v) for v in values], dtype=str)
+    return ParityData(
+        data.Table(columns, SYNTHETIC_ROWS, "synthetic rows"),
+        "synthetic rows (standard normal)",
+        None,
+        dataclasses.replace(signature, inputs=tuple(specs)),
+    )
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, np.bool_) else repr(float(value))
+
+
+def _widened(signature: Signature) -> Signature:
+    """The signature with float inputs as float64: the native model sees the data unrounded."""
+    inputs = tuple(
+        dataclasses.replace(s, dtype="float64") if s.dtype.startswith("float") else s
+        for s in signature.inputs
+    )
+    return dataclasses.replace(signature, inputs=inputs)
+
+
+def check_parity(
+    m: Manifest, framework: Any, native: Any, onnx_bytes: bytes, signature: Signature
+) -> Parity:
+    """Run the native and the ONNX model on the same rows and compare every compared output."""
+    import onnxruntime as ort
+
+    from mlops_ci.frameworks import Batch
+
+    atol, rtol, min_agreement, _ = _tolerances(m)
+    rows = parity_data(m, signature)
+    table, name, target = rows.table, rows.name, rows.target
+    if table is None:
+        return Parity("not-run", "", 0, atol, rtol, min_agreement, reason=rows.reason)
+    if table.n_rows == 0:
+        return Parity("not-run", name, 0, atol, rtol, min_agreement, reason=f"{name} has no rows")
+    columns = data.input_columns(rows.signature, list(table.columns), target=target)
+    onnx_feeds = data.feeds(table, rows.signature, target=target)
+    native_feeds = data.feeds(table, _widened(rows.signature), target=target)
+
+    try:
+        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        onnx_out = dict(zip(names, session.run(None, onnx_feeds), strict=True))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise CheckFailed(
+            f"onnxruntime could not run the converted model on {name}: {exc}"
+        ) from exc
+    try:
+        native_out = framework.predict(native, Batch(native_feeds, columns), signature)
+    except MlopsCiError:
+        raise
+    except Exception as exc:
+        raise CheckFailed(
+            f"the native model failed to predict on {name}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return compare(
+        table,
+        name,
+        signature,
+        native_out,
+        onnx_out,
+        atol=atol,
+        rtol=rtol,
+        min_label_agreement=min_agreement,
+    )
+
+
+def compare(
+    table: data.Table,
+    data_name: str,
+    signature: Signature,
+    native: Mapping[str, np.ndarray],
+    onnx_out: Mapping[str, np.ndarray],
+    *,
+    atol: float,
+    rtol: float,
+    min_label_agreement: float,
+) -> Parity:
+    """Per-output differences, label agreement, and the worst rows when something disagrees."""
+    outputs: list[OutputParity] = []
+    row_badness = np.zeros(table.n_rows)
+    bad_cells: dict[int, list[tuple[str, Any, Any, float | None]]] = {}
+    agreements: list[float] = []
+    has_label_output = any(o.role == "label" for o in signature.outputs)
+    for spec in signature.outputs:
+        role = spec.role or "other"
+        if role not in COMPARED_ROLES or spec.name not in native or spec.name not in onnx_out:
+            continue
+        a, b = np.asarray(onnx_out[spec.name]), np.asarray(native[spec.name])
+        if role == "label":
+            result, mismatch = _labels(spec.name, a, b, min_label_agreement)
+            if result.label_agreement is not None:
+                agreements.append(result.label_agreement)
+            for i in np.flatnonzero(mismatch):
+                row_badness[i] += np.inf
+                bad_cells.setdefault(int(i), []).append((spec.name, _show(b[i]), _show(a[i]), None))
+            outputs.append(result)
+            continue
+        result, excess, abs_rows = _values(spec.name, role, a, b, atol, rtol)
+        if role == "probabilities" and not has_label_output and result.problem is None:
+            agree = a.reshape(len(a), -1).argmax(axis=1) == b.reshape(len(b), -1).argmax(axis=1)
+            share = float(agree.mean())
+            agreements.append(share)
+            result = dataclasses.replace(
+                result,
+                label_agreement=share,
+                passed=result.passed and share >= min_label_agreement,
+            )
+        if excess is not None:
+            for i in np.flatnonzero(excess > 0):
+                row_badness[i] += float(excess[i])
+                bad_cells.setdefault(int(i), []).append(
+                    (spec.name, _show(b[i]), _show(a[i]), float(abs_rows[i]))
+                )
+        outputs.append(result)
+    passed = bool(outputs) and all(o.passed for o in outputs)
+    reason = (
+        None if outputs else "no output with role label, probabilities or prediction to compare"
+    )
+    worst: list[WorstRow] = []
+    if not passed:
+        for i in np.argsort(-row_badness, kind="stable")[:WORST_ROWS]:
+            for output, nat, onx, diff in bad_cells.get(int(i), []):
+                worst.append(WorstRow(int(i), table.where(int(i)), output, nat, onx, diff))
+    return Parity(
+        status="passed" if passed else "failed",
+        data=data_name,
+        rows=table.n_rows,
+        atol=atol,
+        rtol=rtol,
+        min_label_agreement=min_label_agreement,
+        outputs=tuple(outputs),
+        label_agreement=min(agreements) if agreements else None,
+        worst_rows=tuple(worst),
+        reason=reason,
+    )
+
+
+def _labels(
+    name: str, onnx_labels: np.ndarray, native_labels: np.ndarray, minimum: float
+) -> tuple[OutputParity, np.ndarray]:
+    a, b = onnx_labels.reshape(-1), native_labels.reshape(-1)
+    if a.shape != b.shape:
+        problem = f"ONNX gives {a.shape[0]} labels, the native model {b.shape[0]}"
+        return OutputParity(name, "label", False, problem=problem), np.zeros(0, dtype=bool)
+    if a.dtype.kind != b.dtype.kind:
+        # int64 from ONNX against numpy int32, or str labels against object: compare as text
+        a, b = a.astype(str), b.astype(str)
+    mismatch = a != b
+    share = float(1.0 - mismatch.mean()) if len(a) else 1.0
+    return OutputParity(name, "label", share >= minimum, label_agreement=share), mismatch
+
+
+def _values(
+    name: str,
+    role: str,
+    onnx_values: np.ndarray,
+    native_values: np.ndarray,
+    atol: float,
+    rtol: float,
+) -> tuple[OutputParity, np.ndarray | None, np.ndarray]:
+    try:
+        a = onnx_values.astype(np.float64)
+        b = native_values.astype(np.float64)
+    except (TypeError, ValueError):
+        return OutputParity(name, role, False, problem="values are not numeric"), None, np.zeros(0)
+    if a.size != b.size or len(a) != len(b):
+        problem = f"ONNX shape {list(a.shape)} against native shape {list(b.shape)}"
+        return OutputParity(name, role, False, problem=problem), None, np.zeros(0)
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    both_nan = np.isnan(a) & np.isnan(b)
+    diff = np.where(both_nan, 0.0, np.abs(a - b))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    allowed = atol + rtol * np.abs(b)
+    rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
+    rel = np.where(diff == 0, 0.0, rel)
+    excess = (
+        np.where(diff > allowed, diff - allowed, 0.0).max(axis=1) if diff.size else np.zeros(len(a))
+    )
+    bad = int((diff > allowed).sum())
+    result = OutputParity(
+        name,
+        role,
+        bad == 0,
+        max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        max_rel_diff=float(rel.max()) if rel.size else 0.0,
+        mismatched_values=bad,
+    )
+    return result, excess, diff.max(axis=1) if diff.size else np.zeros(len(a))
+
+
+def _show(value: Any) -> Any:
+    """A JSON-friendly rendering of one row's value (vectors cut to their first 10 entries)."""
+    array = np.asarray(value)
+    if array.ndim == 0:
+        item = array.item()
+        return round(item, 6) if isinstance(item, float) else item
+    if array.size == 1:
+        return _show(array.reshape(()))
+    flat = array.reshape(-1)[:10].tolist()
+    return [round(v, 6) if isinstance(v, float) else v for v in flat]
+
+
+# --- Markdown ------------------------------------------------------------------------------------
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def markdown(result: ConvertResult) -> str:
+    """The conversion section of the report (GitHub-flavoured Markdown)."""
+    icon = "✅" if result.passed else "❌"
+    lines = [f"### {icon} Conversion: `{result.name}` {result.version} ({result.framework})", ""]
+    if result.error:
+        lines += [f"**Error:** {result.error}", ""]
+        if result.onnx_path is None:
+            return "\n".join(lines) + "\n"
+    lines += [
+        "| check | result |",
+        "|---|---|",
+        f"| converter | {result.converter} (opset {result.opset}) |",
+        f"| `onnx.checker` (full) | {result.checker}"
+        + (f": {result.checker_message}" if result.checker_message else "")
+        + " |",
+        "| signature | "
+        + ("matches" if not result.signature_problems else "; ".join(result.signature_problems))
+        + " |",
+    ]
+    parity = result.parity
+    if parity is not None:
+        summary = parity.status
+        if parity.rows:
+            summary += f" on {parity.rows} rows of {parity.data}"
+        if parity.reason:
+            summary += f" ({parity.reason})"
+        lines.append(f"| parity | {summary} |")
+    lines.append("")
+    if parity is not None and parity.outputs:
+        lines += [
+            f"Tolerances: atol {parity.atol:g}, rtol {parity.rtol:g}, "
+            f"label agreement ≥ {parity.min_label_agreement:g}.",
+            "",
+            "| output | role | max abs diff | max rel diff | mismatched | label agreement | |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for o in parity.outputs:
+            agree = "–" if o.label_agreement is None else f"{o.label_agreement:.2%}"
+            mark = "✅" if o.passed else "❌" + (f" {o.problem}" if o.problem else "")
+            lines.append(
+                f"| `{o.name}` | {o.role} | {_num(o.max_abs_diff)} | {_num(o.max_rel_diff)} "
+                f"| {o.mismatched_values} | {agree} | {mark} |"
+            )
+        lines.append("")
+    if parity is not None and parity.worst_rows:
+        lines += [
+            "<details open><summary>Worst rows (native vs ONNX)</summary>",
+            "",
+            "| row | where | output | native | ONNX | abs diff |",
+            "|---|---|---|---|---|---|",
+        ]
+        for w in parity.worst_rows:
+            lines.append(
+                f"| {w.row} | `{w.where}` | `{w.output}` | `{w.native}` | `{w.onnx}` "
+                f"| {_num(w.abs_diff)} |"
+            )
+        lines += ["", "</details>", ""]
+    if result.notes:
+        lines += ["Notes: " + "; ".join(result.notes), ""]
+    return "\n".join(lines) + "\n"
+
+
+def text(result: ConvertResult) -> str:
+    """A few lines for the terminal."""
+    if result.error:
+        what = "parity could not run" if result.onnx_path else "conversion failed"
+        return f"{result.name} {result.version}: {what}: {result.error}"
+    parity = result.parity
+    lines = [
+        f"{result.name} {result.version}: {'passed' if result.passed else 'FAILED'} "
+        f"-> {result.onnx_path}",
+        f"  converter {result.converter}, opset {result.opset}, checker {result.checker}",
+    ]
+    lines += [f"  signature: {p}" for p in result.signature_problems]
+    if not result.passed:
+        lines += [f"  note: {n}" for n in result.notes]
+    if parity is not None:
+        lines.append(
+            f"  parity {parity.status}"
+            + (f" on {parity.rows} rows of {parity.data}" if parity.rows else "")
+            + (f": {parity.reason}" if parity.reason else "")
+        )
+        for o in parity.outputs:
+            agree = (
+                "" if o.label_agreement is None else f", label agreement {o.label_agreement:.2%}"
+            )
+            lines.append(
+                f"    {o.name} ({o.role}): max abs {_num(o.max_abs_diff)}, max rel "
+                f"{_num(o.max_rel_diff)}{agree}"
+                + (f" -- {o.problem}" if o.problem else "")
+                + ("" if o.passed else "  FAILED")
+            )
+        for w in parity.worst_rows:
+            lines.append(f"    worst {w.where} {w.output}: native {w.native} | onnx {w.onnx}")
+    return "\n".join(lines)
+
+
+def main(
+    manifest_path: Path, *, out: Path, plugins: Sequence[str] = (), debug: bool = False
+) -> int:
+    """`mlops-ci convert`: exit 0 when conversion, checks and parity pass, 1 when they do not."""
+    from mlops_ci import manifest as manifest_module
+
+    m = manifest_module.load(manifest_path)
+    result = run(m, out, plugins=plugins)
+    # a refused or unconvertible model is an error message; a finished check is a report
+    print(text(result), file=sys.stderr if result.error else sys.stdout)
+    if result.exception is not None and debug:
+        traceback.print_exception(result.exception)
+    return 0 if result.passed else 1

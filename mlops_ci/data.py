@@ -1,0 +1,342 @@
+"""Evaluation data: digest-pinned CSV files and test-case rows, turned into ONNX input feeds.
+
+A `Table` keeps every column as strings until a signature says how to type it, so one file
+serves string and numeric inputs alike and a bad value is reported with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from mlops_ci.errors import CheckFailed
+from mlops_ci.manifest import sha256_file
+
+#: numpy element type per manifest dtype; ONNX string tensors travel as object arrays of str.
+NUMPY_DTYPES: Mapping[str, type] = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "float16": np.float16,
+    "int64": np.int64,
+    "int32": np.int32,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+    "string": np.object_,
+}
+
+_MISSING = frozenset({"", "nan", "NaN", "NA", "N/A", "null", "NULL"})
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+class InputSpec(Protocol):
+    """What `feeds` needs from a signature input (manifest.TensorSpec satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def columns(self) -> tuple[str, ...] | None: ...
+
+
+class SignatureLike(Protocol):
+    """What `feeds` needs from a signature (manifest.Signature satisfies it)."""
+
+    @property
+    def inputs(self) -> Sequence[InputSpec]: ...
+
+
+@dataclass(frozen=True)
+class Table:
+    """Columns of equal length, as str arrays; `lines` maps rows to source lines for messages."""
+
+    columns: dict[str, np.ndarray]
+    n_rows: int
+    source: str = "<rows>"
+    lines: np.ndarray | None = field(default=None, repr=False)
+
+    def take(self, n: int) -> Table:
+        """The first `n` rows (all of them when n >= n_rows)."""
+        return self.select(np.arange(min(n, self.n_rows)))
+
+    def select(self, rows: np.ndarray) -> Table:
+        """The rows picked by a boolean mask or an index array, in that order."""
+        index = np.flatnonzero(rows) if rows.dtype == np.bool_ else np.asarray(rows)
+        return Table(
+            columns={name: col[index] for name, col in self.columns.items()},
+            n_rows=len(index),
+            source=self.source,
+            lines=None if self.lines is None else self.lines[index],
+        )
+
+    def where(self, row: int) -> str:
+        """`file:line` (or `row N` for in-memory rows) of a row, for error messages."""
+        if self.lines is not None:
+            return f"{self.source}:{int(self.lines[row])}"
+        return f"{self.source} row {row + 1}"
+
+
+def verify_digest(path: Path, sha256: str, *, what: str = "file") -> None:
+    """Raise CheckFailed unless the file's bytes have the pinned digest; call before reading it."""
+    if not path.is_file():
+        raise CheckFailed(f"{what} not found", path=path)
+    actual = sha256_file(path)
+    if actual != sha256.lower():
+        raise CheckFailed(
+            f"{what} digest mismatch: expected sha256 {sha256}, actual {actual} "
+            "(update the manifest's sha256 if the change is intended)",
+            path=path,
+        )
+
+
+def load_csv(path: Path, sha256: str) -> Table:
+    """Read a CSV with a header row after verifying its digest; every column stays str.
+
+    The digest is computed on the very bytes that are parsed, so the file cannot change between
+    the check and the read.
+    """
+    if not path.is_file():
+        raise CheckFailed("evaluation data not found", path=path)
+    raw = path.read_bytes()
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != sha256.lower():
+        raise CheckFailed(
+            f"evaluation data digest mismatch: expected sha256 {sha256}, actual {actual} "
+            "(update the manifest's sha256 if the change is intended)",
+            path=path,
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CheckFailed(f"not UTF-8 text: {exc.reason}", path=path, line=line) from None
+    with io.StringIO(text, newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise CheckFailed("empty CSV file: a header row is required", path=path) from None
+        except csv.Error as exc:
+            raise CheckFailed(f"cannot parse CSV: {exc}", path=path, line=1) from None
+        names = [h.strip() for h in header]
+        _check_header(names, path)
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        while True:
+            line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise CheckFailed(f"cannot parse CSV: {exc}", path=path, line=line) from None
+            if not row:  # csv yields [] for blank lines; a trailing newline is not a row
+                continue
+            if len(row) != len(names):
+                raise CheckFailed(
+                    f"row has {len(row)} fields, the header has {len(names)}",
+                    path=path,
+                    line=line,
+                )
+            rows.append(row)
+            lines.append(line)
+    columns = {name: np.array([r[i] for r in rows], dtype=str) for i, name in enumerate(names)}
+    return Table(columns, len(rows), str(path), np.array(lines, dtype=np.int64))
+
+
+def _check_header(names: list[str], path: Path) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names, 1):
+        if not name:
+            raise CheckFailed(f"header column {i} has no name", path=path, line=1)
+        if name in seen:
+            raise CheckFailed(f"header names column {name!r} twice", path=path, line=1)
+        seen.add(name)
+
+
+def rows_table(rows: Sequence[Mapping[str, object]], *, source: str = "test cases") -> Table:
+    """A Table from rows of column -> value (manifest test cases); every row needs every column."""
+    names: list[str] = []
+    for row in rows:
+        names.extend(k for k in row if k not in names)
+    for i, row in enumerate(rows):
+        missing = [n for n in names if n not in row]
+        if missing:
+            raise CheckFailed(f"{source} row {i + 1} lacks column(s) {', '.join(missing)}")
+    columns = {name: np.array([_to_text(row[name]) for row in rows], dtype=str) for name in names}
+    return Table(columns, len(rows), source)
+
+
+def _to_text(value: object) -> str:
+    # bool before int: bool is an int subclass, and "True" would not read back as 1 for int inputs
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def input_columns(
+    signature: SignatureLike, table_columns: Sequence[str], *, target: str | None
+) -> dict[str, tuple[str, ...]]:
+    """The columns feeding each input, applying the schema's defaults.
+
+    Default: the input's own name when its last dimension is 1, else every column not used by
+    another input and not the target, in file order.
+    """
+    explicit: dict[str, tuple[str, ...]] = {}
+    for spec in signature.inputs:
+        if spec.columns:
+            explicit[spec.name] = tuple(spec.columns)
+        elif spec.shape[-1] == 1 or len(spec.shape) == 1:
+            explicit[spec.name] = (spec.name,)
+    used = {c for cols in explicit.values() for c in cols}
+    rest = tuple(c for c in table_columns if c not in used and c != target)
+    return {spec.name: explicit.get(spec.name, rest) for spec in signature.inputs}
+
+
+def feeds(
+    table: Table, signature: SignatureLike, *, target: str | None = None
+) -> dict[str, np.ndarray]:
+    """ONNX input feeds for the table: one array per signature input, typed and shaped.
+
+    The batch dimension is the row count; the remaining dimensions come from the signature
+    (so 64 pixel columns feed a [-1, 1, 8, 8] input), or are the column count where dynamic.
+    """
+    chosen = input_columns(signature, list(table.columns), target=target)
+    out: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        cols = chosen[spec.name]
+        missing = [c for c in cols if c not in table.columns]
+        if missing:
+            raise CheckFailed(
+                f"input {spec.name!r} needs column(s) {', '.join(map(repr, missing))}, "
+                f"which {table.source} does not have "
+                f"(it has: {', '.join(table.columns) or 'no columns'})"
+            )
+        if not cols:
+            raise CheckFailed(f"input {spec.name!r}: no data columns are left to feed it")
+        typed = [_cast(table, c, spec.dtype, spec.name) for c in cols]
+        matrix = np.stack(typed, axis=1) if typed else np.empty((table.n_rows, 0))
+        out[spec.name] = _shape(matrix, spec, len(cols))
+    return out
+
+
+def _shape(matrix: np.ndarray, spec: InputSpec, n_cols: int) -> np.ndarray:
+    inner = spec.shape[1:]
+    if not inner:  # rank-1 input: one value per row
+        if n_cols != 1:
+            raise CheckFailed(f"input {spec.name!r} has shape [-1] but {n_cols} columns feed it")
+        return matrix[:, 0]
+    if all(d > 0 for d in inner):
+        size = math.prod(inner)
+        if size != n_cols:
+            raise CheckFailed(
+                f"input {spec.name!r} has shape {list(spec.shape)} ({size} values per row) "
+                f"but {n_cols} columns feed it"
+            )
+        return matrix.reshape((matrix.shape[0], *inner))
+    if len(inner) == 1:
+        return matrix
+    raise CheckFailed(
+        f"input {spec.name!r}: shape {list(spec.shape)} has a dynamic inner dimension; "
+        "columns can fill only fixed inner dimensions"
+    )
+
+
+def _cast(table: Table, column: str, dtype: str, input_name: str) -> np.ndarray:
+    text = table.columns[column]
+    if dtype == "string":
+        return text.astype(object)
+    try:
+        if dtype == "bool":
+            return _parse_bool(text)
+        if dtype.startswith("float"):
+            return _parse_float(text).astype(NUMPY_DTYPES[dtype])
+        return _parse_int(text, NUMPY_DTYPES[dtype])
+    except _BadValue as bad:
+        raise CheckFailed(
+            f"column {column!r} (input {input_name!r}): value {str(text[bad.row])!r} "
+            f"cannot be read as {dtype}",
+            path=table.where(bad.row),
+        ) from None
+
+
+class _BadValue(Exception):
+    def __init__(self, row: int) -> None:
+        super().__init__(row)
+        self.row = row
+
+
+def _parse_float(text: np.ndarray) -> np.ndarray:
+    stripped = np.char.strip(text)
+    missing = np.isin(stripped, list(_MISSING))
+    try:
+        # the vectorised path is the common one; the loop below only locates the bad value
+        values = np.where(missing, "nan", stripped).astype(np.float64)
+    except ValueError:
+        for i, v in enumerate(stripped):
+            if v in _MISSING:
+                continue
+            try:
+                float(v)
+            except ValueError:
+                raise _BadValue(i) from None
+        raise
+    return values
+
+
+def _parse_int(text: np.ndarray, dtype: type) -> np.ndarray:
+    values: np.ndarray = np.empty(len(text), dtype=dtype)
+    info = np.iinfo(dtype)
+    for i, v in enumerate(text):
+        try:
+            number = float(v)
+        except ValueError:
+            raise _BadValue(i) from None
+        if not number.is_integer() or not info.min <= number <= info.max:
+            raise _BadValue(i)
+        values[i] = int(number)
+    return values
+
+
+def _parse_bool(text: np.ndarray) -> np.ndarray:
+    values = np.empty(len(text), dtype=np.bool_)
+    for i, v in enumerate(text):
+        word = v.strip().lower()
+        if word in _TRUE:
+            values[i] = True
+        elif word in _FALSE:
+            values[i] = False
+        else:
+            raise _BadValue(i)
+    return values
+
+
+def target(table: Table, column: str) -> np.ndarray:
+    """The target column, typed as the values allow: int64, else float64, else str objects."""
+    if column not in table.columns:
+        raise CheckFailed(
+            f"target column {column!r} is not in {table.source} "
+            f"(it has: {', '.join(table.columns) or 'no columns'})"
+        )
+    text = table.columns[column]
+    try:
+        values = np.char.strip(text).astype(np.float64)
+    except ValueError:
+        return text.astype(object)
+    if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    return values

@@ -1,0 +1,46 @@
+"""What the XGBoost and LightGBM modules share: one float input, onnxmltools, class outputs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlops_ci.errors import CheckFailed
+
+if TYPE_CHECKING:
+    from mlops_ci.manifest import Signature
+
+
+def initial_types(signature: Signature, framework: str) -> list[tuple[str, Any]]:
+    """onnxmltools input declaration: a single float32 [-1, n_features] input."""
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    if len(signature.inputs) != 1 or signature.inputs[0].dtype != "float32":
+        raise CheckFailed(
+            f"{framework} models take one float32 input of shape [-1, n_features]; the "
+            f"signature lists {len(signature.inputs)} input(s)"
+            + (f" of dtype {signature.inputs[0].dtype}" if len(signature.inputs) == 1 else "")
+        )
+    spec = signature.inputs[0]
+    return [(spec.name, FloatTensorType([None if d < 0 else d for d in spec.shape]))]
+
+
+def opset_for(opset: int) -> int:
+    """The highest opset onnxmltools supports, up to the requested one (set_opset raises it)."""
+    from onnxmltools.convert.common.onnx_ex import get_maximum_opset_supported
+
+    return min(opset, int(get_maximum_opset_supported()))
+
+
+def class_values(scores: np.ndarray) -> dict[str, np.ndarray]:
+    """label and probabilities from a booster's output: [n] for binary, [n, k] for multiclass."""
+    scores = np.asarray(scores, dtype=np.float64)
+    probabilities = np.column_stack([1.0 - scores, scores]) if scores.ndim == 1 else scores
+    return {"label": probabilities.argmax(axis=1), "probabilities": probabilities}
+
+
+def only_rows(batch_feeds: dict[str, np.ndarray] | Any) -> np.ndarray:
+    """The single input's rows as a 2-D float64 matrix."""
+    (array,) = batch_feeds.values()
+    return np.asarray(array, dtype=np.float64).reshape(len(array), -1)

@@ -1,0 +1,82 @@
+"""XGBoost: native JSON / UBJSON boosters (data only, no code), converted by onnxmltools."""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlops_ci.data import verify_digest
+from mlops_ci.errors import CheckFailed
+from mlops_ci.frameworks import Artifact, Batch, Exported, _trees, outputs_by_role
+
+if TYPE_CHECKING:
+    from mlops_ci.manifest import Signature
+
+HEAVY_IMPORTS = ("xgboost", "onnxmltools")
+
+
+def load(artifact: Artifact) -> Any:
+    """An xgboost.Booster from its JSON or UBJSON model file (never a pickle)."""
+    verify_digest(artifact.path, artifact.sha256, what="artifact")
+    if artifact.format not in ("xgboost-json", "xgboost-ubj"):
+        raise CheckFailed(
+            f"XGBoost models are read from their JSON or UBJ model files, not {artifact.format} "
+            "(save with booster.save_model('model.json'))",
+            path=artifact.path,
+        )
+    import xgboost
+
+    try:
+        return xgboost.Booster(model_file=str(artifact.path))
+    except xgboost.core.XGBoostError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckFailed(f"XGBoost cannot read the model: {first}", path=artifact.path) from exc
+
+
+_OBJECTIVES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def objective(booster: Any) -> str:
+    """The booster's objective (binary:logistic, multi:softprob, reg:squarederror, ...), cached."""
+    if booster not in _OBJECTIVES:
+        config = json.loads(booster.save_config())
+        _OBJECTIVES[booster] = str(config["learner"]["objective"]["name"])
+    return _OBJECTIVES[booster]
+
+
+def to_onnx(
+    model: Any, signature: Signature, *, opset: int, options: Mapping[str, Any]
+) -> Exported:
+    import onnxmltools
+
+    try:
+        onx = onnxmltools.convert_xgboost(
+            model,
+            initial_types=_trees.initial_types(signature, "XGBoost"),
+            target_opset=_trees.opset_for(opset),
+            **dict(options),
+        )
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(
+            f"onnxmltools failed to convert the XGBoost model (objective {objective(model)}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    classifier = objective(model).startswith(("binary:", "multi:"))
+    roles = ("label", "probabilities") if classifier else ("prediction",)
+    return Exported(onx, f"onnxmltools {onnxmltools.__version__} (xgboost)", roles)
+
+
+def predict(model: Any, batch: Batch, signature: Signature) -> dict[str, np.ndarray]:
+    import xgboost
+
+    x = _trees.only_rows(batch.feeds)
+    scores = model.predict(xgboost.DMatrix(x, feature_names=model.feature_names))
+    if objective(model).startswith(("binary:", "multi:")):
+        return outputs_by_role(signature, _trees.class_values(scores))
+    return outputs_by_role(signature, {"prediction": np.asarray(scores).reshape(len(x), -1)})

@@ -1,0 +1,176 @@
+"""The evaluation-data layer: digest-pinned CSV, typed feeds per signature, clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from mlops_ci import data
+from mlops_ci.errors import CheckFailed
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    columns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Sig:
+    inputs: tuple[Spec, ...]
+
+
+def write_csv(path: Path, text: str) -> tuple[Path, str]:
+    path.write_text(text, encoding="utf-8")
+    return path, data.sha256_file(path)
+
+
+@pytest.fixture
+def iris_csv(tmp_path: Path) -> tuple[Path, str]:
+    iris = load_iris()
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    lines = [",".join([*names, "species"])]
+    lines += [
+        ",".join([*map(repr, map(float, row)), str(t)])
+        for row, t in zip(iris.data, iris.target, strict=True)
+    ]
+    return write_csv(tmp_path / "iris.csv", "\n".join(lines) + "\n")
+
+
+def test_csv_with_the_pinned_digest_loads_every_row_as_text(iris_csv: tuple[Path, str]) -> None:
+    table = data.load_csv(*iris_csv)
+    assert table.n_rows == 150
+    assert list(table.columns) == [
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+        "species",
+    ]
+    assert table.columns["species"].dtype.kind == "U"
+
+
+def test_digest_mismatch_names_file_expected_and_actual(iris_csv: tuple[Path, str]) -> None:
+    path, digest = iris_csv
+    with pytest.raises(CheckFailed) as info:
+        data.load_csv(path, "0" * 64)
+    message = str(info.value)
+    assert str(path) in message and "0" * 64 in message and digest in message
+
+
+def test_digest_is_checked_before_the_file_is_parsed(tmp_path: Path) -> None:
+    path, _ = write_csv(tmp_path / "bad.csv", "a,b\n1\n")
+    with pytest.raises(CheckFailed, match="digest mismatch"):
+        data.load_csv(path, "f" * 64)
+
+
+def test_ragged_row_is_reported_with_its_line_number(tmp_path: Path) -> None:
+    path, digest = write_csv(tmp_path / "ragged.csv", "a,b\n1,2\n\n3,4\n5\n")
+    with pytest.raises(CheckFailed) as info:
+        data.load_csv(path, digest)
+    assert f"{path}:5:" in str(info.value)
+    assert "1 fields, the header has 2" in str(info.value)
+
+
+def test_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("city,y\nOslo,1\nK\u00f8ge,0\n".encode("latin-1"))
+    with pytest.raises(CheckFailed, match=r"latin1\.csv:3: not UTF-8"):
+        data.load_csv(path, data.sha256_file(path))
+
+
+def test_duplicate_header_column_is_refused(tmp_path: Path) -> None:
+    path, digest = write_csv(tmp_path / "dup.csv", "a,a\n1,2\n")
+    with pytest.raises(CheckFailed, match="column 'a' twice"):
+        data.load_csv(path, digest)
+
+
+def test_one_input_gets_every_non_target_column_by_default(iris_csv: tuple[Path, str]) -> None:
+    table = data.load_csv(*iris_csv)
+    feeds = data.feeds(table, Sig((Spec("input", "float32", (-1, 4)),)), target="species")
+    assert feeds["input"].shape == (150, 4)
+    assert feeds["input"].dtype == np.float32
+    np.testing.assert_allclose(feeds["input"], load_iris().data.astype(np.float32))
+
+
+def test_per_column_inputs_default_to_their_own_column(tmp_path: Path) -> None:
+    path, digest = write_csv(tmp_path / "mixed.csv", "age,city,y\n31,Oslo,1\n,Bergen,0\n")
+    table = data.load_csv(path, digest)
+    sig = Sig((Spec("age", "float32", (-1, 1)), Spec("city", "string", (-1, 1))))
+    feeds = data.feeds(table, sig, target="y")
+    assert feeds["age"].shape == (2, 1) and np.isnan(feeds["age"][1, 0])
+    assert feeds["city"].dtype == object and feeds["city"][:, 0].tolist() == ["Oslo", "Bergen"]
+
+
+def test_fixed_inner_dimensions_reshape_the_columns(tmp_path: Path) -> None:
+    header = ",".join(f"p{i}" for i in range(4))
+    path, digest = write_csv(tmp_path / "img.csv", f"{header}\n0,1,2,3\n")
+    feeds = data.feeds(data.load_csv(path, digest), Sig((Spec("x", "float32", (-1, 1, 2, 2)),)))
+    assert feeds["x"].shape == (1, 1, 2, 2) and feeds["x"][0, 0, 1, 0] == 2
+
+
+def test_value_that_cannot_be_cast_names_column_input_and_line(tmp_path: Path) -> None:
+    path, digest = write_csv(tmp_path / "bad.csv", "a,b\n1,2\n3,oops\n")
+    table = data.load_csv(path, digest)
+    with pytest.raises(CheckFailed) as info:
+        data.feeds(table, Sig((Spec("input", "float32", (-1, 2)),)))
+    assert str(info.value) == (
+        f"{path}:3: column 'b' (input 'input'): value 'oops' cannot be read as float32"
+    )
+
+
+def test_fractional_value_is_not_silently_truncated_to_int(tmp_path: Path) -> None:
+    path, digest = write_csv(tmp_path / "i.csv", "n\n1\n2.5\n")
+    with pytest.raises(CheckFailed, match=r"'2\.5' cannot be read as int64"):
+        data.feeds(data.load_csv(path, digest), Sig((Spec("n", "int64", (-1, 1)),)))
+
+
+def test_missing_column_names_the_input_and_the_columns_present(tmp_path: Path) -> None:
+    path, digest = write_csv(tmp_path / "m.csv", "a,y\n1,0\n")
+    with pytest.raises(CheckFailed, match=r"input 'b' needs column\(s\) 'b'.*it has: a, y"):
+        data.feeds(data.load_csv(path, digest), Sig((Spec("b", "float32", (-1, 1)),)))
+
+
+def test_column_count_must_match_the_signature_width(iris_csv: tuple[Path, str]) -> None:
+    table = data.load_csv(*iris_csv)
+    with pytest.raises(CheckFailed, match=r"shape \[-1, 3\] \(3 values per row\) but 4 columns"):
+        data.feeds(table, Sig((Spec("input", "float32", (-1, 3)),)), target="species")
+
+
+def test_test_case_rows_feed_like_csv_rows() -> None:
+    table = data.rows_table([{"a": 1.5, "flag": True, "s": "x"}, {"a": 2, "flag": False, "s": "y"}])
+    sig = Sig(
+        (Spec("a", "float64", (-1, 1)), Spec("flag", "bool", (-1, 1)), Spec("s", "string", (-1, 1)))
+    )
+    feeds = data.feeds(table, sig)
+    assert feeds["a"][:, 0].tolist() == [1.5, 2.0]
+    assert feeds["flag"][:, 0].tolist() == [True, False]
+
+
+def test_test_case_row_missing_a_column_is_refused() -> None:
+    with pytest.raises(CheckFailed, match="row 2 lacks column"):
+        data.rows_table([{"a": 1, "b": 2}, {"a": 3}])
+
+
+def test_target_is_typed_from_its_values(tmp_path: Path) -> None:
+    path, digest = write_csv(tmp_path / "t.csv", "i,f,s\n1,0.5,cat\n2,1.5,dog\n")
+    table = data.load_csv(path, digest)
+    assert data.target(table, "i").dtype == np.int64
+    assert data.target(table, "f").dtype == np.float64
+    assert data.target(table, "s").tolist() == ["cat", "dog"]
+    with pytest.raises(CheckFailed, match="target column 'label' is not in"):
+        data.target(table, "label")
+
+
+def test_take_and_select_keep_line_numbers(iris_csv: tuple[Path, str]) -> None:
+    table = data.load_csv(*iris_csv)
+    assert table.take(5).n_rows == 5
+    picked = table.select(data.target(table, "species") == 2)
+    assert picked.n_rows == 50
+    assert picked.where(0) == f"{iris_csv[0]}:102"
