@@ -9,18 +9,23 @@ from pathlib import Path
 from typing import Any
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write `text` to `path` atomically (the folder is created when missing)."""
+def write_bytes(path: Path, payload: bytes) -> Path:
+    """Write `payload` to `path` atomically (the folder is created when missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` atomically, as UTF-8."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, doc: Any) -> Path:

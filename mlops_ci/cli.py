@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     return pipeline.main(args.repo, out=args.out, stages=stages)
 
 
-# --- test, bench, report (issue 4) -------------------------------------------------------------
+# --- test, bench, report ---------------------------------------------------------------------
 
 
 def _add_model_stage_args(p: argparse.ArgumentParser) -> None:
@@ -214,7 +214,7 @@ def _report(args: argparse.Namespace) -> int:
     return pr_report.main(args.dir, pr=args.pr, post=args.post, out=args.out)
 
 
-# --- gate (issue 5) ----------------------------------------------------------------------------
+# --- gate ----------------------------------------------------------------------------------------
 
 
 def _add_gate(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -253,7 +253,7 @@ def _gate(args: argparse.Namespace) -> int:
     )
 
 
-# --- convert (issue 3) -------------------------------------------------------------------------
+# --- convert -------------------------------------------------------------------------------------
 
 
 def _add_convert(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -275,30 +275,27 @@ def _add_convert(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="import MODULE first, e.g. one that registers a custom skl2onnx converter "
         "(repeatable)",
     )
-    p.add_argument(
-        "--debug", dest="convert_debug", action="store_true", help="show the traceback of a failure"
-    )
     p.set_defaults(handler=_convert)
 
 
 def _convert(args: argparse.Namespace) -> int:
     from mlops_ci import convert
 
-    args.debug = args.debug or args.convert_debug  # `convert --debug` as well as `--debug convert`
     return convert.main(args.manifest, out=args.out, plugins=args.plugin, debug=args.debug)
 
 
 # --- the parser -------------------------------------------------------------------------------
 
+# In the order of the pipeline, as `--help` lists them.
 _COMMANDS = (
     _add_validate,
     _add_plan,
-    _add_run,
+    _add_convert,
     _add_test,
     _add_bench,
     _add_report,
     _add_gate,
-    _add_convert,
+    _add_run,
 )
 
 
@@ -316,6 +313,11 @@ def build_parser() -> _Parser:
     sub.required = True
     for add in _COMMANDS:
         add(sub)
+    for command in sub.choices.values():
+        # `mlops-ci convert --debug` as well as `mlops-ci --debug convert`.
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
     return parser
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -286,7 +284,7 @@ def _convert(m: Manifest, out: Path, base: ConvertResult) -> ConvertResult:
     timings["check"] = time.perf_counter() - started
 
     payload = model.SerializeToString()
-    onnx_path = _write_bytes(out / "model.onnx", payload)
+    onnx_path = atomic.write_bytes(out / "model.onnx", payload)
     result = dataclasses.replace(
         base,
         onnx_path=onnx_path,
@@ -360,19 +358,6 @@ def _check(model: onnx.ModelProto) -> tuple[str, str | None]:
 
 def _default_opset(model: onnx.ModelProto) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def _write_bytes(path: Path, payload: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_reports(result: ConvertResult, out: Path) -> None:
