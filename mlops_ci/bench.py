@@ -11,12 +11,13 @@ flags a regression only when its *lower* bound exceeds the allowance.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -444,9 +445,10 @@ def run(
         if native_model is not None:
             fw, model = native_model
             batch = _native_batch(manifest, feeds)
-            native_times = time_calls(
-                fw.predict, (model, batch, manifest.signature), budget_s=budget_s
-            )
+            with _native_threads(threads):
+                native_times = time_calls(
+                    fw.predict, (model, batch, manifest.signature), budget_s=budget_s
+                )
             measurements.append(summarize("native", size, native_times))
         if base_session is not None and comparable:
             base_names = [o.name for o in base_session.get_outputs()]
@@ -491,8 +493,8 @@ def run(
             "intra_op_threads": threads,
             "inter_op_threads": 1,
             "execution_mode": "sequential",
-            # frameworks run natively with their own thread defaults (recorded, not forced)
-            "native_threads": "framework default" if native_model is not None else None,
+            # native models get the same thread count as onnxruntime, for a like-for-like ratio
+            "native_threads": threads if native_model is not None else None,
             "warmup": "10% of the budget, at least 3 calls",
             "max_regression": allowed,
             "confidence": CONFIDENCE,
@@ -643,6 +645,18 @@ def _synthetic(manifest: Manifest, size: int) -> dict[str, np.ndarray]:
         else:
             feeds[spec.name] = rng.random(shape).astype(data.NUMPY_DTYPES[spec.dtype])
     return feeds
+
+
+@contextlib.contextmanager
+def _native_threads(threads: int) -> Iterator[None]:
+    """Cap the OpenMP and BLAS pools (XGBoost, LightGBM, PyTorch, NumPy) while timing natively."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # comes with scikit-learn; without it the frameworks keep their defaults
+        yield
+        return
+    with threadpool_limits(limits=threads):
+        yield
 
 
 def _native(manifest: Manifest, notes: list[str]) -> tuple[Any, Any] | None:

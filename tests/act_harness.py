@@ -26,7 +26,17 @@ How it works, and why each piece is there:
   HOME (no ~/.actrc of the developer) and an environment stripped of the outer runner's
   GITHUB_*/RUNNER_*/ACTIONS_* variables, so runs under pytest-xdist never collide.
 
-Later stages that talk to GitHub pass `api_url=` (the test server of tests/ghserver.py).
+- actions/upload-artifact and actions/download-artifact (JavaScript actions that need GitHub's
+  artifact service) are mapped to stubs that copy folders into and out of a per-run store
+  (`ActRun.artifacts`, one folder per artifact name), honouring `name`, `path` (globs and
+  `!` exclusions), `pattern`, `merge-multiple` and `if-no-files-found` as the real ones do. A
+  run can be handed an earlier run's store (`artifact_store=`), as a `workflow_run` job
+  downloads another run's artifacts.
+
+Runs that talk to GitHub pass `api_url=` (the test server of tests/ghserver.py). Without it,
+GITHUB_API_URL points at a closed port on 127.0.0.1 and mlops-ci's retries are off, so a job that
+calls the API (the gate runs on every pull_request) fails at once, offline, instead of retrying
+api.github.com for half a minute.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -50,6 +61,8 @@ CALLER_WORKFLOW = ".github/workflows/mlops-ci.yml"
 SELF_REPOSITORY = "mlops-ci/mlops-ci"
 SELF_REF = "v1"
 TOKEN = "ghs_offline_act_test_token_0123456789"
+#: Where GitHub API calls go when a run is given no `api_url`: nothing listens on port 1.
+NO_API_URL = "http://127.0.0.1:1"
 GIT_IDENTITY = ("-c", "user.name=mlops-ci tests", "-c", "user.email=tests@mlops-ci.invalid")
 
 _USES = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w.-]+)(?:/[^@\s]*)?@([0-9a-f]{40})\b", re.M)
@@ -117,18 +130,146 @@ def remote_actions(folder: Path) -> set[str]:
     return found
 
 
-def write_stub(folder: Path, uses: str, script: str | None = None) -> Path:
+@dataclass(frozen=True)
+class StubAction:
+    """A stand-in for a remote action: `script` runs in bash in the workspace ($GITHUB_OUTPUT
+    works). Each name in `inputs` is declared as an input of the stub and reaches the script as
+    $INPUT_<NAME> (upper case, '-' as '_'), the way a JavaScript action sees its inputs; other
+    keys of the step's `with:` do not reach it."""
+
+    script: str
+    inputs: tuple[str, ...] = ()
+
+
+def _input_env(name: str) -> str:
+    return "INPUT_" + name.upper().replace("-", "_").replace(" ", "_")
+
+
+def write_stub(folder: Path, uses: str, script: str | StubAction | None = None) -> Path:
     """A composite action in `folder` standing in for the remote action `uses`: it runs `script`
-    (bash, in the workspace; the step's `with:` does not reach it, $GITHUB_OUTPUT works), or by
-    default fails with an error saying the action is not available offline."""
+    (a bash script, or a `StubAction` that also receives inputs), or by default fails with an
+    error saying the action is not available offline."""
     if script is None:
         text = _STUB_ACTION.format(uses=uses)
     else:
-        body = "\n".join(f"        {line}" for line in script.splitlines())
-        text = _STUB_ACTION.split("      run: |")[0] + f"      run: |\n{body}\n"
+        stub = script if isinstance(script, StubAction) else StubAction(script)
+        head = _STUB_ACTION.split("runs:")[0]
+        if stub.inputs:
+            head += "inputs:\n" + "".join(
+                f'  {name}:\n    required: false\n    default: ""\n' for name in stub.inputs
+            )
+        env = "".join(
+            f"        {_input_env(name)}: ${{{{ inputs.{name} }}}}\n" for name in stub.inputs
+        )
+        body = "\n".join(f"        {line}" for line in stub.script.splitlines())
+        text = (
+            head
+            + "runs:\n  using: composite\n  steps:\n    - shell: bash\n"
+            + (f"      env:\n{env}" if env else "")
+            + f"      run: |\n{body}\n"
+        )
     folder.mkdir(parents=True)
     (folder / "action.yml").write_text(text, encoding="utf-8")
     return folder
+
+
+# Both stubs keep an artifact as a folder `<store>/<name>`, as v4 keeps it as one zip per name.
+_UPLOAD_ARTIFACT = r"""set -euo pipefail
+store={store}
+name=${{INPUT_NAME:-artifact}}
+if [[ -e "$store/$name" ]]; then
+  echo "::error::an artifact named $name was already uploaded in this run (upload-artifact v4)"
+  exit 1
+fi
+# `path`: one path or glob per line; a leading ! excludes. A folder's contents land at the
+# artifact's root, a file at the root (what the real action does for one folder or one file).
+includes=(); excludes=()
+while IFS= read -r line; do
+  line=${{line#"${{line%%[![:space:]]*}}"}}; line=${{line%"${{line##*[![:space:]]}}"}}
+  [[ -z "$line" ]] && continue
+  if [[ "$line" == '!'* ]]; then excludes+=("${{line:1}}"); else includes+=("$line"); fi
+done <<< "$INPUT_PATH"
+staging="$store/.staging-$name"
+mkdir -p "$staging"
+found=0; folders=()
+for pattern in "${{includes[@]}}"; do
+  while IFS= read -r path; do
+    if [[ -d "$path" ]]; then cp -R "$path/." "$staging/"; folders+=("${{path%/}}"); found=1
+    elif [[ -f "$path" ]]; then cp "$path" "$staging/"; found=1
+    fi
+  done < <(compgen -G "$pattern" || true)
+done
+for pattern in "${{excludes[@]}}"; do
+  while IFS= read -r path; do
+    for folder in "${{folders[@]}}"; do
+      if [[ "$path" == "$folder"/* ]]; then rm -rf -- "${{staging:?}}/${{path#"$folder"/}}"; fi
+    done
+  done < <(compgen -G "$pattern" || true)
+done
+if [[ $found -eq 0 || -z "$(ls -A "$staging")" ]]; then
+  rm -rf -- "$staging"
+  message="No files were found with the provided path: $INPUT_PATH. No artifacts will be uploaded."
+  case "${{INPUT_IF_NO_FILES_FOUND:-warn}}" in
+    error) echo "::error::$message"; exit 1 ;;
+    ignore) echo "$message" ;;
+    *) echo "::warning::$message" ;;
+  esac
+  exit 0
+fi
+mv "$staging" "$store/$name"
+echo "artifact-id=$RANDOM" >> "$GITHUB_OUTPUT"
+echo "upload-artifact stub: uploaded $name"
+"""
+
+_DOWNLOAD_ARTIFACT = r"""set -euo pipefail
+store={store}
+dest=${{INPUT_PATH:-$GITHUB_WORKSPACE}}
+mkdir -p "$dest"
+if [[ -n "$INPUT_NAME" ]]; then
+  if [[ ! -d "$store/$INPUT_NAME" ]]; then
+    echo "::error::Unable to download artifact(s): Artifact not found for name: $INPUT_NAME"
+    exit 1
+  fi
+  cp -R "$store/$INPUT_NAME/." "$dest/"
+  echo "download-artifact stub: downloaded $INPUT_NAME"
+else
+  pattern=${{INPUT_PATTERN:-*}}
+  shopt -s nullglob
+  for dir in "$store"/*/; do
+    name=$(basename "$dir")
+    # shellcheck disable=SC2053 # a glob, as the real action's `pattern`
+    [[ $name == .staging-* || $name != $pattern ]] && continue
+    if [[ "$INPUT_MERGE_MULTIPLE" == "true" ]]; then
+      cp -R "$dir." "$dest/"
+    else
+      mkdir -p "$dest/$name"
+      cp -R "$dir." "$dest/$name/"
+    fi
+    echo "download-artifact stub: downloaded $name"
+  done
+fi
+echo "download-path=$dest" >> "$GITHUB_OUTPUT"
+"""
+
+
+def artifact_stubs(store: Path, uses: Iterable[str]) -> dict[str, StubAction]:
+    """Stubs for every actions/upload-artifact and actions/download-artifact in `uses`, all
+    sharing the artifact folder `store`."""
+    quoted = shlex.quote(str(store))
+    stubs: dict[str, StubAction] = {}
+    for spec in uses:
+        repo = spec.split("@", 1)[0]
+        if repo == "actions/upload-artifact":
+            stubs[spec] = StubAction(
+                _UPLOAD_ARTIFACT.format(store=quoted),
+                ("name", "path", "if-no-files-found", "retention-days", "overwrite"),
+            )
+        elif repo == "actions/download-artifact":
+            stubs[spec] = StubAction(
+                _DOWNLOAD_ARTIFACT.format(store=quoted),
+                ("name", "pattern", "path", "merge-multiple", "run-id", "github-token"),
+            )
+    return stubs
 
 
 @dataclass(frozen=True)
@@ -234,6 +375,18 @@ class ActRun:
     seconds: float
     events: tuple[dict[str, Any], ...]
     stderr: str = field(repr=False)
+    #: The run's artifact store: one folder per uploaded artifact, named as the artifact.
+    artifacts: Path | None = None
+
+    def artifact_names(self) -> list[str]:
+        """Names of the artifacts this run uploaded (or was handed), sorted."""
+        if self.artifacts is None or not self.artifacts.is_dir():
+            return []
+        return sorted(p.name for p in self.artifacts.iterdir() if not p.name.startswith("."))
+
+    def job_results(self, job: str) -> list[str]:
+        """Results of every run of job `job`: one per matrix combination, in finishing order."""
+        return [e["jobResult"] for e in self.events if "jobResult" in e and e["jobID"] == job]
 
     def job_result(self, job: str) -> str | None:
         """'success' / 'failure' of the job with this id, None when it did not run."""
@@ -324,15 +477,22 @@ class ActHarness:
         api_url: str | None = None,
         env: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
-        stubs: Mapping[str, str] | None = None,
+        stubs: Mapping[str, str | StubAction] | None = None,
+        artifact_store: Path | None = None,
         extra_args: Iterable[str] = (),
         timeout: float = 300,
     ) -> ActRun:
         """Run `workflow` of `repo` for one event; `api_url` becomes GITHUB_API_URL, and
-        `stubs` maps remote actions (`owner/repo@sha`) to bash scripts for this run only."""
+        `stubs` maps remote actions (`owner/repo@sha`) to bash scripts for this run only.
+
+        Artifacts go to a fresh store per run (`ActRun.artifacts`) unless `artifact_store`
+        names one, e.g. an earlier run's, whose artifacts a `workflow_run` job downloads.
+        """
         self._runs += 1
         run_dir = self.workdir / f"act-{self._runs}"
         (run_dir / "home").mkdir(parents=True)
+        store = artifact_store or run_dir / "artifacts"
+        store.mkdir(parents=True, exist_ok=True)
         event_path = run_dir / "event.json"
         event_path.write_text(json.dumps(event), encoding="utf-8")
         args = [
@@ -356,11 +516,21 @@ class ActHarness:
         job_env = dict(env or {})
         if api_url is not None:
             job_env["GITHUB_API_URL"] = api_url
+        else:
+            job_env.setdefault("GITHUB_API_URL", NO_API_URL)
+            job_env.setdefault("MLOPS_CI_GITHUB_RETRIES", "0")
         for name, value in job_env.items():
             args += ["--env", f"{name}={value}"]
-        local = dict(self.local_repositories)
-        for uses, script in (stubs or {}).items():
-            local[uses] = write_stub(run_dir / "stubs" / str(len(local)), uses, script)
+        local: dict[str, Path] = dict(self.local_repositories)
+        # The model repository's own workflows (e.g. a workflow_run relay) name remote actions
+        # too; unknown ones get the failing stub, the artifact actions share this run's store.
+        new_stubs: dict[str, str | StubAction | None] = dict.fromkeys(
+            remote_actions(repo.path) - local.keys()
+        )
+        new_stubs |= artifact_stubs(store, [*local, *new_stubs])
+        new_stubs |= stubs or {}
+        for index, (uses, script) in enumerate(new_stubs.items()):
+            local[uses] = write_stub(run_dir / "stubs" / str(index), uses, script)
         for spec, path in local.items():
             args += ["--local-repository", f"{spec}={path}"]
         args += list(extra_args)
@@ -387,4 +557,4 @@ class ActHarness:
                 events.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # act prints a few plain lines (e.g. its own errors) even with --json
-        return ActRun(done.returncode, seconds, tuple(events), done.stderr)
+        return ActRun(done.returncode, seconds, tuple(events), done.stderr, store)
