@@ -95,10 +95,11 @@ def _table(rows: Sequence[ModelRow], stage_names: Sequence[str]) -> str:
         for row in rows
     ]
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *body, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    return "\n".join(out)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, body)])
 
 
 def run(
