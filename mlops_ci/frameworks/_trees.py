@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +32,33 @@ def opset_for(opset: int) -> int:
     from onnxmltools.convert.common.onnx_ex import get_maximum_opset_supported
 
     return min(opset, int(get_maximum_opset_supported()))
+
+
+def convert(
+    converter: Callable[..., Any],
+    model: Any,
+    signature: Signature,
+    *,
+    framework: str,
+    opset: int,
+    options: Mapping[str, Any],
+    about: str = "",
+) -> Any:
+    """Run an onnxmltools converter; its failures become one CheckFailed naming the framework."""
+    try:
+        return converter(
+            model,
+            initial_types=initial_types(signature, framework),
+            target_opset=opset_for(opset),
+            **options,
+        )
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(
+            f"onnxmltools failed to convert the {framework} model{about}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def class_values(scores: np.ndarray) -> dict[str, np.ndarray]:

@@ -51,19 +51,14 @@ def to_onnx(
 ) -> Exported:
     import onnxmltools
 
-    try:
-        onx = onnxmltools.convert_lightgbm(
-            model,
-            initial_types=_trees.initial_types(signature, "LightGBM"),
-            target_opset=_trees.opset_for(opset),
-            **{**options, "zipmap": False},
-        )
-    except CheckFailed:
-        raise
-    except Exception as exc:
-        raise CheckFailed(
-            f"onnxmltools failed to convert the LightGBM model: {type(exc).__name__}: {exc}"
-        ) from exc
+    onx = _trees.convert(
+        onnxmltools.convert_lightgbm,
+        model,
+        signature,
+        framework="LightGBM",
+        opset=opset,
+        options={**options, "zipmap": False},
+    )
     roles = ("label", "probabilities") if _is_classifier(model) else ("prediction",)
     return Exported(onx, f"onnxmltools {onnxmltools.__version__} (lightgbm)", roles)
 

@@ -53,20 +53,15 @@ def to_onnx(
 ) -> Exported:
     import onnxmltools
 
-    try:
-        onx = onnxmltools.convert_xgboost(
-            model,
-            initial_types=_trees.initial_types(signature, "XGBoost"),
-            target_opset=_trees.opset_for(opset),
-            **dict(options),
-        )
-    except CheckFailed:
-        raise
-    except Exception as exc:
-        raise CheckFailed(
-            f"onnxmltools failed to convert the XGBoost model (objective {objective(model)}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    onx = _trees.convert(
+        onnxmltools.convert_xgboost,
+        model,
+        signature,
+        framework="XGBoost",
+        opset=opset,
+        options=options,
+        about=f" (objective {objective(model)})",
+    )
     classifier = objective(model).startswith(("binary:", "multi:"))
     roles = ("label", "probabilities") if classifier else ("prediction",)
     return Exported(onx, f"onnxmltools {onnxmltools.__version__} (xgboost)", roles)
