@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from mlops_ci.errors import CheckFailed
+from mlops_ci.errors import CheckFailed, UsageError
 from mlops_ci.resources import MANIFEST_SCHEMA, load_schema
 
 MANIFEST_NAMES = ("model.yaml", "model.yml")
@@ -989,7 +989,7 @@ def load(path: Path, root: Path | None = None) -> Manifest:
     """A valid manifest, or CheckFailed listing every problem with its line."""
     path = Path(path)
     if not path.is_file():
-        raise CheckFailed(f"manifest {path} does not exist")
+        raise UsageError(f"manifest {path} does not exist")
     result = check_file(path, root)
     if not result.valid:
         lines = "\n".join(f"  {p}" for p in result.problems)

@@ -176,6 +176,7 @@ def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
     another folder is the same model (renamed), whatever git's rename detection guesses.
     """
     git = _Git(repo)
+    git.run("rev-parse", "--git-dir")  # "not a git repository" before anything else
     base_sha, head_sha = git.commit(base), git.commit(head)
     changed_paths = {p for _, path, old in git.diff(base_sha, head_sha) for p in (path, old) if p}
 
