@@ -225,6 +225,7 @@ def render(
         text = _document(ordered, detail_for, note=note, details_url=details_url)
         if limit is None or len(text) <= limit:
             return text
+
     # even the bare table is too long: list as many models as fit (failing ones come first)
     def table_of(keep: int) -> str:
         return _document(
@@ -518,7 +519,12 @@ def _regression_line(x: Mapping[str, Any]) -> str:
 
 
 def mermaid_chart(model: str, measurements: Iterable[Mapping[str, Any]]) -> str | None:
-    """A Mermaid `xychart-beta` bar chart of p50 latency: native, ONNX and baseline per batch."""
+    """A Mermaid `xychart-beta` bar chart of throughput: native, ONNX and baseline per batch.
+
+    Throughput (rows/s at the median latency) rather than latency: the bars a reviewer compares,
+    ONNX against the deployed baseline, are the tall ones, and a native model that is a
+    thousand times slower does not flatten them to nothing on the linear axis.
+    """
     bars: list[tuple[str, float]] = []
     order = {"native": 0, "onnx": 1, "baseline": 2}
     names = {"native": "native", "onnx": "ONNX", "baseline": "baseline"}
@@ -527,22 +533,27 @@ def mermaid_chart(model: str, measurements: Iterable[Mapping[str, Any]]) -> str 
         key=lambda m: (m.get("batch_size", 0), order[str(m.get("engine"))]),
     )
     for m in ms:
-        p50 = m.get("p50_ms")
-        if isinstance(p50, int | float) and math.isfinite(p50):
-            bars.append((f"{names[str(m['engine'])]} ×{m.get('batch_size')}", float(p50)))
+        p50, size = m.get("p50_ms"), m.get("batch_size")
+        if (
+            isinstance(p50, int | float)
+            and math.isfinite(p50)
+            and p50 > 0
+            and isinstance(size, int)
+        ):
+            bars.append((f"{names[str(m['engine'])]} ×{size}", size * 1000.0 / p50))
     if not bars:
         return None
     title = str(model).replace('"', "'")
     labels = ", ".join(f'"{label}"' for label, _ in bars)
-    values = ", ".join(f"{v:.4g}" for _, v in bars)
+    values = ", ".join(f"{v:.0f}" for _, v in bars)
     top = max(v for _, v in bars) * 1.1
     return "\n".join(
         [
             "```mermaid",
             "xychart-beta",
-            f'    title "{title}: p50 latency (ms) by engine × batch size"',
+            f'    title "{title}: throughput (rows/s at p50) by engine × batch size"',
             f"    x-axis [{labels}]",
-            f'    y-axis "ms" 0 --> {top:.4g}',
+            f'    y-axis "rows/s" 0 --> {top:.0f}',
             f"    bar [{values}]",
             "```",
         ]

@@ -229,8 +229,9 @@ def test_chart_has_native_onnx_and_baseline_bars() -> None:
     )
     assert chart is not None
     assert 'x-axis ["native ×1", "ONNX ×1", "baseline ×1", "ONNX ×64"]' in chart
-    assert "bar [1.5, 0.2, 0.25, 2]" in chart
-    assert "title \"say 'hi': p50 latency" in chart
+    # rows/s at the median: batch size / p50
+    assert "bar [667, 5000, 4000, 32000]" in chart
+    assert "title \"say 'hi': throughput" in chart
 
 
 def test_on_a_runner_failing_checks_become_annotations_and_the_summary_gets_the_report(
