@@ -248,9 +248,7 @@ def _gate(args: argparse.Namespace) -> int:
 
     if args.pr is not None and args.pr < 1:
         raise UsageError("--pr must be a positive pull request number")
-    return gate.main(
-        args.pr, fmt=args.format, repository=args.repo, post_status=not args.no_status
-    )
+    return gate.main(args.pr, fmt=args.format, repository=args.repo, post_status=not args.no_status)
 
 
 # --- convert -------------------------------------------------------------------------------------

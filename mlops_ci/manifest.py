@@ -602,16 +602,10 @@ def parse_document(
     return data, _schema_problems(data, node, path, schema_name), node
 
 
-def parse_text(text: str | bytes, path: str) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """Parse and schema-check a manifest's text; no filesystem checks."""
-    data, problems, _ = parse_document(text, path)
-    return (data if not problems else None), problems
-
-
 # --- checks against the repository ---------------------------------------------------------------
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path) -> str:
     """SHA-256 of a file, streamed."""
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()

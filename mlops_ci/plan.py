@@ -145,21 +145,10 @@ class _Git:
         )
         return done.stdout.strip() or None
 
-    def diff(self, base: str, head: str) -> list[tuple[str, str, str | None]]:
-        """(status letter, path, previous path for renames) for every changed file."""
-        raw = self.run("diff", "--name-status", "-z", "-M", base, head)
-        fields = [f.decode() for f in raw.split(b"\0") if f]
-        changes: list[tuple[str, str, str | None]] = []
-        i = 0
-        while i < len(fields):
-            status = fields[i][0]
-            if status in "RC":
-                changes.append((status, fields[i + 2], fields[i + 1]))
-                i += 3
-            else:
-                changes.append((status, fields[i + 1], None))
-                i += 2
-        return changes
+    def changed_paths(self, base: str, head: str) -> set[str]:
+        """Every path added, changed or removed; a rename counts as both of its paths."""
+        raw = self.run("diff", "--name-only", "--no-renames", "-z", base, head)
+        return {f.decode() for f in raw.split(b"\0") if f}
 
 
 def _refs(manifest_path: str, data: dict[str, Any]) -> set[str]:
@@ -178,7 +167,7 @@ def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
     git = _Git(repo)
     git.run("rev-parse", "--git-dir")  # "not a git repository" before anything else
     base_sha, head_sha = git.commit(base), git.commit(head)
-    changed_paths = {p for _, path, old in git.diff(base_sha, head_sha) for p in (path, old) if p}
+    changed_paths = git.changed_paths(base_sha, head_sha)
 
     head_manifests = git.manifests(head_sha)
     head_docs = git.read_many(head_sha, head_manifests)

@@ -603,6 +603,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self._recorded.status = status
 
+    def _comment_body_ok(self, body: Any) -> bool:
+        """GitHub's 422s for a comment body that is missing or too long; True when it is fine."""
+        if not isinstance(body, dict) or not isinstance(body.get("body"), str):
+            self.error(422, "Invalid request: body is required")
+            return False
+        if len(body["body"]) > 65536:
+            self.error(422, "Validation Failed: body is too long (maximum is 65536 characters)")
+            return False
+        return True
+
     def error(self, status: int, message: str) -> None:
         self.send_json(
             status, {"message": message, "documentation_url": "https://docs.github.com/rest"}
@@ -802,13 +812,7 @@ class _Handler(BaseHTTPRequestHandler):
                 _paginate(self, [_public(c) for c in found], query)
                 return
             if method == "POST":
-                if not isinstance(body, dict) or not isinstance(body.get("body"), str):
-                    self.error(422, "Invalid request: body is required")
-                    return
-                if len(body["body"]) > 65536:
-                    self.error(
-                        422, "Validation Failed: body is too long (maximum is 65536 characters)"
-                    )
+                if not self._comment_body_ok(body):
                     return
                 cid = next(state.ids)
                 comment = {
@@ -838,13 +842,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_json(200, _public(comment))
                 return
             if method == "PATCH":
-                if not isinstance(body, dict) or not isinstance(body.get("body"), str):
-                    self.error(422, "Invalid request: body is required")
-                    return
-                if len(body["body"]) > 65536:
-                    self.error(
-                        422, "Validation Failed: body is too long (maximum is 65536 characters)"
-                    )
+                if not self._comment_body_ok(body):
                     return
                 comment["body"] = body["body"]
                 comment["updated_at"] = _now()
