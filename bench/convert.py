@@ -35,7 +35,8 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlops_ci import convert, data, frameworks, manifest
+from mlops_ci import convert, data, frameworks, manifest, trust
+from mlops_ci.report import terminal
 
 TABULAR = {"sklearn", "xgboost", "lightgbm"}
 
@@ -120,18 +121,11 @@ def bench_model(path: Path, calls: int, floor: Any) -> dict[str, Any]:
         result = convert.run(m, Path(tmp) / "warm")
         warm = time.perf_counter() - started
         if not result.passed or result.onnx_path is None:
-            raise SystemExit(f"{m.name}: conversion failed: {convert.text(result)}")
+            raise SystemExit(f"{m.name}: conversion failed: {terminal.conversion(result)}")
         onnx_bytes = result.onnx_path.read_bytes()
 
     framework = frameworks.get(m.framework)
-    native = framework.load(
-        frameworks.Artifact(
-            m.artifact_path,
-            m.artifact_sha256,
-            m.artifact_format,
-            tuple(m.data["spec"]["artifact"].get("trusted_types", ())),
-        )
-    )
+    native = framework.load(trust.artifact(m))
     signature = m.signature
     rows = convert.parity_data(m, signature)
     assert rows.table is not None

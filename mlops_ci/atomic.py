@@ -8,19 +8,52 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: rw-r--r--, what open() gives under the usual umask 022
+FILE_MODE = 0o644
 
-def write_bytes(path: Path, payload: bytes) -> Path:
-    """Write `payload` to `path` atomically (the folder is created when missing)."""
+
+def _temp_beside(path: Path, payload: bytes, fsync: bool) -> Path:
+    """A temporary file holding `payload` in `path`'s folder (created when missing), mode
+    FILE_MODE; renaming or linking it over `path` is then atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; reports and models are for other people and processes too
+        # (a web server, a reviewer's account), as a file opened for writing would be
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
-        Path(tmp).replace(path)
+            if fsync:  # durable against power loss, not only against a killed process
+                fh.flush()
+                os.fsync(fh.fileno())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def write_bytes(path: Path, payload: bytes, *, fsync: bool = False) -> Path:
+    """Write `payload` to `path` atomically (the folder is created when missing)."""
+    tmp = _temp_beside(path, payload, fsync)
+    try:
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def create_bytes(path: Path, payload: bytes, *, fsync: bool = False) -> bool:
+    """Create `path` holding `payload`, atomically and only if it does not exist yet: False
+    when it does (then nothing is written). Two racing creators never both win."""
+    tmp = _temp_beside(path, payload, fsync)
+    try:
+        os.link(tmp, path)  # link() fails when the target exists: an atomic create-only write
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> Path:

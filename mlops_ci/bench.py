@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops_ci import atomic, data
-from mlops_ci.errors import MlopsCiError, UsageError
+from mlops_ci.errors import CheckFailed, MlopsCiError, UsageError
 from mlops_ci.evaluate import onnx_session, repo_path
 
 if TYPE_CHECKING:
@@ -167,11 +167,13 @@ class BenchResult:
     @property
     def summary(self) -> str:
         """One short line for progress output and tables: p50 at the smallest batch, verdicts."""
+        from mlops_ci.report.units import microseconds
+
         onnx = [m for m in self.measurements if m.engine == "onnx"]
         parts = []
         if onnx:
             first = min(onnx, key=lambda m: m.batch_size)
-            parts.append(f"p50 {first.p50_ms:.3g} ms @{first.batch_size}")
+            parts.append(f"p50 {microseconds(first.p50_ms)} at batch {first.batch_size}")
         missed = [b for b in self.budgets if not b.passed]
         if missed:
             parts.append(f"{len(missed)} budget(s) missed")
@@ -410,7 +412,24 @@ def run(
 
     `time_budget_s` overrides the manifest's budget per configuration (tests use it to stay fast);
     `native=False` skips the native model (e.g. when its framework is not installed).
+    Only a missed budget or a regression is a verdict (exit 1); inputs that cannot be built or a
+    model that cannot be loaded mean nothing was measured, which is an error (exit 2).
     """
+    try:
+        return _run(manifest, convert_dir, out, baseline, onnx, time_budget_s, native)
+    except CheckFailed as exc:
+        raise MlopsCiError(f"nothing measured: {exc}") from exc
+
+
+def _run(
+    manifest: Manifest,
+    convert_dir: Path | None,
+    out: Path,
+    baseline: Path | None,
+    onnx: Path | None,
+    time_budget_s: float | None,
+    native: bool,
+) -> BenchResult:
     model_path = onnx or (convert_dir / "model.onnx" if convert_dir else None)
     if model_path is None:
         raise UsageError("give the ONNX model (--onnx PATH) or the convert output (--convert-dir)")
@@ -429,6 +448,7 @@ def run(
     notes: list[str] = []
 
     session = onnx_session(model_path, threads)
+    manifest = data.stage_manifest(manifest, session)
     rows, source = _sample_rows(manifest)
     notes.append(f"inputs: {source}")
     native_model = _native(manifest, notes) if native else None
@@ -521,61 +541,14 @@ def main(
 ) -> int:
     """`mlops-ci bench`: print the table and the verdicts; exit 1 on a budget miss or regression."""
     from mlops_ci import manifest as manifest_mod
+    from mlops_ci.report import terminal
 
     m = manifest_mod.load(manifest_path)
     result = run(
         m, convert_dir, out, baseline, onnx=onnx, time_budget_s=time_budget_s, native=native
     )
-    print(render_text(result))
+    print(terminal.bench(result))
     return 0 if result.passed else 1
-
-
-def render_text(result: BenchResult) -> str:
-    """The terminal view: failing budgets and regressions first, then the latency table."""
-    lines = []
-    for b in sorted(result.budgets, key=lambda b: b.passed):
-        op = "≥" if b.metric == "min_throughput" else "≤"
-        lines.append(
-            f"{'ok' if b.passed else 'FAIL':<5} budget  batch {b.batch_size} {b.metric} "
-            f"{b.value:.4g} (limit {op} {b.limit:g})"
-        )
-    for r in sorted(result.regressions, key=lambda r: r.passed):
-        lines.append(
-            f"{'ok' if r.passed else 'FAIL':<5} regression batch {r.batch_size}: "
-            f"{_ratio_text(r)} ({r.verdict})"
-        )
-    lines.append(
-        f"{'engine':<9} {'batch':>6} {'p50 ms':>10} {'p95 ms':>10} {'p99 ms':>10} "
-        f"{'rows/s':>12} {'calls':>8}"
-    )
-    for m in result.measurements:
-        lines.append(
-            f"{m.engine:<9} {m.batch_size:>6} {_ms(m.p50_ms):>10} {_ms(m.p95_ms):>10} "
-            f"{_ms(m.p99_ms):>10} {_num(m.throughput):>12} {m.iterations:>8}"
-        )
-    cpu = result.machine.get("cpu", "?")
-    lines.append(
-        f"machine: {cpu}, {result.machine.get('usable_cores')} usable cores; "
-        f"threads {result.settings.get('intra_op_threads')}"
-    )
-    verdict = "passed" if result.passed else "FAILED"
-    lines.append(f"{result.model} {result.version}: bench {verdict}")
-    return "\n".join(lines)
-
-
-def _ratio_text(r: Regression) -> str:
-    return (
-        f"candidate/baseline {r.ratio:.3f} (95% CI {r.low:.3f}–{r.high:.3f}, "
-        f"allowed ≤ {1 + r.allowed:.2f}, {r.rounds} rounds)"
-    )
-
-
-def _ms(value: float) -> str:
-    return "–" if not math.isfinite(value) else f"{value:.4g}"
-
-
-def _num(value: float) -> str:
-    return "–" if not math.isfinite(value) else f"{value:,.0f}"
 
 
 def _finite(doc: Any) -> Any:
@@ -664,17 +637,11 @@ def _native(manifest: Manifest, notes: list[str]) -> tuple[Any, Any] | None:
     if manifest.framework == "onnx":
         notes.append("native: the artifact is ONNX; only onnxruntime is measured")
         return None
-    from mlops_ci import frameworks
+    from mlops_ci import frameworks, trust
 
     try:
         fw = frameworks.get(manifest.framework)
-        artifact = frameworks.Artifact(
-            path=manifest.artifact_path,
-            sha256=manifest.artifact_sha256,
-            format=manifest.artifact_format,
-            trusted_types=tuple(manifest.data["spec"]["artifact"].get("trusted_types", ())),
-        )
-        return fw, fw.load(artifact)
+        return fw, fw.load(trust.artifact(manifest))
     except ImportError as exc:
         notes.append(f"native: not measured ({manifest.framework} is not installed: {exc.name})")
     except MlopsCiError as exc:
@@ -686,10 +653,7 @@ def _native_batch(manifest: Manifest, feeds: Mapping[str, np.ndarray]) -> Any:
     """The same rows as the ONNX feeds, as the framework modules take them."""
     from mlops_ci import frameworks
 
-    target = manifest.section("evaluation").get("target")
+    # the manifest went through data.stage_manifest: its inputs name their columns
     columns = {spec.name: tuple(spec.columns or ()) for spec in manifest.signature.inputs}
-    if not all(columns.values()):
-        names = [c for spec in manifest.signature.inputs for c in (spec.columns or ())]
-        columns = data.input_columns(manifest.signature, names, target=target)
     widened = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in feeds.items()}
     return frameworks.Batch(feeds=widened, columns=columns)

@@ -59,13 +59,15 @@ def _add_plan(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser(
         "plan",
         help="list the models changed between two commits, as a job matrix",
-        description="The models whose manifest, artifact or data changed between BASE and HEAD, "
-        "as JSON for strategy.matrix. Exit 1 when a changed artifact lacks a higher version.",
+        description="The models whose manifest, artifact or data changed between BASE and HEAD: "
+        "a list for a person by default; --format json for machines, --format github for the "
+        "workflow (the strategy.matrix output). Exit 1 when a changed artifact lacks a higher "
+        "version.",
     )
     p.add_argument("--base", required=True, help="base commit or ref")
     p.add_argument("--head", default="HEAD", help="head commit or ref (default HEAD)")
     p.add_argument("--repo", type=Path, default=Path(), help="the git checkout (default: .)")
-    p.add_argument("--format", choices=["json", "text", "github"], default="json")
+    p.add_argument("--format", choices=["text", "json", "github"], default="text")
     p.set_defaults(handler=_plan)
 
 
@@ -92,6 +94,12 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="where reports and ONNX files go (default: REPO/.mlops-ci/run)",
     )
     p.add_argument("--stages", help="comma-separated subset of stages to run (default: all)")
+    p.add_argument(
+        "--registry",
+        metavar="URI",
+        help="where the deploy stage publishes, checking no approvals "
+        "(default: REPO/.mlops-ci/registry)",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -99,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     from mlops_ci import pipeline
 
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
-    return pipeline.main(args.repo, out=args.out, stages=stages)
+    return pipeline.main(args.repo, out=args.out, stages=stages, registry=args.registry)
 
 
 # --- test, bench, report ---------------------------------------------------------------------
@@ -205,13 +213,13 @@ def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mlops_ci import pr_report
+    from mlops_ci.report import comment
 
     if args.post_prepared is not None:
-        return pr_report.post_prepared(args.post_prepared)
+        return comment.post_prepared(args.post_prepared)
     if args.dir is None:
         raise UsageError("--dir REPORTS_DIR is required (or --post-prepared FILE)")
-    return pr_report.main(args.dir, pr=args.pr, post=args.post, out=args.out)
+    return comment.main(args.dir, pr=args.pr, post=args.post, out=args.out)
 
 
 # --- gate ----------------------------------------------------------------------------------------
@@ -251,6 +259,26 @@ def _gate(args: argparse.Namespace) -> int:
     return gate.main(args.pr, fmt=args.format, repository=args.repo, post_status=not args.no_status)
 
 
+def _add_checks(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "checks",
+        help="post mlops-ci/checks: whether every model job of the pull request passed",
+        description="Judge the workflow's jobs (MLOPS_CI_NEEDS, set to ${{ toJSON(needs) }}) "
+        "and set the commit status mlops-ci/checks on the pull request's head commit: success "
+        "only when every job succeeded (the model job may be skipped when no model changed). "
+        "Exit 0 passed, 1 not passed, 2 error.",
+    )
+    p.add_argument("--sha", metavar="SHA", help="commit to mark (default: the event's PR head)")
+    p.add_argument("--no-status", action="store_true", help="judge and print, post nothing")
+    p.set_defaults(handler=_checks)
+
+
+def _checks(args: argparse.Namespace) -> int:
+    from mlops_ci import checks
+
+    return checks.main(sha=args.sha, post_status=not args.no_status)
+
+
 # --- convert -------------------------------------------------------------------------------------
 
 
@@ -282,6 +310,335 @@ def _convert(args: argparse.Namespace) -> int:
     return convert.main(args.manifest, out=args.out, plugins=args.plugin, debug=args.debug)
 
 
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the registry's models over the Open Inference Protocol (v2 REST)",
+        description="Serve every model of the registry at the version its config.pbtxt names "
+        "(and any published version by path) over the Open Inference Protocol v2 REST API, "
+        "with the binary tensor extension, Prometheus /metrics and the prediction log. "
+        "Follows deploys and rollbacks without a restart. SIGTERM drains, then exits 0.",
+    )
+    p.add_argument("--registry", required=True, metavar="URI", help="folder, file:// or s3://")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="onnxruntime intra-op threads per model version (default 1; more shortens large "
+        "batches, costs small requests a thread hand-off)",
+    )
+    p.add_argument(
+        "--prediction-log",
+        metavar="URI",
+        help="folder or s3:// prefix for the prediction log (default: REGISTRY/.mlops/"
+        "predictions); 'off' writes none",
+    )
+    p.add_argument(
+        "--sample-rate",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of requests logged for a model whose manifest sets no "
+        "spec.serving.prediction_log.sample_rate (default 0)",
+    )
+    p.add_argument(
+        "--max-body-mb", type=float, default=64, metavar="MB", help="request body limit (64)"
+    )
+    p.add_argument(
+        "--poll", type=float, default=0.5, metavar="SECONDS", help="registry poll interval (0.5)"
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="close a connection idle (or stalled inside a request's headers) this long (5)",
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mlops_ci import serve
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
+    if args.threads is not None and not 1 <= args.threads <= 256:
+        raise UsageError("--threads must be between 1 and 256")
+    if not 0 <= args.sample_rate <= 1:
+        raise UsageError("--sample-rate must be between 0 and 1")
+    if not 0 < args.max_body_mb <= 4096:
+        raise UsageError("--max-body-mb must be between 0 and 4096")
+    if not 0.05 <= args.poll <= 60:
+        raise UsageError("--poll must be between 0.05 and 60 seconds")
+    if not 0.1 <= args.idle_timeout <= 3600:
+        raise UsageError("--idle-timeout must be between 0.1 and 3600 seconds")
+    log = args.prediction_log
+    return serve.main(
+        args.registry,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        prediction_log="" if log == "off" else log,
+        max_body_bytes=int(args.max_body_mb * (1 << 20)),
+        poll_s=args.poll,
+        sample_rate=args.sample_rate,
+        idle_timeout_s=args.idle_timeout,
+        access_log=args.access_log,
+    )
+
+
+# --- catalog -------------------------------------------------------------------------------------
+
+
+def _add_catalog(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "catalog",
+        help="write the static site of every model in the registry (for GitHub Pages)",
+        description="Write a static site to DIR: an index of every model (owners, risk, serving "
+        "version, who shipped and approved it, tests, latency, drift and staleness), one page "
+        "per model (audit timeline, what served when, charts of metrics, latency and drift) and "
+        "catalog.json with the same facts. It opens from disk; a previous catalog in DIR is "
+        "replaced as a whole.",
+    )
+    p.add_argument("--registry", required=True, metavar="URI", help="folder, file:// or s3://")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the site's folder")
+    p.add_argument(
+        "--repo",
+        type=Path,
+        metavar="PATH",
+        help="a checkout of the model repository: its models not yet deployed are listed too",
+    )
+    p.set_defaults(handler=_catalog)
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from mlops_ci import catalog
+
+    return catalog.main(args.registry, args.out, repo=args.repo)
+
+
+# --- monitor ------------------------------------------------------------------------------------
+
+
+def _add_monitor(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "monitor",
+        help="staleness, data and prediction drift, and decay of every deployed model",
+        description="Judge the serving version of every model in the registry: staleness "
+        "against the deployed manifest's deadlines, data drift of production inputs against "
+        "the reference data (from this checkout, digest checked), prediction drift and decay. "
+        "Writes <registry>/.mlops/monitor/<model>/<time>.json; with --issues, one GitHub issue "
+        "per model that needs attention. Exit 1 when a model needs attention, 2 on errors.",
+    )
+    p.add_argument("--registry", required=True, metavar="URI", help="folder, file:// or s3://")
+    p.add_argument(
+        "--repo", type=Path, default=Path(), help="checkout of the model repository (default .)"
+    )
+    p.add_argument(
+        "--since",
+        default="7d",
+        metavar="DURATION",
+        help="how far back the prediction log is read: 24h, 7d, 2w (default 7d)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH|URI",
+        help="production inputs instead of the prediction log: Parquet or CSV file, folder "
+        "or s3:// prefix (one model: with --model)",
+    )
+    p.add_argument(
+        "--labels", metavar="PATH|URI", help="ground truth by request_id (default: manifest's)"
+    )
+    p.add_argument(
+        "--model", action="append", default=[], metavar="NAME", help="only this model (repeatable)"
+    )
+    p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    p.add_argument(
+        "--issues",
+        action="store_true",
+        help="open, update or close one GitHub issue per model (GITHUB_TOKEN, GITHUB_REPOSITORY)",
+    )
+    p.add_argument(
+        "--no-record", action="store_true", help="do not write verdict files into the registry"
+    )
+    p.set_defaults(handler=_monitor)
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from mlops_ci.monitor import command
+
+    return command.main(
+        args.registry,
+        repo=args.repo,
+        since=args.since,
+        data=args.data,
+        labels=args.labels,
+        models=args.model,
+        fmt=args.format,
+        issues=args.issues,
+        record=not args.no_record,
+    )
+
+
+# --- deploy, rollback, audit ------------------------------------------------------------------
+
+
+def _add_registry(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--registry",
+        required=True,
+        metavar="URI",
+        help="the registry: a folder, file:///path or s3://bucket/prefix (AWS_ENDPOINT_URL and "
+        "the usual AWS variables pick the store)",
+    )
+
+
+def _add_deploy(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "deploy",
+        help="publish the models a push to the default branch changed, approvals re-verified",
+        description="For a push to the default branch (in a checkout of it): find the merged "
+        "pull request behind the pushed commit, re-run the gate's decision for it, require the "
+        "manifests and artifacts to be the approved blobs, then publish each changed model's "
+        "ONNX (from --builds DIR/<model>/) into the registry, record it in the audit log, "
+        "create a GitHub Deployment and smoke-test it. Exit 0 deployed, 1 refused or the smoke "
+        "test failed (rolled back), 2 usage or unreachable.",
+    )
+    _add_registry(p)
+    p.add_argument(
+        "--builds",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="convert/test outputs, one folder per model name",
+    )
+    p.add_argument("--repo", type=Path, default=Path(), help="the checkout (default: .)")
+    p.add_argument("--sha", help="the pushed commit (default: the push event's `after`)")
+    p.add_argument("--base", help="the commit before the push (default: the event's `before`)")
+    p.add_argument(
+        "--environment",
+        default="production",
+        help="the GitHub Deployment environment (default: production)",
+    )
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="no GitHub: publish with source `local`, checking no approvals",
+    )
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(handler=_deploy)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from mlops_ci import deploy_push
+
+    return deploy_push.main(
+        args.registry,
+        repo=args.repo,
+        builds=args.builds,
+        base=args.base,
+        sha=args.sha,
+        environment=args.environment,
+        local=args.local,
+        fmt=args.format,
+    )
+
+
+def _add_rollback(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "rollback",
+        help="serve an earlier version of a model again",
+        description="Serve version VERSION (the registry's number n) of NAME again: it must "
+        "exist and its model.onnx must match its release.json. Rewrites config.pbtxt's version "
+        "policy after an audit record with the actor and the reason; on a runner also a GitHub "
+        "Deployment.",
+    )
+    p.add_argument("name", metavar="NAME")
+    _add_registry(p)
+    p.add_argument("--to", type=int, required=True, metavar="VERSION")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+    p.add_argument("--environment", default="production")
+    p.add_argument("--local", action="store_true", help="no GitHub Deployment")
+    p.set_defaults(handler=_rollback)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from mlops_ci import deploy_push
+
+    if args.to < 1:
+        raise UsageError("--to must be a registry version (1, 2, …)")
+    return deploy_push.rollback_main(
+        args.registry,
+        args.name,
+        args.to,
+        args.reason,
+        environment=args.environment,
+        local=args.local,
+    )
+
+
+def _add_baseline(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="fetch the serving ONNX model of each changed model, for the regression check",
+        description="For each model of plan's matrix, write OUT/<name>/baseline.onnx (the "
+        "version the registry serves now, digest-checked) and OUT/<name>/baseline.json (its "
+        "release, or why there is nothing to compare with). Never fails on a missing baseline.",
+    )
+    _add_registry(p)
+    p.add_argument("--matrix", required=True, help="plan's JSON matrix of changed models")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.set_defaults(handler=_baseline)
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from mlops_ci import baseline
+
+    return baseline.main(args.registry, args.matrix, args.out)
+
+
+def _add_audit(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="verify the registry's audit log, or show what served when",
+        description="`audit verify`: check the hash chain of .mlops/audit.jsonl against its "
+        "head and every release.json; exit 1 naming the first bad record. `audit show NAME "
+        "[--at TIME]`: what served NAME then, approved by whom, with which results.",
+    )
+    actions = p.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    verify = actions.add_parser("verify", help="check the audit log's hash chain")
+    _add_registry(verify)
+    verify.add_argument("--format", choices=["text", "json"], default="text")
+    verify.set_defaults(handler=_audit_verify)
+    show = actions.add_parser("show", help="what served a model, when, approved by whom")
+    show.add_argument("name", metavar="NAME")
+    _add_registry(show)
+    show.add_argument("--at", metavar="TIME", help="ISO 8601 time (default: now)")
+    show.add_argument("--format", choices=["text", "json"], default="text")
+    show.set_defaults(handler=_audit_show)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from mlops_ci import deploy_push
+
+    return deploy_push.verify_main(args.registry, args.format)
+
+
+def _audit_show(args: argparse.Namespace) -> int:
+    from mlops_ci import deploy_push
+
+    return deploy_push.show_main(args.registry, args.name, args.at, args.format)
+
+
 # --- the parser -------------------------------------------------------------------------------
 
 # In the order of the pipeline, as `--help` lists them.
@@ -293,7 +650,15 @@ _COMMANDS = (
     _add_bench,
     _add_report,
     _add_gate,
+    _add_checks,
+    _add_deploy,
+    _add_rollback,
+    _add_audit,
+    _add_baseline,
     _add_run,
+    _add_serve,
+    _add_monitor,
+    _add_catalog,
 )
 
 
@@ -320,6 +685,15 @@ def build_parser() -> _Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mlops_ci import gha
+
+    # Names, messages and values from pull requests are printed in many places: on a runner,
+    # none of them may become a workflow command, so both streams are guarded here, once.
+    with gha.guarded_output():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import sys
 import time
 import traceback
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_ci import __version__, atomic, data
+from mlops_ci import __version__, atomic, data, digest
 from mlops_ci.errors import CheckFailed, MlopsCiError, UsageError
 
 if TYPE_CHECKING:
@@ -225,8 +226,18 @@ def run(manifest: Manifest, out: Path, *, plugins: Sequence[str] = ()) -> Conver
         raise
     except MlopsCiError as exc:
         result = dataclasses.replace(base, error=str(exc), exception=exc)
+    except ImportError as exc:  # the machine lacks the framework: configuration, not a verdict
+        extra = _EXTRAS.get(manifest.framework, manifest.framework)
+        raise UsageError(
+            f"converting a {manifest.framework} model needs {exc.name or 'a module'}, which is "
+            f"not installed: pip install 'mlops-ci[{extra}]'"
+        ) from exc
     write_reports(result, out)
     return result
+
+
+#: spec.framework -> the pyproject extra that installs it
+_EXTRAS = {"pytorch": "torch"}
 
 
 def _base_result(m: Manifest) -> ConvertResult:
@@ -247,35 +258,32 @@ def _base_result(m: Manifest) -> ConvertResult:
 
 
 def _convert(m: Manifest, out: Path, base: ConvertResult) -> ConvertResult:
-    from mlops_ci import frameworks
-    from mlops_ci.frameworks import _graph
+    from mlops_ci import frameworks, trust
+    from mlops_ci.frameworks import _graph, _options
 
     framework = frameworks.get(m.framework)
     settings = m.section("conversion")
     opset = int(settings.get("opset", DEFAULT_OPSET))
     timings: dict[str, float] = {}
 
+    # options come from the pull request: only names that cannot point at files or code
+    options = _options.checked(m.framework, settings.get("options"))
     started = time.perf_counter()
-    artifact = frameworks.Artifact(
-        path=m.artifact_path,
-        sha256=m.artifact_sha256,
-        format=m.artifact_format,
-        trusted_types=tuple(m.data["spec"]["artifact"].get("trusted_types", ())),
-    )
-    native = framework.load(artifact)
+    native = framework.load(trust.artifact(m))
     timings["load"] = time.perf_counter() - started
 
-    signature = _signature(m, native)
+    signature = _with_columns(m, framework, native, _signature(m, native))
     started = time.perf_counter()
-    exported = framework.to_onnx(
-        native, signature, opset=opset, options=settings.get("options") or {}
-    )
+    exported = framework.to_onnx(native, signature, opset=opset, options=options)
     model = exported.model
     notes = list(exported.notes)
     if not exported.passthrough:
         notes += _graph.align_outputs(model, exported.output_roles, signature)
         notes += _graph.set_opset(model, opset)
-    _stamp(model, m)
+        # onnxmltools names every graph with a random UUID; the same artifact and settings must
+        # give the same bytes (and sha256), or a repeated deploy would look like a new model
+        model.graph.name = m.name
+    _stamp(model, m, signature)
     timings["convert"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -288,7 +296,7 @@ def _convert(m: Manifest, out: Path, base: ConvertResult) -> ConvertResult:
     result = dataclasses.replace(
         base,
         onnx_path=onnx_path,
-        onnx_sha256=data.sha256_file(onnx_path),
+        onnx_sha256=digest.sha256_file(onnx_path),
         onnx_bytes=len(payload),
         converter=exported.converter,
         opset=_default_opset(model),
@@ -331,14 +339,38 @@ def _signature(m: Manifest, native: Any) -> Signature:
     )
 
 
-def _stamp(model: onnx.ModelProto, m: Manifest) -> None:
+def _with_columns(m: Manifest, framework: Any, native: Any, signature: Signature) -> Signature:
+    """The signature with the columns behind each input made explicit, by the one rule in
+    `data.input_columns`: the manifest's, else what the model was trained on, else the data's."""
+    try:
+        header = data.data_columns(m)
+    except CheckFailed:
+        header = []  # unreadable data: parity reports it, after model.onnx is written
+    columns = data.input_columns(
+        signature,
+        header,
+        target=m.section("evaluation").get("target"),
+        feature_names=framework.feature_names(native),
+    )
+    inputs = tuple(
+        dataclasses.replace(s, columns=columns[s.name]) if not s.columns and columns[s.name] else s
+        for s in signature.inputs
+    )
+    return dataclasses.replace(signature, inputs=inputs)
+
+
+def _stamp(model: onnx.ModelProto, m: Manifest, signature: Signature) -> None:
     props = {
         "model_name": m.name,
         "model_version": m.version,
         "source_artifact_sha256": m.artifact_sha256,
         "mlops_ci_version": __version__,
     }
-    kept = [p for p in model.metadata_props if p.key not in props]
+    columns = {s.name: list(s.columns) for s in signature.inputs if s.columns}
+    if columns:
+        props[data.COLUMNS_KEY] = json.dumps(columns, separators=(",", ":"))
+    # an artifact's own `mlops_ci.*` keys never survive: only convert says what the columns are
+    kept = [p for p in model.metadata_props if p.key not in props and p.key != data.COLUMNS_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     for key, value in props.items():
@@ -363,7 +395,9 @@ def _default_opset(model: onnx.ModelProto) -> int | None:
 def write_reports(result: ConvertResult, out: Path) -> None:
     """convert.json and convert.md into `out`, each written atomically."""
     atomic.write_json(out / "convert.json", result.to_json())
-    atomic.write_text(out / "convert.md", markdown(result))
+    from mlops_ci.report import markdown
+
+    atomic.write_text(out / "convert.md", markdown.conversion(result))
 
 
 # --- parity --------------------------------------------------------------------------------------
@@ -626,119 +660,19 @@ def _values(
 
 
 def _show(value: Any) -> Any:
-    """A JSON-friendly rendering of one row's value (vectors cut to their first 10 entries)."""
+    """A JSON-friendly rendering of one row's value (vectors cut to their first 10 entries).
+
+    Floats keep 9 significant digits: enough to see where native and ONNX differ (a float32
+    difference at the 7th digit, on a value of 1e-8 or of 1e6), which rounding to a fixed
+    number of decimals would hide."""
     array = np.asarray(value)
     if array.ndim == 0:
         item = array.item()
-        return round(item, 6) if isinstance(item, float) else item
+        return float(f"{item:.9g}") if isinstance(item, float) else item
     if array.size == 1:
         return _show(array.reshape(()))
     flat = array.reshape(-1)[:10].tolist()
-    return [round(v, 6) if isinstance(v, float) else v for v in flat]
-
-
-# --- Markdown ------------------------------------------------------------------------------------
-
-
-def _num(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3g}"
-
-
-def markdown(result: ConvertResult) -> str:
-    """The conversion section of the report (GitHub-flavoured Markdown)."""
-    icon = "✅" if result.passed else "❌"
-    lines = [f"### {icon} Conversion: `{result.name}` {result.version} ({result.framework})", ""]
-    if result.error:
-        lines += [f"**Error:** {result.error}", ""]
-        if result.onnx_path is None:
-            return "\n".join(lines) + "\n"
-    lines += [
-        "| check | result |",
-        "|---|---|",
-        f"| converter | {result.converter} (opset {result.opset}) |",
-        f"| `onnx.checker` (full) | {result.checker}"
-        + (f": {result.checker_message}" if result.checker_message else "")
-        + " |",
-        "| signature | "
-        + ("matches" if not result.signature_problems else "; ".join(result.signature_problems))
-        + " |",
-    ]
-    parity = result.parity
-    if parity is not None:
-        summary = parity.status
-        if parity.rows:
-            summary += f" on {parity.rows} rows of {parity.data}"
-        if parity.reason:
-            summary += f" ({parity.reason})"
-        lines.append(f"| parity | {summary} |")
-    lines.append("")
-    if parity is not None and parity.outputs:
-        lines += [
-            f"Tolerances: atol {parity.atol:g}, rtol {parity.rtol:g}, "
-            f"label agreement ≥ {parity.min_label_agreement:g}.",
-            "",
-            "| output | role | max abs diff | max rel diff | mismatched | label agreement | |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for o in parity.outputs:
-            agree = "–" if o.label_agreement is None else f"{o.label_agreement:.2%}"
-            mark = "✅" if o.passed else "❌" + (f" {o.problem}" if o.problem else "")
-            lines.append(
-                f"| `{o.name}` | {o.role} | {_num(o.max_abs_diff)} | {_num(o.max_rel_diff)} "
-                f"| {o.mismatched_values} | {agree} | {mark} |"
-            )
-        lines.append("")
-    if parity is not None and parity.worst_rows:
-        lines += [
-            "<details open><summary>Worst rows (native vs ONNX)</summary>",
-            "",
-            "| row | where | output | native | ONNX | abs diff |",
-            "|---|---|---|---|---|---|",
-        ]
-        for w in parity.worst_rows:
-            lines.append(
-                f"| {w.row} | `{w.where}` | `{w.output}` | `{w.native}` | `{w.onnx}` "
-                f"| {_num(w.abs_diff)} |"
-            )
-        lines += ["", "</details>", ""]
-    if result.notes:
-        lines += ["Notes: " + "; ".join(result.notes), ""]
-    return "\n".join(lines) + "\n"
-
-
-def text(result: ConvertResult) -> str:
-    """A few lines for the terminal."""
-    if result.error:
-        what = "parity could not run" if result.onnx_path else "conversion failed"
-        return f"{result.name} {result.version}: {what}: {result.error}"
-    parity = result.parity
-    lines = [
-        f"{result.name} {result.version}: {'passed' if result.passed else 'FAILED'} "
-        f"-> {result.onnx_path}",
-        f"  converter {result.converter}, opset {result.opset}, checker {result.checker}",
-    ]
-    lines += [f"  signature: {p}" for p in result.signature_problems]
-    if not result.passed:
-        lines += [f"  note: {n}" for n in result.notes]
-    if parity is not None:
-        lines.append(
-            f"  parity {parity.status}"
-            + (f" on {parity.rows} rows of {parity.data}" if parity.rows else "")
-            + (f": {parity.reason}" if parity.reason else "")
-        )
-        for o in parity.outputs:
-            agree = (
-                "" if o.label_agreement is None else f", label agreement {o.label_agreement:.2%}"
-            )
-            lines.append(
-                f"    {o.name} ({o.role}): max abs {_num(o.max_abs_diff)}, max rel "
-                f"{_num(o.max_rel_diff)}{agree}"
-                + (f" -- {o.problem}" if o.problem else "")
-                + ("" if o.passed else "  FAILED")
-            )
-        for w in parity.worst_rows:
-            lines.append(f"    worst {w.where} {w.output}: native {w.native} | onnx {w.onnx}")
-    return "\n".join(lines)
+    return [float(f"{v:.9g}") if isinstance(v, float) else v for v in flat]
 
 
 def main(
@@ -746,11 +680,12 @@ def main(
 ) -> int:
     """`mlops-ci convert`: exit 0 when conversion, checks and parity pass, 1 when they do not."""
     from mlops_ci import manifest as manifest_module
+    from mlops_ci.report import terminal
 
     m = manifest_module.load(manifest_path)
     result = run(m, out, plugins=plugins)
     # a refused or unconvertible model is an error message; a finished check is a report
-    print(text(result), file=sys.stderr if result.error else sys.stdout)
+    print(terminal.conversion(result), file=sys.stderr if result.error else sys.stdout)
     if result.exception is not None and debug:
         traceback.print_exception(result.exception)
     return 0 if result.passed else 1

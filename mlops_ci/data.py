@@ -6,32 +6,25 @@ serves string and numeric inputs alike and a bad value is reported with its line
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import hashlib
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from mlops_ci.dtypes import NUMPY_DTYPES
 from mlops_ci.errors import CheckFailed
-from mlops_ci.manifest import sha256_file
 
-#: numpy element type per manifest dtype; ONNX string tensors travel as object arrays of str.
-NUMPY_DTYPES: Mapping[str, type] = {
-    "float32": np.float32,
-    "float64": np.float64,
-    "float16": np.float16,
-    "int64": np.int64,
-    "int32": np.int32,
-    "int8": np.int8,
-    "uint8": np.uint8,
-    "bool": np.bool_,
-    "string": np.object_,
-}
+if TYPE_CHECKING:
+    from mlops_ci.manifest import Manifest
 
 _MISSING = frozenset({"", "nan", "NaN", "NA", "N/A", "null", "NULL"})
 _TRUE = frozenset({"true", "1", "yes"})
@@ -86,19 +79,6 @@ class Table:
         if self.lines is not None:
             return f"{self.source}:{int(self.lines[row])}"
         return f"{self.source} row {row + 1}"
-
-
-def verify_digest(path: Path, sha256: str, *, what: str = "file") -> None:
-    """Raise CheckFailed unless the file's bytes have the pinned digest; call before reading it."""
-    if not path.is_file():
-        raise CheckFailed(f"{what} not found", path=path)
-    actual = sha256_file(path)
-    if actual != sha256.lower():
-        raise CheckFailed(
-            f"{what} digest mismatch: expected sha256 {sha256}, actual {actual} "
-            "(update the manifest's sha256 if the change is intended)",
-            path=path,
-        )
 
 
 def load_csv(path: Path, sha256: str) -> Table:
@@ -189,12 +169,18 @@ def _to_text(value: object) -> str:
 
 
 def input_columns(
-    signature: SignatureLike, table_columns: Sequence[str], *, target: str | None
+    signature: SignatureLike,
+    table_columns: Sequence[str],
+    *,
+    target: str | None,
+    feature_names: Sequence[str] | None = None,
 ) -> dict[str, tuple[str, ...]]:
-    """The columns feeding each input, applying the schema's defaults.
+    """The columns feeding each input: the one rule every stage applies.
 
-    Default: the input's own name when its last dimension is 1, else every column not used by
-    another input and not the target, in file order.
+    An input's `columns:` when the manifest lists them; else its own name when its last
+    dimension is 1; else the columns the model was trained on (`feature_names`: scikit-learn's
+    `feature_names_in_`, an XGBoost booster's feature names), in training order; else every
+    data column not used by another input and not the target, in file order.
     """
     explicit: dict[str, tuple[str, ...]] = {}
     for spec in signature.inputs:
@@ -203,8 +189,63 @@ def input_columns(
         elif spec.shape[-1] == 1 or len(spec.shape) == 1:
             explicit[spec.name] = (spec.name,)
     used = {c for cols in explicit.values() for c in cols}
-    rest = tuple(c for c in table_columns if c not in used and c != target)
+    # a model fitted on a DataFrame knows its columns and their order; the CSV's order may differ
+    names = feature_names if feature_names else table_columns
+    rest = tuple(c for c in names if c not in used and c != target)
     return {spec.name: explicit.get(spec.name, rest) for spec in signature.inputs}
+
+
+#: ONNX metadata key under which `convert` records the columns behind each input (JSON), so the
+#: test and bench stages feed the ONNX model exactly as parity did, without the native model.
+COLUMNS_KEY = "mlops_ci.input_columns"
+
+
+def resolved(manifest: Manifest, columns: Mapping[str, Sequence[str]]) -> Manifest:
+    """The manifest with `columns:` filled in on every input that lacks them."""
+    doc = copy.deepcopy(manifest.data)
+    for spec in (doc["spec"].get("signature") or {}).get("inputs", []):
+        if not spec.get("columns") and columns.get(spec["name"]):
+            spec["columns"] = list(columns[spec["name"]])
+    return dataclasses.replace(manifest, data=doc)
+
+
+def data_columns(manifest: Manifest) -> list[str]:
+    """The column names the manifest's data offers: the evaluation CSV's header (digest checked),
+    else the test cases' input keys."""
+    evaluation = manifest.section("evaluation")
+    if evaluation:
+        ref = evaluation["data"]
+        return list(load_csv(manifest.resolve(ref["path"]), ref["sha256"]).columns)
+    names: list[str] = []
+    for case in manifest.section("tests").get("cases") or []:
+        names.extend(k for k in case.get("input", {}) if k not in names)
+    return names
+
+
+def columns_from_onnx(session: Any) -> dict[str, tuple[str, ...]] | None:
+    """The columns `convert` recorded in an onnxruntime session's model, or None."""
+    try:
+        text = session.get_modelmeta().custom_metadata_map.get(COLUMNS_KEY)
+        found = json.loads(text) if text else None
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    return {str(k): tuple(map(str, v)) for k, v in found.items() if isinstance(v, list)}
+
+
+def stage_manifest(manifest: Manifest, session: Any) -> Manifest:
+    """The manifest with the columns the ONNX model was converted with, else the default rule on
+    the manifest's data (an ONNX file not written by `convert`)."""
+    columns = columns_from_onnx(session)
+    if columns is None:
+        try:
+            header = data_columns(manifest)
+        except CheckFailed:
+            header = []  # the stage reports unreadable data where it reads the rows
+        target = manifest.section("evaluation").get("target")
+        columns = input_columns(manifest.signature, header, target=target)
+    return resolved(manifest, columns)
 
 
 def feeds(

@@ -4,6 +4,7 @@ verdict, checked on the ONNX model, with the results written to `test.json`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ class Check:
     min: float | None = None
     max: float | None = None
     rows: int | None = None
+    line: int | None = None  # of the case or metric in the manifest, for annotations
 
     @property
     def passed(self) -> bool:
@@ -52,7 +54,7 @@ class Check:
             "passed": self.passed,
             "detail": self.detail,
         }
-        for key in ("value", "min", "max", "rows"):
+        for key in ("value", "min", "max", "rows", "line"):
             if getattr(self, key) is not None:
                 doc[key] = getattr(self, key)
         return doc
@@ -125,12 +127,22 @@ def run(
     if not model_path.is_file():
         raise UsageError(f"{model_path} does not exist (run `mlops-ci convert` first)")
     session = onnx_session(model_path)
+    manifest = data.stage_manifest(manifest, session)
     predict = _predictor(session)
     tests = manifest.section("tests")
 
+    cases, metrics = tests.get("cases", []), tests.get("metrics", [])
     checks: list[Check] = []
-    checks += [_run_case(manifest, case, predict) for case in tests.get("cases", [])]
-    checks += _run_metrics(manifest, tests.get("metrics", []), predict)
+    checks += [
+        dataclasses.replace(_run_case(manifest, case, predict), line=line)
+        for case, line in zip(cases, _lines(manifest, "cases", len(cases)), strict=True)
+    ]
+    metric_checks = _run_metrics(manifest, metrics, predict)
+    # the last len(metrics) checks are the metrics, in order (a data check may come first)
+    lines = [None] * (len(metric_checks) - len(metrics)) + _lines(manifest, "metrics", len(metrics))
+    checks += [
+        dataclasses.replace(c, line=line) for c, line in zip(metric_checks, lines, strict=True)
+    ]
     checks.append(_parity(convert_dir))
 
     result = TestResult(
@@ -147,23 +159,26 @@ def run(
 def main(manifest_path: Path, *, onnx: Path | None, convert_dir: Path | None, out: Path) -> int:
     """`mlops-ci test`: print every check (failing first) and exit 1 when any failed."""
     from mlops_ci import manifest as manifest_mod
+    from mlops_ci.report import terminal
 
     m = manifest_mod.load(manifest_path)
     result = run(m, convert_dir, out, onnx=onnx)
-    print(render_text(result))
+    print(terminal.tests(result))
     return 0 if result.passed else 1
 
 
-def render_text(result: TestResult) -> str:
-    """Plain-text lines for the terminal: failing checks first, then a one-line summary."""
-    lines = []
-    for c in result.ordered():
-        lines.append(f"{c.status.upper():<5} {c.kind:<7} {c.name}: {c.detail}")
-    failed = len(result.failures)
-    total = len(result.checks)
-    verdict = "passed" if result.passed else f"FAILED ({failed} of {total} checks)"
-    lines.append(f"{result.model} {result.version}: tests {verdict}")
-    return "\n".join(lines)
+def _lines(manifest: Manifest, section: str, count: int) -> list[int | None]:
+    """The line of each entry of `spec.tests.<section>` in the manifest file (None where it
+    cannot be told): annotations point at the failing case, not at the top of the file."""
+    from mlops_ci.manifest import locate, parse_document
+
+    try:
+        _, _, node = parse_document(manifest.path.read_bytes(), str(manifest.path))
+    except OSError:
+        node = None
+    if node is None:
+        return [None] * count
+    return [locate(node, ["spec", "tests", section, i])[0] for i in range(count)]
 
 
 def repo_path(manifest: Manifest) -> str:
@@ -230,6 +245,13 @@ def _output_for(manifest: Manifest, key: str, available: Sequence[str]) -> str |
 
 
 # --- test cases ---------------------------------------------------------------------------------
+
+
+def run_cases(manifest: Manifest, session: Any) -> tuple[Check, ...]:
+    """The manifest's test cases on an onnxruntime session (the deploy smoke test uses them)."""
+    predict = _predictor(session)
+    cases = manifest.section("tests").get("cases", [])
+    return tuple(_run_case(manifest, case, predict) for case in cases)
 
 
 def _run_case(manifest: Manifest, case: Mapping[str, Any], predict: Predict) -> Check:

@@ -11,27 +11,27 @@ import dataclasses
 import json
 import posixpath
 import sys
-from collections.abc import Iterable
 
 from mlops_ci import gha, manifest, policy
+from mlops_ci.changes import FileChange, touched_models
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.github import (
     ChangedFile,
     GitHub,
     PullRequest,
-    Review,
     event_payload,
     event_pull_number,
 )
+from mlops_ci.manifest import MANIFEST_NAMES
 from mlops_ci.policy import (
-    MANIFEST_NAMES,
     POLICY_PATH,
     Decision,
     ManifestSide,
     ModelChange,
     PullFacts,
-    is_manifest,
+    Review,
 )
+from mlops_ci.report import escape, markdown, terminal
 
 CONTEXT = "mlops-ci/governance"
 
@@ -39,9 +39,8 @@ CONTEXT = "mlops-ci/governance"
 class _Reader:
     """Reads manifests at the base and head commits, each (path, ref) at most once."""
 
-    def __init__(self, gh: GitHub, pull: PullRequest) -> None:
+    def __init__(self, gh: GitHub) -> None:
         self.gh = gh
-        self.pull = pull
         self._texts: dict[tuple[str, str], str | None] = {}
 
     def text(self, path: str, ref: str) -> str | None:
@@ -50,107 +49,56 @@ class _Reader:
             self._texts[key] = self.gh.file_text(path, ref)
         return self._texts[key]
 
-    def side(self, path: str, ref: str) -> ManifestSide | None:
-        text = self.text(path, ref)
-        if text is None:
+    def side(self, path: str | None, ref: str) -> ManifestSide | None:
+        text = self.text(path, ref) if path else None
+        if path is None or text is None:
             return None
         data, problems, _ = manifest.parse_document(text, path)
         return policy.manifest_side(path, data, problems)
 
-
-def _folder(path: str) -> str:
-    return posixpath.dirname(path)
-
-
-def _ancestors(path: str) -> Iterable[str]:
-    """The folders holding `path`, nearest first, ending with the repository root ("")."""
-    folder = _folder(path)
-    while True:
-        yield folder
-        if not folder:
-            return
-        folder = _folder(folder)
+    def manifest_in(self, folder: str, ref: str) -> str | None:
+        for name in MANIFEST_NAMES:
+            path = posixpath.join(folder, name)
+            if self.text(path, ref) is not None:
+                return path
+        return None
 
 
 def collect_facts(gh: GitHub, pull: PullRequest, files: list[ChangedFile]) -> PullFacts:
-    """The models the pull request touches, each read at base and head.
-
-    A model is touched when its manifest is added, modified, removed or renamed, or when any
-    other file in its folder (the nearest folder above it holding a model.yaml) changes.
-    """
-    reader = _Reader(gh, pull)
+    """The models the pull request touches (`changes.touched_models`, the rule `plan` applies
+    too), each read at base and head."""
+    reader = _Reader(gh)
     base, head = pull.base_sha, pull.head_sha
-    models: dict[str, ModelChange] = {}
-    model_folders: set[str] = set()
-    policy_changed = False
-    others: list[str] = []
-    for f in files:
-        paths = [f.filename] + ([f.previous_filename] if f.previous_filename else [])
-        if POLICY_PATH in paths:
-            policy_changed = True
-        old = f.previous_filename if f.status == "renamed" else None
-        old_manifest = old if old and is_manifest(old) else None
-        if not is_manifest(f.filename) and old_manifest is None:
-            others += [p for p in paths if p != POLICY_PATH]
-            continue
-        new_manifest = f.filename if is_manifest(f.filename) else None
-        if f.status == "removed":
-            change = ModelChange(f.filename, "removed", reader.side(f.filename, base), None)
-        elif f.status in ("added", "copied"):
-            change = ModelChange(f.filename, "added", None, reader.side(f.filename, head))
-        elif f.status == "renamed":
-            # The old path's base tier still governs a renamed manifest.
-            base_side = reader.side(old_manifest, base) if old_manifest else None
-            head_side = reader.side(new_manifest, head) if new_manifest else None
-            if base_side is not None and head_side is not None:
-                change = ModelChange(f.filename, "renamed", base_side, head_side)
-            elif base_side is not None:
-                change = ModelChange(base_side.path, "removed", base_side, None)
-            else:
-                change = ModelChange(f.filename, "added", None, head_side)
-            others += [
-                p for p in (old, f.filename) if p and not is_manifest(p) and p != POLICY_PATH
-            ]
-        else:  # modified, changed, unchanged
-            change = ModelChange(
-                f.filename, "modified", reader.side(f.filename, base), reader.side(f.filename, head)
-            )
-        if change.base is None and change.head is None:
+    policy_changed = any(POLICY_PATH in (f.filename, f.previous_filename) for f in files)
+    listed = [
+        FileChange(f.filename, f.status, f.previous_filename if f.status == "renamed" else None)
+        for f in files
+        if f.filename != POLICY_PATH
+    ]
+    # A folder whose manifest is not in the files list has the same manifest at base and head.
+    touched = touched_models(listed, lambda folder: reader.manifest_in(folder, base))
+    models: list[ModelChange] = []
+    for t in touched:
+        base_side, head_side = reader.side(t.base, base), reader.side(t.head, head)
+        if t.kind == "files":
+            head_side = base_side
+        if base_side is None and head_side is None:
             continue  # listed, but absent at both commits: nothing to govern
-        models[change.path] = change
-        for side in (change.base, change.head):
-            if side is not None:
-                model_folders.add(_folder(side.path))
-    probed: set[str] = set()
-    for path in others:
-        for folder in _ancestors(path):
-            if folder in model_folders:
-                break
-            if folder in probed:
-                continue
-            probed.add(folder)
-            found = _manifest_in(reader, folder, base)
-            if found is not None:
-                # Not in the files list, so the manifest is the same at head as at base.
-                models[found.path] = ModelChange(found.path, "files", found, found)
-                model_folders.add(folder)
-                break
+        if t.kind in ("renamed", "modified", "files") and None in (base_side, head_side):
+            # The old path's base tier still governs a renamed manifest; a side that cannot be
+            # read makes the change an addition or a removal.
+            kind, path = ("removed", t.base) if head_side is None else ("added", t.path)
+        else:
+            kind, path = t.kind, t.path
+        models.append(ModelChange(path or t.path, kind, base_side, head_side))
     return PullFacts(
         number=pull.number,
         author=pull.author,
         head_sha=head,
-        models=tuple(models[k] for k in sorted(models)),
+        models=tuple(sorted(models, key=lambda m: m.path)),
         policy_changed=policy_changed,
         committers=gh.commit_logins(pull.number),
     )
-
-
-def _manifest_in(reader: _Reader, folder: str, ref: str) -> ManifestSide | None:
-    for name in MANIFEST_NAMES:
-        side = reader.side(posixpath.join(folder, name), ref)
-        if side is not None:
-            return side
-    return None
 
 
 def load_policy(gh: GitHub, base_sha: str, facts: PullFacts) -> policy.Policy:
@@ -180,11 +128,15 @@ def load_policy(gh: GitHub, base_sha: str, facts: PullFacts) -> policy.Policy:
 
 def evaluate(gh: GitHub, pull: PullRequest) -> Decision:
     """Everything the decision needs, read through the API, then the pure decision."""
-    files = gh.pull_files(pull.number)
+    # every changed path, even past the files list's 3,000 (else fails closed)
+    files = gh.changed_files(pull)
     facts = collect_facts(gh, pull, files)
     rules = load_policy(gh, pull.base_sha, facts)
     reviews = gh.reviews(pull.number)
-    return policy.decide(rules, facts, reviews, _memberships(gh, rules, facts, reviews))
+    # who may approve is asked exactly: author_association can hide a private org membership
+    permissions = {login.lower(): gh.permission(login) for login in policy.review_logins(reviews)}
+    memberships = _memberships(gh, rules, facts, reviews, permissions)
+    return policy.decide(rules, facts, reviews, memberships, permissions)
 
 
 #: Above this many reviewers to look up in one team, listing the team is fewer calls.
@@ -192,11 +144,15 @@ _LIST_TEAM_ABOVE = 2
 
 
 def _memberships(
-    gh: GitHub, rules: policy.Policy, facts: PullFacts, reviews: list[Review]
+    gh: GitHub,
+    rules: policy.Policy,
+    facts: PullFacts,
+    reviews: list[Review],
+    permissions: dict[str, str],
 ) -> dict[tuple[str, str], bool]:
     """Answers to the membership questions the decision needs, in as few calls as possible."""
     by_team: dict[str, list[str]] = {}
-    for team, login in policy.membership_queries(rules, facts, reviews):
+    for team, login in policy.membership_queries(rules, facts, reviews, permissions):
         by_team.setdefault(team, []).append(login)
     answers: dict[tuple[str, str], bool] = {}
     for team, logins in by_team.items():
@@ -206,60 +162,6 @@ def _memberships(
         else:
             answers.update(((team, login), gh.is_team_member(team, login)) for login in logins)
     return answers
-
-
-# --- output -------------------------------------------------------------------------------------
-
-
-def render_text(decision: Decision, pull: PullRequest) -> str:
-    verdict = "APPROVED" if decision.approved else "NOT APPROVED"
-    lines = [f"pull request #{pull.number} at {pull.head_sha[:12]}: {verdict}"]
-    if not decision.outcomes:
-        lines.append(f"  {decision.reason}")
-    for o in decision.outcomes:
-        mark = "ok " if o.approved else "NO "
-        who = ", ".join(f"@{a}" for a in o.approvers) or "nobody"
-        lines.append(f"  {mark} {o.name} (risk: {o.tier}) approved by {who}")
-        lines += [f"       missing: {m}" for m in o.missing]
-        lines += [f"       note: {n}" for n in o.notes]
-    if decision.ignored:
-        lines.append("  reviews not counted:")
-        lines += [f"    - {i}" for i in decision.ignored]
-    lines.append(f"  policy: {decision.policy_source} (as of base {pull.base_sha[:12]})")
-    return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(decision: Decision, pull: PullRequest) -> str:
-    icon = "✅" if decision.approved else "❌"
-    verdict = "approved" if decision.approved else "not approved"
-    out = [
-        f"## {icon} Governance gate: {verdict}",
-        "",
-        f"Pull request #{pull.number}, head `{pull.head_sha[:12]}`; policy: "
-        f"{decision.policy_source} as of base `{pull.base_sha[:12]}`.",
-        "",
-    ]
-    if not decision.outcomes:
-        out.append(decision.reason)
-    else:
-        out += ["| | Model | Risk | Approved by | Still missing |", "|---|---|---|---|---|"]
-        for o in decision.outcomes:
-            who = ", ".join(f"@{a}" for a in o.approvers) or "—"
-            missing = "<br>".join(_cell(m) for m in o.missing) or "—"
-            mark = "✅" if o.approved else "❌"
-            out.append(f"| {mark} | `{_cell(o.name)}` | {o.tier} | {who} | {missing} |")
-        notes = [f"- `{o.name}`: {n}" for o in decision.outcomes for n in o.notes]
-        if notes:
-            out += ["", "**Notes**", "", *notes]
-    if decision.ignored:
-        out += ["", "<details><summary>Reviews not counted</summary>", ""]
-        out += [f"- {_cell(str(i))}" for i in decision.ignored]
-        out += ["", "</details>"]
-    return "\n".join(out) + "\n"
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -295,7 +197,7 @@ def main(
         if post_status:
             # A run that dies half-way (timeout, runner lost) must not leave an earlier
             # "success" standing on this commit after, say, a new request for changes.
-            gh.set_status(head_sha, "pending", "Checking approvals…", CONTEXT, gh.run_url())
+            _set_status(gh, head_sha, "pending", "Checking approvals…")
         decision = evaluate(gh, pull)
     except Exception as exc:  # every error, even a bug, fails closed
         _fail_closed(gh, head_sha, exc, post_status)
@@ -303,20 +205,33 @@ def main(
     if fmt == "json":
         print(json.dumps(decision.to_json(), indent=2))
     else:
-        print(render_text(decision, pull))
-    gha.write_summary(render_markdown(decision, pull))
+        print(terminal.gate(decision, pull))
+    gha.write_summary(markdown.gate(decision, pull))
     gha.set_output("approved", "true" if decision.approved else "false")
     if post_status:
         state = "success" if decision.approved else "failure"
-        gh.set_status(pull.head_sha, state, policy.status_line(decision), CONTEXT, gh.run_url())
+        _set_status(gh, pull.head_sha, state, policy.status_line(decision))
     return EXIT_OK if decision.approved else EXIT_VERDICT
+
+
+class StatusWriteFailed(MlopsCiError):
+    """The commit status itself could not be written (after the client's retries)."""
+
+
+def _set_status(gh: GitHub, sha: str, state: str, description: str) -> None:
+    try:
+        gh.set_status(sha, state, description, CONTEXT, gh.run_url())
+    except MlopsCiError as exc:
+        raise StatusWriteFailed(f"could not set the commit status {CONTEXT}: {exc}") from exc
 
 
 def _fail_closed(gh: GitHub, head_sha: str | None, exc: Exception, post_status: bool) -> None:
     what = str(exc) if isinstance(exc, MlopsCiError) else f"internal error: {type(exc).__name__}"
-    gha.write_summary(f"## ❌ Governance gate: error\n\n{what}\n")
+    gha.write_summary(f"## ❌ Governance gate: error\n\n{escape.cell(what)}\n")
     gha.set_output("approved", "false")
-    if not (post_status and head_sha):
+    if not (post_status and head_sha) or isinstance(exc, StatusWriteFailed):
+        # writing statuses is what just failed: a second round of retries would only delay
+        # the exit (2) past the point where anyone waits for it
         return
     try:
         gh.set_status(head_sha, "failure", f"Gate error: {what}", CONTEXT, gh.run_url())

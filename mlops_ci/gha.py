@@ -5,9 +5,12 @@ Each function is a no-op (or prints) outside a runner, so commands behave the sa
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -45,7 +48,82 @@ def annotation(
     if title:
         props.append(f"title={_escape_property(title)}")
     head = f"::{level} {','.join(props)}" if props else f"::{level}"
-    print(f"{head}::{_escape_data(message)}", file=stream or sys.stdout)
+    command(f"{head}::{_escape_data(message)}", stream)
+
+
+def command(line: str, stream: TextIO | None = None) -> None:
+    """Print one workflow command: the only way past `guarded_output`."""
+    out = stream or sys.stdout
+    target = out.raw if isinstance(out, _CommandGuard) else out
+    target.write(line + "\n")
+    target.flush()
+
+
+class _CommandGuard(io.TextIOBase):
+    """A text stream that lets no line start a workflow command (see `escape.terminal`).
+
+    Text is held until its line ends, so a command split across writes is caught too.
+    """
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+        self._line = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.raw, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        from mlops_ci.report.escape import terminal
+
+        self._line += text
+        cut = max(self._line.rfind("\n"), self._line.rfind("\r"))
+        if cut >= 0:
+            done, self._line = self._line[: cut + 1], self._line[cut + 1 :]
+            self.raw.write(terminal(done[:-1]) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        from mlops_ci.report.escape import terminal
+
+        # A partial line is written only when it can no longer become a command start.
+        if self._line.strip() and not ":".startswith(self._line.strip()):
+            self.raw.write(terminal(self._line))
+            self._line = ""
+        self.raw.flush()
+
+    def close_line(self) -> None:
+        if self._line:
+            from mlops_ci.report.escape import terminal
+
+            self.raw.write(terminal(self._line))
+            self._line = ""
+        self.raw.flush()
+
+
+@contextlib.contextmanager
+def guarded_output() -> Iterator[None]:
+    """While inside, stdout and stderr cannot print a workflow command except through
+    `command`: the runner reads both streams, and mlops-ci prints text from pull requests
+    (model, case and column names, error messages) in many places."""
+    saved = sys.stdout, sys.stderr
+    guards = _CommandGuard(sys.stdout), _CommandGuard(sys.stderr)
+    sys.stdout, sys.stderr = guards
+    try:
+        yield
+    finally:
+        for guard in guards:
+            guard.close_line()
+        sys.stdout, sys.stderr = saved
 
 
 def write_summary(markdown: str) -> bool:

@@ -8,6 +8,11 @@ GITHUB_EVENT_PATH; GITHUB_SERVER_URL/GITHUB_RUN_ID only for links), plus mlops-c
 - MLOPS_CI_GITHUB_MAX_WAIT: the longest single wait, in seconds, before retrying a rate-limited or
   failing request (default 60). Tests set it low.
 - MLOPS_CI_GITHUB_RETRIES: how many times one request is retried (default 5).
+- MLOPS_CI_COMMENT_AUTHOR: the login the token comments as, when `GET /user` cannot tell: a
+  GitHub App's installation token other than the Actions one comments as `<app-slug>[bot]`.
+
+The identity that writes comments is `GET /user`'s login, or `github-actions[bot]` for the
+Actions GITHUB_TOKEN (GitHub answers it 403 there): comments are only ever found among its own.
 
 Every API failure, after retries, becomes one `MlopsCiError` line (exit 2), never a traceback.
 Data crosses into the rest of the package as frozen dataclasses, never as PyGithub objects.
@@ -29,12 +34,14 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from mlops_ci.errors import MlopsCiError
+from mlops_ci.policy import Review  # the decision owns the type; this module builds it
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_MAX_WAIT = 60.0
 DEFAULT_RETRIES = 5
 TIMEOUT_SECONDS = 20
-MAX_STATUS_DESCRIPTION = 140  # GitHub answers 422 beyond this
+MAX_LISTED_FILES = 3000  # GitHub's pull-request files list stops here
+ACTIONS_BOT = "github-actions[bot]"  # the author of everything the Actions GITHUB_TOKEN writes
 _BOTS_WITHOUT_TYPE = frozenset({"web-flow"})  # GitHub's committer for web-UI commits
 
 
@@ -51,20 +58,26 @@ class ChangedFile:
 
 
 @dataclass(frozen=True)
-class Review:
-    """One submitted pull-request review, with GitHub's own state names."""
+class Issue:
+    """An issue as `monitor` tracks it."""
 
-    id: int
-    login: str
-    user_type: str  # "User" | "Bot" | "Organization"
-    state: str  # APPROVED | CHANGES_REQUESTED | COMMENTED | DISMISSED | PENDING
-    commit_id: str | None
-    author_association: str  # OWNER | MEMBER | COLLABORATOR | CONTRIBUTOR | NONE | ...
-    submitted_at: str | None = None
+    number: int
+    title: str
+    body: str
+    state: str
+    html_url: str
 
-    @property
-    def is_bot(self) -> bool:
-        return self.user_type == "Bot" or self.login.endswith("[bot]")
+
+def _issue(raw: Any) -> Issue:
+    if not isinstance(raw, dict) or not isinstance(raw.get("number"), int):
+        raise MlopsCiError("GitHub API: an issue came back without a number")
+    return Issue(
+        number=int(raw["number"]),
+        title=str(raw.get("title") or ""),
+        body=str(raw.get("body") or ""),
+        state=str(raw.get("state") or ""),
+        html_url=str(raw.get("html_url") or ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -75,11 +88,9 @@ class PullRequest:
     author: str
     head_sha: str
     base_sha: str
-    base_ref: str
     head_repo: str | None  # full name; None when the fork was deleted
     base_repo: str
-    state: str
-    html_url: str
+    changed_files: int = 0  # GitHub's count, which its files list may fall short of
 
     @property
     def from_fork(self) -> bool:
@@ -236,6 +247,7 @@ class GitHub:
         teams_token: str | None = None,
         max_wait: float = DEFAULT_MAX_WAIT,
         retries: int = DEFAULT_RETRIES,
+        comment_author: str | None = None,
     ) -> None:
         if "/" not in repository.strip("/"):
             raise MlopsCiError(f"repository must be owner/name, got {repository!r}")
@@ -244,6 +256,8 @@ class GitHub:
         self.max_wait = max_wait
         self.retries = retries
         self._client = self._connect(token)
+        self._login: str | None = comment_author
+        self._permissions: dict[str, str] = {}  # login (lowercased) -> permission, per run
         self._teams_client = self._connect(teams_token) if teams_token else self._client
         self._repo = self._client.get_repo(self.repository)
 
@@ -280,6 +294,7 @@ class GitHub:
             teams_token=env.get("MLOPS_CI_TEAMS_TOKEN") or None,
             max_wait=_float_env(env, "MLOPS_CI_GITHUB_MAX_WAIT", DEFAULT_MAX_WAIT),
             retries=int(_float_env(env, "MLOPS_CI_GITHUB_RETRIES", DEFAULT_RETRIES)),
+            comment_author=env.get("MLOPS_CI_COMMENT_AUTHOR") or None,
         )
 
     # -- pull requests -------------------------------------------------------------------------
@@ -294,11 +309,9 @@ class GitHub:
             author=str((raw.get("user") or {}).get("login") or ""),
             head_sha=str(head.get("sha") or ""),
             base_sha=str(base.get("sha") or ""),
-            base_ref=str(base.get("ref") or ""),
             head_repo=(head.get("repo") or {}).get("full_name"),
             base_repo=str((base.get("repo") or {}).get("full_name") or self.repository),
-            state=str(raw.get("state") or ""),
-            html_url=str(raw.get("html_url") or ""),
+            changed_files=int(raw.get("changed_files") or 0),
         )
 
     def pull_files(self, number: int) -> list[ChangedFile]:
@@ -313,6 +326,100 @@ class GitHub:
                 )
                 for f in files
             ]
+
+    def changed_files(self, pull: PullRequest) -> list[ChangedFile]:
+        """Every path the pull request changes, even beyond the files list's cap.
+
+        GitHub's files list stops at MAX_LISTED_FILES. When it is short of the pull request's
+        `changed_files`, or reaches the cap, the paths come from the git trees of the merge base
+        and the head instead (renames then read as a removal and an addition, which the gate
+        governs at least as strictly). A tree GitHub truncates fails closed.
+        """
+        files = self.pull_files(pull.number)
+        if len(files) < MAX_LISTED_FILES and len(files) >= pull.changed_files:
+            return files
+        base = self.merge_base(pull.base_sha, pull.head_sha)
+        return self.tree_changes(base, pull.head_sha)
+
+    def merge_base(self, base: str, head: str) -> str:
+        """The commit the pull request's changes are counted from (the compare API's)."""
+        url = f"/repos/{self.repository}/compare/{base}...{head}"
+        with _api(f"comparing {base[:12]}...{head[:12]}"):
+            _, data = self._client.requester.requestJsonAndCheck("GET", url)
+        sha = (data.get("merge_base_commit") or {}).get("sha") if isinstance(data, dict) else None
+        if not isinstance(sha, str) or not sha:
+            raise MlopsCiError(
+                f"GitHub API: comparing {base[:12]}...{head[:12]} gave no merge base"
+            )
+        return sha
+
+    def _tree(self, sha: str, recursive: bool = False) -> dict[str, tuple[str, str]]:
+        """path -> (type, sha) of one git tree (`sha` may name a commit); truncation fails."""
+        url = f"/repos/{self.repository}/git/trees/{sha}"
+        with _api(f"reading the git tree {sha[:12]}"):
+            _, data = self._client.requester.requestJsonAndCheck(
+                "GET", url, parameters={"recursive": "1"} if recursive else None
+            )
+        if not isinstance(data, dict) or data.get("truncated"):
+            raise MlopsCiError(
+                f"GitHub truncated the git tree {sha[:12]}, so the changed files cannot be seen "
+                "whole; the gate fails closed (split the pull request)"
+            )
+        return {
+            str(e["path"]): (str(e["type"]), str(e["sha"]))
+            for e in data.get("tree") or ()
+            if isinstance(e, dict) and "path" in e
+        }
+
+    def tree_changes(self, base: str, head: str) -> list[ChangedFile]:
+        """The files that differ between two commits, walking only the subtrees that differ."""
+        changes: list[ChangedFile] = []
+
+        def files(entry: tuple[str, str], path: str) -> list[str]:
+            kind, sha = entry
+            if kind != "tree":
+                return [path]
+            listing = self._tree(sha, recursive=True).items()
+            return [f"{path}/{p}" for p, (t, _) in listing if t != "tree"]
+
+        def walk(old: str | None, new: str | None, prefix: str) -> None:
+            before = self._tree(old) if old else {}
+            after = self._tree(new) if new else {}
+            for name in sorted(before.keys() | after.keys()):
+                was, now = before.get(name), after.get(name)
+                path = prefix + name
+                if was == now:
+                    continue
+                if was and now and was[0] == now[0] == "tree":
+                    walk(was[1], now[1], path + "/")
+                elif was and now and "tree" not in (was[0], now[0]):
+                    changes.append(ChangedFile(path, "modified"))
+                else:  # added, removed, or a file that became a folder (or back)
+                    if was:
+                        changes.extend(ChangedFile(p, "removed") for p in files(was, path))
+                    if now:
+                        changes.extend(ChangedFile(p, "added") for p in files(now, path))
+
+        walk(base, head, "")
+        return changes
+
+    def permission(self, login: str) -> str:
+        """`login`'s permission on the repository (admin, write, read or none), asked once per
+        run: the exact answer where author_association can hide a private org membership.
+        404 (not a collaborator, or no such user) is "none"; other failures raise."""
+        from github import UnknownObjectException
+
+        key = login.lower()
+        if key not in self._permissions:
+            url = f"/repos/{self.repository}/collaborators/{login}/permission"
+            with _api(f"reading the repository permission of @{login}"):
+                try:
+                    _, data = self._client.requester.requestJsonAndCheck("GET", url)
+                except UnknownObjectException:
+                    data = {}
+            level = data.get("permission") if isinstance(data, dict) else None
+            self._permissions[key] = str(level or "none")
+        return self._permissions[key]
 
     def reviews(self, number: int) -> list[Review]:
         """Every submitted review, oldest first, page by page."""
@@ -425,8 +532,9 @@ class GitHub:
         target_url: str | None = None,
     ) -> None:
         """A commit status on `sha`; the description is cut to GitHub's 140 characters."""
-        if len(description) > MAX_STATUS_DESCRIPTION:
-            description = description[: MAX_STATUS_DESCRIPTION - 1] + "…"
+        from mlops_ci.report.escape import status
+
+        description = status(description)
         body: dict[str, Any] = {"state": state, "description": description, "context": context}
         if target_url:
             body["target_url"] = target_url
@@ -435,19 +543,189 @@ class GitHub:
                 "POST", f"/repos/{self.repository}/statuses/{sha}", input=body
             )
 
+    def login(self) -> str:
+        """Whose name comments made with this token appear under: MLOPS_CI_COMMENT_AUTHOR when
+        set, else `GET /user`; the Actions GITHUB_TOKEN (an app installation token, which
+        GitHub answers 403 there) is `github-actions[bot]`. Cached."""
+        if self._login is None:
+            from github import GithubException
+
+            with _api("reading the token's user (GET /user)"):
+                try:
+                    _, data = self._client.requester.requestJsonAndCheck("GET", "/user")
+                except GithubException as exc:
+                    if exc.status != 403:
+                        raise
+                    data = {"login": ACTIONS_BOT}
+            login = data.get("login") if isinstance(data, dict) else None
+            if not isinstance(login, str) or not login:
+                raise MlopsCiError("GitHub API: GET /user answered without a login")
+            self._login = login
+        return self._login
+
+    def own_comment(self, pr_number: int, marker: str) -> int | None:
+        """The id of the comment holding `marker` that this token's user wrote, or None.
+
+        Only our own comments count: anyone can type the marker into a comment of theirs, and
+        editing that one would publish our report under their name (or let them steer it).
+        """
+        me = self.login().lower()
+        with _api(f"listing the comments of pull request #{pr_number}"):
+            for comment in self._repo.get_issue(pr_number).get_comments():
+                # attributes, not raw_data: raw_data would GET every comment to "complete" it
+                author = str(comment.user.login if comment.user else "").lower()
+                if author == me and marker in (comment.body or ""):
+                    return int(comment.id)
+        return None
+
+    def create_comment(self, pr_number: int, body: str) -> int:
+        with _api(f"commenting on pull request #{pr_number}"):
+            created = self._repo.get_issue(pr_number).create_comment(body)
+            return int(created.id)
+
+    def edit_comment(self, comment_id: int, body: str) -> None:
+        with _api(f"editing comment {comment_id}"):
+            self._client.requester.requestJsonAndCheck(
+                "PATCH",
+                f"/repos/{self.repository}/issues/comments/{comment_id}",
+                input={"body": body},
+            )
+
     def upsert_comment(self, pr_number: int, marker: str, body: str) -> tuple[int, bool]:
-        """The one comment holding `marker` (a hidden `<!-- ... -->`): edited in place if
-        found, else created. Returns (comment id, created)."""
+        """Our one comment holding `marker` (a hidden `<!-- ... -->`): edited in place if we
+        wrote it before, else created. Returns (comment id, created)."""
         if marker not in body:
             body = f"{marker}\n{body}"
-        with _api(f"writing the comment on pull request #{pr_number}"):
-            issue = self._repo.get_issue(pr_number)
-            for comment in issue.get_comments():
-                if marker in (comment.body or ""):
-                    comment.edit(body)
-                    return int(comment.id), False
-            created = issue.create_comment(body)
-            return int(created.id), True
+        found = self.own_comment(pr_number, marker)
+        if found is not None:
+            self.edit_comment(found, body)
+            return found, False
+        return self.create_comment(pr_number, body), True
+
+    # -- issues (monitor) ------------------------------------------------------------------------
+
+    def find_issue(self, label: str, marker: str) -> Issue | None:
+        """The open issue labelled `label` whose body holds `marker`, or None.
+
+        Both must match: only people with triage access can label an issue, so an issue someone
+        else opened with the marker pasted in is never taken over. Pull requests are skipped.
+        """
+        path = f"/repos/{self.repository}/issues"
+        with _api(f"listing the open issues labelled {label}"):
+            for page in range(1, 1000):
+                _, data = self._client.requester.requestJsonAndCheck(
+                    "GET",
+                    path,
+                    parameters={"state": "open", "labels": label, "per_page": 100, "page": page},
+                )
+                batch = data if isinstance(data, list) else []
+                for raw in batch:
+                    if (
+                        isinstance(raw, dict)
+                        and not raw.get("pull_request")
+                        and marker in str(raw.get("body") or "")
+                    ):
+                        return _issue(raw)
+                if len(batch) < 100:
+                    break
+        return None
+
+    def create_issue(self, title: str, body: str, labels: list[str]) -> Issue:
+        with _api(f"opening the issue {title!r}"):
+            _, data = self._client.requester.requestJsonAndCheck(
+                "POST",
+                f"/repos/{self.repository}/issues",
+                input={"title": title, "body": body, "labels": labels},
+            )
+        return _issue(data)
+
+    def edit_issue(self, number: int, *, title: str, body: str) -> None:
+        with _api(f"editing issue #{number}"):
+            self._client.requester.requestJsonAndCheck(
+                "PATCH",
+                f"/repos/{self.repository}/issues/{number}",
+                input={"title": title, "body": body},
+            )
+
+    def close_issue(self, number: int, comment: str) -> None:
+        """Say why, then close as completed (a failed close leaves it open for the next run)."""
+        with _api(f"closing issue #{number}"):
+            self._client.requester.requestJsonAndCheck(
+                "POST",
+                f"/repos/{self.repository}/issues/{number}/comments",
+                input={"body": comment},
+            )
+            self._client.requester.requestJsonAndCheck(
+                "PATCH",
+                f"/repos/{self.repository}/issues/{number}",
+                input={"state": "closed", "state_reason": "completed"},
+            )
+
+    # -- deploy --------------------------------------------------------------------------------
+
+    def commit_pulls(self, sha: str) -> list[dict[str, Any]]:
+        """The pull requests associated with a commit (`GET /commits/{sha}/pulls`): for a merge,
+        squash or rebase commit, the one whose merge produced it, with GitHub's own fields
+        (number, merged_at, merge_commit_sha, head.sha, html_url)."""
+        url = f"/repos/{self.repository}/commits/{sha}/pulls"
+        with _api(f"finding the pull request of commit {sha[:12]}"):
+            _, data = self._client.requester.requestJsonAndCheck(
+                "GET", url, parameters={"per_page": 100}
+            )
+        return [p for p in data or () if isinstance(p, dict)]
+
+    def blob_sha(self, path: str, ref: str) -> str | None:
+        """The git blob SHA of `path` at `ref` (None when absent): equal SHAs mean equal bytes."""
+        from urllib.parse import quote
+
+        from github import UnknownObjectException
+
+        url = f"/repos/{self.repository}/contents/{quote(path)}"
+        with _api(f"reading {path} at {ref[:12]}"):
+            try:
+                _, data = self._client.requester.requestJsonAndCheck(
+                    "GET", url, parameters={"ref": ref}
+                )
+            except UnknownObjectException:
+                return None
+        if not isinstance(data, dict) or data.get("type") != "file":
+            return None
+        return str(data.get("sha") or "") or None
+
+    def create_deployment(
+        self, sha: str, environment: str, payload: Mapping[str, Any], description: str
+    ) -> int:
+        """A GitHub Deployment of commit `sha`; its id. No auto-merge and no required contexts:
+        mlops-ci re-verified the approvals itself and deploys exactly this commit."""
+        from mlops_ci.report.escape import status
+
+        url = f"/repos/{self.repository}/deployments"
+        body = {
+            "ref": sha,
+            "task": "deploy",
+            "environment": environment,
+            "payload": dict(payload),
+            "description": status(description),
+            "auto_merge": False,
+            "required_contexts": [],
+            "production_environment": environment == "production",
+        }
+        with _api(f"creating a deployment of {sha[:12]} to {environment}"):
+            _, data = self._client.requester.requestJsonAndCheck("POST", url, input=body)
+        return int(data["id"])
+
+    def deployment_status(
+        self, deployment_id: int, state: str, *, description: str, log_url: str | None = None
+    ) -> None:
+        """Add a status (in_progress, success, failure, error, inactive) to a Deployment."""
+        from mlops_ci.report.escape import status
+
+        url = f"/repos/{self.repository}/deployments/{deployment_id}/statuses"
+        body: dict[str, Any] = {"state": state, "description": status(description)}
+        if log_url:
+            body["log_url"] = log_url
+        with _api(f"setting deployment {deployment_id} to {state}"):
+            self._client.requester.requestJsonAndCheck("POST", url, input=body)
 
     def run_url(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The link to this workflow run, when running on a runner."""

@@ -1,22 +1,27 @@
 """`mlops-ci run`: the whole pipeline on a laptop, stage by stage and model by model.
 
-Each stage is a function (manifest, folder for its reports) -> Outcome; a model that fails a
-stage skips the stages after it. The same stage functions back the CI commands.
+Each stage is a function (manifest, folder for its reports) -> Outcome. As in the CI workflow, a
+model that fails validation or has no ONNX model skips the stages after that, but test and bench
+run on any ONNX model that convert wrote, so every verdict shows at once. An error in one model
+(even a configuration error, which exits 2 on its own command) is recorded on its row and the
+other models carry on; the report and the table are always written.
 """
 
 from __future__ import annotations
 
+import contextvars
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mlops_ci import atomic, report
-from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, UsageError
+from mlops_ci import atomic
+from mlops_ci.errors import EXIT_OK, EXIT_USAGE, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.manifest import Manifest, find_repo_root
+from mlops_ci.report import json as report_json
 from mlops_ci.resources import MANIFEST_SCHEMA
 
 
@@ -27,6 +32,8 @@ class Outcome:
     passed: bool
     summary: str
     skipped: bool = False
+    #: not a verdict: the stage could not run (configuration, unreadable input, internal error)
+    error: bool = False
 
 
 StageFn = Callable[[Manifest, Path], Outcome]
@@ -59,9 +66,31 @@ def _bench(manifest: Manifest, folder: Path) -> Outcome:
     return Outcome(result.passed, result.summary)
 
 
+#: The registry `run`'s deploy stage publishes into (set by `run` for the stages it runs).
+_REGISTRY: contextvars.ContextVar[Path | str] = contextvars.ContextVar("registry")
+
+
+def _deploy(manifest: Manifest, folder: Path) -> Outcome:
+    """Publish into a local registry: no approvals are checked, and its records say so."""
+    from mlops_ci import deploy
+    from mlops_ci.registry import open_registry
+
+    reg = open_registry(_REGISTRY.get())
+    done = deploy.publish(reg, deploy.load_candidate(manifest, folder), deploy.local_provenance())
+    smoke = deploy.smoke_test(reg, done.model, done.registry_version)
+    where = "new" if done.changed else "unchanged"
+    line = f"version {done.registry_version} ({where}; local: no approvals checked)"
+    return Outcome(smoke.passed, line if smoke.passed else f"{line}; {smoke.summary}")
+
+
 def _stages() -> tuple[Stage, ...]:
     """Every stage after validation, in order; each imports its module only when it runs."""
-    return (Stage("convert", _convert), Stage("test", _test), Stage("bench", _bench))
+    return (
+        Stage("convert", _convert),
+        Stage("test", _test),
+        Stage("bench", _bench),
+        Stage("deploy", _deploy),
+    )
 
 
 @dataclass(frozen=True)
@@ -73,6 +102,40 @@ class ModelRow:
     @property
     def passed(self) -> bool:
         return all(o.passed for o in self.outcomes.values())
+
+    @property
+    def errored(self) -> bool:
+        return any(o.error for o in self.outcomes.values())
+
+
+#: Stages that need only the ONNX model; they run even when convert's verdict was "failed".
+_ONNX_STAGES = frozenset({"test", "bench"})
+
+
+def skip_reason(stage: str, outcomes: Mapping[str, Outcome], onnx_written: bool) -> str | None:
+    """Why `stage` does not run for a model, or None when it runs.
+
+    Nothing runs on an invalid manifest. Test and bench run whenever convert wrote an ONNX model,
+    even one that failed parity, as the CI workflow does; other stages need every earlier stage
+    to have passed.
+    """
+    if not outcomes.get("validate", Outcome(True, "")).passed:
+        return "the manifest is invalid"
+    if stage in _ONNX_STAGES:
+        return None if onnx_written else "no ONNX model (convert did not write one)"
+    if not all(o.passed for o in outcomes.values()):
+        return "an earlier stage failed"
+    return None
+
+
+def _attempt(stage: Stage, manifest: Manifest, folder: Path) -> Outcome:
+    """Run one stage on one model; its error becomes that model's outcome, never the run's end."""
+    try:
+        return stage.run(manifest, folder)
+    except MlopsCiError as exc:
+        return Outcome(False, str(exc).splitlines()[0], error=exc.exit_code != EXIT_VERDICT)
+    except Exception as exc:  # a bug in one model's stage must not hide the other models' results
+        return Outcome(False, f"internal error: {type(exc).__name__}: {exc}", error=True)
 
 
 def _mark(outcome: Outcome) -> str:
@@ -107,13 +170,15 @@ def run(
     out: Path | None = None,
     stages: Sequence[str] | None = None,
     stream: TextIO | None = None,
+    registry: Path | str | None = None,
 ) -> Run:
     from mlops_ci import validate
-    from mlops_ci.manifest import load
 
     say = stream or sys.stdout
     if not repo.is_dir():
         raise UsageError(f"{repo}: no such folder")
+    # The deploy stage publishes into a local registry (default REPO/.mlops-ci/registry).
+    _REGISTRY.set(registry or repo / ".mlops-ci" / "registry")
     available = _stages()
     known = ["validate", *(s.name for s in available)]
     wanted = list(stages) if stages else known
@@ -156,19 +221,21 @@ def run(
         folder = out / name
         if folder.is_dir():  # a previous run's reports must not mix with this run's
             shutil.rmtree(folder)
-        atomic.write_text(folder / "validate.json", report.validation_json([result]) + "\n")
-        if result.valid:
-            manifests.append((row, load(result.path, root)))
+        atomic.write_text(folder / "validate.json", report_json.validation([result]) + "\n")
+        if result.manifest is not None:  # valid: validation already loaded it, once
+            manifests.append((row, result.manifest))
 
     for index, stage in enumerate(selected, start=2):
         print(f"[{index}/{total}] {stage.name}", file=say, flush=True)
         for row, manifest in manifests:
-            if not all(o.passed for o in row.outcomes.values()):
+            folder = out / manifest.name
+            reason = skip_reason(stage.name, row.outcomes, (folder / "model.onnx").is_file())
+            if reason is not None:
                 row.outcomes[stage.name] = Outcome(False, "skipped", skipped=True)
-                print(f"  – {row.name:<24} skipped (an earlier stage failed)", file=say, flush=True)
+                print(f"  – {row.name:<24} skipped ({reason})", file=say, flush=True)
                 continue
             t0 = time.perf_counter()
-            outcome = stage.run(manifest, out / manifest.name)
+            outcome = _attempt(stage, manifest, folder)
             row.outcomes[stage.name] = outcome
             mark = "✓" if outcome.passed else "✗"
             took = time.perf_counter() - t0
@@ -176,30 +243,61 @@ def run(
                 f"  {mark} {row.name:<24} {outcome.summary}  ({took:.1f} s)", file=say, flush=True
             )
 
-    if manifests:
-        from mlops_ci import pr_report
+    # The Markdown (the pull request's comment) goes to its file only: the terminal gets the
+    # progress above and the table below.
+    report_ok = True
+    if rows:
+        from mlops_ci.report import markdown as report_md
+        from mlops_ci.report.results import gather
 
-        markdown = pr_report.render([r for m in rows for r in pr_report.gather(out / m.name)])
-        atomic.write_text(out / "report.md", markdown)
-        print(f"\n{markdown}\nReport written to {out / 'report.md'}", file=say)
+        try:
+            gathered = [r for m in rows for r in gather(out / m.name)]
+            markdown = report_md.render(gathered, context="local")
+            atomic.write_text(out / "report.md", markdown)
+        except Exception as exc:  # the table below must still be printed
+            report_ok = False
+            print(f"\nthe report could not be written: {type(exc).__name__}: {exc}", file=say)
 
     names = ["validate", *(s.name for s in selected)]
     print(f"\nSummary ({time.perf_counter() - started:.1f} s, reports in {out})", file=say)
     print(_table(rows, names), file=say, flush=True)
+    if report_ok and rows:
+        print(f"\nReport: {out / 'report.md'}", file=say, flush=True)
+    from mlops_ci.catalog import for_run
+
+    local = repo / ".mlops-ci"
+    print(for_run(local / "registry", local / "catalog", repo), file=say, flush=True)
+    from mlops_ci.serve.hint import run_hint
+
+    print(run_hint(_REGISTRY.get(), [m.data for _, m in manifests]), file=say, flush=True)
     if not policy_ok:
         print("the approval policy is invalid (see above)", file=say)
-    return Run(tuple(rows), policy_ok)
+    return Run(tuple(rows), policy_ok, report_ok)
 
 
 @dataclass(frozen=True)
 class Run:
     rows: tuple[ModelRow, ...]
     policy_ok: bool = True
+    report_ok: bool = True
 
     @property
     def passed(self) -> bool:
         return self.policy_ok and all(r.passed for r in self.rows)
 
+    @property
+    def exit_code(self) -> int:
+        """2 when any model could not be checked (not a verdict), else 1 when any check said no."""
+        if not self.report_ok or any(r.errored for r in self.rows):
+            return EXIT_USAGE
+        return EXIT_OK if self.passed else EXIT_VERDICT
 
-def main(repo: Path, *, out: Path | None = None, stages: Sequence[str] | None = None) -> int:
-    return EXIT_OK if run(repo, out, stages).passed else EXIT_VERDICT
+
+def main(
+    repo: Path,
+    *,
+    out: Path | None = None,
+    stages: Sequence[str] | None = None,
+    registry: str | None = None,
+) -> int:
+    return run(repo, out, stages, registry=registry).exit_code

@@ -1,29 +1,27 @@
 """`mlops-ci plan`: which models changed between two commits, as a GitHub Actions job matrix.
 
-A model counts as changed when its manifest changed or any file it pins by digest did (an
-artifact-only change counts). Reads git objects directly, so it needs no checkout of either side.
+A model counts as changed when its manifest changed or any other file in its folder did (an
+artifact-only change counts): `changes.touched_models`, the rule the gate applies too. Reads git
+objects by id, and only the manifests of touched folders, so it needs no checkout of either side
+and its cost follows the change, not the repository.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import subprocess
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from mlops_ci import gha
+from mlops_ci.changes import FileChange, Touched, candidate_folders, touched_models
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, UsageError
-from mlops_ci.manifest import (
-    MANIFEST_NAMES,
-    Problem,
-    locate,
-    parse_document,
-    referenced_paths,
-    semver_key,
-)
+from mlops_ci.manifest import MANIFEST_NAMES, Problem, locate, parse_document, safe_yaml, semver_key
 
 #: git's empty tree: the base of a push that creates a branch.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -39,6 +37,7 @@ class ChangedModel:
     status: str  # added | modified | renamed
     previous_manifest: str | None = None
     previous_version: str | None = None
+    extras: str = ""  # the mlops-ci extra its model job installs (torch for pytorch, none for onnx)
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,10 @@ class Plan:
     def any_change(self) -> bool:
         return bool(self.changed or self.deleted)
 
+    def environments(self) -> list[str]:
+        """The distinct extras of the changed models: the environments CI installs once."""
+        return sorted({m.extras for m in self.changed})
+
     def matrix(self) -> dict[str, Any]:
         return {"include": [asdict(m) for m in self.changed]}
 
@@ -81,10 +84,15 @@ class _Git:
     def __init__(self, repo: Path) -> None:
         self.repo = repo
 
-    def run(self, *args: str) -> bytes:
+    def run(self, *args: str, stdin: bytes | None = None) -> bytes:
         try:
             done = subprocess.run(
-                ["git", "-C", str(self.repo), *args], capture_output=True, check=False
+                ["git", "-C", str(self.repo), *args],
+                input=stdin,
+                capture_output=True,
+                check=False,
+                # paths from the diff are paths, never patterns (a folder may be named `*`)
+                env={**os.environ, "GIT_LITERAL_PATHSPECS": "1"},
             )
         except FileNotFoundError:
             raise UsageError("git is not installed") from None
@@ -107,53 +115,131 @@ class _Git:
                 "(a shallow clone? check out with fetch-depth: 0)"
             ) from None
 
-    def manifests(self, commit: str) -> list[str]:
-        names = self.run("ls-tree", "-r", "-z", "--name-only", commit).split(b"\0")
-        paths = [n.decode() for n in names if n]
-        return [p for p in paths if PurePosixPath(p).name in MANIFEST_NAMES]
+    def diff(self, base: str, head: str) -> tuple[list[FileChange], _Ids, _Ids]:
+        """The changed paths, and the blob ids of each at base and at head (where present).
 
-    def read_many(self, commit: str, paths: list[str]) -> dict[str, bytes]:
-        """Blob contents at `commit` in one `git cat-file --batch` call (scales to 10,000 files)."""
-        if not paths:
+        No rename detection: plan matches models by name, which is where renames live.
+        """
+        raw = self.run("diff", "--raw", "-z", "--no-renames", "--no-abbrev", base, head)
+        fields = raw.split(b"\0")
+        changes: list[FileChange] = []
+        at_base: _Ids = {}
+        at_head: _Ids = {}
+        for meta, name in zip(fields[0::2], fields[1::2], strict=False):
+            if not meta.startswith(b":"):
+                continue
+            _, _, old, new, letter = meta[1:].decode().split(" ")
+            path = name.decode()
+            if not _ZERO.match(old):
+                at_base[path] = old
+            if not _ZERO.match(new):
+                at_head[path] = new
+            status = {"A": "added", "D": "removed"}.get(letter, "modified")
+            changes.append(FileChange(path, status))
+        return changes, at_base, at_head
+
+    def ids(self, commit: str, paths: Iterable[str]) -> _Ids:
+        """Blob ids of those `paths` that exist at `commit` (one `git ls-tree` per 1,000)."""
+        wanted = sorted(set(paths))
+        found: _Ids = {}
+        for start in range(0, len(wanted), 1000):
+            raw = self.run("ls-tree", "-z", commit, "--", *wanted[start : start + 1000])
+            for entry in raw.split(b"\0"):
+                meta, _, name = entry.partition(b"\t")
+                parts = meta.split()
+                if len(parts) == 3 and parts[1] == b"blob":
+                    found[name.decode()] = parts[2].decode()
+        return found
+
+    def blobs(self, ids: Iterable[str]) -> dict[str, bytes]:
+        """Blob contents by object id, in one `git cat-file --batch` call."""
+        wanted = sorted(set(ids))
+        if not wanted:
             return {}
-        request = "".join(f"{commit}:{p}\n" for p in paths).encode()
-        done = subprocess.run(
-            ["git", "-C", str(self.repo), "cat-file", "--batch"],
-            input=request,
-            capture_output=True,
-            check=True,
-        )
-        out, pos, blobs = done.stdout, 0, {}
-        for path in paths:
+        out = self.run("cat-file", "--batch", stdin="".join(f"{i}\n" for i in wanted).encode())
+        pos, blobs = 0, {}
+        for oid in wanted:
             end = out.index(b"\n", pos)
             header = out[pos:end].split()
             pos = end + 1
             if header[-1] == b"missing":
                 continue
             size = int(header[2])
-            blobs[path] = out[pos : pos + size]
+            blobs[oid] = out[pos : pos + size]
             pos += size + 1
         return blobs
 
-    def blob_id(self, commit: str, path: str) -> str | None:
-        """The object id of `path` at `commit`; None where it does not exist."""
-        done = subprocess.run(
-            ["git", "-C", str(self.repo), "rev-parse", "--verify", "--quiet", f"{commit}:{path}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return done.stdout.strip() or None
 
-    def changed_paths(self, base: str, head: str) -> set[str]:
-        """Every path added, changed or removed; a rename counts as both of its paths."""
-        raw = self.run("diff", "--name-only", "--no-renames", "-z", base, head)
-        return {f.decode() for f in raw.split(b"\0") if f}
+_Ids = dict[str, str]  # path -> blob id
+_ZERO = re.compile(r"^0+$")
 
 
-def _refs(manifest_path: str, data: dict[str, Any]) -> set[str]:
-    folder = posixpath.dirname(manifest_path)
-    return {posixpath.normpath(posixpath.join(folder, rel)) for rel in referenced_paths(data)}
+@dataclass(frozen=True)
+class _Changes:
+    touched: list[Touched]
+    changed: set[str]  # every path the diff names
+    at_base: _Ids  # blob ids of changed paths and of the manifests read, at base
+    at_head: _Ids
+
+
+def _changes(git: _Git, base: str, head: str) -> _Changes:
+    files, at_base, at_head = git.diff(base, head)
+    # Folders that may hold an unchanged manifest, looked up in one call. An unchanged manifest
+    # is the same at both sides, so head answers for both.
+    folders = candidate_folders(files)
+    unchanged = git.ids(head, [posixpath.join(f, n) for f in folders for n in MANIFEST_NAMES])
+
+    def manifest_in(folder: str) -> str | None:
+        paths = (posixpath.join(folder, n) for n in MANIFEST_NAMES)
+        return next((p for p in paths if p in unchanged), None)
+
+    touched = touched_models(files, manifest_in)
+    for path, oid in unchanged.items():
+        at_base.setdefault(path, oid)
+        at_head.setdefault(path, oid)
+    return _Changes(touched, {f.path for f in files}, at_base, at_head)
+
+
+def changed_models(repo: Path, base: str, head: str = "HEAD") -> list[Touched]:
+    """The models touched between two commits, by `changes.touched_models` (the gate's rule):
+    a manifest added, modified or removed, or another file in a model's folder changed.
+    Reads no manifest; `plan` adds names, versions and renames on top."""
+    git = _Git(repo)
+    git.run("rev-parse", "--git-dir")
+    return _changes(git, git.commit(base), git.commit(head)).touched
+
+
+#: What plan reads from a manifest. A document whose fields plan reads are all strings needs no
+#: schema check here (`validate` checks the rest); compiling the schema would cost more than
+#: planning a one-model change in a repository of 10,000.
+_READS = (
+    ("metadata", "name"),
+    ("metadata", "version"),
+    ("metadata", "risk"),
+    ("spec", "framework"),
+)
+
+
+def _read(raw: bytes, path: str) -> tuple[dict[str, Any] | None, list[Problem], Any]:
+    """(document, problems, node tree) like `parse_document`, schema-checked only when a field
+    plan reads is missing or not text, so that the problems then say why with a line."""
+    try:
+        data, node = safe_yaml.read(raw)
+    except safe_yaml.YamlInvalid as exc:
+        return None, [Problem(path, exc.line, exc.column, "", exc.message)], None
+    artifact = (
+        (data.get("spec") or {}).get("artifact") if isinstance(data.get("spec"), dict) else None
+    )
+    readable = (
+        all(isinstance(data.get(a), dict) and isinstance(data[a].get(b), str) for a, b in _READS)
+        and isinstance(artifact, dict)
+        and isinstance(artifact.get("sha256"), str)
+    )
+    return (data, [], node) if readable else parse_document(raw, path)
+
+
+#: The extra each framework's model job installs, where it is not the framework's own name.
+_EXTRAS = {"pytorch": "torch", "onnx": ""}
 
 
 def _meta(data: dict[str, Any], key: str) -> str:
@@ -163,45 +249,49 @@ def _meta(data: dict[str, Any], key: str) -> str:
 def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
     """Models are matched across commits by `metadata.name`, not by path: a model moved to
     another folder is the same model (renamed), whatever git's rename detection guesses.
+
+    Only the manifests of touched folders are read (by blob id), so the cost follows the size
+    of the change, not of the repository.
     """
     git = _Git(repo)
     git.run("rev-parse", "--git-dir")  # "not a git repository" before anything else
     base_sha, head_sha = git.commit(base), git.commit(head)
-    changed_paths = git.changed_paths(base_sha, head_sha)
+    found = _changes(git, base_sha, head_sha)
+    head_paths = sorted({t.head for t in found.touched if t.head})
+    base_paths = sorted({t.base for t in found.touched if t.base})
+    texts = git.blobs(
+        [found.at_head[p] for p in head_paths if p in found.at_head]
+        + [found.at_base[p] for p in base_paths if p in found.at_base]
+    )
 
-    head_manifests = git.manifests(head_sha)
-    head_docs = git.read_many(head_sha, head_manifests)
     problems: list[Problem] = []
     heads: dict[str, tuple[str, dict[str, Any], Any]] = {}  # name -> (path, document, nodes)
-    touched: list[str] = []
-    for path in head_manifests:
-        data, errors, node = parse_document(head_docs[path], path)
+    for path in head_paths:
+        raw = texts.get(found.at_head.get(path, ""))
+        if raw is None:
+            continue
+        data, errors, node = _read(raw, path)
         if data is None or errors:
-            if path in changed_paths:
+            if path in found.changed:
                 problems.extend(errors)
             continue
-        heads[_meta(data, "name")] = (path, data, node)
-        if path in changed_paths or _refs(path, data) & changed_paths:
-            touched.append(_meta(data, "name"))
-
-    # Only manifests the diff touched, or that sit where a changed model sits now, can be the
-    # base side of a change: reading just those keeps a plan over 10,000 models cheap.
-    base_paths = {p for p in git.manifests(base_sha) if p in changed_paths}
-    base_paths |= {heads[name][0] for name in touched}
+        heads.setdefault(_meta(data, "name"), (path, data, node))
     bases: dict[str, tuple[str, dict[str, Any]]] = {}
-    for path, raw in git.read_many(base_sha, sorted(base_paths)).items():
-        data = parse_document(raw, path)[0]
+    for path in base_paths:
+        raw = texts.get(found.at_base.get(path, ""))
+        data = _read(raw, path)[0] if raw is not None else None
         if data is not None:
-            bases[_meta(data, "name")] = (path, data)
+            bases.setdefault(_meta(data, "name"), (path, data))
 
     changed: list[ChangedModel] = []
-    for name in touched:
-        path, data, node = heads[name]
+    versioned: list[tuple[str, dict[str, Any], Any, str, dict[str, Any]]] = []
+    for name, (path, data, node) in sorted(heads.items(), key=lambda kv: kv[1][0]):
         old_path, old_data = bases.get(name, (None, None))
         if old_path is None or old_data is None:
             status = "added"
         else:
             status = "renamed" if old_path != path else "modified"
+            versioned.append((path, data, node, old_path, old_data))
         changed.append(
             ChangedModel(
                 name=name,
@@ -212,25 +302,42 @@ def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
                 status=status,
                 previous_manifest=old_path,
                 previous_version=_meta(old_data, "version") if old_data else None,
+                extras=_EXTRAS.get(str(data["spec"]["framework"]), str(data["spec"]["framework"])),
             )
         )
-        if old_path is None or old_data is None:
-            continue
-        artifact_changed = _artifact(data) != _artifact(old_data) or (
-            git.blob_id(base_sha, _artifact_path(old_data, old_path))
-            != git.blob_id(head_sha, _artifact_path(data, path))
-        )
-        problem = _version_problem(path, data, old_data) if artifact_changed else None
-        if problem:
-            line, col = locate(node, ["metadata", "version"])
-            problems.append(Problem(path, line, col, problem.pointer, problem.message))
-
+    problems += _version_problems(git, found, base_sha, head_sha, versioned)
     deleted = [
         DeletedModel(name, path, _meta(data, "risk"), _meta(data, "version"))
         for name, (path, data) in sorted(bases.items())
         if name not in heads
     ]
     return Plan(base_sha, head_sha, tuple(changed), tuple(deleted), tuple(problems))
+
+
+def _version_problems(
+    git: _Git,
+    found: _Changes,
+    base_sha: str,
+    head_sha: str,
+    pairs: list[tuple[str, dict[str, Any], Any, str, dict[str, Any]]],
+) -> list[Problem]:
+    """A changed artifact (digest or bytes) must come with a higher metadata.version."""
+    artifacts = [(_artifact_path(d, p), _artifact_path(od, op)) for p, d, _, op, od in pairs]
+    # Artifacts the diff does not name are unchanged; their ids are needed only after a move.
+    at_head = {**git.ids(head_sha, [h for h, _ in artifacts if h not in found.changed])}
+    at_base = {**git.ids(base_sha, [b for _, b in artifacts if b not in found.changed])}
+    at_head.update((p, i) for p, i in found.at_head.items() if p in found.changed)
+    at_base.update((p, i) for p, i in found.at_base.items() if p in found.changed)
+    problems = []
+    for (path, data, node, _, old_data), (new_art, old_art) in zip(pairs, artifacts, strict=True):
+        changed = _artifact(data) != _artifact(old_data) or (
+            at_head.get(new_art) != at_base.get(old_art)
+        )
+        problem = _version_problem(path, data, old_data) if changed else None
+        if problem:
+            line, col = locate(node, ["metadata", "version"])
+            problems.append(Problem(path, line, col, problem.pointer, problem.message))
+    return problems
 
 
 def _artifact(data: dict[str, Any]) -> str:
@@ -279,7 +386,7 @@ def _text(result: Plan) -> str:
     return "\n".join(lines)
 
 
-def main(repo: Path, *, base: str, head: str = "HEAD", fmt: str = "json") -> int:
+def main(repo: Path, *, base: str, head: str = "HEAD", fmt: str = "text") -> int:
     if not repo.is_dir():
         raise UsageError(f"{repo}: no such folder")
     result = plan(repo, base, head)
@@ -290,6 +397,7 @@ def main(repo: Path, *, base: str, head: str = "HEAD", fmt: str = "json") -> int
     if fmt == "github":
         gha.set_output("matrix", json.dumps(result.matrix(), separators=(",", ":")))
         gha.set_output("changed", "true" if result.changed else "false")
+        gha.set_output("environments", json.dumps(result.environments(), separators=(",", ":")))
         gha.set_output(
             "deleted", json.dumps([asdict(d) for d in result.deleted], separators=(",", ":"))
         )

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_ci import manifest
-from mlops_ci.github import Review
 from mlops_ci.manifest import Problem
 from mlops_ci.resources import POLICY_SCHEMA
 
-POLICY_PATH = manifest.POLICY_PATH
-MANIFEST_NAMES = manifest.MANIFEST_NAMES
+#: Where a repository keeps its approval policy (DESIGN.md "Policy").
+POLICY_PATH = ".mlops/policy.yaml"
 TIERS = ("low", "medium", "high")
 HIGHEST_TIER = TIERS[-1]
 _RANK = {tier: i for i, tier in enumerate(TIERS)}
@@ -35,6 +34,10 @@ STALE = "approved an older commit, not the head"
 DISMISSED = "was dismissed"
 SUPERSEDED = "was superseded by a later review from the same reviewer"
 NOT_COLLABORATOR = "has no write access (author_association {})"
+NO_WRITE = "has no write access (repository permission: {})"
+#: Repository permissions that may approve (GET /repos/{o}/{r}/collaborators/{u}/permission;
+#: its `permission` maps maintain to write and triage to read).
+WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 NOT_OWNER = "is not an owner of {}"
 
 
@@ -100,6 +103,23 @@ def parse_policy(text: str | bytes, path: str = POLICY_PATH) -> tuple[Policy | N
 
 
 # --- pull-request facts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Review:
+    """One submitted pull-request review, with GitHub's own state names."""
+
+    id: int
+    login: str
+    user_type: str  # "User" | "Bot" | "Organization"
+    state: str  # APPROVED | CHANGES_REQUESTED | COMMENTED | DISMISSED | PENDING
+    commit_id: str | None
+    author_association: str  # OWNER | MEMBER | COLLABORATOR | CONTRIBUTOR | NONE | ...
+    submitted_at: str | None = None
+
+    @property
+    def is_bot(self) -> bool:
+        return self.user_type == "Bot" or self.login.endswith("[bot]")
 
 
 @dataclass(frozen=True)
@@ -180,10 +200,6 @@ class PullFacts:
     models: tuple[ModelChange, ...] = ()
     policy_changed: bool = False
     committers: frozenset[str] = frozenset()  # logins that authored or committed its commits
-
-
-def is_manifest(path: str) -> bool:
-    return path.rsplit("/", 1)[-1] in MANIFEST_NAMES
 
 
 # --- the decision -------------------------------------------------------------------------------
@@ -282,7 +298,29 @@ class _Standing:
     ignored: tuple[Ignored, ...] = field(default=())
 
 
-def _standing(facts: PullFacts, reviews: Iterable[Review]) -> _Standing:
+def _no_write_access(review: Review, permissions: Mapping[str, str] | None) -> str | None:
+    """Why the reviewer cannot approve, or None. With `permissions` (login lowercased ->
+    repository permission, as the gate reads them) the answer is exact and a reviewer left out
+    has none; without, author_association decides, which can hide a private org membership."""
+    if permissions is None:
+        association = review.author_association
+        return None if association in TRUSTED_ASSOCIATIONS else NOT_COLLABORATOR.format(association)
+    level = permissions.get(review.login.lower(), "none")
+    return None if level in WRITE_PERMISSIONS else NO_WRITE.format(level)
+
+
+def review_logins(reviews: Iterable[Review]) -> list[str]:
+    """The reviewers whose repository permission `decide` may need (approvals and requests for
+    changes; comments never count)."""
+    wanted = {
+        r.login.lower(): r.login for r in reviews if r.state in ("APPROVED", "CHANGES_REQUESTED")
+    }
+    return sorted(wanted.values(), key=str.lower)
+
+
+def _standing(
+    facts: PullFacts, reviews: Iterable[Review], permissions: Mapping[str, str] | None = None
+) -> _Standing:
     """Latest APPROVED / CHANGES_REQUESTED per reviewer wins; COMMENTED does not override it;
     DISMISSED clears it. Then the approvals that can never count are set aside."""
     latest: dict[str, Review] = {}
@@ -310,8 +348,8 @@ def _standing(facts: PullFacts, reviews: Iterable[Review]) -> _Standing:
             reason = AUTHOR
         elif review.is_bot and review.state == "APPROVED":
             reason = BOT  # a bot's request for changes still blocks: failing closed
-        elif review.author_association not in TRUSTED_ASSOCIATIONS:
-            reason = NOT_COLLABORATOR.format(review.author_association)
+        elif (no_write := _no_write_access(review, permissions)) is not None:
+            reason = no_write
         elif review.state == "APPROVED" and who in co_authors:
             reason = CO_AUTHOR
         elif review.state == "APPROVED" and review.commit_id != facts.head_sha:
@@ -399,10 +437,13 @@ def _needs_owners(rule: Rule, target: _Target) -> bool:
 
 
 def membership_queries(
-    policy: Policy, facts: PullFacts, reviews: Iterable[Review]
+    policy: Policy,
+    facts: PullFacts,
+    reviews: Iterable[Review],
+    permissions: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """The (team, login) pairs `decide` needs answered: only for reviews that can count."""
-    standing = _standing(facts, reviews)
+    standing = _standing(facts, reviews, permissions)
     wanted: set[tuple[str, str]] = set()
     for target in _targets(policy, facts):
         rule = policy.rule(target.tier)
@@ -427,11 +468,14 @@ def decide(
     facts: PullFacts,
     reviews: Iterable[Review],
     memberships: Mapping[tuple[str, str], bool],
+    permissions: Mapping[str, str] | None = None,
 ) -> Decision:
     """Approved or not. `memberships` maps (team "@org/slug" lowercased, login lowercased) to
-    membership; a pair that is absent counts as "not a member"."""
+    membership; a pair that is absent counts as "not a member". `permissions` maps reviewers
+    (lowercased) to their repository permission; give it whenever it can be read (see
+    `_no_write_access`)."""
     reviews = list(reviews)
-    standing = _standing(facts, reviews)
+    standing = _standing(facts, reviews, permissions)
     ignored = list(standing.ignored)
     outcomes: list[Outcome] = []
     counted: set[str] = set()
@@ -541,4 +585,6 @@ def status_line(decision: Decision, limit: int = 140) -> str:
         text = missing[0] if missing else "Not approved"
         if len(missing) > 1:
             text += f" (+{len(missing) - 1} more)"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    from mlops_ci.report.escape import status
+
+    return status(text, limit)

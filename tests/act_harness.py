@@ -272,6 +272,64 @@ def artifact_stubs(store: Path, uses: Iterable[str]) -> dict[str, StubAction]:
     return stubs
 
 
+# actions/cache/restore and actions/cache/save keep each entry as a folder `<store>/<key>/<n>`, one
+# per line of `path`, so a test can seed a cache (`cache_store=`) and see what a job saved.
+_CACHE_RESTORE = r"""set -euo pipefail
+entry={store}/$INPUT_KEY
+if [[ -z "$INPUT_KEY" || ! -d "$entry" ]]; then
+  echo "Cache not found for input keys: $INPUT_KEY"
+  echo "cache-hit=false" >> "$GITHUB_OUTPUT"
+  exit 0
+fi
+n=0
+while IFS= read -r line; do
+  [[ -z "${{line// /}}" ]] && continue
+  line=${{line#"${{line%%[![:space:]]*}}"}}
+  mkdir -p "$line" && cp -R "$entry/$n/." "$line/"
+  n=$((n + 1))
+done <<< "$INPUT_PATH"
+echo "Cache restored from key: $INPUT_KEY"
+{{
+  echo "cache-hit=true"; echo "cache-primary-key=$INPUT_KEY"; echo "cache-matched-key=$INPUT_KEY"
+}} >> "$GITHUB_OUTPUT"
+"""
+
+_CACHE_SAVE = r"""set -euo pipefail
+entry={store}/$INPUT_KEY
+if [[ -d "$entry" ]]; then
+  echo "::warning::Failed to save: Unable to reserve cache with key $INPUT_KEY, another job may \
+be creating this cache."
+  exit 0
+fi
+n=0
+while IFS= read -r line; do
+  [[ -z "${{line// /}}" ]] && continue
+  line=${{line#"${{line%%[![:space:]]*}}"}}
+  mkdir -p "$entry.tmp/$n" && cp -R "$line/." "$entry.tmp/$n/"
+  n=$((n + 1))
+done <<< "$INPUT_PATH"
+mv "$entry.tmp" "$entry"
+echo "Cache saved with key: $INPUT_KEY"
+"""
+
+
+def write_cache_stub(folder: Path, uses: str, store: Path) -> Path:
+    """actions/cache as a folder with `restore/` and `save/` stubs on the store `store`; the
+    combined action itself fails, as nothing here uses it."""
+    write_stub(folder, uses)
+    quoted = shlex.quote(str(store))
+    inputs = ("path", "key", "restore-keys", "fail-on-cache-miss", "lookup-only")
+    write_stub(
+        folder / "restore",
+        uses + " restore",
+        StubAction(_CACHE_RESTORE.format(store=quoted), inputs),
+    )
+    write_stub(
+        folder / "save", uses + " save", StubAction(_CACHE_SAVE.format(store=quoted), inputs)
+    )
+    return folder
+
+
 @dataclass(frozen=True)
 class ModelRepo:
     """A temporary git repository of models with an `origin`, and the commits a test made."""
@@ -479,6 +537,7 @@ class ActHarness:
         secrets: Mapping[str, str] | None = None,
         stubs: Mapping[str, str | StubAction] | None = None,
         artifact_store: Path | None = None,
+        cache_store: Path | None = None,
         extra_args: Iterable[str] = (),
         timeout: float = 300,
     ) -> ActRun:
@@ -487,6 +546,7 @@ class ActHarness:
 
         Artifacts go to a fresh store per run (`ActRun.artifacts`) unless `artifact_store`
         names one, e.g. an earlier run's, whose artifacts a `workflow_run` job downloads.
+        The Actions cache (actions/cache/restore and save) is `cache_store`, else empty per run.
         """
         self._runs += 1
         run_dir = self.workdir / f"act-{self._runs}"
@@ -531,6 +591,13 @@ class ActHarness:
         new_stubs |= stubs or {}
         for index, (uses, script) in enumerate(new_stubs.items()):
             local[uses] = write_stub(run_dir / "stubs" / str(index), uses, script)
+        caches = cache_store or run_dir / "actions-cache"
+        caches.mkdir(parents=True, exist_ok=True)
+        for uses in [u for u in local if u.split("@", 1)[0] == "actions/cache"]:
+            if uses not in (stubs or {}):
+                local[uses] = write_cache_stub(
+                    run_dir / "stubs" / f"cache-{uses[-8:]}", uses, caches
+                )
         for spec, path in local.items():
             args += ["--local-repository", f"{spec}={path}"]
         args += list(extra_args)

@@ -1,15 +1,20 @@
 """A GitHub-compatible REST server for tests: in-memory state, real HTTP on 127.0.0.1.
 
 It answers the endpoints mlops-ci uses with GitHub's JSON shapes and status codes (pulls, files,
-reviews, PR commits, contents at a ref, team memberships, statuses, issue comments, check runs),
-paginates with `Link` headers, puts `url` fields that point back at itself, records every request
-and can inject faults (5xx, rate limits). Reuse it from tests:
+reviews, PR commits, contents at a ref, team memberships, statuses, issues and issue comments,
+check runs), paginates with `Link` headers, puts `url` fields that point back at itself, records
+every request and can inject faults (5xx, rate limits). Reuse it from tests:
 
     server = GitHubServer().start()
     repo = server.add_repo("acme/models")
     pr = repo.add_pull(7, author="carol", base_files={...}, head_files={...})
     pr.add_review("dave", "APPROVED")
     env = server.env(repo="acme/models")   # GITHUB_API_URL, GITHUB_TOKEN, GITHUB_REPOSITORY
+    repo.add_comment(7, "mallory", "text")  # a comment someone else wrote
+
+Tokens act like an app installation token (the Actions GITHUB_TOKEN): `GET /user` is 403 and
+comments they write are github-actions[bot]'s; `server.token_logins[token] = login` makes a token
+a user's (a PAT), whose comments are theirs.
 
 or standalone, for an `act` run: `python -m tests.ghserver --port 8765 --state state.json`
 (state format: `GitHubServer.load_state`); `GET /_mock/requests` and `GET /_mock/state` return
@@ -37,6 +42,9 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 MAX_STATUS_DESCRIPTION = 140
+
+
+MAX_LISTED_FILES = 3000  # GitHub's pull-request files list stops here
 
 
 def _now() -> str:
@@ -123,6 +131,9 @@ class Pull:
         self.head_ref = head_ref
         self.base_ref = base_ref
         self.state = "open"
+        self.merged_at: str | None = None
+        self.merge_commit_sha: str | None = None
+        self.merged_by: str | None = None
         self.files: list[dict[str, Any]] = []
         self.reviews: list[dict[str, Any]] = []
         self.commits: list[dict[str, Any]] = []
@@ -169,6 +180,8 @@ class Pull:
     ) -> dict[str, Any]:
         """A submitted review (APPROVED, CHANGES_REQUESTED, COMMENTED or DISMISSED), in order."""
         server = self.repo.server
+        trusted = association in ("OWNER", "MEMBER", "COLLABORATOR")
+        self.repo.permissions.setdefault(login.lower(), "write" if trusted else "read")
         review_id = next(server.ids)
         review = {
             "id": review_id,
@@ -226,6 +239,26 @@ class Pull:
         self.add_commit(self.author, sha=self.head_sha)
         return self.head_sha
 
+    def merge(
+        self,
+        sha: str | None = None,
+        *,
+        by: str = "maintainer",
+        files: Mapping[str, str | bytes] | None = None,
+    ) -> str:
+        """Merge (merge, squash or rebase: GitHub reports each the same way): the PR closes and
+        `merge_commit_sha` is the commit on the base branch, whose tree is `files` (default: the
+        head's). `GET /commits/{sha}/pulls` then answers this pull request."""
+        sha = sha or fake_sha(f"{self.repo.full_name}#{self.number}:merge")
+        self.state, self.merged_at, self.merged_by = "closed", _now(), by
+        self.merge_commit_sha = sha
+        if files is not None:
+            self.repo.set_files(sha, files)
+        elif self.head_sha in self.repo.trees:
+            self.repo.trees[sha] = dict(self.repo.trees[self.head_sha])
+        self.repo.commit_pulls.setdefault(sha, []).append(self.number)
+        return sha
+
     def to_json(self) -> dict[str, Any]:
         server = self.repo.server
         repo_json = self.repo.to_json()
@@ -249,7 +282,11 @@ class Pull:
             "created_at": "2026-01-01T00:00:00Z",
             "updated_at": _now(),
             "draft": False,
-            "merged": False,
+            "merged": self.merged_at is not None,
+            "merged_at": self.merged_at,
+            "closed_at": self.merged_at,
+            "merge_commit_sha": self.merge_commit_sha,
+            "merged_by": server.user_json(self.merged_by) if self.merged_by else None,
             "mergeable": None,
             "author_association": "MEMBER",
             "head": {
@@ -284,6 +321,14 @@ class Repo:
         self.statuses: list[dict[str, Any]] = []
         self.comments: list[dict[str, Any]] = []  # issue comments, all issues, in order
         self.check_runs: list[dict[str, Any]] = []
+        self.issues: dict[int, dict[str, Any]] = {}  # number -> issue (not pull requests)
+        self.commit_pulls: dict[str, list[int]] = {}  # commit sha -> pulls associated with it
+        self.deployments: list[dict[str, Any]] = []  # each with its "statuses", newest last
+        # login (lowercased) -> repository role (admin, maintain, write, triage, read); a review
+        # added with a MEMBER/OWNER/COLLABORATOR association gives its author write by default
+        self.permissions: dict[str, str] = {}
+        # (base, head) -> their merge base, for the compare API; default: base itself
+        self.merge_bases: dict[tuple[str, str], str] = {}
 
     @property
     def api(self) -> str:
@@ -331,6 +376,28 @@ class Repo:
         self.pulls[number] = pull
         return pull
 
+    def add_comment(
+        self, issue: int, login: str, body: str, user_type: str = "User"
+    ) -> dict[str, Any]:
+        """An issue comment someone already wrote (GitHub's shape), e.g. a reviewer's."""
+        server = self.server
+        cid = next(server.ids)
+        comment = {
+            "_issue": issue,
+            "id": cid,
+            "node_id": f"IC_{cid}",
+            "url": f"{self.api}/issues/comments/{cid}",
+            "html_url": f"{server.url}/{self.full_name}/pull/{issue}#issuecomment-{cid}",
+            "issue_url": f"{self.api}/issues/{issue}",
+            "body": body,
+            "user": server.user_json(login, user_type),
+            "created_at": _now(),
+            "updated_at": _now(),
+            "author_association": "MEMBER" if user_type == "User" else "NONE",
+        }
+        self.comments.append(comment)
+        return comment
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": 1,
@@ -365,6 +432,10 @@ class GitHubServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.public_url: str | None = None  # what `url` fields say, if not the bound address
+        # token -> login for user tokens (a PAT): `GET /user` answers it and comments are theirs.
+        # Any other token is an app installation token, like the Actions GITHUB_TOKEN: `GET
+        # /user` is 403 and what it writes appears as github-actions[bot].
+        self.token_logins: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -494,7 +565,8 @@ class GitHubServer:
                        "files": [["path", "modified", "previous"]],
                        "commits": [{"author": "carol", "committer": "carol"}],
                        "reviews": [{"login": "dave", "state": "APPROVED", "commit_id": null,
-                                    "user_type": "User", "association": "MEMBER"}]}]}}}
+                                    "user_type": "User", "association": "MEMBER"}],
+                       "merge": {"sha": "...", "by": "maintainer", "files": {...}}}]}}}
         """
         with self.lock:
             if "token" in state:
@@ -521,6 +593,10 @@ class GitHubServer:
                     )
                     for c in p.get("commits", []):
                         pull.add_commit(c.get("author"), c.get("committer"))
+                    if "merge" in p:  # {"sha": "...", "by": "login", "files": {...}}
+                        merge = p["merge"] or {}
+                        pull.merge(merge.get("sha"), by=merge.get("by", "maintainer"),
+                                   files=merge.get("files"))  # fmt: skip
                     for r in p.get("reviews", []):
                         pull.add_review(
                             r["login"],
@@ -539,10 +615,52 @@ class GitHubServer:
                         "statuses": repo.statuses,
                         "comments": repo.comments,
                         "check_runs": repo.check_runs,
+                        "issues": list(repo.issues.values()),
+                        "deployments": repo.deployments,
                     }
                     for name, repo in self.repos.items()
                 }
             }
+
+
+def _git_trees(repo: Repo) -> dict[str, Any]:
+    """Git tree objects of every commit in `repo.trees`: "commit:<ref>" -> root tree sha,
+    "tree:<ref>:<folder>" -> tree sha, and tree sha -> {"ref", "folder"}. A tree's sha hashes
+    its contents, so equal folders at two commits have equal shas, as in git."""
+    out: dict[str, Any] = {}
+    for ref, files in repo.trees.items():
+        folders: dict[str, list[str]] = {"": []}
+        for path in files:
+            parts = path.split("/")
+            for i in range(len(parts)):
+                folders.setdefault("/".join(parts[:i]), [])
+        for folder in sorted(folders, key=lambda f: -f.count("/") if f else 1):
+            prefix = f"{folder}/" if folder else ""
+            inside = sorted(
+                f"{p[len(prefix) :]}={blob_sha(d)}"
+                for p, d in files.items()
+                if p.startswith(prefix)
+            )
+            sha = fake_sha("tree:" + "\n".join(inside))
+            out[f"tree:{ref}:{folder}"] = sha
+            out.setdefault(sha, {"ref": ref, "folder": folder})
+        out[f"commit:{ref}"] = out[f"tree:{ref}:"]
+    return out
+
+
+def _tree_entry(
+    repo: Repo, path: str, kind: str, sha: str, size: int | None = None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "path": path,
+        "mode": "040000" if kind == "tree" else "100644",
+        "type": kind,
+        "sha": sha,
+        "url": f"{repo.api}/git/{kind}s/{sha}",
+    }
+    if size is not None:
+        entry["size"] = size
+    return entry
 
 
 def _paginate(
@@ -644,7 +762,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 return
             if state.token is not None and not self._authorised(
-                state.token, state.teams_token or ""
+                state.token, state.teams_token or "", *state.token_logins
             ):
                 self.error(401, "Bad credentials")
                 return
@@ -653,6 +771,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._route(method, unquote(split.path), query, body)
         except Exception as exc:  # a bug in the fake must show up in the test, as a 500
             self.error(500, f"ghserver: {type(exc).__name__}: {exc}")
+
+    def _caller(self) -> str | None:
+        """The login of a user token's owner; None for an installation token."""
+        auth = self.headers.get("Authorization", "")
+        token = auth.split(" ", 1)[1] if " " in auth else ""
+        return self.server_state.token_logins.get(token)
 
     def _authorised(self, *tokens: str) -> bool:
         auth = self.headers.get("Authorization", "")
@@ -708,6 +832,13 @@ class _Handler(BaseHTTPRequestHandler):
             active = sorted(login for login, st in found.items() if st == "active")
             _paginate(self, [state.user_json(login) for login in active], query)
             return
+        if path == "/user" and method == "GET":
+            caller = self._caller()
+            if caller is None:
+                self.error(403, "Resource not accessible by integration")
+                return
+            self.send_json(200, state.user_json(caller))
+            return
         m = re.fullmatch(r"/users/([^/]+)", path)
         if m and method == "GET":
             self.send_json(200, state.user_json(m.group(1)))
@@ -741,7 +872,7 @@ class _Handler(BaseHTTPRequestHandler):
             if sub is None:
                 self.send_json(200, pull.to_json())
             elif sub == "/files":
-                _paginate(self, pull.files, query)
+                _paginate(self, pull.files[:MAX_LISTED_FILES], query)  # GitHub lists 3000 at most
             elif sub == "/reviews":
                 _paginate(self, pull.reviews, query)
             else:
@@ -750,6 +881,18 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/contents(?:/(.*))?", rest)
         if m and method == "GET":
             self._contents(repo, (m.group(1) or "").strip("/"), query)
+            return
+        m = re.fullmatch(r"/collaborators/([^/]+)/permission", rest)
+        if m and method == "GET":
+            self._permission(repo, m.group(1))
+            return
+        m = re.fullmatch(r"/compare/([0-9a-zA-Z_-]+)\.\.\.([0-9a-zA-Z_-]+)", rest)
+        if m and method == "GET":
+            self._compare(repo, m.group(1), m.group(2))
+            return
+        m = re.fullmatch(r"/git/trees/([^/]+)", rest)
+        if m and method == "GET":
+            self._git_tree(repo, m.group(1), query)
             return
         m = re.fullmatch(r"/statuses/([0-9a-fA-F]{4,40})", rest)
         if m and method == "POST":
@@ -788,6 +931,18 @@ class _Handler(BaseHTTPRequestHandler):
                 runs = [r for r in repo.check_runs if r["head_sha"] == sha]
                 self.send_json(200, {"total_count": len(runs), "check_runs": runs})
             return
+        m = re.fullmatch(r"/commits/([^/]+)/pulls", rest)
+        if m and method == "GET":
+            # GitHub lists the merged pull request of a merge, squash or rebase commit, and open
+            # pull requests whose head is the commit.
+            sha = m.group(1)
+            numbers = list(repo.commit_pulls.get(sha, []))
+            numbers += [n for n, p in repo.pulls.items() if p.head_sha == sha and n not in numbers]
+            _paginate(self, [repo.pulls[n].to_json() for n in numbers], query)
+            return
+        if rest.startswith("/deployments"):
+            self._deployments(repo, method, rest, query, body)
+            return
         m = re.fullmatch(r"/commits/([^/]+)", rest)
         if m and method == "GET":
             sha = m.group(1)
@@ -803,6 +958,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "files": [],
                 },
             )
+            return
+        if rest == "/issues" or re.fullmatch(r"/issues/\d+", rest):
+            self._issues(repo, method, rest, query, body)
             return
         m = re.fullmatch(r"/issues/(\d+)/comments", rest)
         if m:
@@ -823,7 +981,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "html_url": f"{state.url}/{repo.full_name}/pull/{number}#issuecomment-{cid}",
                     "issue_url": f"{repo.api}/issues/{number}",
                     "body": body["body"],
-                    "user": state.user_json("github-actions[bot]", "Bot"),
+                    "user": state.user_json(caller)
+                    if (caller := self._caller())
+                    else state.user_json("github-actions[bot]", "Bot"),
                     "created_at": _now(),
                     "updated_at": _now(),
                     "author_association": "NONE",
@@ -883,6 +1043,166 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.error(404, "Not Found")
 
+    def _issues(
+        self, repo: Repo, method: str, rest: str, query: dict[str, list[str]], body: Any
+    ) -> None:
+        """List (state, labels filters), create, read and edit issues, with GitHub's 422s."""
+        state = self.server_state
+        if rest == "/issues" and method == "GET":
+            want = query.get("state", ["open"])[0]
+            labels = [x for x in query.get("labels", [""])[0].split(",") if x]
+            found = [
+                _issue_json(repo, i)
+                for i in sorted(repo.issues.values(), key=lambda i: -i["number"])
+                if (want == "all" or i["state"] == want) and all(x in i["labels"] for x in labels)
+            ]
+            _paginate(self, found, query)
+            return
+        if rest == "/issues" and method == "POST":
+            if not isinstance(body, dict) or not str(body.get("title") or "").strip():
+                self.error(422, "Validation Failed: title is required")
+                return
+            if len(str(body.get("body") or "")) > 65536:
+                self.error(422, "Validation Failed: body is too long (maximum is 65536 characters)")
+                return
+            number = max([0, *repo.pulls, *repo.issues]) + 1
+            issue = {
+                "url": f"{repo.api}/issues/{number}",
+                "repository_url": repo.api,
+                "labels_url": f"{repo.api}/issues/{number}/labels{{/name}}",
+                "comments_url": f"{repo.api}/issues/{number}/comments",
+                "events_url": f"{repo.api}/issues/{number}/events",
+                "html_url": f"{state.url}/{repo.full_name}/issues/{number}",
+                "id": 9000 + number,
+                "node_id": f"I_{number}",
+                "number": number,
+                "title": body["title"],
+                "user": state.user_json("github-actions[bot]", "Bot"),
+                "labels": [str(x) for x in body.get("labels") or []],
+                "state": "open",
+                "state_reason": None,
+                "locked": False,
+                "assignee": None,
+                "assignees": [],
+                "milestone": None,
+                "created_at": _now(),
+                "updated_at": _now(),
+                "closed_at": None,
+                "author_association": "NONE",
+                "body": body.get("body"),
+            }
+            repo.issues[number] = issue
+            self.send_json(201, _issue_json(repo, issue))
+            return
+        found = repo.issues.get(int(rest.rsplit("/", 1)[1])) if rest != "/issues" else None
+        if found is None:
+            self.error(404, "Not Found")
+            return
+        if method == "GET":
+            self.send_json(200, _issue_json(repo, found))
+            return
+        if method == "PATCH" and isinstance(body, dict):
+            if len(str(body.get("body") or "")) > 65536:
+                self.error(422, "Validation Failed: body is too long (maximum is 65536 characters)")
+                return
+            if body.get("state") not in (None, "open", "closed"):
+                self.error(422, "Validation Failed: state is not included in the list")
+                return
+            for key in ("title", "body", "state", "state_reason"):
+                if key in body:
+                    found[key] = body[key]
+            if "labels" in body:
+                found["labels"] = [str(x) for x in body["labels"] or []]
+            found["closed_at"] = _now() if found["state"] == "closed" else None
+            found["updated_at"] = _now()
+            self.send_json(200, _issue_json(repo, found))
+            return
+        self.error(404, "Not Found")
+
+    def _deployments(
+        self, repo: Repo, method: str, rest: str, query: dict[str, list[str]], body: Any
+    ) -> None:
+        """Deployments and their statuses, with GitHub's shapes and 422s."""
+        state = self.server_state
+        creator = state.user_json(self._caller() or "github-actions[bot]",
+                                  "User" if self._caller() else "Bot")  # fmt: skip
+        if rest == "/deployments" and method == "POST":
+            if not isinstance(body, dict) or not body.get("ref"):
+                self.error(422, "Invalid request: ref is required")
+                return
+            did = next(state.ids)
+            environment = str(body.get("environment") or "production")
+            payload = body.get("payload") or {}
+            deployment = {
+                "url": f"{repo.api}/deployments/{did}",
+                "id": did,
+                "node_id": f"DE_{did}",
+                "sha": body["ref"],
+                "ref": body["ref"],
+                "task": body.get("task") or "deploy",
+                "payload": payload,
+                "original_environment": environment,
+                "environment": environment,
+                "description": body.get("description"),
+                "creator": creator,
+                "created_at": _now(),
+                "updated_at": _now(),
+                "statuses_url": f"{repo.api}/deployments/{did}/statuses",
+                "repository_url": repo.api,
+                "transient_environment": bool(body.get("transient_environment", False)),
+                "production_environment": bool(body.get("production_environment", False)),
+            }
+            repo.deployments.append({**deployment, "statuses": []})
+            self.send_json(201, deployment)
+            return
+        if rest == "/deployments" and method == "GET":
+            found = [
+                {k: v for k, v in d.items() if k != "statuses"}
+                for d in reversed(repo.deployments)
+                if all(query.get(k, [d[k]])[0] == d[k] for k in ("sha", "environment", "ref"))
+            ]
+            _paginate(self, found, query)
+            return
+        m = re.fullmatch(r"/deployments/(\d+)(/statuses)?", rest)
+        deployment = (
+            next((d for d in repo.deployments if d["id"] == int(m.group(1))), None) if m else None
+        )
+        if m is None or deployment is None:
+            self.error(404, "Not Found")
+            return
+        if m.group(2) is None and method == "GET":
+            self.send_json(200, {k: v for k, v in deployment.items() if k != "statuses"})
+            return
+        if m.group(2) and method == "GET":
+            _paginate(self, list(reversed(deployment["statuses"])), query)
+            return
+        if m.group(2) and method == "POST":
+            states = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+            if not isinstance(body, dict) or body.get("state") not in states:
+                self.error(422, "Validation Failed: state is not included in the list")
+                return
+            sid = next(state.ids)
+            status = {
+                "url": f"{deployment['url']}/statuses/{sid}",
+                "id": sid,
+                "node_id": f"DES_{sid}",
+                "state": body["state"],
+                "creator": creator,
+                "description": body.get("description") or "",
+                "environment": body.get("environment") or deployment["environment"],
+                "target_url": body.get("log_url") or body.get("target_url") or "",
+                "log_url": body.get("log_url") or body.get("target_url") or "",
+                "environment_url": body.get("environment_url") or "",
+                "created_at": _now(),
+                "updated_at": _now(),
+                "deployment_url": deployment["url"],
+                "repository_url": repo.api,
+            }
+            deployment["statuses"].append(status)
+            self.send_json(201, status)
+            return
+        self.error(404, "Not Found")
+
     def _contents(self, repo: Repo, path: str, query: dict[str, list[str]]) -> None:
         state = self.server_state
         ref = query.get("ref", [repo.default_branch])[0]
@@ -931,6 +1251,72 @@ class _Handler(BaseHTTPRequestHandler):
             self.error(404, "Not Found")
             return
         self.send_json(200, [entry(p, kind) for p, kind in sorted(children.items())])
+
+    def _permission(self, repo: Repo, login: str) -> None:
+        """GET /repos/{o}/{r}/collaborators/{user}/permission: `permission` is the legacy base
+        role (maintain reads as write, triage as read), `role_name` the full one."""
+        role = repo.permissions.get(login.lower(), "none")
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        user = self.server_state.user_json(login)
+        flags = ("admin", "maintain", "push", "triage", "pull")
+        rank = {"admin": 5, "maintain": 4, "write": 3, "triage": 2, "read": 1}.get(role, 0)
+        user["permissions"] = {f: rank >= 5 - i for i, f in enumerate(flags)}
+        user["role_name"] = role
+        self.send_json(200, {"permission": legacy, "role_name": role, "user": user})
+
+    def _compare(self, repo: Repo, base: str, head: str) -> None:
+        """GET /compare/{base}...{head}: the merge base (what the gate needs), few files."""
+        if base not in repo.trees or head not in repo.trees:
+            self.error(404, "Not Found")
+            return
+        merge_base = repo.merge_bases.get((base, head), base)
+        commit = {"sha": merge_base, "url": f"{repo.api}/commits/{merge_base}"}
+        self.send_json(
+            200,
+            {
+                "url": f"{repo.api}/compare/{base}...{head}",
+                "status": "ahead",
+                "base_commit": {"sha": base, "url": f"{repo.api}/commits/{base}"},
+                "merge_base_commit": commit,
+                "files": [],  # GitHub lists at most 300 here; the gate never relies on it
+            },
+        )
+
+    def _git_tree(self, repo: Repo, sha: str, query: dict[str, list[str]]) -> None:
+        """GET /git/trees/{sha}: `sha` names a commit (a key of repo.trees) or a tree."""
+        trees = _git_trees(repo)
+        if sha in repo.trees:
+            sha = trees["commit:" + sha]
+        listing = trees.get(sha)
+        if not isinstance(listing, dict):
+            self.error(404, "Not Found")
+            return
+        ref, folder = listing["ref"], listing["folder"]
+        files = repo.trees[ref]
+        recursive = query.get("recursive", ["0"])[0] not in ("0", "false", "")
+        prefix = f"{folder}/" if folder else ""
+        entries: dict[str, dict[str, Any]] = {}
+        for path in sorted(files):
+            if not path.startswith(prefix):
+                continue
+            parts = path[len(prefix) :].split("/")
+            depth = len(parts) if recursive else 1
+            for i in range(1, min(depth, len(parts) - 1) + 1):
+                sub = "/".join(parts[:i])
+                entries[sub] = _tree_entry(repo, sub, "tree", trees[f"tree:{ref}:{prefix + sub}"])
+            if len(parts) <= depth:
+                name = "/".join(parts)
+                data = files[path]
+                entries[name] = _tree_entry(repo, name, "blob", blob_sha(data), len(data))
+        self.send_json(
+            200,
+            {
+                "sha": sha,
+                "url": f"{repo.api}/git/trees/{sha}",
+                "tree": [entries[k] for k in sorted(entries)],
+                "truncated": False,
+            },
+        )
 
     def _create_status(self, repo: Repo, sha: str, body: Any) -> None:
         state = self.server_state
@@ -1016,6 +1402,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_json(204, None)
         else:
             self.error(404, "Not Found")
+
+
+def _issue_json(repo: Repo, issue: Mapping[str, Any]) -> dict[str, Any]:
+    """An issue as GitHub's REST API shows it (comments counted from the repository's)."""
+    n = issue["number"]
+    return {
+        **issue,
+        "comments": sum(1 for c in repo.comments if c["_issue"] == n),
+        "labels": [
+            {
+                "id": int(hashlib.md5(name.encode()).hexdigest()[:6], 16),
+                "node_id": f"LA_{name}",
+                "url": f"{repo.api}/labels/{quote(name, safe='')}",
+                "name": name,
+                "color": "ededed",
+                "default": False,
+                "description": None,
+            }
+            for name in issue["labels"]
+        ],
+    }
 
 
 def _public(comment: Mapping[str, Any]) -> dict[str, Any]:

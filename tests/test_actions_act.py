@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import sys
 from pathlib import Path
 
 import pytest
-from act_harness import EXAMPLE_REPO, ActHarness, ModelRepo, pull_request_event
+from act_harness import EXAMPLE_REPO, ActHarness, ActRun, ModelRepo, pull_request_event
 
 import mlops_ci
 
@@ -183,3 +184,84 @@ def test_setup_action_installs_from_its_own_checkout_into_runner_temp(
     # The second setup in the same job finds the first one's virtualenv and keeps it.
     assert run.outputs("install", "again") == fresh | {"reused": "true"}
     print(f"act run (fresh install of the core): {run.seconds:.2f}s")
+
+
+_CACHE_WORKFLOW = """\
+name: cache
+on: pull_request
+permissions: {}
+jobs:
+  environment:
+    runs-on: ubuntu-latest
+    steps:
+      - id: setup
+        uses: mlops-ci/mlops-ci/actions/setup@v1
+        with:
+          reuse-installed: "false"
+          cache: save
+  model:
+    needs: environment
+    runs-on: ubuntu-latest
+    steps:
+      - id: setup
+        uses: mlops-ci/mlops-ci/actions/setup@v1
+        with:
+          reuse-installed: "false"
+          cache: restore
+      - shell: bash
+        run: |
+          echo "on PATH: $(command -v mlops-ci)"
+          mlops-ci --version
+"""
+
+
+def _step_seconds(run: ActRun, job: str, step: str) -> float:
+    """Wall time of one step of a job, from the timestamps of act's log lines."""
+    import datetime as dt
+
+    times = [
+        dt.datetime.fromisoformat(e["time"])
+        for e in run.events
+        if e.get("jobID") == job and e.get("stepID") == [step] and "time" in e
+    ]
+    assert times, run.explain()
+    return (max(times) - min(times)).total_seconds()
+
+
+@pytest.mark.slow
+def test_matrix_jobs_restore_the_environment_one_job_installed(
+    act_harness: ActHarness, model_repo: ModelRepo, tmp_path: Path
+) -> None:
+    (model_repo.path / ".github" / "workflows" / "cache.yml").write_text(
+        _CACHE_WORKFLOW, encoding="utf-8"
+    )
+    repo = model_repo.commit("Add a workflow that installs once and restores")
+    caches = tmp_path / "actions-cache"
+
+    # One real install of the core (about 20-35 s), saved; the next job restores it.
+    run = act_harness.run(
+        repo,
+        "pull_request",
+        pull_request_event(repo),
+        workflow=".github/workflows/cache.yml",
+        cache_store=caches,
+    )
+
+    assert run.job_result("model") == "success", run.explain()
+    saved = run.outputs("environment", "setup")
+    assert (saved["reused"], saved["restored"]) == ("false", "false"), run.explain()
+    (key,) = [p.name for p in caches.iterdir()]
+    assert key.startswith("mlops-ci-venv-")
+    assert key.endswith(f"-py{platform.python_version()}-{mlops_ci.__version__}-core")
+
+    restored = run.outputs("model", "setup")
+    assert restored["restored"] == "true", run.explain()
+    assert "from the Actions cache" in run.log("model")
+    assert "installing" not in run.log("model")
+    assert f"mlops-ci {mlops_ci.__version__}" in run.log("model")
+    seconds = _step_seconds(run, "model", "setup")
+    assert seconds <= 15, f"restoring took {seconds:.1f} s"
+    print(
+        f"act run: install + save {_step_seconds(run, 'environment', 'setup'):.1f}s, "
+        f"restore {seconds:.1f}s"
+    )

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.act
 
 MARKER = "<!-- mlops-ci:report -->"
 GOVERNANCE = "mlops-ci/governance"
+CHECKS = "mlops-ci/checks"
 #: Seconds per benchmark configuration: enough for a verdict, small enough for a test.
 BENCH_TIME_BUDGET = "0.02"
 TEAMS_TOKEN = "ghs_offline_act_teams_token_9876543210"
@@ -154,10 +155,12 @@ def test_pull_request_checks_only_the_changed_model_and_keeps_one_sticky_comment
     run = act_harness.run(repo, "pull_request", _sync_event(repo), api_url=ghserver.url)
     _timed("pull request, one changed model", run)
 
-    for job in ("validate", "plan", "model", "report"):
+    for job in ("validate", "plan", "environment", "model", "report"):
         assert run.job_result(job) == "success", f"{job}\n{run.explain()}"
     matrix = json.loads(run.outputs("plan", "plan")["matrix"])
     assert [m["name"] for m in matrix["include"]] == ["tumor-classifier"], run.explain()
+    # One environment per distinct extra is set up before the model jobs, which restore it.
+    assert json.loads(run.outputs("plan", "plan")["environments"]) == ["xgboost"]
     # Only the changed model was set up, converted, tested and benchmarked, with its own extra.
     assert run.job_results("model") == ["success"], run.explain()
     assert "extras: xgboost" in run.log("model"), run.explain()
@@ -188,8 +191,8 @@ def test_pull_request_checks_only_the_changed_model_and_keeps_one_sticky_comment
     assert "tumor-classifier" in body and "1.0.1" in body
     for section in ("Validation", "Conversion and parity", "Tests", "Metrics", "Benchmark"):
         assert f"#### {section}" in body, f"no {section} section in:\n{body}"
-    assert "parity:" in body and "`roc_auc`" in body and "p50 ms" in body
-    assert "```mermaid\nxychart-beta" in body
+    assert "✅ parity on" in body and "<code>roc&#95;auc</code>" in body and " µs |" in body
+    assert "```mermaid" in body and "ONNX speed-up over native" in body
     # The other three models were not touched, so they are not in the report.
     for other in ("diabetes-risk", "disease-progression", "digit-recognizer"):
         assert other not in body
@@ -220,7 +223,7 @@ def test_pull_request_checks_only_the_changed_model_and_keeps_one_sticky_comment
     assert len(comments) == 1, again.explain()
     body = comments[0]["body"]
     assert "tumor-classifier 1.0.2" in body and "tumor-classifier 1.0.1" not in body
-    assert re.search(r"❌ \|\s*`accuracy`\s*\|\s*0\.972\s*\|\s*≥ 0\.99", body), body
+    assert re.search(r"❌ \|\s*<code>accuracy</code>\s*\|\s*0\.972\s*\|\s*≥ 0\.99", body), body
     written = [
         (c.method, c.path)
         for c in ghserver.calls()
@@ -234,12 +237,21 @@ def test_pull_request_checks_only_the_changed_model_and_keeps_one_sticky_comment
     # The gate ran on both pushes and judged each head commit (tumor-classifier, risk medium,
     # has no owner's approval), never the test-merge commit.
     assert run.job_result("gate") == again.job_result("gate") == "failure"
-    assert [(sha, state) for sha, context, state in _statuses(ghserver, repo)] == [
+    assert [
+        (sha, state) for sha, context, state in _statuses(ghserver, repo) if context == GOVERNANCE
+    ] == [
         (first_head, "pending"),
         (first_head, "failure"),
         (repo.head, "pending"),
         (repo.head, "failure"),
     ]
+    # The aggregate check: green while the model passed, red once its metric fails, on each
+    # head commit, so a failing model blocks the merge even after approval.
+    assert run.job_result("checks") == "success", run.explain()
+    assert again.job_result("checks") == "failure", again.explain()
+    assert [
+        (sha, state) for sha, context, state in _statuses(ghserver, repo) if context == CHECKS
+    ] == [(first_head, "success"), (repo.head, "failure")]
 
 
 # --- the governance gate ------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, loa
 
 from mlops_ci import cli, convert, manifest
 from mlops_ci.manifest import Manifest
+from mlops_ci.report import markdown as report_md
+from mlops_ci.report import terminal
 
 IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -355,7 +357,8 @@ def test_model_trained_here_converts_with_parity_proven(
     assert result.error is None, result.error
     assert result.checker == "passed"
     assert result.signature_problems == ()
-    assert result.parity is not None and result.parity.status == "passed", convert.text(result)
+    assert result.parity is not None
+    assert result.parity.status == "passed", terminal.conversion(result)
     assert result.parity.rows > 100
     assert all(o.passed for o in result.parity.outputs)
     if m.task == "classification":
@@ -403,7 +406,7 @@ def test_convert_json_has_the_documented_shape(
     assert {o["name"] for o in parity["outputs"]} == {"label", "probabilities"}
     assert set(doc["timings_s"]) == {"load", "convert", "check", "parity"}
     assert (
-        "### ✅ Conversion: `iris-mixed`"
+        "### ✅ Conversion: <code>iris-mixed</code>"
         in (repo / "out" / "sklearn_mixed" / "convert.md").read_text()
     )
 
@@ -438,7 +441,7 @@ def test_onnx_artifact_is_checked_and_passed_through(
         target="progression",
     )
     result = convert.run(m, repo / "out" / "ridge-onnx")
-    assert result.passed, convert.text(result)
+    assert result.passed, terminal.conversion(result)
     assert result.converter == "passthrough"
     assert result.parity is not None and result.parity.outputs[0].max_abs_diff == 0.0
 
@@ -465,7 +468,7 @@ def test_onnx_artifact_without_signature_is_passed_through_unedited(
         target=None,
     )
     result = convert.run(m, repo / "out" / "cancer-onnx")
-    assert result.passed, convert.text(result)
+    assert result.passed, terminal.conversion(result)
     assert result.parity is not None and result.parity.data.startswith("synthetic")
     written = onnx.load(str(result.onnx_path))
     assert result.opset == 13  # not raised to the default 17: an ONNX artifact is not edited
@@ -499,10 +502,10 @@ def test_model_altered_after_conversion_fails_parity_with_worst_rows(
     worst = parity.worst_rows[0]
     assert worst.where.endswith(f"eval.csv:{worst.row + 2}")  # header is line 1
     assert worst.native != worst.onnx
-    section = convert.markdown(
+    section = report_md.conversion(
         convert.ConvertResult(**{**result.__dict__, "parity": parity})  # type: ignore[arg-type]
     )
-    assert "Worst rows (native vs ONNX)" in section and "❌" in section
+    assert "Worst rows" in section and "❌ **parity failed**" in section
 
 
 @pytest.mark.parametrize(("dtype", "passes"), [("float32", False), ("float64", True)])
@@ -539,7 +542,7 @@ def test_signature_with_too_narrow_a_dtype_fails_parity_with_worst_rows(
     result = convert.run(m, repo / "out" / f"timestamps-{dtype}")
     assert result.checker == "passed" and result.signature_problems == ()
     assert result.parity is not None
-    assert result.passed is passes, convert.text(result)
+    assert result.passed is passes, terminal.conversion(result)
     if not passes:
         assert result.parity.status == "failed"
         (variable,) = result.parity.outputs
@@ -548,7 +551,7 @@ def test_signature_with_too_narrow_a_dtype_fails_parity_with_worst_rows(
         worst = result.parity.worst_rows[0]
         assert worst.abs_diff == pytest.approx(variable.max_abs_diff)
         assert f"eval.csv:{worst.row + 2}" in worst.where
-        assert "worst" in convert.text(result)
+        assert "worst" in terminal.conversion(result)
 
 
 def test_signature_with_wrong_dtype_fails_naming_the_output(
@@ -591,7 +594,7 @@ def test_manifest_without_data_proves_parity_on_synthetic_rows(
     )
     result = convert.run(m, repo / "out" / "xgb-no-data")
     assert result.parity is not None and result.parity.data.startswith("synthetic")
-    assert result.passed, convert.text(result)
+    assert result.passed, terminal.conversion(result)
 
 
 # --- errors that help ----------------------------------------------------------------------------
@@ -668,7 +671,7 @@ def test_evaluation_data_missing_a_column_is_one_clear_error(
     assert not result.passed and result.onnx_path is not None and result.parity is None
     assert result.error is not None
     assert "input 'size' needs column(s) 'size'" in result.error
-    assert "parity could not run" in convert.text(result)
+    assert "parity could not run" in terminal.conversion(result)
 
 
 def test_cli_exit_codes_and_one_line_errors(
@@ -738,4 +741,4 @@ def test_pt2_exported_with_a_fixed_batch_fails_the_signature_check_with_a_hint(
     assert "input 'input': the signature says shape [-1, 4], the ONNX model has [1, 4]" in (
         result.signature_problems
     )
-    assert "Dim('batch')" in convert.text(result)
+    assert "Dim('batch')" in terminal.conversion(result)

@@ -10,6 +10,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from mlops_ci import data
+from mlops_ci.digest import sha256_file
 from mlops_ci.errors import CheckFailed
 
 
@@ -28,7 +29,7 @@ class Sig:
 
 def write_csv(path: Path, text: str) -> tuple[Path, str]:
     path.write_text(text, encoding="utf-8")
-    return path, data.sha256_file(path)
+    return path, sha256_file(path)
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "latin1.csv"
     path.write_bytes("city,y\nOslo,1\nK\u00f8ge,0\n".encode("latin-1"))
     with pytest.raises(CheckFailed, match=r"latin1\.csv:3: not UTF-8"):
-        data.load_csv(path, data.sha256_file(path))
+        data.load_csv(path, sha256_file(path))
 
 
 def test_duplicate_header_column_is_refused(tmp_path: Path) -> None:

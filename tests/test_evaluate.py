@@ -16,6 +16,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from mlops_ci import cli, convert, evaluate, manifest
+from mlops_ci.errors import CheckFailed
+from mlops_ci.report import terminal
 from tests.stage_models import ModelRepo, make_repo
 
 
@@ -102,7 +104,7 @@ def test_declared_cases_and_metrics_pass_on_a_good_model(cancer: Any, tmp_path: 
     out = tmp_path / "out"
     result = evaluate.run(m, repo.onnx.parent, out)
 
-    assert result.passed, evaluate.render_text(result)
+    assert result.passed, terminal.tests(result)
     doc = json.loads((out / "test.json").read_text())
     assert doc["passed"] is True
     assert doc["counts"]["fail"] == 0
@@ -300,7 +302,16 @@ def test_case_missing_an_input_column_fails_instead_of_crashing(
     repo, _, Xte, _ = cancer
     row = _row(Xte, 0)
     del row["f3"]
-    m = _with(repo, {"cases": [{"name": "short row", "input": row, "expect": {"label": 1}}]})
+    # validate now catches this at commit time, with the case's line ...
+    with pytest.raises(
+        CheckFailed,
+        match=r"model\.yaml:\d+:\d+: spec\.tests\.cases\[0\]\.input: "
+        r"missing column 'f3'",
+    ):
+        _with(repo, {"cases": [{"name": "short row", "input": row, "expect": {"label": 1}}]})
+    # ... and the test stage, handed such a manifest anyway, still fails the case cleanly.
+    doc = yaml.safe_load(repo.manifest.read_text())
+    m = manifest.Manifest(repo.manifest.absolute(), repo.manifest.parent.resolve(), doc)
     result = evaluate.run(m, None, tmp_path, onnx=repo.onnx)
 
     (short,) = result.failures

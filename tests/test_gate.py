@@ -686,7 +686,7 @@ def test_summary_and_output_are_written_on_a_runner(ghserver, capsys, monkeypatc
     assert "needs 1 more approval from its owners (@alice, @dave)" in text
     md = summary.read_text()
     assert "Governance gate: not approved" in md
-    assert "| ❌ | `fraud-detector` | high | @alice |" in md
+    assert "| ❌ | <code>fraud-detector</code> | high | @alice |" in md
     assert "approved<<" in output.read_text() and "\nfalse\n" in output.read_text()
 
 
@@ -768,3 +768,132 @@ def test_a_fix_of_an_invalid_policy_is_judged_by_the_default_high_tier(ghserver,
     ]
     pull.add_review("bob", "APPROVED")
     assert run_gate(capsys)[0] == 0
+
+
+# --- no blind spots (issue 8) ---------------------------------------------------------------------
+
+
+def test_pull_request_of_3002_files_with_the_model_last_is_governed(ghserver, capsys):
+    from mlops_ci import github, policy
+
+    text = manifest("fraud-detector", "high")
+    base = {f"docs/page-{i:04}.md": "a" for i in range(3001)}
+    base["zz/fraud/model.yaml"] = text
+    head = dict.fromkeys(base, "b")
+    head["zz/fraud/model.yaml"] = version_bump(text)
+    pull = open_pull(ghserver, base, head)
+    assert [f["filename"] for f in pull.files][-1] == "zz/fraud/model.yaml"
+    # armed: GitHub's files list stops at 3,000, so a gate that trusts it sees no model at all
+    gh = github.GitHub.from_env(REPO)
+    listed = gh.pull_files(7)
+    assert len(listed) == 3000 and "zz/fraud/model.yaml" not in {f.filename for f in listed}
+    pr = gh.pull_request(7)
+    from mlops_ci import gate
+
+    naive = policy.decide(policy.DEFAULT_POLICY, gate.collect_facts(gh, pr, listed), [], {})
+    assert naive.approved and not naive.outcomes
+    # mlops-ci reads the trees instead and governs the model
+    code, decision = run_gate(capsys)
+    assert code == 1
+    assert [m["name"] for m in decision["models"]] == ["fraud-detector"]
+    assert decision["models"][0]["tier"] == "high"
+    assert last_status(ghserver)["state"] == "failure"
+    trees = ghserver.calls("GET", rf"/repos/{REPO}/git/trees/.*")
+    assert 0 < len(trees) <= 8  # only the folders that differ are read
+
+
+def test_tree_diff_is_counted_from_the_merge_base(ghserver, capsys):
+    text = manifest("fraud-detector")
+    base = {f"docs/page-{i:04}.md": "a" for i in range(3001)}
+    base["zz/fraud/model.yaml"] = text
+    head = {p: "b" for p in base if p.startswith("docs/")}
+    head["zz/fraud/model.yaml"] = text  # the model is untouched by the pull request ...
+    pull = open_pull(ghserver, base, head)
+    repo = ghserver.repos[REPO]
+    # ... but the base branch moved on (a newer model.yaml) after the branch point
+    moved = fake_sha("base-moved")
+    repo.set_files(moved, {**base, "zz/fraud/model.yaml": version_bump(text)})
+    pull.base_sha = moved
+    repo.merge_bases[(moved, pull.head_sha)] = fake_sha(f"{REPO}#7:base")
+    code, decision = run_gate(capsys)
+    assert code == 0, decision
+    assert decision["models"] == []
+
+
+def test_reviewer_with_write_permission_counts_whatever_author_association_says(ghserver, capsys):
+    from mlops_ci import github, policy
+
+    pull = model_change(ghserver, risk="low")
+    # an org member whose membership is private reads as CONTRIBUTOR to a repository token
+    pull.add_review("bob", "APPROVED", association="CONTRIBUTOR")
+    ghserver.repos[REPO].permissions["bob"] = "write"
+    gh = github.GitHub.from_env(REPO)
+    # armed: judged by author_association, the real team member can never approve
+    from mlops_ci import gate
+
+    facts = gate.collect_facts(gh, gh.pull_request(7), gh.pull_files(7))
+    naive = policy.decide(policy.DEFAULT_POLICY, facts, gh.reviews(7), {})
+    assert not naive.approved
+    assert "author_association CONTRIBUTOR" in naive.ignored[0].reason
+    code, decision = run_gate(capsys)
+    assert code == 0
+    assert decision["approvals_counted"] == ["bob"]
+    asked = ghserver.calls("GET", rf"/repos/{REPO}/collaborators/bob/permission")
+    assert len(asked) == 1
+
+
+@pytest.mark.parametrize(
+    ("role", "counts"), [("maintain", True), ("admin", True), ("triage", False), ("read", False)]
+)
+def test_only_write_maintain_or_admin_may_approve(ghserver, capsys, role, counts):
+    pull = model_change(ghserver, risk="low")
+    pull.add_review("bob", "APPROVED", association="MEMBER")
+    ghserver.repos[REPO].permissions["bob"] = role
+    code, decision = run_gate(capsys)
+    assert (code == 0) is counts
+    if not counts:
+        assert "repository permission: read" in json.dumps(decision["ignored"])
+
+
+def test_permission_is_asked_once_per_reviewer_per_run(ghserver, capsys):
+    pull = model_change(ghserver, risk="low")
+    for state in ("CHANGES_REQUESTED", "APPROVED", "COMMENTED", "APPROVED"):
+        pull.add_review("bob", state)
+    pull.add_review("erin", "COMMENTED")
+    code, _ = run_gate(capsys)
+    assert code == 0
+    assert len(ghserver.calls("GET", rf"/repos/{REPO}/collaborators/bob/permission")) == 1
+    assert ghserver.calls("GET", rf"/repos/{REPO}/collaborators/erin/permission") == []
+
+
+@pytest.mark.slow
+def test_status_write_that_keeps_failing_exits_2_within_20_seconds(ghserver, capsys, monkeypatch):
+    import time
+
+    pull = model_change(ghserver)
+    pull.add_review("alice", "APPROVED")
+    monkeypatch.delenv("MLOPS_CI_GITHUB_MAX_WAIT")  # the real waits, not the tests' short ones
+    ghserver.fail(rf"/repos/{REPO}/statuses/.*", 502, times=None)
+    started = time.monotonic()
+    code, _ = run_gate(capsys)
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2
+    assert elapsed < 20, elapsed
+    assert "could not set the commit status mlops-ci/governance" in err
+    # one round of retries: the failing status is not retried a second time
+    assert len(ghserver.calls("POST", rf"/repos/{REPO}/statuses/.*")) == 6
+
+
+def test_truncated_tree_fails_closed_saying_why(ghserver, capsys):
+    text = manifest("fraud-detector")
+    base = {f"docs/page-{i:04}.md": "a" for i in range(3001)}
+    base["zz/fraud/model.yaml"] = text
+    open_pull(ghserver, base, dict.fromkeys(base, "b"))
+    truncated = {"sha": "0" * 40, "url": "", "tree": [], "truncated": True}
+    ghserver.fail(rf"/repos/{REPO}/git/trees/.*", 200, times=None, body=truncated)
+    code, decision = run_gate(capsys)
+    err = capsys.readouterr().err
+    assert code == 2 and decision == {}
+    assert "truncated the git tree" in err and "fails closed" in err
+    assert last_status(ghserver)["state"] == "failure"

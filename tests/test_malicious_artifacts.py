@@ -8,6 +8,7 @@ assert that mlops-ci's loaders refuse it with a clear message and the marker nev
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from mlops_ci import frameworks
-from mlops_ci.data import sha256_file
+from mlops_ci.digest import sha256_file
 from mlops_ci.errors import CheckFailed
 
 
@@ -75,6 +76,58 @@ PAYLOADS: dict[str, Callable[[Path], bytes]] = {
 def run_unsafely(code: str) -> None:
     """Run `code` in a child process: how a naive loader would treat the file."""
     subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, timeout=120)
+
+
+_NAIVE_LOOP = """
+import json, os, sys
+import torch
+for line in sys.stdin:
+    job = json.loads(line)
+    saved = dict(os.environ)
+    os.environ.update(job["env"])
+    try:
+        exec(job["code"], {"torch": torch})
+    except BaseException:
+        pass
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    print("<<done>>", flush=True)
+"""
+
+
+class NaiveTorch:
+    """One child process with torch imported that loads files the naive way on request: the
+    controls share it instead of paying torch's import once each."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-u", "-c", _NAIVE_LOOP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def run(self, code: str, **env: str) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"code": code, "env": env}) + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.strip() == "<<done>>":
+                return
+        raise RuntimeError("the naive torch process died")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def naive_torch() -> Any:
+    runner = NaiveTorch()
+    yield runner
+    runner.close()
 
 
 def load(framework: str, path: Path, fmt: str, trusted: tuple[str, ...] = ()) -> Any:
@@ -168,7 +221,7 @@ def test_skops_file_with_an_untrusted_type_is_refused_with_the_fix(tmp_path: Pat
     assert not marker.exists()
     message = str(info.value)
     assert f"{MarkerOnLoad.__module__}.MarkerOnLoad" in message
-    assert "spec.artifact.trusted_types" in message
+    assert "trusted_types in .mlops/policy.yaml" in message
 
 
 @pytest.mark.parametrize("func", [os.system, eval, subprocess.call])
@@ -185,14 +238,198 @@ def test_skops_transformer_holding_a_dangerous_function_is_refused(
     assert func.__name__ in str(info.value)
 
 
-def test_reviewed_trusted_types_from_the_manifest_are_honoured(tmp_path: Path) -> None:
-    import skops.io as sio
-    from sklearn.preprocessing import FunctionTransformer
+def git(folder: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    done = subprocess.run(
+        ["git", "-C", str(folder), *args], env=env, check=True, capture_output=True
+    )
+    return done.stdout.decode().strip()
 
-    path = tmp_path / "model.skops"
-    sio.dump(FunctionTransformer(func=sorted), path)
-    model = load("sklearn", path, "skops", trusted=("builtins.sorted",))
-    assert model.func is sorted
+
+def commit_policy(repo: Path, trusted: list[str] | None) -> str:
+    """Commit .mlops/policy.yaml (with `trusted_types` when given); returns the commit SHA."""
+    policy = {"apiVersion": "mlops-ci/v1", "kind": "Policy", "tiers": {}}
+    if trusted is not None:
+        policy["trusted_types"] = trusted
+    (repo / ".mlops").mkdir(exist_ok=True)
+    (repo / ".mlops" / "policy.yaml").write_text(json.dumps(policy))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "policy")
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    git(folder, "init", "-q")
+    return folder
+
+
+def skops_calling(func: str, command: str, path: Path) -> Path:
+    """A skops file whose schema asks skops to call `func(command)` while loading: what a file
+    can do once its manifest (or anyone) trusts a function."""
+    import skops.io as sio
+
+    genuine = zipfile.ZipFile(io.BytesIO(sio.dumps((command,))))
+    tree = json.loads(genuine.read("schema.json"))
+    header = {k: tree.pop(k) for k in ("protocol", "_skops_version")}
+    module, _, name = func.rpartition(".")
+    schema = {"__class__": name, "__module__": module, "__loader__": "ConstructorFromReduceNode"}
+    schema |= {"content": tree, **header}
+    with zipfile.ZipFile(path, "w") as out:
+        for member in genuine.namelist():
+            blob = json.dumps(schema) if member == "schema.json" else genuine.read(member)
+            out.writestr(member, blob)
+    return path
+
+
+def test_control_skops_file_runs_os_system_once_it_is_trusted(tmp_path: Path) -> None:
+    import skops.io as sio
+
+    marker = tmp_path / "pwned"
+    path = skops_calling("posix.system", f"touch {marker}", tmp_path / "model.skops")
+    assert sio.get_untrusted_types(file=path) == ["posix.system"]
+    sio.load(path, trusted=["posix.system"])
+    assert marker.exists()
+
+
+def test_manifest_that_trusts_os_system_is_invalid_and_nothing_runs(tmp_path: Path) -> None:
+    from mlops_ci import cli
+    from mlops_ci.manifest import check_file
+
+    marker = tmp_path / "pwned"
+    path = skops_calling("posix.system", f"touch {marker}", tmp_path / "model.skops")
+    manifest = tmp_path / "model.yaml"
+    manifest.write_text(
+        "apiVersion: mlops-ci/v1\nkind: Model\n"
+        "metadata: {name: evil, version: 1.0.0, owners: ['@mallory'], risk: low}\n"
+        "spec:\n  framework: sklearn\n  artifact:\n    path: model.skops\n"
+        f"    sha256: {sha256_file(path)}\n    trusted_types: [posix.system]\n"
+    )
+    problems = [p.message for p in check_file(manifest, root=tmp_path).problems]
+    moved = [p for p in problems if p.startswith("spec.artifact.trusted_types")]
+    assert moved and "trusted_types in .mlops/policy.yaml" in moved[0], problems
+    assert cli.main(["convert", str(manifest), "--out", str(tmp_path / "out")]) != 0
+    assert not marker.exists()
+    # and even a loader handed this manifest's artifact trusts nothing it names
+    with pytest.raises(CheckFailed, match=r"posix\.system"):
+        load("sklearn", path, "skops")
+    assert not marker.exists()
+
+
+def test_trusted_types_come_from_the_policy_at_the_base_commit_not_the_head(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import skops.io as sio
+
+    from mlops_ci import trust
+
+    marker = repo / "pwned"
+    base = commit_policy(repo, None)
+    path = repo / "model.skops"
+    sio.dump(MarkerOnLoad(str(marker)), path)
+    reviewed = f"{MarkerOnLoad.__module__}.MarkerOnLoad"
+    head = commit_policy(repo, [reviewed])  # the pull request trusts its own class
+    # armed: a loader that believes the head-side policy runs the class's __setstate__
+    load("sklearn", path, "skops", trusted=trust.trusted_types(repo, head).types)
+    assert marker.exists()
+    marker.unlink()
+    monkeypatch.setenv(trust.POLICY_REF_ENV, base)
+    assert trust.trusted_types(repo).types == ()
+    with pytest.raises(CheckFailed, match="not trusted"):
+        load("sklearn", path, "skops", trusted=trust.trusted_types(repo).types)
+    assert not marker.exists()
+    # once merged (the base now holds it), the reviewed class is honoured
+    monkeypatch.setenv(trust.POLICY_REF_ENV, head)
+    assert load("sklearn", path, "skops", trusted=trust.trusted_types(repo).types) is not None
+
+
+def test_head_side_policy_trusting_os_system_is_never_read(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_ci import trust
+
+    marker = tmp_path / "pwned"
+    base = commit_policy(repo, None)
+    path = skops_calling("posix.system", f"touch {marker}", repo / "model.skops")
+    # the working tree (the pull request's side) trusts os.system, uncommitted
+    (repo / ".mlops" / "policy.yaml").write_text(
+        json.dumps(
+            {
+                "apiVersion": "mlops-ci/v1",
+                "kind": "Policy",
+                "tiers": {},
+                "trusted_types": ["posix.system"],
+            }
+        )
+    )
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 1, "base": {"sha": base}}}))
+    monkeypatch.delenv(trust.POLICY_REF_ENV, raising=False)
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    assert trust.policy_ref() == base
+    with pytest.raises(CheckFailed, match=r"posix\.system"):
+        load("sklearn", path, "skops", trusted=trust.trusted_types(repo).types)
+    assert not marker.exists()
+
+
+def test_trusted_class_whose_code_lives_in_the_repository_is_refused(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import skops.io as sio
+
+    from mlops_ci import trust
+    from mlops_ci.errors import UsageError
+
+    package = f"features_{repo.parent.name.replace('-', '_')}"
+    (repo / package).mkdir()
+    (repo / package / "__init__.py").write_text("")
+    harmless = "class Bander:\n    pass\n"
+    (repo / package / "bands.py").write_text(harmless)
+    base = commit_policy(repo, [f"{package}.bands.Bander"])  # reviewed: harmless at base
+    marker = repo / "pwned"
+    # the pull request keeps the reviewed name and changes what it does
+    (repo / package / "bands.py").write_text(
+        "from pathlib import Path\n"
+        "class Bander:\n"
+        "    def __setstate__(self, state):\n"
+        f"        Path({str(marker)!r}).touch()\n"
+    )
+    monkeypatch.syspath_prepend(str(repo))
+    module = importlib.import_module(f"{package}.bands")
+    path = repo / "model.skops"
+    bander = module.Bander()
+    bander.edges = [18.5, 25.0, 30.0]  # some state, which skops restores through __setstate__
+    sio.dump(bander, path)
+    # armed: trusting the reviewed name runs the pull request's code for it
+    sio.load(path, trusted=[f"{package}.bands.Bander"])
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(UsageError, match="defined in the repository itself"):
+        trust.trusted_types(repo, base)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("posix.system", "is refused"),
+        ("os.system", "is refused"),
+        ("subprocess.Popen", "is refused"),
+        ("builtins.eval", "is refused"),
+        ("importlib.import_module", "is refused"),
+        ("sklearn.feature_selection.chi2", "not a class"),
+    ],
+)
+def test_policy_at_base_may_trust_classes_only(name: str, why: str, repo: Path) -> None:
+    from mlops_ci import trust
+    from mlops_ci.errors import UsageError
+
+    base = commit_policy(repo, [name])
+    with pytest.raises(UsageError, match=why):
+        trust.trusted_types(repo, base)
 
 
 # --- torch archives ------------------------------------------------------------------------------
@@ -230,8 +467,13 @@ def test_genuine_archives_whose_weights_start_like_a_pickle_still_load(tmp_path:
         if n.endswith(("weight_0", "data/0"))
     ]
     assert weights and all(w[:1] == b"\x80" for w in weights)
-    assert load("pytorch", tmp_path / "model.pt2", "torch-export") is not None
-    assert load("pytorch", tmp_path / "model.pt", "torchscript") is not None
+    x = torch.arange(8, dtype=torch.float32).reshape(2, 4)
+    expected = model(x).detach()
+    program = load("pytorch", tmp_path / "model.pt2", "torch-export")
+    script = load("pytorch", tmp_path / "model.pt", "torchscript")
+    # loaded whole: the weights that begin like a pickle are the model's own
+    assert torch.equal(program.module()(x), expected)
+    assert torch.equal(script(x), expected)
 
 
 def rewrite_zip(
@@ -264,13 +506,13 @@ def pt2_with_pickled_weight(source: Path, target: Path, payload: bytes) -> Path:
 
 
 def test_control_pt2_with_a_pickled_weight_runs_code_in_torch_export_load(
-    torch_archives: dict[str, Path], tmp_path: Path
+    torch_archives: dict[str, Path], tmp_path: Path, naive_torch: NaiveTorch
 ) -> None:
     marker = tmp_path / "pwned"
     evil = pt2_with_pickled_weight(
         torch_archives["pt2"], tmp_path / "model.pt2", pickle.dumps(os_system(marker), protocol=2)
     )
-    run_unsafely(f"import torch; torch.export.load({str(evil)!r})")
+    naive_torch.run(f"torch.export.load({str(evil)!r})")
     assert marker.exists()
 
 
@@ -398,6 +640,189 @@ def test_torchscript_with_a_payload_in_data_pkl_is_refused(
     assert not marker.exists()
 
 
+def rewrite_names(
+    source: Path, target: Path, rename: Callable[[str], str], add: dict[str, bytes] | None = None
+) -> Path:
+    """The archive with every member renamed (content unchanged), plus `add`."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(rename(info.filename), src.read(info))
+        for name, data in (add or {}).items():
+            dst.writestr(name, data)
+    return target
+
+
+def pt2_with_opaque_constant(source: Path, target: Path, member: str, payload: bytes) -> Path:
+    """A constants config naming `opaque_obj_0` and the pickle stored as `member` (any case)."""
+    prefix = zipfile.ZipFile(source).namelist()[0].split("/")[0]
+
+    def edit(name: str, data: bytes) -> bytes:
+        if name.endswith("model_constants_config.json"):
+            entry = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True}
+            return json.dumps({"config": {"c": {**entry, "tensor_meta": None}}}).encode()
+        return data
+
+    return rewrite_zip(source, target, edit, {f"{prefix}/{member}": payload})
+
+
+OPAQUE_SPELLINGS = ["data/constants/OPAQUE_OBJ_0", "DATA/Constants/opaque_obj_0"]
+
+
+@pytest.mark.parametrize("member", OPAQUE_SPELLINGS)
+def test_control_pt2_opaque_constant_runs_code_even_with_weights_only_forced(
+    member: str, torch_archives: dict[str, Path], tmp_path: Path, naive_torch: NaiveTorch
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = pt2_with_opaque_constant(
+        torch_archives["pt2"], tmp_path / "model.pt2", member, pickle.dumps(os_system(marker))
+    )
+    # torch.export.load hands opaque constants to a bare pickle.loads: the weights-only switch
+    # that mlops-ci sets as its second wall does not cover them
+    naive_torch.run(f"torch.export.load({str(evil)!r})", TORCH_FORCE_WEIGHTS_ONLY_LOAD="1")
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("member", OPAQUE_SPELLINGS)
+def test_pt2_opaque_constant_under_any_spelling_is_refused(
+    member: str, torch_archives: dict[str, Path], tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = pt2_with_opaque_constant(
+        torch_archives["pt2"], tmp_path / "model.pt2", member, pickle.dumps(os_system(marker))
+    )
+    with pytest.raises(CheckFailed, match=r"constant 'c' \(opaque_obj_0\) is not a plain tensor"):
+        load("pytorch", evil, "torch-export")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("member", OPAQUE_SPELLINGS)
+def test_pt2_opaque_object_member_is_refused_even_when_no_config_names_it(
+    member: str, torch_archives: dict[str, Path], tmp_path: Path
+) -> None:
+    prefix = zipfile.ZipFile(torch_archives["pt2"]).namelist()[0].split("/")[0]
+    evil = rewrite_zip(
+        torch_archives["pt2"],
+        tmp_path / "model.pt2",
+        lambda _n, d: d,
+        {f"{prefix}/{member}": pickle.dumps(os_system(tmp_path / "pwned"))},
+    )
+    with pytest.raises(CheckFailed, match="pickled custom object"):
+        load("pytorch", evil, "torch-export")
+
+
+def test_pt2_pickled_weight_stored_under_another_case_is_scanned(
+    torch_archives: dict[str, Path], tmp_path: Path, naive_torch: NaiveTorch
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = pt2_with_pickled_weight(
+        torch_archives["pt2"], tmp_path / "lower.pt2", pickle.dumps(os_system(marker), protocol=2)
+    )
+    upper = rewrite_names(evil, tmp_path / "model.pt2", lambda n: n.replace("weight_0", "WEIGHT_0"))
+    # torch finds the member whatever its case: the payload is reached (and stopped only by
+    # torch's own weights-only unpickler when that is forced)
+    naive_torch.run(f"torch.export.load({str(upper)!r})")
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(CheckFailed, match=r"member .*WEIGHT_0 would import posix\.system"):
+        load("pytorch", upper, "torch-export")
+    assert not marker.exists()
+
+
+def torch_save_with_shadow_pickle(target: Path, marker: Path) -> Path:
+    """A torch.save file holding a genuine data.pkl and, appended, a payload named DATA.PKL."""
+    import torch
+
+    genuine = target.with_name("genuine.pt")
+    torch.save({"w": torch.ones(2)}, genuine)
+    prefix = zipfile.ZipFile(genuine).namelist()[0].split("/")[0]
+    payload = pickle.dumps(os_system(marker), protocol=2)
+    return rewrite_names(genuine, target, lambda n: n, {f"{prefix}/DATA.PKL": payload})
+
+
+def test_control_torch_load_picks_a_member_whose_name_differs_only_in_case(
+    tmp_path: Path, naive_torch: NaiveTorch
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = torch_save_with_shadow_pickle(tmp_path / "inputs.pt", marker)
+    naive_torch.run(f"torch.load({str(evil)!r}, weights_only=False)")
+    assert marker.exists()
+
+
+def test_archive_whose_names_collide_once_case_folded_is_refused(
+    torch_archives: dict[str, Path], tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    shadowed = torch_save_with_shadow_pickle(tmp_path / "inputs.pt", marker).read_bytes()
+    evil = rewrite_zip(
+        torch_archives["pt2"],
+        tmp_path / "model.pt2",
+        lambda n, d: shadowed if n.endswith("sample_inputs/model.pt") else d,
+        {},
+    )
+    with pytest.raises(CheckFailed, match=r"data\.pkl' and .*DATA\.PKL', one name once case"):
+        load("pytorch", evil, "torch-export")
+    prefix = zipfile.ZipFile(torch_archives["pt"]).namelist()[0].split("/")[0]
+    script = rewrite_names(
+        torch_archives["pt"],
+        tmp_path / "model.pt",
+        lambda n: n,
+        {f"{prefix}/Data.Pkl": pickle.dumps(os_system(marker), protocol=2)},
+    )
+    with pytest.raises(CheckFailed, match="one name once case is ignored"):
+        load("pytorch", script, "torchscript")
+    assert not marker.exists()
+
+
+def test_pt2_member_torch_could_load_but_mlops_ci_cannot_place_is_refused(
+    torch_archives: dict[str, Path], tmp_path: Path
+) -> None:
+    prefix = zipfile.ZipFile(torch_archives["pt2"]).namelist()[0].split("/")[0]
+    evil = rewrite_zip(
+        torch_archives["pt2"],
+        tmp_path / "model.pt2",
+        lambda _n, d: d,
+        {f"{prefix}/data/aotinductor/model/model.so": b"\x7fELF" + b"\0" * 60},
+    )
+    with pytest.raises(CheckFailed, match="compiled code"):
+        load("pytorch", evil, "torch-export")
+    odd = rewrite_zip(
+        torch_archives["pt2"],
+        tmp_path / "odd.pt2",
+        lambda _n, d: d,
+        {f"{prefix}/data/weights/model.pt": pickle.dumps(os_system(tmp_path / "pwned"))},
+    )
+    with pytest.raises(CheckFailed, match=r"model\.pt would import posix\.system"):
+        load("pytorch", odd, "torch-export")
+
+
+def upper_case_code(source: Path, target: Path) -> Path:
+    """Every TorchScript code member renamed to upper case (the archive's top folder kept)."""
+
+    def rename(name: str) -> str:
+        top, _, rest = name.partition("/")
+        return f"{top}/{rest.upper()}" if rest.startswith("code/") else name
+
+    return rewrite_names(source, target, rename)
+
+
+def test_control_torchscript_code_stored_in_upper_case_still_runs(
+    tmp_path: Path, naive_torch: NaiveTorch
+) -> None:
+    marker = tmp_path / "pwned"
+    path = upper_case_code(scripted_file_writer(marker, tmp_path / "m.pt"), tmp_path / "model.pt")
+    assert any(n.endswith(".PY") for n in zipfile.ZipFile(path).namelist())
+    naive_torch.run(f"torch.jit.load({str(path)!r})(torch.zeros(2))")
+    assert marker.exists()
+
+
+def test_torchscript_code_stored_in_upper_case_is_found_and_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = upper_case_code(scripted_file_writer(marker, tmp_path / "m.pt"), tmp_path / "model.pt")
+    with pytest.raises(CheckFailed, match=r"\.PY uses from_file"):
+        load("pytorch", path, "torchscript")
+    assert not marker.exists()
+
+
 def test_genuine_torch_archives_still_load(torch_archives: dict[str, Path]) -> None:
     import torch
 
@@ -432,6 +857,163 @@ def test_onnx_model_with_external_data_outside_the_file_is_refused(tmp_path: Pat
     path.write_bytes(model.SerializeToString())
     with pytest.raises(CheckFailed, match="external files"):
         load("onnx", path, "onnx")
+
+
+def external(tensor: Any, location: str) -> Any:
+    import onnx
+
+    onnx.external_data_helper.set_external_data(tensor, location=location, offset=0, length=16)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.ClearField("raw_data")
+    return tensor
+
+
+def onnx_reading_a_side_file(folder: Path, where: str) -> Path:
+    """A model whose constant lives in `secret.bin` beside it, the tensor in `where`:
+    a local function's body, or a sparse initializer."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    np.arange(4, dtype=np.float32).tofile(folder / "secret.bin")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    zeros = numpy_helper.from_array(np.zeros(4, dtype=np.float32), "c")
+    opsets = [helper.make_opsetid("", 17)]
+    if where == "function":
+        body = [
+            helper.make_node("Constant", [], ["k"], value=external(zeros, "secret.bin")),
+            helper.make_node("Add", ["x", "k"], ["y"]),
+        ]
+        function = helper.make_function("local", "AddC", ["x"], ["y"], body, opsets)
+        graph = helper.make_graph(
+            [helper.make_node("AddC", ["x"], ["y"], domain="local")], "g", [x], [y]
+        )
+        model = helper.make_model(
+            graph, functions=[function], opset_imports=[*opsets, helper.make_opsetid("local", 1)]
+        )
+    else:
+        indices = numpy_helper.from_array(np.arange(4, dtype=np.int64), "c_indices")
+        sparse = helper.make_sparse_tensor(external(zeros, "secret.bin"), indices, [4])
+        graph = helper.make_graph(
+            [helper.make_node("Add", ["x", "c"], ["y"])], "g", [x], [y], sparse_initializer=[sparse]
+        )
+        model = helper.make_model(graph, opset_imports=opsets)
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("where", ["function", "sparse"])
+def test_control_onnx_external_data_is_read_by_onnxruntime(where: str, tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    path = onnx_reading_a_side_file(tmp_path, where)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.zeros(4, dtype=np.float32)})
+    # the output is the side file's bytes: data the artifact's digest never covered
+    assert y.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("where", "named"), [("function", "function local.AddC"), ("sparse", "sparse initializer")]
+)
+def test_onnx_external_data_in_a_function_or_sparse_initializer_is_refused(
+    where: str, named: str, tmp_path: Path
+) -> None:
+    path = onnx_reading_a_side_file(tmp_path, where)
+    with pytest.raises(CheckFailed, match="external files") as info:
+        load("onnx", path, "onnx")
+    assert named in str(info.value)
+
+
+def test_onnx_sparse_tensor_that_densifies_to_gigabytes_is_refused(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    values = numpy_helper.from_array(np.ones(1, dtype=np.float32), "big")
+    indices = numpy_helper.from_array(np.zeros(1, dtype=np.int64), "big_indices")
+    sparse = helper.make_sparse_tensor(values, indices, [1 << 20, 1 << 20])  # 4 TiB dense
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["big"], ["y"])],
+        "g",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        sparse_initializer=[sparse],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert path.stat().st_size < 1000
+    with pytest.raises(CheckFailed, match="would expand when loaded"):
+        load("onnx", path, "onnx")
+
+
+# --- conversion options ------------------------------------------------------------------------
+
+
+def torch_manifest(folder: Path, options: dict[str, Any]) -> Path:
+    """A TorchScript model and a manifest whose conversion options are `options`."""
+    import torch
+    import yaml
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    torch.jit.save(torch.jit.trace(model, torch.zeros(2, 4)), str(folder / "model.pt"))
+    doc = {
+        "apiVersion": "mlops-ci/v1",
+        "kind": "Model",
+        "metadata": {"name": "tiny", "version": "1.0.0", "owners": ["@a"], "risk": "low"},
+        "spec": {
+            "framework": "pytorch",
+            "artifact": {"path": "model.pt", "sha256": sha256_file(folder / "model.pt")},
+            "signature": {
+                "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 4]}],
+                "outputs": [
+                    {"name": "y", "dtype": "float32", "shape": [-1, 3], "role": "prediction"}
+                ],
+            },
+            "conversion": {"options": options},
+        },
+    }
+    (folder / "model.yaml").write_text(yaml.safe_dump(doc))
+    return folder / "model.yaml"
+
+
+def test_control_torch_export_option_writes_files_where_it_is_told(tmp_path: Path) -> None:
+    import torch
+
+    written = tmp_path / "written"
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    torch.onnx.export(
+        model, (torch.zeros(2, 4),), dynamo=True, report=True, artifacts_dir=str(written)
+    )
+    assert written.is_dir() and any(written.iterdir())
+
+
+def test_conversion_option_that_takes_a_path_is_refused_before_loading(tmp_path: Path) -> None:
+    from mlops_ci import cli
+
+    written = tmp_path / "written"
+    manifest = torch_manifest(tmp_path, {"report": True, "artifacts_dir": str(written)})
+    out = tmp_path / "out"
+    assert cli.main(["convert", str(manifest), "--out", str(out)]) == 1
+    report = json.loads((out / "convert.json").read_text())
+    assert "artifacts_dir, report are not accepted for pytorch" in report["error"]
+    assert not written.exists()
+
+
+def test_allowed_conversion_options_are_checked_by_type(tmp_path: Path) -> None:
+    from mlops_ci import cli
+
+    manifest = torch_manifest(tmp_path, {"do_constant_folding": "/tmp/x"})
+    out = tmp_path / "out"
+    assert cli.main(["convert", str(manifest), "--out", str(out)]) == 1
+    assert (
+        "do_constant_folding: '/tmp/x' is not a valid value"
+        in json.loads((out / "convert.json").read_text())["error"]
+    )
+    manifest = torch_manifest(tmp_path, {"do_constant_folding": True})
+    assert cli.main(["convert", str(manifest), "--out", str(out)]) == 0
 
 
 def test_digest_is_verified_before_the_loader_reads_a_byte(tmp_path: Path) -> None:

@@ -41,6 +41,13 @@ def test_wheel_ships_the_schemas_inside_the_package(wheel: Path) -> None:
     assert "mlops_ci/schemas/policy.v1.json" in names
 
 
+def test_wheel_ships_the_catalog_templates_and_assets(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("templates/base.html", "templates/index.html", "templates/model.html",
+                 "static/catalog.css", "static/catalog.js"):  # fmt: skip
+        assert f"mlops_ci/catalog/{name}" in names, name
+
+
 def test_installed_wheel_validates_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run(

@@ -35,6 +35,7 @@ def test_run_converts_and_tests_every_example_model(
         assert (repo / ".mlops-ci" / "run" / name / "test.json").is_file()
     report = (repo / ".mlops-ci" / "run" / "report.md").read_text()
     assert "diabetes-risk" in report and "tumor-classifier" in report
+    assert "**4 models: ✅ all passing**" in report  # a local run changed nothing
 
 
 def test_a_failing_stage_skips_the_later_ones_and_fails_the_run(
@@ -68,7 +69,8 @@ def test_an_invalid_manifest_is_reported_and_skipped(
 
 
 def test_unknown_stage_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", str(repo), "--stages", "validate,deploy"]) == 2
+    assert main(["run", str(repo), "--stages", "validate,publish"]) == 2
     assert (
-        "unknown stage deploy; stages are validate, convert, test, bench" in capsys.readouterr().err
+        "unknown stage publish; stages are validate, convert, test, bench, deploy"
+        in capsys.readouterr().err
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops_ci import plan as plan_module
 from mlops_ci.cli import main
 from mlops_ci.manifest import sha256_file
 
@@ -62,7 +63,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def _plan(repo: Path, base: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
-    code = main(["plan", "--repo", str(repo), "--base", base, "--head", "HEAD"])
+    code = main(["plan", "--repo", str(repo), "--base", base, "--head", "HEAD", "--format", "json"])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -167,6 +168,7 @@ def test_github_format_writes_matrix_and_changed_outputs(
         if "<<" in line:
             values[line.split("<<")[0]] = lines[i + 1]
     assert values["changed"] == "true"
+    assert json.loads(values["environments"]) == ["sklearn"]  # what CI installs once per run
     matrix = json.loads(values["matrix"])
     assert [m["name"] for m in matrix["include"]] == ["alpha"]
     assert "1 changed, 0 deleted" in capsys.readouterr().out
@@ -191,3 +193,73 @@ def test_push_that_creates_a_branch_compares_with_nothing(
         "gamma",
     ]
     assert {m["status"] for m in plan["matrix"]["include"]} == {"added"}
+
+
+def test_a_file_beside_a_manifest_touches_its_model_as_the_gate_counts_it(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    (repo / "models/beta/notes").mkdir()
+    (repo / "models/beta/notes/README.md").write_text("why beta exists\n")
+    (repo / "README.md").write_text("outside every model folder\n")
+    _commit(repo, "notes")
+    code, plan = _plan(repo, base, capsys)
+    assert code == 0
+    assert [(m["name"], m["status"]) for m in plan["matrix"]["include"]] == [("beta", "modified")]
+    assert [(t.path, t.kind) for t in plan_module.changed_models(repo, base, "HEAD")] == [
+        ("models/beta/model.yaml", "files")
+    ]
+
+
+def test_plan_parses_only_the_manifests_of_touched_folders(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    _write_model(repo, "models/alpha", "alpha", "1.1.0", b"alpha v2")
+    _commit(repo, "alpha v2")
+    parsed: list[str] = []
+    real = plan_module._read
+
+    def counting(raw: bytes, path: str) -> object:
+        parsed.append(path)
+        return real(raw, path)
+
+    monkeypatch.setattr(plan_module, "_read", counting)
+    code, plan = _plan(repo, base, capsys)
+    assert (code, [m["name"] for m in plan["matrix"]["include"]]) == (0, ["alpha"])
+    assert sorted(parsed) == ["models/alpha/model.yaml", "models/alpha/model.yaml"]  # head, base
+
+
+def test_a_moved_model_is_matched_by_name_even_when_edited(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    (repo / "team-b").mkdir()
+    _git(repo, "mv", "models/gamma", "team-b/gamma")
+    manifest = repo / "team-b/gamma/model.yaml"
+    manifest.write_text(manifest.read_text().replace("risk: high", "risk: low"))
+    _commit(repo, "move and edit gamma")
+    code, plan = _plan(repo, base, capsys)
+    assert code == 0
+    (row,) = plan["matrix"]["include"]
+    assert (row["status"], row["manifest"], row["previous_manifest"], row["risk"]) == (
+        "renamed",
+        "team-b/gamma/model.yaml",
+        "models/gamma/model.yaml",
+        "low",
+    )
+    assert plan["deleted"] == []
+
+
+def test_a_changed_manifest_missing_what_plan_reads_is_a_problem_with_its_line(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _git(repo, "rev-parse", "HEAD")
+    manifest = repo / "models/alpha/model.yaml"
+    manifest.write_text(manifest.read_text().replace("  risk: high\n", ""))
+    _commit(repo, "drop the risk")
+    code, plan = _plan(repo, base, capsys)
+    assert code == 1
+    assert [(p["path"], p["line"], p["message"]) for p in plan["problems"]] == [
+        ("models/alpha/model.yaml", 3, "metadata: missing required field 'risk'")
+    ]

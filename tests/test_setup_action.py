@@ -58,7 +58,28 @@ def test_preflight_reports_the_source_version_and_the_python_version(
     other_version_source: Path,
 ) -> None:
     found = _check("--source", str(other_version_source), "--extras", "all", "--preflight")
-    assert found == (0, f"99.0.0 {platform.python_version()}")
+    machine = f"{platform.system()}-{platform.machine()}".lower()
+    key = f"mlops-ci-venv-{machine}-py{platform.python_version()}-99.0.0-all"
+    assert found == (0, f"99.0.0 {platform.python_version()} {key}")
+
+
+def test_the_cache_key_names_version_extras_and_python_and_ignores_extras_order(
+    other_version_source: Path,
+) -> None:
+    def key(extras: str) -> str:
+        return _check("--source", str(PROJECT), "--extras", extras, "--preflight")[1].split()[2]
+
+    assert key("torch, sklearn") == key("sklearn,torch")
+    assert key("sklearn") != key("sklearn,torch")
+    assert key("").endswith(f"-py{platform.python_version()}-{_version()}-core")
+    other = _check("--source", str(other_version_source), "--preflight")[1].split()[2]
+    assert other != key("") and "-99.0.0-" in other
+
+
+def _version() -> str:
+    import mlops_ci
+
+    return mlops_ci.__version__
 
 
 def test_other_python_version_than_requested_is_not_reused() -> None:

@@ -7,7 +7,7 @@ otherwise exit 1 and print what is missing.
 
 `--preflight`, run by the Python that would create the virtualenv, before anything is installed:
 exit 1 with a message when that Python is older than 3.11 or an extra is unknown to the source
-checkout's pyproject.toml; otherwise print "<mlops-ci version> <Python version>".
+checkout's pyproject.toml; otherwise print "<mlops-ci version> <Python version> <cache key>".
 
 Version equality is the contract: a runner whose mlops-ci reports the same `__version__` as the
 action's checkout is trusted to run the same code. Requirements of extras are checked for presence,
@@ -105,15 +105,30 @@ def check(source: Path, extras: set[str], python_version: str) -> str:
     return f"mlops-ci {have}, extras: {','.join(sorted(extras)) or 'none'}"
 
 
+def cache_key(version: str, extras: set[str]) -> str:
+    """The Actions cache key of an installed environment: what makes two installs the same.
+
+    The mlops-ci version (the contract, as for reuse), the extras, the exact Python version,
+    and the machine, since a virtualenv holds compiled wheels and absolute paths.
+    """
+    machine = f"{platform.system()}-{platform.machine()}".lower()
+    return (
+        f"mlops-ci-venv-{machine}-py{platform.python_version()}-{version}-"
+        f"{'+'.join(sorted(extras)) or 'core'}"
+    )
+
+
 def preflight(source: Path, extras: set[str]) -> str:
-    """'<mlops-ci version> <Python version>'; raises LookupError when installing cannot work."""
+    """'<mlops-ci version> <Python version> <cache key>'; raises LookupError when installing
+    cannot work."""
     # This script runs under whatever python3 the runner has, which may predate our minimum.
     if sys.version_info < (3, 11):  # noqa: UP036
         raise LookupError(f"mlops-ci needs Python 3.11 or newer, found {platform.python_version()}")
     unknown = unknown_extras(source, extras)
     if unknown:
         raise LookupError(f"mlops-ci has no extra {', '.join(sorted(unknown))}")
-    return f"{source_version(source)} {platform.python_version()}"
+    version = source_version(source)
+    return f"{version} {platform.python_version()} {cache_key(version, extras)}"
 
 
 def main(argv: list[str] | None = None) -> int:

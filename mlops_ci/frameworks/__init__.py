@@ -91,6 +91,11 @@ class Framework(Protocol):
         """Native predictions keyed by signature output name (outputs it can compute)."""
         ...
 
+    def feature_names(self, model: Any) -> tuple[str, ...] | None:
+        """The columns the model was trained on, in order, when it recorded them (a model
+        fitted on a DataFrame); None when it did not."""
+        ...
+
 
 def get(framework: str) -> Framework:
     """The module for `spec.framework`, imported now."""

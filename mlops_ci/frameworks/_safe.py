@@ -122,29 +122,54 @@ def check_pickle(stream: bytes, allowed: Allowed, *, where: str, path: Path) -> 
         raise CheckFailed(f"refusing to load: {where} is a {problem}", path=path)
 
 
-def _members(archive: zipfile.ZipFile) -> Iterator[tuple[str, bytes]]:
+# --- torch archives ------------------------------------------------------------------------------
+#
+# torch reads its zip archives through miniz, which finds a record by name without regard to
+# case, in every path segment, and relative to the archive's top folder. The scan therefore
+# indexes members the same way (folded, top folder dropped), refuses an archive where two
+# members fold to one name (torch and the scanner could pick different ones), and classifies
+# every member by what torch does with it. A member it cannot classify as data is treated as
+# something torch may unpickle: it must be a torch.save archive whose pickle passes the scan.
+
+#: Members torch reads as plain text or numbers, never as a pickle (folded, top folder dropped).
+_TORCH_METADATA = frozenset(
+    {
+        "archive_format",
+        "archive_version",
+        "version",
+        ".data/version",
+        "byteorder",
+        ".data/serialization_id",
+        ".format_version",
+        ".storage_alignment",
+    }
+)
+_ZIP_MAGIC = b"PK\x03\x04"
+#: torch.export loads constants of these kinds with torch._C._pickle_load_obj / pickle.loads.
+_OBJECT_PREFIXES = ("custom_obj", "opaque_obj")
+
+
+def fold(name: str) -> str:
+    """A member name as torch's zip reader matches it: case folded, every path segment."""
+    return name.casefold()
+
+
+def _index(archive: zipfile.ZipFile, where: str, path: Path) -> dict[str, zipfile.ZipInfo]:
+    """Members by the name torch looks them up with; names that collide once folded refused."""
+    index: dict[str, zipfile.ZipInfo] = {}
     for info in archive.infolist():
-        if not info.is_dir():
-            yield info.filename, archive.read(info)
-
-
-def _nested(name: str, data: bytes, depth: int = 0) -> Iterator[tuple[str, bytes]]:
-    """A member, and the members of a zip stored inside it (torch.save output inside a .pt2)."""
-    yield name, data
-    if data[:4] != b"PK\x03\x04":
-        return
-    if depth >= 3:  # torch nests one level; deeper nesting is an attack on the scanner
-        raise CheckFailed(f"refusing to load: {name} nests zip archives more than 3 deep")
-    with zipfile.ZipFile(io.BytesIO(data)) as inner:
-        if sum(i.file_size for i in inner.infolist()) > MAX_UNPACKED_BYTES:
-            raise CheckFailed(f"refusing to load: {name} unpacks to too many bytes (zip bomb?)")
-        for inner_name, inner_data in _members(inner):
-            yield from _nested(f"{name}!{inner_name}", inner_data, depth + 1)
-
-
-def _is_pickle_member(name: str) -> bool:
-    # By name only: raw tensor bytes can start with any byte, 0x80 included.
-    return name.endswith((".pkl", ".debug_pkl"))
+        if info.is_dir():
+            continue
+        key = fold(info.filename.split("/", 1)[1] if "/" in info.filename else info.filename)
+        if key in index:
+            raise CheckFailed(
+                f"refusing to load: {where} holds members {index[key].filename!r} and "
+                f"{info.filename!r}, one name once case is ignored; torch matches names without "
+                "case, so what it loads need not be what was scanned",
+                path=path,
+            )
+        index[key] = info
+    return index
 
 
 def torch_allowed() -> Allowed:
@@ -174,51 +199,114 @@ def torch_allowed() -> Allowed:
     return allowed
 
 
-def _pickled_members(archive: zipfile.ZipFile) -> set[str]:
-    """Members that torch.export.load hands to an unpickler, per the archive's payload configs."""
-    names = set()
-    for name in archive.namelist():
-        if name.endswith(("_weights_config.json", "_constants_config.json")):
-            folder = name.rsplit("/", 1)[0]
-            try:
-                config = json.loads(archive.read(name)).get("config", {})
-            except (ValueError, AttributeError):
-                continue
-            for entry in config.values() if isinstance(config, dict) else ():
-                if isinstance(entry, dict) and entry.get("use_pickle"):
-                    names.add(f"{folder}/{entry.get('path_name')}")
-        elif name.rsplit("/", 2)[-2:-1] in (["weights"], ["constants"]) and name.endswith(".pt"):
-            names.add(name)  # the legacy layout: one torch.save file of all weights
-    return names
+def _check_torch_save(
+    data: bytes, allowed: Allowed, *, where: str, path: Path, depth: int = 0
+) -> None:
+    """A blob torch.load may read: a torch.save zip whose data.pkl imports allowed names only.
+
+    torch.load also reads the legacy format (several pickles in a row, the first of which runs
+    before anything checks the rest), so a bare pickle is refused whatever it imports.
+    """
+    if data[:4] != _ZIP_MAGIC:
+        check_pickle(data, allowed, where=where, path=path)
+        raise CheckFailed(
+            f"refusing to load: {where} is a bare pickle (or not a torch.save archive) where "
+            "torch would unpickle it; re-save the model with torch.export.save from a current "
+            "torch",
+            path=path,
+        )
+    if depth >= 3:  # torch nests one level; deeper nesting is an attack on the scanner
+        raise CheckFailed(
+            f"refusing to load: {where} nests zip archives more than 3 deep", path=path
+        )
+    with zipfile.ZipFile(io.BytesIO(data)) as inner:
+        if sum(i.file_size for i in inner.infolist()) > MAX_UNPACKED_BYTES:
+            raise CheckFailed(f"refusing to load: {where} unpacks to too many bytes", path=path)
+        index = _index(inner, where, path)
+        if "data.pkl" not in index:
+            raise CheckFailed(f"refusing to load: {where} is a zip without data.pkl", path=path)
+        for key, info in index.items():
+            blob_where = f"{where}!{info.filename}"
+            if key.endswith(".pkl"):
+                check_pickle(inner.read(info), allowed, where=blob_where, path=path)
+            elif key.startswith("data/") or key in _TORCH_METADATA:
+                continue  # storages, read as raw bytes through data.pkl's persistent ids
+            else:
+                head = inner.read(info)[:4]
+                if head[:1] == b"\x80" or head == _ZIP_MAGIC:
+                    _check_torch_save(
+                        inner.read(info), allowed, where=blob_where, path=path, depth=depth + 1
+                    )
+
+
+def _payload_configs(
+    archive: zipfile.ZipFile, index: dict[str, zipfile.ZipInfo], path: Path
+) -> tuple[set[str], set[str]]:
+    """(members torch.export.load unpickles, members it reads as raw tensor bytes), per the
+    archive's weights and constants configs; constants that are not plain tensors refused."""
+    pickled: set[str] = set()
+    raw: set[str] = set()
+    for key, info in index.items():
+        kind = "constants" if key.endswith("_constants_config.json") else "weights"
+        if not key.endswith(("_weights_config.json", "_constants_config.json")):
+            continue
+        try:
+            config = json.loads(archive.read(info)).get("config", {})
+        except (ValueError, AttributeError):
+            raise CheckFailed(
+                f"refusing to load: {info.filename} is not a payload config", path=path
+            ) from None
+        folder = key.rsplit("/", 1)[0] if "/" in key else ""
+        for fqn, entry in config.items() if isinstance(config, dict) else ():
+            name = entry.get("path_name") if isinstance(entry, dict) else None
+            if not isinstance(name, str):
+                raise CheckFailed(
+                    f"refusing to load: {info.filename} entry {fqn!r} has no path_name", path=path
+                )
+            # torch.export picks the loader by this prefix, case-sensitively; anything but a
+            # plain tensor is a custom or opaque object, which it unpickles with no allow-list
+            if kind == "constants" and not name.startswith("tensor_"):
+                raise CheckFailed(
+                    f"refusing to load: constant {fqn!r} ({name}) is not a plain tensor; torch "
+                    "loads custom and opaque objects with a bare pickle.loads. Export the model "
+                    "without script or opaque objects",
+                    path=path,
+                )
+            member = fold(f"{folder}/{name}" if folder else name)
+            (pickled if entry.get("use_pickle") else raw).add(member)
+    return pickled, raw - pickled
 
 
 def check_torch_export(path: Path) -> None:
     """Refuse a torch.export archive with pickled code, custom objects or file operators."""
     allowed = torch_allowed()
     with open_zip(path, "torch.export archive (.pt2)") as archive:
-        pickled = _pickled_members(archive)
-        for name, data in _members(archive):
-            base = name.rsplit("/", 1)[-1]
-            if "/data/constants/" in name and base.startswith(("custom_obj", "opaque_obj")):
+        index = _index(archive, "the archive", path)
+        pickled, raw = _payload_configs(archive, index, path)
+        for key, info in index.items():
+            where = f"member {info.filename}"
+            base = key.rsplit("/", 1)[-1]
+            if key.startswith("data/constants/") and base.startswith(_OBJECT_PREFIXES):
                 raise CheckFailed(
-                    f"refusing to load: the archive holds a pickled custom object ({name}); "
-                    "mlops-ci loads tensors only. Export the model without script objects.",
+                    f"refusing to load: the archive holds a pickled custom object "
+                    f"({info.filename}); mlops-ci loads tensors only. Export the model without "
+                    "script or opaque objects.",
                     path=path,
                 )
-            if (name in pickled or name.endswith(".pt")) and data[:4] != b"PK\x03\x04":
-                # torch.load would unpickle it in the legacy format: say what it imports, and
-                # refuse it even if that looks harmless (the legacy format chains pickles)
-                check_pickle(data, allowed, where=f"member {name}", path=path)
+            if key.startswith(("data/aotinductor/", "data/executorch/", "data/mtia/")):
                 raise CheckFailed(
-                    f"refusing to load: member {name} is a bare pickle, not a torch.save archive; "
-                    "re-save the model with torch.export.save from a current torch",
+                    f"refusing to load: {where} is compiled code (AOTInductor or another "
+                    "backend), which torch.export.load would run; save the exported program only",
                     path=path,
                 )
-            for inner, blob in _nested(name, data):
-                if _is_pickle_member(inner):
-                    check_pickle(blob, allowed, where=f"member {inner}", path=path)
-            if "/models/" in name and name.endswith(".json"):
-                _check_export_graph(data, name, path)
+            if key in raw or key in _TORCH_METADATA or key.startswith("extra/"):
+                continue  # read as raw tensor bytes or text, never unpickled
+            if key not in pickled and key.endswith(".json"):
+                if key.startswith("models/"):
+                    _check_export_graph(archive.read(info), info.filename, path)
+                continue
+            # pickled per a config, or a member mlops-ci cannot place: torch may load it
+            _check_torch_save(archive.read(info), allowed, where=where, path=path)
 
 
 def _check_export_graph(data: bytes, member: str, path: Path) -> None:
@@ -256,22 +344,38 @@ def _targets(node: object) -> Iterator[str]:
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _check_torchscript_code(data: bytes, member: str, path: Path) -> None:
+    # TorchScript code is compiled at load time and `__setstate__` runs during loading; code
+    # that reads or writes files is refused before either happens.
+    words = set(_IDENT.findall(data.decode("utf-8", "replace")))
+    bad = sorted(words & (_FILE_OPERATORS | {"__setstate__"}))
+    if bad:
+        raise CheckFailed(
+            f"refusing to load: TorchScript code in {member} uses {', '.join(bad)} (file access "
+            "or code run during loading); export the model with torch.export instead",
+            path=path,
+        )
+
+
 def check_torchscript(path: Path) -> None:
     """Refuse a TorchScript archive with foreign pickle globals, file operators or __setstate__."""
     allowed = torch_allowed()
     with open_zip(path, "TorchScript archive") as archive:
-        for name, data in _members(archive):
-            if _is_pickle_member(name):
-                check_pickle(data, allowed, where=f"member {name}", path=path)
-            elif name.endswith(".py"):
-                # TorchScript code is compiled at load time and `__setstate__` runs during
-                # loading; code that reads or writes files is refused before either happens.
-                words = set(_IDENT.findall(data.decode("utf-8", "replace")))
-                bad = sorted(words & (_FILE_OPERATORS | {"__setstate__"}))
-                if bad:
-                    raise CheckFailed(
-                        f"refusing to load: TorchScript code in {name} uses {', '.join(bad)} "
-                        "(file access or code run during loading); export the model with "
-                        "torch.export instead",
-                        path=path,
-                    )
+        index = _index(archive, "the archive", path)
+        # storages live in a folder named after the pickle that references them (data.pkl ->
+        # data/0, constants.pkl -> constants/0) and are read as raw bytes
+        storage_folders = {k[: -len(".pkl")] + "/" for k in index if k.endswith(".pkl")}
+        for key, info in index.items():
+            where = f"member {info.filename}"
+            if key.endswith(".py"):
+                _check_torchscript_code(archive.read(info), info.filename, path)
+            elif key.endswith((".pkl", ".debug_pkl")):
+                check_pickle(archive.read(info), allowed, where=where, path=path)
+            elif key.startswith(tuple(storage_folders)) or key in _TORCH_METADATA:
+                continue
+            elif key.startswith("extra/") or key.endswith(".json"):
+                continue  # handed to the caller as bytes, or read as JSON
+            else:
+                head = archive.read(info)[:4]
+                if head[:1] == b"\x80" or head == _ZIP_MAGIC:
+                    _check_torch_save(archive.read(info), allowed, where=where, path=path)

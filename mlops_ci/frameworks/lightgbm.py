@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_ci.data import verify_digest
+from mlops_ci.digest import verify_digest
 from mlops_ci.errors import CheckFailed
 from mlops_ci.frameworks import Artifact, Batch, Exported, _trees, outputs_by_role
 
@@ -44,6 +44,13 @@ def _is_classifier(booster: Any) -> bool:
         objective = str(booster.dump_model(num_iteration=0)["objective"])
         _CLASSIFIER[booster] = objective.split()[0] in ("binary", "multiclass", "multiclassova")
     return _CLASSIFIER[booster]
+
+
+def feature_names(model: Any) -> tuple[str, ...] | None:
+    """The booster's feature names, unless LightGBM made them up (Column_0, Column_1, …)."""
+    names = tuple(model.feature_name())
+    generated = tuple(f"Column_{i}" for i in range(len(names)))
+    return None if not names or names == generated else names
 
 
 def to_onnx(

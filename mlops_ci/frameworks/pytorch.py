@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_ci.data import NUMPY_DTYPES, verify_digest
+from mlops_ci.digest import verify_digest
+from mlops_ci.dtypes import NUMPY_DTYPES
 from mlops_ci.errors import CheckFailed
 from mlops_ci.frameworks import Artifact, Batch, Exported, _safe
 
@@ -187,6 +188,11 @@ def _static_batch(model: Any) -> tuple[str, ...]:
             "torch.export.export(..., dynamic_shapes=({0: torch.export.Dim('batch')},))",
         )
     return ()
+
+
+def feature_names(model: Any) -> None:
+    """A PyTorch module takes tensors: it records no column names."""
+    return None
 
 
 def predict(model: Any, batch: Batch, signature: Signature) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_ci.data import verify_digest
+from mlops_ci.digest import verify_digest
 from mlops_ci.errors import CheckFailed
 from mlops_ci.frameworks import Artifact, Batch, Exported, _safe, outputs_by_role
 
@@ -77,8 +77,9 @@ def load(artifact: Artifact) -> Any:
         raise CheckFailed(
             f"refusing to load: the file uses type(s) that are not trusted: {', '.join(refused)}. "
             "A type that is not trusted can run code while loading. If a reviewer has checked "
-            "them, list them under spec.artifact.trusted_types in the manifest; otherwise "
-            "re-save the model with types skops trusts",
+            "a class, list it under trusted_types in .mlops/policy.yaml, in a pull request of "
+            "its own (the policy is read at the base commit and its changes need the highest "
+            "tier); otherwise re-save the model with types skops trusts",
             path=artifact.path,
         )
     try:
@@ -143,6 +144,12 @@ def to_onnx(
         ) from exc
     roles = ("label", "probabilities") if classifier else ("prediction",)
     return Exported(onx, f"skl2onnx {skl2onnx.__version__}", roles)
+
+
+def feature_names(model: Any) -> tuple[str, ...] | None:
+    """`feature_names_in_` of a model fitted on a DataFrame (a Pipeline has its first step's)."""
+    names = getattr(model, "feature_names_in_", None)
+    return None if names is None else tuple(str(n) for n in names)
 
 
 def _native_input(model: Any, batch: Batch) -> Any:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_ci.data import verify_digest
+from mlops_ci.digest import verify_digest
 from mlops_ci.errors import CheckFailed
 from mlops_ci.frameworks import Artifact, Batch, Exported, _trees, outputs_by_role
 
@@ -48,14 +48,27 @@ def objective(booster: Any) -> str:
     return _OBJECTIVES[booster]
 
 
+def feature_names(model: Any) -> tuple[str, ...] | None:
+    """The booster's feature names (set when it was trained on a DataFrame)."""
+    names = model.feature_names
+    return tuple(names) if names else None
+
+
 def to_onnx(
     model: Any, signature: Signature, *, opset: int, options: Mapping[str, Any]
 ) -> Exported:
     import onnxmltools
 
+    # onnxmltools reads features by position and accepts only XGBoost's own names (f0, f1, …);
+    # a booster trained on a DataFrame carries its column names, which the stages map to the
+    # input by name (data.input_columns), so the converter gets a copy without them.
+    positional = model
+    if model.feature_names:
+        positional = model.copy()
+        positional.feature_names = None
     onx = _trees.convert(
         onnxmltools.convert_xgboost,
-        model,
+        positional,
         signature,
         framework="XGBoost",
         opset=opset,
@@ -71,7 +84,15 @@ def predict(model: Any, batch: Batch, signature: Signature) -> dict[str, np.ndar
     import xgboost
 
     x = _trees.only_rows(batch.feeds)
-    scores = model.predict(xgboost.DMatrix(x, feature_names=model.feature_names))
+    # the data's own column names, so XGBoost itself refuses columns in another order than the
+    # booster was trained on, instead of the native model and ONNX agreeing on the wrong order
+    (columns,) = batch.columns.values() if len(batch.columns) == 1 else (None,)
+    names = list(columns) if model.feature_names and columns else model.feature_names
+    try:
+        matrix = xgboost.DMatrix(x, feature_names=names)
+        scores = model.predict(matrix)
+    except (ValueError, xgboost.core.XGBoostError) as exc:
+        raise CheckFailed(f"XGBoost cannot predict on these columns: {exc}") from exc
     if objective(model).startswith(("binary:", "multi:")):
         return outputs_by_role(signature, _trees.class_values(scores))
     return outputs_by_role(signature, {"prediction": np.asarray(scores).reshape(len(x), -1)})

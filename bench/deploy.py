@@ -1,0 +1,235 @@
+"""Deploy costs, measured side by side in one run, printed as ratios:
+
+1. a publish (conversion excluded) against copying the same ONNX bytes into the registry with a
+   plain file copy (folder) or one boto3 `put_object` (SeaweedFS `weed mini` on 127.0.0.1);
+2. deploy and rollback time in a registry of 1 model × 5 versions against 1,000 models × 5
+   versions (target: within 1.5×);
+3. `audit verify` throughput on 100,000 records (target: ≥ 100,000 records/s).
+
+Run: .venv/bin/python bench/deploy.py [--models 1000] [--records 100000] [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from deploy_models import candidate
+
+from mlops_ci import audit, deploy, triton
+from mlops_ci.deploy import Candidate, Provenance
+from mlops_ci.registry import Registry, open_registry
+
+PROV = Provenance(source="local", actor="bench")
+
+
+def median_s(fn: Callable[[int], object], repeat: int) -> float:
+    times = []
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def big_candidate(name: str, version: str, mb: int) -> Candidate:
+    """The iris candidate padded to `mb` MB, as a model with large weights would be."""
+    import dataclasses
+
+    import onnx
+
+    small = candidate(name, version, salt=version)
+    model = onnx.load_from_string(small.onnx)
+    model.metadata_props.add(key="padding", value="x" * (mb << 20))
+    data = model.SerializeToString()
+    info = small.onnx_info | {"sha256": hashlib.sha256(data).hexdigest()}
+    return dataclasses.replace(small, onnx=data, onnx_info=info)
+
+
+def publish_vs_copy(tmp: Path, mb: int, repeat: int, s3_uri: str | None, put: object) -> None:
+    cands = [big_candidate("m", f"1.0.{i}", mb) for i in range(repeat)]
+    reg = open_registry(tmp / f"fs-{mb}")
+    publish = median_s(lambda i: deploy.publish(reg, cands[i], PROV), repeat)
+    src = tmp / f"src-{mb}.onnx"
+    src.write_bytes(cands[0].onnx)
+    (tmp / "copies").mkdir(exist_ok=True)
+    copy = median_s(lambda i: shutil.copyfile(src, tmp / "copies" / f"{mb}-{i}.onnx"), repeat)
+    print(
+        f"  folder, {mb:>3} MB model: publish {publish * 1e3:8.1f} ms   plain copy "
+        f"{copy * 1e3:8.1f} ms   ratio {publish / copy:5.2f}×  (target ≤ 3×)"
+    )
+    if s3_uri is None:
+        return
+    s3 = open_registry(f"{s3_uri}-{mb}")
+    s3_publish = median_s(lambda i: deploy.publish(s3, cands[i], PROV), repeat)
+    s3_put = median_s(lambda i: put(f"plain/{mb}-{i}.onnx", cands[0].onnx), repeat)  # type: ignore[operator]
+    print(
+        f"  S3,     {mb:>3} MB model: publish {s3_publish * 1e3:8.1f} ms   put_object "
+        f"{s3_put * 1e3:8.1f} ms   ratio {s3_publish / s3_put:5.2f}×  (target ≤ 3×)"
+    )
+
+
+def populate(root: Path, models: int, versions: int = 5) -> Registry:
+    """A registry of `models` × `versions`, written directly (same layout, no per-file fsync)."""
+    reg = open_registry(root)
+    base = candidate("m0", "1.0.0")
+    onnx_sha = base.onnx_sha256
+    lines: list[bytes] = []
+    prev = audit.GENESIS
+    for m in range(models):
+        name = f"m{m}"
+        for n in range(1, versions + 1):
+            record = {
+                "action": "deploy",
+                "model": name,
+                "version": f"1.{n}.0",
+                "registry_version": n,
+                "prev": prev,
+                "seq": len(lines) + 1,
+                "time": audit.now(),
+                "source": "local",
+                "actor": "bench",
+                "digests": {"onnx": onnx_sha},
+            }
+            line = audit.encode(record)
+            lines.append(line)
+            prev = audit.digest(line)
+            folder = root / name / str(n)
+            folder.mkdir(parents=True)
+            (folder / "model.onnx").write_bytes(base.onnx)
+            (folder / "model.yaml").write_bytes(base.manifest_text)
+            release = {
+                "model": name,
+                "version": f"1.{n}.0",
+                "registry_version": n,
+                "artifact": {"path": "x", "sha256": f"{m:064x}"},
+                "onnx": {"sha256": onnx_sha},
+                "audit": {"sha256": prev},
+            }
+            (folder / "release.json").write_text(json.dumps(release))
+        files = deploy.serving_files(reg, name, versions, base.manifest_data)
+        for fname, data in files.items():
+            (root / name / fname).write_bytes(data)
+    (root / ".mlops").mkdir(exist_ok=True)
+    (root / ".mlops" / "audit.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (root / ".mlops" / "audit.head").write_text(f"{len(lines)} {prev}\n")
+    return reg
+
+
+def flatness(tmp: Path, models: int, repeat: int) -> None:
+    results = {}
+    for count in (1, models):
+        reg = populate(tmp / f"flat-{count}", count)
+        os.sync()  # the populated files' write-back must not land inside the measurement
+        cands = [candidate("m0", f"2.0.{i}", salt=f"f{i}") for i in range(repeat)]
+        dep = median_s(lambda i, reg=reg, cands=cands: deploy.publish(reg, cands[i], PROV), repeat)
+        back = median_s(
+            lambda i, reg=reg: deploy.rollback(reg, "m0", 1 + i % 5, "bench", PROV), repeat
+        )
+        results[count] = (dep, back)
+        assert audit.verify(reg).ok
+    (d1, r1), (dn, rn) = results[1], results[models]
+    print(
+        f"  deploy:   {d1 * 1e3:6.1f} ms with 1 model, {dn * 1e3:6.1f} ms with {models:,} "
+        f"models × 5 versions   ratio {dn / d1:4.2f}×  (target ≤ 1.5×)"
+    )
+    print(
+        f"  rollback: {r1 * 1e3:6.1f} ms with 1 model, {rn * 1e3:6.1f} ms with {models:,} "
+        f"models × 5 versions   ratio {rn / r1:4.2f}×  (target ≤ 1.5×)"
+    )
+
+
+def verify_rate(records: int) -> None:
+    prev, lines = audit.GENESIS, []
+    for i in range(records):
+        record = {
+            "action": "deploy",
+            "actor": "alice",
+            "approvers": [
+                {
+                    "login": "bob",
+                    "review_id": 100 + i,
+                    "commit": "a" * 40,
+                    "time": "2026-11-30T15:00:00Z",
+                }
+            ],
+            "commit": "b" * 40,
+            "digests": {"artifact": "c" * 64, "onnx": "d" * 64},
+            "model": f"model-{i % 1000}",
+            "prev": prev,
+            "pull_request": {
+                "number": i,
+                "url": "https://github.com/acme/models/pull/1",
+                "head_sha": "e" * 40,
+            },
+            "reason": None,
+            "registry_version": i // 1000 + 1,
+            "seq": i + 1,
+            "source": "github",
+            "time": audit.now(),
+            "version": "1.0.0",
+        }
+        line = audit.encode(record)
+        lines.append(line)
+        prev = audit.digest(line)
+    data = b"\n".join(lines) + b"\n"
+    head = f"{records} {prev}\n".encode()
+    seconds = median_s(lambda _: audit.verify_log(data, head), 3)
+    assert audit.verify_log(data, head).ok
+    print(
+        f"  audit verify: {records:,} records ({len(data) / 1e6:.0f} MB) in {seconds:.2f} s = "
+        f"{records / seconds:,.0f} records/s  (target ≥ 100,000/s; "
+        f"{records / seconds / 1e5:.1f}× the target)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--no-s3", action="store_true", help="skip SeaweedFS")
+    args = parser.parse_args()
+    triton.model_config_pb2()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        weed, uri, put = None, None, None
+        if not args.no_s3:
+            from s3servers import SeaweedFS
+
+            weed = SeaweedFS(tmp / "weed")
+            server = weed.start()
+            os.environ.update(server.env())
+            bucket = server.new_bucket()
+            uri = f"s3://{bucket}/registry"
+            client = server.client()
+
+            def put(key: str, data: bytes) -> None:
+                client.put_object(Bucket=bucket, Key=key, Body=data)
+
+        try:
+            print("1. a deploy against copying the same bytes (median of", args.repeat, "runs)")
+            for mb in (1, 50):
+                publish_vs_copy(tmp, mb, args.repeat, uri, put)
+            print("2. deploy and rollback time against registry size")
+            flatness(tmp, args.models, args.repeat)
+            print("3. audit verify")
+            verify_rate(args.records)
+        finally:
+            if weed is not None:
+                weed.stop()
+
+
+if __name__ == "__main__":
+    main()

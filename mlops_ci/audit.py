@@ -1,0 +1,396 @@
+"""The registry's audit trail: `.mlops/audit.jsonl`, append-only and hash-chained.
+
+Each record is one line of canonical JSON (keys sorted, no spaces) whose `prev` is the sha256 of
+the line before it (64 zeros for the first) and whose `seq` counts from 1. The head is kept where
+rewriting the log does not reach it: every `release.json` holds the sha256 of its own record, and
+`.mlops/audit.head` names the last record, so a changed byte, a deleted, swapped or cut-off record
+is found and named. Callers that append hold the registry lock (`deploy.py` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops_ci.errors import UsageError
+from mlops_ci.registry import META, Registry
+
+LOG_KEY = f"{META}/audit.jsonl"
+HEAD_KEY = f"{META}/audit.head"
+GENESIS = "0" * 64
+#: The actions a record can have (DESIGN.md "Audit record").
+ACTIONS = ("deploy", "rollback", "refused", "smoke-failed")
+#: The actions that set the serving version (a failed smoke test rolls back to the one before).
+SETS_SERVING = ("deploy", "rollback", "smoke-failed")
+
+
+def now() -> str:
+    """ISO 8601 UTC with microseconds, the format of every `time` field."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time as `--at` takes it (a date alone means its midnight, UTC)."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00:00Z)"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """The canonical bytes of a record: what is hashed and what is written (plus a newline)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A record ready to append: its line and hash are known before it is written, so the
+    release it describes can name it first (the version folder is written before the record)."""
+
+    record: dict[str, Any]
+    line: bytes
+    sha256: str
+
+
+def _lines(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+#: Enough of the log's end to hold its last record; a longer record reads the whole log.
+_TAIL_BYTES = 1 << 16
+
+
+def _last_lines(reg: Registry) -> list[bytes]:
+    """The log's last two records (fewer when it is shorter), read from its end, so appending
+    costs the same at any length of the log."""
+    tail = reg.store.tail(LOG_KEY, _TAIL_BYTES)
+    if not tail:
+        return []
+    lines = _lines(tail)
+    if len(tail) >= _TAIL_BYTES and len(lines) < 3:  # records longer than the tail read
+        lines = _lines(reg.read_bytes(LOG_KEY) or b"")
+    elif len(tail) >= _TAIL_BYTES:
+        lines = lines[1:]  # the first may be cut
+    return lines[-2:]
+
+
+def _settle_head(reg: Registry, lines: list[bytes]) -> None:
+    """Move a head left one record behind by a killed writer; refuse to write after a head
+    that disagrees with the log any other way (that is for `audit verify` to name)."""
+    if not lines:
+        return
+    last = lines[-1]
+    seq = _field(last, b"seq") or b"?"
+    wanted = f"{seq.decode()} {digest(last)}\n".encode()
+    head = reg.read_bytes(HEAD_KEY)
+    if head == wanted:
+        return
+    behind = (
+        f"{int(seq) - 1} {digest(lines[0])}\n".encode()
+        if len(lines) == 2 and seq.isdigit()
+        else None
+    )
+    if head is None or head == behind:
+        reg.write_bytes(HEAD_KEY, wanted)
+        return
+    raise UsageError(
+        f"{reg.uri_of(HEAD_KEY)} disagrees with the log's last record; nothing is written until "
+        "`mlops-ci audit verify` passes"
+    )
+
+
+def prepare(reg: Registry, fields: dict[str, Any]) -> Pending:
+    """The next record after the log's current tail (the caller holds the registry lock)."""
+    lines = _last_lines(reg)
+    _settle_head(reg, lines)
+    last = lines[-1] if lines else None
+    prev = digest(last) if last else GENESIS
+    seq_field = _field(last, b"seq") if last else b"0"
+    if seq_field is None or not seq_field.isdigit():
+        raise UsageError(f"{reg.uri_of(LOG_KEY)}: the last record has no seq; run `audit verify`")
+    record = {"time": now(), **fields, "prev": prev, "seq": int(seq_field) + 1}
+    if record.get("action") not in ACTIONS:
+        raise ValueError(f"unknown audit action {record.get('action')!r}")
+    line = encode(record)
+    return Pending(record, line, digest(line))
+
+
+def commit(reg: Registry, pending: Pending) -> None:
+    """Append the record, then move the head to it. A kill between the two leaves the head one
+    record behind, which `verify` accepts; a head that runs ahead of the log is a cut tail."""
+    reg.store.append(LOG_KEY, pending.line + b"\n")
+    reg.write_bytes(HEAD_KEY, f"{pending.record['seq']} {pending.sha256}\n".encode())
+
+
+def append(reg: Registry, fields: dict[str, Any]) -> Pending:
+    pending = prepare(reg, fields)
+    commit(reg, pending)
+    return pending
+
+
+def records(reg: Registry) -> list[dict[str, Any]]:
+    """Every record, oldest first."""
+    return [json.loads(line) for line in _lines(reg.read_bytes(LOG_KEY) or b"")]
+
+
+def model_records(reg: Registry, model: str) -> list[dict[str, Any]]:
+    """One model's records, oldest first; only lines that name the model are parsed."""
+    needle = b'"model":' + json.dumps(model).encode()
+    lines = _lines(reg.read_bytes(LOG_KEY) or b"")
+    return [r for r in (json.loads(x) for x in lines if needle in x) if r.get("model") == model]
+
+
+def is_recorded(reg: Registry, sha256: str) -> bool:
+    """Whether the record with this hash is in the log: the record after it names it as `prev`,
+    or it is the last line. A byte search, not a parse."""
+    data = reg.read_bytes(LOG_KEY) or b""
+    if b'"prev":"' + sha256.encode() + b'"' in data:
+        return True
+    lines = _lines(data)
+    return bool(lines) and digest(lines[-1]) == sha256
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of `verify`: `first_bad` is the 1-based line of the first bad record."""
+
+    records: int
+    head: str
+    first_bad: int | None = None
+    problem: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+_FIELDS: dict[bytes, re.Pattern[bytes]] = {}
+
+
+def _field(line: bytes, name: bytes) -> bytes | None:
+    """A top-level scalar's raw bytes (a string keeps its quotes). Keys are top-level and quotes
+    inside strings are escaped, so `"name":` is the key itself; a regex in C is ten times
+    cheaper than parsing every line as JSON."""
+    pattern = _FIELDS.get(name)
+    if pattern is None:
+        pattern = _FIELDS[name] = re.compile(b'"' + re.escape(name) + rb'":("[^"]*"|[^,}]*)')
+    found = pattern.search(line)
+    return found.group(1) if found else None
+
+
+def verify_log(data: bytes, head: bytes | None) -> Verification:
+    """Check the chain of the log's bytes against its head file; name the first bad record."""
+    lines = _lines(data)
+    n = len(lines)
+    if data and not data.endswith(b"\n"):
+        return Verification(n, "", n, f"line {n} is incomplete (no newline): it was cut or edited")
+    sha256 = hashlib.sha256
+    hashes = [sha256(line).hexdigest() for line in lines]
+
+    def bad(line_no: int, message: str) -> Verification:
+        return Verification(n, hashes[-1] if hashes else GENESIS, line_no, message)
+
+    # The fast pass: two substring searches per line. The careful pass below starts at the
+    # first line that fails them and says what is wrong.
+    first = n + 1
+    prev = GENESIS.encode()
+    for i, line in enumerate(lines, start=1):
+        if b'"prev":"' + prev + b'"' not in line or (
+            b'"seq":%d,' % i not in line and not line.endswith(b'"seq":%d}' % i)
+        ):
+            first = i
+            break
+        prev = hashes[i - 1].encode()
+    for i, line in enumerate(lines[first - 1 :], start=first):
+        seq = _field(line, b"seq")
+        if seq != str(i).encode():
+            following = _field(lines[i], b"seq") if i < n else None
+            if seq == str(i + 1).encode() and following == str(i).encode():
+                return bad(i, f"lines {i} and {i + 1} are swapped")
+            if seq is not None and seq.isdigit() and int(seq) > i:
+                return bad(i, f"record {i} is missing: line {i} is record {int(seq)}")
+            return bad(i, f"line {i} is not record {i} (seq {seq!r}): it was changed or moved")
+        expected = hashes[i - 2].encode() if i > 1 else GENESIS.encode()
+        if _field(line, b"prev") != b'"' + expected + b'"':
+            # Line i does not remember line i-1 as it is: either line i-1 changed, or line i's
+            # own `prev` did; in the latter case line i's hash no longer matches what follows.
+            after = _field(lines[i], b"prev") if i < n else None
+            own_changed = after is not None and after != b'"' + hashes[i - 1].encode() + b'"'
+            culprit = i if own_changed or i == 1 else i - 1
+            return bad(culprit, f"record {culprit} was changed (its hash breaks the chain)")
+    return _check_head(n, hashes, head)
+
+
+def _check_head(n: int, hashes: list[str], head: bytes | None) -> Verification:
+    last = hashes[-1] if hashes else GENESIS
+    if head is None:
+        if n:
+            return Verification(n, last, notes=("no audit.head yet (written by this version)",))
+        return Verification(0, GENESIS)
+    try:
+        seq_text, sha = head.decode().split()
+        seq = int(seq_text)
+    except ValueError:
+        return Verification(n, last, n or None, "audit.head is not '<seq> <sha256>'")
+    if seq > n:
+        return Verification(
+            n, last, n + 1, f"the log ends at record {n} but its head is record {seq}: "
+            f"records {n + 1}..{seq} were cut off"
+        )  # fmt: skip
+    if seq == n and sha != last:
+        return Verification(n, last, n, f"record {n} was changed (it does not hash to the head)")
+    if n >= 2 and seq == n - 1 and sha == hashes[n - 2]:
+        # The writer appended record n and was stopped before it moved the head.
+        return Verification(n, last, notes=(f"record {n} is not anchored by audit.head yet",))
+    if seq < n:
+        return Verification(n, last, seq, f"audit.head names record {seq}, not the last ({n})")
+    return Verification(n, last)
+
+
+def verify(
+    reg: Registry,
+    *,
+    log: bytes | None = None,
+    head: bytes | None = None,
+    releases: Mapping[str, Mapping[int, str | None]] | None = None,
+    serving: Mapping[str, int | None] | None = None,
+) -> Verification:
+    """The log's chain and head, then every release.json's record: a release whose record is not
+    in the log means the tail was cut, unless it is the one version an interrupted deploy
+    staged and never named (newest, not serving), which the next deploy records.
+
+    A caller that has read the registry already (the catalog reads every release.json) passes
+    what it read, so nothing is read twice: `log` and `head` are the bytes of the log and of its
+    head file (None: absent), `releases` maps each model with published versions to
+    {version: the `audit.sha256` its release.json names}, and `serving` each model to its
+    serving version. Without them, they are read from `reg`.
+    """
+    data = (reg.read_bytes(LOG_KEY) or b"") if log is None else log
+    result = verify_log(data, reg.read_bytes(HEAD_KEY) if log is None else head)
+    if not result.ok:
+        return result
+    by_hash = {digest(line): (i, line) for i, line in enumerate(_lines(data), start=1)}
+    notes = list(result.notes)
+    for model, anchors, serving_now in _anchors(reg, releases, serving):
+        versions = sorted(anchors)
+        for n in versions:
+            sha = anchors[n]
+            found = by_hash.get(sha) if isinstance(sha, str) else None
+            if found is None:
+                if n == versions[-1] and n != serving_now:
+                    notes.append(f"{model} version {n} was staged but not recorded (interrupted)")
+                    continue
+                return Verification(
+                    result.records, result.head, result.records + 1,
+                    f"{model}/{n}/release.json names audit record {sha}, which is not in the "
+                    "log: the log's tail was cut or the record changed",
+                )  # fmt: skip
+            record = json.loads(found[1])
+            if record.get("model") != model or record.get("registry_version") != n:
+                return Verification(
+                    result.records, result.head, found[0],
+                    f"record {found[0]} is not the deploy of {model} version {n} that "
+                    f"{model}/{n}/release.json names",
+                )  # fmt: skip
+    return Verification(result.records, result.head, notes=tuple(notes))
+
+
+def _anchors(
+    reg: Registry,
+    releases: Mapping[str, Mapping[int, str | None]] | None,
+    serving: Mapping[str, int | None] | None,
+) -> Iterator[tuple[str, Mapping[int, str | None], int | None]]:
+    """Each model with published versions: {version: its release's audit sha256}, and the
+    version it serves; from the caller's reading when given, else from the registry."""
+    if releases is not None:
+        for model in sorted(releases):
+            if releases[model]:
+                yield model, releases[model], (serving or {}).get(model)
+        return
+    for model in _models_with_versions(reg):
+        now_serving = reg.serving_version(model) if reg.config_text(model) else None
+        anchors: dict[int, str | None] = {}
+        for n in reg.versions(model):
+            sha = (reg.release(model, n).get("audit") or {}).get("sha256")
+            anchors[n] = sha if isinstance(sha, str) else None
+        yield model, anchors, now_serving
+
+
+def _models_with_versions(reg: Registry) -> list[str]:
+    return sorted(
+        {
+            key.split("/")[0]
+            for key in reg.list_keys("")
+            if key.endswith("/release.json") and key.count("/") == 2 and not key.startswith(".")
+        }
+    )
+
+
+# --- what served when ----------------------------------------------------------------------------
+
+
+def serving_at(history: list[dict[str, Any]], at: datetime | None) -> dict[str, Any] | None:
+    """The deploy or rollback record that set the serving version as of `at` (None: now)."""
+    current = None
+    for record in history:
+        if record.get("action") not in SETS_SERVING or record.get("registry_version") is None:
+            continue
+        if at is not None and parse_time(record["time"]) > at:
+            break
+        current = record
+    return current
+
+
+def show(reg: Registry, model: str, at: datetime | None = None) -> dict[str, Any]:
+    """What served `model` at `at` (default: now), approved by whom, with which results, and the
+    model's history of records up to then."""
+    history = [r for r in records(reg) if r.get("model") == model]
+    if at is not None:
+        history = [r for r in history if parse_time(r["time"]) <= at]
+    record = serving_at(history, None)
+    serving: dict[str, Any] | None = None
+    if record is not None:
+        n = record.get("registry_version")
+        release = reg.release(model, n) if isinstance(n, int) and n in reg.versions(model) else {}
+        serving = {
+            "registry_version": n,
+            "version": release.get("version", record.get("version")),
+            "since": record["time"],
+            "set_by": record["action"],
+            "actor": record.get("actor"),
+            "reason": record.get("reason"),
+            "commit": release.get("commit"),
+            "pull_request": release.get("pull_request"),
+            "approvers": release.get("approvers", []),
+            "results": release.get("results", {}),
+            "digests": {
+                "artifact": (release.get("artifact") or {}).get("sha256"),
+                "onnx": (release.get("onnx") or {}).get("sha256"),
+            },
+            "source": release.get("source"),
+        }
+    return {
+        "model": model,
+        "at": at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else None,
+        "serving": serving,
+        "history": history,
+    }

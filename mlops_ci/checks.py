@@ -1,0 +1,103 @@
+"""`mlops-ci checks`: the pull request's model jobs as one commit status, `mlops-ci/checks`.
+
+Branch protection cannot require the per-model jobs (their names change with every matrix), so
+this one status stands for all of them: success only when every job it is given succeeded, and a
+model job that failed, was cancelled or never ran turns it red. The workflow's final job runs it
+with `needs` (its jobs' results, as `toJSON(needs)`), whatever became of those jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlops_ci import gha
+from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, MlopsCiError, UsageError
+
+CONTEXT = "mlops-ci/checks"
+NEEDS_ENV = "MLOPS_CI_NEEDS"
+#: The job that runs once per changed model; skipped (and so fine) when no model changed.
+MODEL_JOB = "model"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the pull request's checks passed, and one line saying why."""
+
+    passed: bool
+    description: str
+    jobs: Mapping[str, str]
+
+
+def verdict(needs: Mapping[str, Any]) -> Verdict:
+    """Judge the `needs` context: every job must have succeeded; the model job may only be
+    skipped when the plan says no model changed. Anything missing counts as not finished."""
+    if not needs:
+        raise UsageError(f"{NEEDS_ENV} names no jobs: pass the workflow's toJSON(needs)")
+    results: dict[str, str] = {}
+    for job, value in needs.items():
+        result = value.get("result") if isinstance(value, Mapping) else None
+        results[str(job)] = str(result or "missing")
+    plan = needs.get("plan")
+    outputs = plan.get("outputs") if isinstance(plan, Mapping) else None
+    changed = isinstance(outputs, Mapping) and str(outputs.get("changed", "")).lower() == "true"
+    bad = [
+        f"{job} {result}"
+        for job, result in results.items()
+        if result != "success" and not (job == MODEL_JOB and result == "skipped" and not changed)
+    ]
+    if bad:
+        return Verdict(False, "Not passed: " + ", ".join(bad), results)
+    if MODEL_JOB in results and changed:
+        return Verdict(
+            True, "Every changed model passed validate, convert, test and bench", results
+        )
+    return Verdict(True, "No model changed", results)
+
+
+def _needs(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        raise UsageError(f"no job results: set {NEEDS_ENV} to ${{{{ toJSON(needs) }}}}")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"{NEEDS_ENV} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{NEEDS_ENV} must be a JSON object of jobs")
+    return data
+
+
+def _head_sha() -> str | None:
+    from mlops_ci.github import event_payload
+
+    pr = event_payload().get("pull_request")
+    sha = (pr.get("head") or {}).get("sha") if isinstance(pr, dict) else None
+    return sha if isinstance(sha, str) and sha else None
+
+
+def main(*, needs: str | None = None, sha: str | None = None, post_status: bool = True) -> int:
+    """Exit 0 when the checks passed, 1 when not, 2 when the status cannot be written."""
+    result = verdict(_needs(needs if needs is not None else os.environ.get(NEEDS_ENV)))
+    mark = "✅" if result.passed else "❌"
+    rows = "\n".join(f"| `{job}` | {state} |" for job, state in result.jobs.items())
+    gha.write_summary(
+        f"## {mark} {CONTEXT}\n\n{result.description}\n\n| Job | Result |\n|---|---|\n{rows}\n"
+    )
+    gha.set_output("passed", "true" if result.passed else "false")
+    print(f"{CONTEXT}: {'passed' if result.passed else 'NOT passed'}: {result.description}")
+    if post_status:
+        from mlops_ci.github import GitHub
+
+        target = sha or _head_sha()
+        if not target:
+            raise UsageError("no commit to mark: pass --sha, or run on a pull_request event")
+        gh = GitHub.from_env()
+        state = "success" if result.passed else "failure"
+        try:
+            gh.set_status(target, state, result.description, CONTEXT, gh.run_url())
+        except MlopsCiError as exc:
+            raise MlopsCiError(f"could not set the commit status {CONTEXT}: {exc}") from exc
+    return EXIT_OK if result.passed else EXIT_VERDICT

@@ -1,0 +1,562 @@
+"""Publishing into the registry, rolling back, and the smoke test of what was published.
+
+A publish holds the registry lock and writes in one order: the version folder (staged, then
+renamed; on S3 its `release.json` last), the audit record, then `config.pbtxt` (and the KServe
+InferenceService beside it). A kill at any point leaves the old version serving, and the next
+run converges: the serving version is always what the model's last deploy or rollback record
+says. Re-verifying a push's approvals against GitHub lives in `reverify.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops_ci import audit, kserve, triton
+from mlops_ci.errors import CheckFailed, UsageError
+from mlops_ci.manifest import Manifest
+from mlops_ci.registry import Registry, RegistryError, sha256_hex
+
+#: How long a deploy waits for another to release the registry lock.
+LOCK_TIMEOUT_S = 600.0
+_ONNX_MAGIC = b"\x08"  # an ONNX ModelProto starts with field 1 (ir_version), varint
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model ready to publish: the manifest as deployed, its ONNX bytes and its results."""
+
+    name: str
+    version: str  # semver, metadata.version
+    manifest_text: bytes
+    manifest_data: dict[str, Any] = field(repr=False)
+    artifact_path: str
+    artifact_sha256: str
+    onnx: bytes = field(repr=False)
+    onnx_info: dict[str, Any] = field(default_factory=dict)  # sha256, opset, converter
+    results: dict[str, Any] = field(default_factory=dict)  # test and bench summaries
+
+    @functools.cached_property
+    def onnx_sha256(self) -> str:
+        """The digest `load_candidate` computed when it checked the bytes against convert.json
+        (hashing gigabytes twice is the slowest part of a publish); computed when absent.
+        Every read of the registry checks it again."""
+        known = self.onnx_info.get("sha256")
+        return known if isinstance(known, str) and known else sha256_hex(self.onnx)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a publish comes from: a reviewed pull request on GitHub, or a local run."""
+
+    source: str = "local"  # github | local
+    actor: str = "local"
+    commit: str | None = None
+    pull_request: dict[str, Any] | None = None  # number, url, head_sha
+    approvers: tuple[dict[str, Any], ...] = ()  # login, review_id, commit, time
+    run_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish or rollback did to one model."""
+
+    model: str
+    version: str
+    registry_version: int
+    changed: bool
+    audit_sha256: str | None
+    message: str
+    previous: int | None = None  # the version that served before
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "registry_version": self.registry_version,
+            "changed": self.changed,
+            "audit_sha256": self.audit_sha256,
+            "message": self.message,
+            "previous": self.previous,
+        }
+
+
+def local_provenance() -> Provenance:
+    """A deploy from a laptop (`run`, `deploy --local`): no approvals checked, source local."""
+    import getpass
+
+    try:
+        actor = getpass.getuser()
+    except (OSError, KeyError):  # no login name (some containers)
+        actor = "local"
+    return Provenance(source="local", actor=actor)
+
+
+# --- candidates --------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not readable JSON: {exc}") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+#: What a release keeps of each test check, bench measurement and budget (docs/deploy.md
+#: "release.json results"): the verdicts and the numbers, not the machine-specific noise.
+_CHECK_KEYS = ("kind", "name", "status", "passed", "detail", "value", "min", "max")
+_MEASUREMENT_KEYS = ("engine", "batch_size", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput")
+_BENCH_ENGINES = ("onnx", "native")  # `baseline` is the serving version, not this release
+
+
+def _rows(value: Any, keys: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {k: row[k] for k in keys if k in row}
+        for row in (value if isinstance(value, list) else [])
+        if isinstance(row, dict)
+    ]
+
+
+def _results(folder: Path) -> dict[str, Any]:
+    """The test and bench results a release keeps (test.json and bench.json, trimmed): the
+    verdicts, every check, and latency and throughput per engine and batch size."""
+    results: dict[str, Any] = {}
+    test = _read_json(folder / "test.json")
+    if test:
+        results["test"] = {
+            "passed": test.get("passed"),
+            "counts": test.get("counts"),
+            "checks": _rows(test.get("checks"), _CHECK_KEYS),
+        }
+    bench = _read_json(folder / "bench.json")
+    if bench:
+        measured = _rows(bench.get("measurements"), _MEASUREMENT_KEYS)
+        results["bench"] = {
+            "passed": bench.get("passed"),
+            "measurements": [m for m in measured if m.get("engine") in _BENCH_ENGINES],
+            "budgets": _rows(
+                bench.get("budgets"), ("batch_size", "metric", "limit", "value", "passed")
+            ),
+            "regression": _rows(
+                bench.get("regression"),
+                ("batch_size", "ratio", "ci_low", "ci_high", "max_regression", "verdict", "passed"),
+            ),
+        }
+    return results
+
+
+def load_candidate(manifest: Manifest, build_dir: Path) -> Candidate:
+    """The candidate of `manifest` from a convert (and test, bench) output folder.
+
+    Only `model.onnx` is loaded, never the framework artifact; its sha256 must equal what
+    `convert.json` recorded, and convert.json must have converted the artifact this manifest
+    pins. Anything else is refused (exit 1).
+    """
+    onnx_path = build_dir / "model.onnx"
+    convert = _read_json(build_dir / "convert.json")
+    if not onnx_path.is_file() or not convert:
+        raise CheckFailed(f"{build_dir}: model.onnx and convert.json are both needed")
+    data = onnx_path.read_bytes()
+    onnx_info = convert.get("onnx") or {}
+    if not data.startswith(_ONNX_MAGIC) or onnx_path.suffix != ".onnx":
+        raise CheckFailed(f"{onnx_path}: not an ONNX model; only ONNX is ever published")
+    if sha256_hex(data) != onnx_info.get("sha256"):
+        raise CheckFailed(
+            f"{onnx_path}: sha256 {sha256_hex(data)} is not the {onnx_info.get('sha256')} that "
+            "convert.json recorded; the file changed after conversion"
+        )
+    converted = (convert.get("artifact") or {}).get("sha256")
+    if converted != manifest.artifact_sha256 or not convert.get("passed"):
+        raise CheckFailed(
+            f"{build_dir}/convert.json converted artifact {converted} "
+            f"({'passed' if convert.get('passed') else 'failed'}), but {manifest.name} pins "
+            f"{manifest.artifact_sha256}: refusing to publish an unproven conversion"
+        )
+    return Candidate(
+        name=manifest.name,
+        version=manifest.version,
+        manifest_text=manifest.path.read_bytes(),
+        manifest_data=manifest.data,
+        artifact_path=manifest.path.parent.joinpath(manifest.data["spec"]["artifact"]["path"])
+        .relative_to(manifest.root)
+        .as_posix(),
+        artifact_sha256=manifest.artifact_sha256,
+        onnx=data,
+        onnx_info={
+            "sha256": sha256_hex(data),
+            "opset": onnx_info.get("opset"),
+            "converter": onnx_info.get("converter"),
+        },
+        results=_results(build_dir),
+    )
+
+
+# --- what the registry holds for a version ------------------------------------------------------
+
+
+def _tensors(data: dict[str, Any], side: str) -> list[triton.Tensor]:
+    signature = (data.get("spec") or {}).get("signature") or {}
+    return [
+        triton.Tensor(str(t["name"]), str(t["dtype"]), tuple(int(d) for d in t["shape"]))
+        for t in signature.get(side) or []
+    ]
+
+
+def _serving(data: dict[str, Any]) -> dict[str, Any]:
+    value = (data.get("spec") or {}).get("serving")
+    return value if isinstance(value, dict) else {}
+
+
+def serving_files(reg: Registry, model: str, n: int, manifest: dict[str, Any]) -> dict[str, bytes]:
+    """config.pbtxt and inferenceservice.yaml for `model` serving version `n`, built from the
+    manifest that version was deployed with (a rollback may change the signature back)."""
+    cfg = triton.build(
+        model, _tensors(manifest, "inputs"), _tensors(manifest, "outputs"), n, _serving(manifest)
+    )
+    isvc = kserve.render(model, reg.uri_of(model), _serving(manifest))
+    return {
+        "config.pbtxt": triton.to_text(cfg).encode(),
+        "inferenceservice.yaml": kserve.to_yaml(isvc).encode(),
+    }
+
+
+def _deployed_manifest(reg: Registry, model: str, n: int) -> dict[str, Any]:
+    """The manifest a version was deployed with (validated then; read back plainly here)."""
+    import yaml
+
+    key = f"{model}/{n}/model.yaml"
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(reg.manifest_text(model, n), Loader=loader)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{reg.uri_of(key)}: unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"{reg.uri_of(key)}: not a manifest")
+    return data
+
+
+def _write_serving(
+    reg: Registry,
+    model: str,
+    n: int,
+    manifest: dict[str, Any],
+    files: dict[str, bytes] | None = None,
+) -> None:
+    files = files or serving_files(reg, model, n, manifest)
+    # The InferenceService first: config.pbtxt is the switch, so it is written last.
+    reg.write_bytes(f"{model}/inferenceservice.yaml", files["inferenceservice.yaml"])
+    reg.write_bytes(f"{model}/config.pbtxt", files["config.pbtxt"])
+
+
+def _intended(records: Sequence[dict[str, Any]], model: str) -> int | None:
+    """The version the model's last deploy or rollback record set: what must serve."""
+    for record in reversed(records):
+        if record.get("model") == model and record.get("action") in audit.SETS_SERVING:
+            n = record.get("registry_version")
+            return n if isinstance(n, int) else None
+    return None
+
+
+def _converge(reg: Registry, model: str) -> int | None:
+    """Rewrite config.pbtxt when a kill left it behind the log; returns the serving version."""
+    intended = _intended(audit.model_records(reg, model), model)
+    if intended is None:
+        return reg.serving_version(model)
+    manifest = _deployed_manifest(reg, model, intended)
+    files = serving_files(reg, model, intended, manifest)
+    if reg.read_bytes(f"{model}/config.pbtxt") != files["config.pbtxt"]:
+        _write_serving(reg, model, intended, manifest, files)
+    return intended
+
+
+def _next_version(reg: Registry, model: str) -> int:
+    """One past every numbered folder, complete or not: version numbers only grow."""
+    numbers = [0]
+    for key in reg.list_keys(model):
+        part = key.split("/")[1] if key.count("/") >= 2 else ""
+        if part.isdigit():
+            numbers.append(int(part))
+    return max(numbers) + 1
+
+
+def _record(
+    action: str, model: str, version: str, n: int | None, prov: Provenance, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "model": model,
+        "version": version,
+        "registry_version": n,
+        "commit": prov.commit,
+        "pull_request": prov.pull_request,
+        "approvers": list(prov.approvers),
+        "actor": prov.actor,
+        "source": prov.source,
+        "run_url": prov.run_url,
+        "reason": extra.pop("reason", None),
+        "digests": extra.pop("digests", {}),
+        **extra,
+    }
+
+
+def _release(cand: Candidate, n: int, prov: Provenance, time: str, record_sha: str) -> bytes:
+    doc = {
+        "model": cand.name,
+        "version": cand.version,
+        "registry_version": n,
+        "commit": prov.commit,
+        "pull_request": prov.pull_request,
+        "approvers": list(prov.approvers),
+        "artifact": {"path": cand.artifact_path, "sha256": cand.artifact_sha256},
+        "onnx": cand.onnx_info | {"sha256": cand.onnx_sha256},
+        "results": cand.results,
+        "run_url": prov.run_url,
+        "actor": prov.actor,
+        "time": time,
+        "source": prov.source,
+        "audit": {"sha256": record_sha},
+    }
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+# --- publish -----------------------------------------------------------------------------------
+
+
+def publish(
+    reg: Registry, cand: Candidate, prov: Provenance, *, lock_timeout_s: float = LOCK_TIMEOUT_S
+) -> Published:
+    """Publish `cand` as the model's next version, or converge when its semver is already in
+    the registry (same artifact: nothing changes; different artifact: refused, exit 1)."""
+    with reg.store.lock(lock_timeout_s):
+        previous = reg.serving_version(cand.name)
+        versions = reg.versions(cand.name)
+        existing = _find_semver(reg, cand, versions)
+        if existing is not None:
+            return _republish(reg, cand, prov, existing, previous)
+        if versions and versions[-1] != previous:
+            _retire_if_unrecorded(reg, cand.name, versions[-1])
+        n = _next_version(reg, cand.name)
+        digests = {"artifact": cand.artifact_sha256, "onnx": cand.onnx_sha256}
+        pending = audit.prepare(
+            reg, _record("deploy", cand.name, cand.version, n, prov, digests=digests)
+        )
+        files = {
+            "model.onnx": cand.onnx,
+            "model.yaml": cand.manifest_text,
+            "release.json": _release(cand, n, prov, pending.record["time"], pending.sha256),
+        }
+        # Build the serving files before anything is written: a bad signature writes nothing.
+        serving = serving_files(reg, cand.name, n, cand.manifest_data)
+        reg.store.put_folder(f"{cand.name}/{n}", files, last="release.json")
+        audit.commit(reg, pending)
+        _write_serving(reg, cand.name, n, cand.manifest_data, serving)
+        return Published(
+            cand.name,
+            cand.version,
+            n,
+            True,
+            pending.sha256,
+            f"published {cand.name} {cand.version} as version {n}",
+            previous,
+        )
+
+
+def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> None:
+    """A version folder that a killed deploy renamed but never recorded, and that a different
+    semver now supersedes, stops being a version (its number stays taken). It never served."""
+    sha = (reg.release(model, n).get("audit") or {}).get("sha256")
+    if not isinstance(sha, str) or not audit.is_recorded(reg, sha):
+        reg.store.delete(f"{model}/{n}/release.json")
+
+
+def _find_semver(reg: Registry, cand: Candidate, versions: Sequence[int]) -> int | None:
+    for n in reversed(versions):
+        release = reg.release(cand.name, n)
+        if release.get("version") != cand.version:
+            continue
+        published = (release.get("artifact") or {}).get("sha256")
+        if published != cand.artifact_sha256:
+            raise CheckFailed(
+                f"{cand.name} {cand.version} is already published (registry version {n}) with "
+                f"artifact sha256 {published}; this artifact is {cand.artifact_sha256}. A "
+                "changed artifact needs a higher metadata.version"
+            )
+        return n
+    return None
+
+
+def _republish(
+    reg: Registry, cand: Candidate, prov: Provenance, n: int, previous: int | None
+) -> Published:
+    release = reg.release(cand.name, n)
+    sha = (release.get("audit") or {}).get("sha256")
+    if isinstance(sha, str) and audit.is_recorded(reg, sha):
+        serving = _converge(reg, cand.name)
+        note = "" if serving == n else f" (version {serving} serves: a rollback stands)"
+        return Published(
+            cand.name,
+            cand.version,
+            n,
+            False,
+            sha,
+            f"{cand.name} {cand.version} is already version {n}{note}",
+            previous,
+        )
+    # A deploy was killed after its folder was renamed and before its record: record it now,
+    # pointing release.json at the new record first (the version has never served).
+    digests = {"artifact": release["artifact"]["sha256"], "onnx": release["onnx"]["sha256"]}
+    pending = audit.prepare(
+        reg, _record("deploy", cand.name, cand.version, n, prov, digests=digests)
+    )
+    release["audit"] = {"sha256": pending.sha256}
+    release["time"] = pending.record["time"]
+    reg.write_bytes(
+        f"{cand.name}/{n}/release.json",
+        (json.dumps(release, indent=2, sort_keys=True) + "\n").encode(),
+    )
+    audit.commit(reg, pending)
+    _write_serving(reg, cand.name, n, _deployed_manifest(reg, cand.name, n))
+    return Published(
+        cand.name,
+        cand.version,
+        n,
+        True,
+        pending.sha256,
+        f"published {cand.name} {cand.version} as version {n} (completed an interrupted deploy)",
+        previous,
+    )
+
+
+# --- rollback and refusal ----------------------------------------------------------------------
+
+
+def rollback(
+    reg: Registry,
+    model: str,
+    to: int,
+    reason: str,
+    prov: Provenance,
+    *,
+    action: str = "rollback",
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+) -> Published:
+    """Serve version `to` again: it must exist and its model.onnx must verify. Rewrites the
+    version policy after an audit record naming the actor and the reason."""
+    if not reason.strip():
+        raise UsageError("a rollback needs --reason TEXT")
+    with reg.store.lock(lock_timeout_s):
+        versions = reg.versions(model)
+        if to not in versions:
+            have = ", ".join(map(str, versions)) or "none"
+            raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")
+        release = reg.release(model, to)
+        onnx = reg.model_onnx(model, to)  # RegistryError when its digest does not verify
+        manifest = _deployed_manifest(reg, model, to)
+        serving = serving_files(reg, model, to, manifest)
+        previous = reg.serving_version(model)
+        digests = {
+            "artifact": (release.get("artifact") or {}).get("sha256"),
+            "onnx": hashlib.sha256(onnx).hexdigest(),
+        }
+        fields = _record(
+            action,
+            model,
+            str(release.get("version")),
+            to,
+            prov,
+            reason=reason,
+            digests=digests,
+            previous=previous,
+        )
+        pending = audit.append(reg, fields)
+        _write_serving(reg, model, to, manifest, serving)
+    return Published(
+        model,
+        str(release.get("version")),
+        to,
+        previous != to,
+        pending.sha256,
+        f"{model} now serves version {to} (was {previous})",
+        previous,
+    )
+
+
+def refuse(
+    reg: Registry,
+    models: Sequence[str],
+    reason: str,
+    prov: Provenance,
+    *,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+) -> list[str]:
+    """Record a refused deploy, one record per model (or one with no model); their hashes."""
+    out = []
+    with reg.store.lock(lock_timeout_s):
+        for model in models or [""]:
+            fields = _record("refused", model, "", None, prov, reason=reason)
+            fields["model"] = model or None  # a push that names no model
+            out.append(audit.append(reg, fields).sha256)
+    return out
+
+
+# --- smoke test --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    passed: bool
+    summary: str
+    failures: tuple[str, ...] = ()
+
+
+def smoke_test(reg: Registry, model: str, n: int | None = None) -> SmokeResult:
+    """Run the deployed manifest's test cases through HTTP: `mlops-ci serve` is started on the
+    registry as it now stands and called over the Open Inference Protocol, on the path clients
+    call (whose replies must come from the serving version), or on `/versions/n` for an `n`
+    that does not serve. The local onnxruntime session only reads the columns `convert`
+    recorded in the model's metadata."""
+    import onnxruntime as ort
+
+    from mlops_ci import data, evaluate
+    from mlops_ci.serve.client import RemoteSession, ServeError, running
+
+    serving = reg.serving_version(model)
+
+    n = n if n is not None else serving
+    if n is None:
+        return SmokeResult(False, f"{model}: no version serves")
+    onnx = reg.model_onnx(model, n)
+    manifest_data = _deployed_manifest(reg, model, n)
+    manifest = Manifest(Path(f"{model}/{n}/model.yaml"), Path(), manifest_data)
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            onnx, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime's own exception types
+        return SmokeResult(False, f"{model} version {n}: onnxruntime cannot load it: {exc}")
+    stage = data.stage_manifest(manifest, session)
+    try:
+        with running(reg.uri) as url:
+            if n == serving:
+                remote = RemoteSession(url, model, expect_version=n)
+            else:
+                remote = RemoteSession(url, model, version=n)
+            try:
+                checks = evaluate.run_cases(stage, remote)
+            finally:
+                remote.close()
+    except (ServeError, CheckFailed) as exc:
+        return SmokeResult(False, f"{model} version {n} through mlops-ci serve: {exc}")
+    failures = tuple(f"{c.name}: {c.detail}" for c in checks if not c.passed)
+    summary = f"{len(checks) - len(failures)}/{len(checks)} test cases passed on version {n}"
+    return SmokeResult(not failures, summary, failures)

@@ -1,0 +1,412 @@
+"""One model's verdict: staleness, data drift, prediction drift and decay, from the registry.
+
+The deployed manifest (`<model>/<n>/model.yaml`) says what to check; the model repository's
+checkout holds the reference data, accepted only if its digest is the deployed one; production
+rows stream from `--data`, the manifest's `drift.current`, or the prediction log of the serving
+version, in one pass for every statistic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops_ci.errors import MlopsCiError, UsageError
+from mlops_ci.manifest import Manifest, find_manifests, parse_document
+from mlops_ci.monitor import drift, reader, staleness
+from mlops_ci.monitor.decay import Decay, Matcher, read_labels
+from mlops_ci.monitor.drift import DriftResult
+from mlops_ci.monitor.staleness import Staleness
+from mlops_ci.registry import Registry
+
+PREDICTIONS = ".mlops/predictions"
+
+
+@dataclass(frozen=True)
+class Options:
+    repo: Path
+    now: dt.datetime
+    since: dt.timedelta = dt.timedelta(days=7)
+    data: str | None = None
+    labels: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Everything `monitor` found about one model; `to_json` is DESIGN.md's entry."""
+
+    name: str
+    version: str
+    registry_version: int
+    owners: tuple[str, ...]
+    staleness: Staleness
+    drift: DriftResult | None
+    prediction: DriftResult | None
+    decay: Decay | None
+    source: str
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def stale(self) -> bool:
+        return self.staleness.stale
+
+    @property
+    def prediction_drift(self) -> bool:
+        return self.prediction is not None and any(c.drifted for c in self.prediction.columns)
+
+    @property
+    def decayed(self) -> bool:
+        return self.decay is not None and self.decay.decayed
+
+    @property
+    def needs_attention(self) -> bool:
+        dataset = self.drift is not None and self.drift.dataset_drift
+        return self.stale or dataset or self.prediction_drift or self.decayed
+
+    def reasons(self) -> list[str]:
+        out = []
+        if self.stale:
+            out.append(f"stale: {self.staleness.reason}")
+        if self.drift is not None and self.drift.dataset_drift:
+            out.append(
+                f"data drift: {len(self.drift.drifted)} of {len(self.drift.columns)} columns "
+                f"drifted (share {self.drift.share:.2f} ≥ {self.drift.share_threshold:g})"
+            )
+        if self.prediction_drift and self.prediction is not None:
+            names = ", ".join(c.name for c in self.prediction.drifted)
+            out.append(f"prediction drift: {names}")
+        if self.decayed and self.decay is not None:
+            bad = ", ".join(m.name for m in self.decay.metrics if not m.ok)
+            out.append(f"decay: {bad} outside the threshold on {self.decay.rows} labelled rows")
+        return out
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.staleness.status == "warning":
+            out.append(f"refresh soon: {self.staleness.reason}")
+        if self.drift is not None and not self.drift.dataset_drift and self.drift.drifted:
+            names = ", ".join(c.name for c in self.drift.drifted)
+            out.append(f"drifted columns below the dataset share: {names}")
+        return out + list(self.notes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "registry_version": self.registry_version,
+            "needs_attention": self.needs_attention,
+            "stale": self.stale,
+            "drift": self.drift.to_json() if self.drift else None,
+            "prediction_drift": self.prediction_drift,
+            "decay": self.decayed,
+            "staleness": self.staleness.to_json(),
+            "predictions": self.prediction.to_json() if self.prediction else None,
+            "performance": self.decay.to_json() if self.decay else None,
+            "reasons": self.reasons(),
+            "warnings": self.warnings(),
+            "owners": list(self.owners),
+            "source": self.source,
+            "error": self.error,
+        }
+
+
+@dataclass
+class _Plan:
+    """What one pass over the production data feeds."""
+
+    inputs: drift.Columns | None = None
+    outputs: drift.Columns | None = None
+    matcher: Matcher | None = None
+    output_names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
+    """The verdict of the version that serves `model` (MlopsCiError on configuration errors)."""
+    n = reg.serving_version(model)
+    if n is None:
+        raise UsageError(f"{model}: config.pbtxt is missing")
+    release = reg.release(model, n)
+    text = reg.manifest_text(model, n)
+    data, problems, _ = parse_document(text, f"{model}/{n}/model.yaml")
+    if data is None or problems:
+        first = problems[0] if problems else "unreadable"
+        raise UsageError(f"the deployed manifest of {model} version {n} is invalid: {first}")
+    repo_manifest = _manifest_in_checkout(opts.repo, model)
+    manifest = Manifest(repo_manifest or opts.repo / "model.yaml", opts.repo.resolve(), data)
+    monitoring = manifest.section("monitoring")
+    deployed = staleness.parse_time(str(release.get("time") or ""))
+    refresh_by = monitoring.get("refresh_by")
+    stale = staleness.judge(
+        deployed,
+        refresh_by=dt.date.fromisoformat(refresh_by) if refresh_by else None,
+        max_age_days=monitoring.get("max_age_days"),
+        now=opts.now,
+        warn_days=int(monitoring.get("warn_days", staleness.DEFAULT_WARN_DAYS)),
+    )
+    plan, source = _Plan(), "none"
+    rules = monitoring.get("drift")
+    if rules:
+        if repo_manifest is None:
+            raise UsageError(
+                f"{model}: no manifest named {model} in {opts.repo}; run monitor in a checkout "
+                "of the model repository (--repo)"
+            )
+        reference = _reference(manifest, rules)
+        plan = _plan(reg, manifest, n, rules, reference, opts)
+        source = _scan(reg, manifest, n, rules, plan, opts)
+    else:
+        plan.notes.append("no drift section in the manifest: drift is not checked")
+    return Verdict(
+        name=model,
+        version=str(release.get("version") or manifest.version),
+        registry_version=n,
+        owners=manifest.owners,
+        staleness=stale,
+        drift=plan.inputs.judge() if plan.inputs else None,
+        prediction=plan.outputs.judge() if plan.outputs else None,
+        decay=plan.matcher.judge(manifest) if plan.matcher else None,
+        source=source,
+        notes=tuple(plan.notes),
+    )
+
+
+def _manifest_in_checkout(repo: Path, model: str) -> Path | None:
+    for path in find_manifests(repo):
+        try:
+            doc, _, _ = parse_document(path.read_bytes(), str(path))
+        except OSError:
+            continue
+        if doc and isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == model:
+            return path
+    return None
+
+
+def _reference(manifest: Manifest, rules: dict[str, Any]) -> Any:
+    """The reference CSV as a pyarrow Table, read from the very bytes whose digest matched."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    ref = rules["reference"]
+    path = manifest.resolve(ref["path"])
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"reference data {path}: {exc.strerror}") from None
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != ref["sha256"]:
+        raise UsageError(
+            f"reference data {path}: sha256 {actual} is not the deployed manifest's "
+            f"{ref['sha256']} (check out the commit that was deployed)"
+        )
+    try:
+        return pacsv.read_csv(io.BytesIO(raw))
+    except pa.ArrowInvalid as exc:
+        raise UsageError(f"reference data {path}: {exc}") from None
+
+
+def feature_columns(manifest: Manifest, reference: Any, rules: dict[str, Any]) -> list[str]:
+    from mlops_ci import data as mdata
+
+    if rules.get("columns"):
+        return list(rules["columns"])
+    target = manifest.section("evaluation").get("target")
+    chosen = mdata.input_columns(manifest.signature, reference.column_names, target=target)
+    return [c for cols in chosen.values() for c in cols]
+
+
+def _settings(rules: dict[str, Any]) -> drift.Settings:
+    per = {
+        name: drift.ColumnRule(r.get("test"), r.get("threshold"))
+        for name, r in (rules.get("per_column") or {}).items()
+    }
+    return drift.Settings(
+        rule=drift.ColumnRule(rules.get("test"), rules.get("threshold")),
+        per_column=per,
+        share=float(rules.get("share", drift.DEFAULT_SHARE)),
+        correction=rules.get("correction", "none"),
+        categorical=frozenset(rules.get("categorical") or ()),
+    )
+
+
+def _plan(
+    reg: Registry,
+    manifest: Manifest,
+    n: int,
+    rules: dict[str, Any],
+    reference: Any,
+    opts: Options,
+) -> _Plan:
+    plan = _Plan()
+    settings = _settings(rules)
+    features = feature_columns(manifest, reference, rules)
+    try:
+        plan.inputs = drift.Columns(reference, features, settings)
+    except ValueError as exc:
+        raise UsageError(f"{manifest.name}: {exc}") from None
+    ref_outputs = _reference_outputs(reg, manifest, n, rules, plan)
+    if ref_outputs is not None:
+        cat = frozenset(f"output.{o.name}" for o in manifest.signature.outputs if o.role == "label")
+        out_settings = drift.Settings(correction=settings.correction, categorical=cat)
+        plan.outputs = drift.Columns(ref_outputs, ref_outputs.column_names, out_settings)
+    plan.output_names = [o.name for o in manifest.signature.outputs]
+    labels = opts.labels or manifest.section("monitoring").get("labels")
+    target = manifest.section("evaluation").get("target")
+    if labels and target:
+        where = _local_or_uri(manifest, labels)
+        plan.matcher = Matcher(
+            read_labels(reader.dataset(reader.locate(where)), target), plan.output_names
+        )
+    elif labels:
+        plan.notes.append("labels are set but the manifest has no evaluation.target")
+    return plan
+
+
+def _local_or_uri(manifest: Manifest, where: str) -> str:
+    if "://" in where:
+        return where
+    return str(manifest.resolve(where)) if not Path(where).is_absolute() else where
+
+
+def _reference_outputs(
+    reg: Registry, manifest: Manifest, n: int, rules: dict[str, Any], plan: _Plan
+) -> Any:
+    """The serving model's outputs on the reference data: the baseline of prediction drift."""
+    import numpy as np
+    import onnxruntime as ort
+    import pyarrow as pa
+
+    from mlops_ci import data as mdata
+
+    try:
+        onnx = reg.model_onnx(manifest.name, n)
+        table = mdata.load_csv(
+            manifest.resolve(rules["reference"]["path"]), rules["reference"]["sha256"]
+        )
+        target = manifest.section("evaluation").get("target")
+        feeds = mdata.feeds(table, manifest.signature, target=target)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        values = session.run(names, feeds)
+    except MlopsCiError as exc:
+        plan.notes.append(f"prediction drift not checked: {exc}")
+        return None
+    except Exception as exc:  # onnxruntime's own errors: the baseline cannot be computed
+        plan.notes.append(f"prediction drift not checked: the model did not run: {exc}")
+        return None
+    columns: dict[str, Any] = {}
+    for name, value in zip(names, values, strict=True):
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            columns[f"output.{name}"] = pa.array(arr.astype(str).ravel())
+        elif arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+            columns[f"output.{name}"] = pa.array(arr.ravel())
+        else:
+            flat = arr.reshape(arr.shape[0], -1)
+            for k in range(flat.shape[1]):
+                columns[f"output.{name}[{k}]"] = pa.array(flat[:, k])
+    return pa.table(columns)
+
+
+def expand_outputs(batch: Any) -> Any:
+    """A batch with each fixed-size-list output split into `output.<name>[k]` columns."""
+    import pyarrow as pa
+
+    arrays, names = [], []
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        if name.startswith("output.") and pa.types.is_fixed_size_list(col.type):
+            width = col.type.list_size
+            flat = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            for k in range(width):
+                arrays.append(pa.array(flat[:, k]))
+                names.append(f"{name}[{k}]")
+        else:
+            arrays.append(col)
+            names.append(name)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _scan(
+    reg: Registry, manifest: Manifest, n: int, rules: dict[str, Any], plan: _Plan, opts: Options
+) -> str:
+    """One pass over the production rows; returns where they came from."""
+    import pyarrow.dataset as ds
+
+    where = opts.data or rules.get("current")
+    if where:
+        source = reader.locate(_local_or_uri(manifest, where))
+        data = reader.dataset(source)
+        flt, pflt, fcols = None, None, []
+    else:
+        fs, base = reg.arrow_fs()
+        path = f"{base.rstrip('/')}/{PREDICTIONS}/{manifest.name}"
+        import pyarrow.fs as pafs
+
+        if fs.get_file_info(path).type != pafs.FileType.Directory:
+            plan.notes.append("no prediction log yet: nothing to compare")
+            _drop_current(plan)
+            return f"{PREDICTIONS}/{manifest.name} (empty)"
+        source = reader.Source(fs, path, "parquet", f"{PREDICTIONS}/{manifest.name}")
+        data = reader.dataset(source)
+        start = opts.now - opts.since
+        pflt = ds.field("date") >= start.strftime("%Y-%m-%d")
+        flt = ds.field("model_version") == n
+        fcols = ["model_version"]
+        if "time" in data.schema.names:
+            flt = flt & (ds.field("time") >= _time_scalar(start, data.schema.field("time").type))
+            fcols.append("time")
+    names = set(data.schema.names)
+    assert plan.inputs is not None
+    missing = [c for c in plan.inputs.order if c not in names]
+    if missing:
+        raise UsageError(
+            f"{manifest.name}: the production data ({source.shown}) has no column "
+            f"{', '.join(map(repr, missing[:5]))}"
+        )
+    wanted = list(plan.inputs.order)
+    log_outputs = [f"output.{o}" for o in plan.output_names if f"output.{o}" in names]
+    if plan.outputs is not None and not log_outputs:
+        plan.outputs = None
+    if plan.matcher is not None and "request_id" not in names:
+        plan.notes.append("the production data has no request_id: decay is not checked")
+        plan.matcher = None
+    extra = [*log_outputs, *(["request_id"] if plan.matcher else [])]
+    scan = reader.batches(data, [*wanted, *extra], flt, filter_columns=fcols, partition_filter=pflt)
+    for batch in scan:
+        plan.inputs.add(batch)
+        if plan.outputs is not None:
+            plan.outputs.add(expand_outputs(batch))
+        if plan.matcher is not None:
+            plan.matcher.add(batch)
+    return source.shown
+
+
+def _drop_current(plan: _Plan) -> None:
+    plan.outputs = None
+    plan.matcher = None
+
+
+def _time_scalar(t: dt.datetime, arrow_type: Any) -> Any:
+    import pyarrow as pa
+
+    if getattr(arrow_type, "tz", None):
+        return pa.scalar(t, type=arrow_type)
+    return pa.scalar(t.astimezone(dt.UTC).replace(tzinfo=None), type=arrow_type)
+
+
+def models_of(reg: Registry, only: Sequence[str]) -> list[str]:
+    names = reg.models()
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise UsageError(f"not in the registry: {', '.join(unknown)}")
+        names = [m for m in names if m in only]
+    return names

@@ -1,0 +1,91 @@
+"""What `mlops-ci monitor` does: judge every served model, then report, file issues, record.
+
+Verdict files (`.mlops/monitor/<model>/<time>.json`) are written last, after the issues are in
+line, so a run that fails half-way (GitHub down) records nothing and the next run starts over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlops_ci import gha
+from mlops_ci.errors import EXIT_OK, EXIT_USAGE, EXIT_VERDICT, MlopsCiError, UsageError
+from mlops_ci.monitor import check, render
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`30m`, `24h`, `7d`, `2w`."""
+    m = _DURATION.match(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise UsageError(f"--since {text!r}: write a number and a unit, e.g. 24h, 7d or 2w")
+    return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+def main(
+    registry: str,
+    *,
+    repo: Path,
+    since: str = "7d",
+    data: str | None = None,
+    labels: str | None = None,
+    models: Sequence[str] = (),
+    fmt: str = "text",
+    issues: bool = False,
+    record: bool = True,
+    now: dt.datetime | None = None,
+) -> int:
+    from mlops_ci.registry import open_registry
+
+    now = now or dt.datetime.now(dt.UTC)
+    opts = check.Options(repo=repo, now=now, since=parse_duration(since), data=data, labels=labels)
+    local = registry[len("file://") :] if registry.startswith("file://") else registry
+    if "://" not in local and not Path(local).is_dir():
+        raise UsageError(f"--registry {registry}: no such folder")
+    reg = open_registry(registry)
+    names = check.models_of(reg, models)
+    if data and len(names) > 1:
+        raise UsageError("--data is one model's production data: add --model NAME")
+    verdicts: list[check.Verdict] = []
+    errors: list[tuple[str, str]] = []
+    for name in names:
+        try:
+            verdicts.append(check.judge_model(reg, name, opts))
+        except MlopsCiError as exc:
+            errors.append((name, str(exc)))
+
+    if fmt == "json":
+        print(render.to_json(verdicts, errors))
+    else:
+        print(render.text(verdicts, errors))
+        if fmt == "github":
+            for v in verdicts:
+                for reason in v.reasons():
+                    gha.annotation("error", reason, title=f"mlops-ci monitor: {v.name}")
+            for name, error in errors:
+                gha.annotation("error", error, title=f"mlops-ci monitor: {name}")
+    gha.write_summary(render.summary(verdicts, errors))
+
+    if issues:
+        from mlops_ci.github import GitHub
+        from mlops_ci.monitor import issues as issue_sync
+
+        gh = GitHub.from_env()
+        for action in issue_sync.sync(gh, verdicts, gh.run_url()):
+            if action.action != "none":
+                print(f"issue #{action.number} {action.action}: {action.model}", file=sys.stderr)
+    if record:
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        for v in verdicts:
+            payload = json.dumps({**v.to_json(), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ")})
+            reg.write_bytes(f".mlops/monitor/{v.name}/{stamp}.json", payload.encode() + b"\n")
+    if errors:
+        return EXIT_USAGE
+    return EXIT_VERDICT if any(v.needs_attention for v in verdicts) else EXIT_OK

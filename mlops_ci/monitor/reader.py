@@ -1,0 +1,172 @@
+"""Streams production data in record batches: Parquet or CSV, one file, a folder or an S3 prefix.
+
+Parquet is read with `pre_buffer=False`: with pre-buffering (pyarrow's default since 26) a scan
+buffers whole files, and memory grows with the data instead of staying at a few batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mlops_ci.errors import UsageError
+
+BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset location: a pyarrow filesystem, a path on it, and the file format."""
+
+    filesystem: Any
+    path: str
+    format: str  # "parquet" | "csv"
+    shown: str
+
+
+def parquet_format() -> Any:
+    import pyarrow.dataset as ds
+
+    return ds.ParquetFileFormat(
+        default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+    )
+
+
+def locate(uri: str | Path) -> Source:
+    """Where `--data` (a path, file:// or s3://bucket/prefix) points, and in which format."""
+    import pyarrow.fs as pafs
+
+    text = str(uri)
+    parts = urlsplit(text)
+    if parts.scheme == "s3":
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs: dict[str, Any] = {}
+        if endpoint:
+            ep = urlsplit(endpoint)
+            kwargs["endpoint_override"] = ep.netloc or endpoint
+            kwargs["scheme"] = ep.scheme or "https"
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        fs: Any = pafs.S3FileSystem(**kwargs)
+        path = f"{parts.netloc}/{parts.path.lstrip('/')}".rstrip("/")
+        return Source(fs, path, _format_of(fs, path, text), text)
+    if parts.scheme == "file":
+        text = parts.path
+    elif parts.scheme and len(parts.scheme) > 1:
+        raise UsageError(f"--data: unsupported URI scheme {parts.scheme!r} (use a path or s3://)")
+    local = Path(text)
+    if not local.exists():
+        raise UsageError(f"data not found: {local}")
+    fs = pafs.LocalFileSystem()
+    path = str(local.resolve())
+    return Source(fs, path, _format_of(fs, path, text), text)
+
+
+def _format_of(fs: Any, path: str, shown: str) -> str:
+    import pyarrow.fs as pafs
+
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        names = [path]
+    elif info.type == pafs.FileType.Directory:
+        found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        names = [f.path for f in found if f.type == pafs.FileType.File]
+    else:
+        raise UsageError(f"data not found: {shown}")
+    if names and all(n.lower().endswith(".csv") for n in names):
+        return "csv"
+    return "parquet"
+
+
+def dataset(source: Source, *, hive: bool = True) -> Any:
+    """A pyarrow dataset over the source (Hive `key=value` folders become columns)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    fmt = parquet_format() if source.format == "parquet" else "csv"
+    partitioning = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+    try:
+        return ds.dataset(
+            source.path,
+            format=fmt,
+            filesystem=source.filesystem,
+            partitioning=partitioning if hive else None,
+            ignore_prefixes=[".", "_"],
+        )
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UsageError(f"cannot read {source.shown}: {exc}") from None
+
+
+def batches(
+    data: Any,
+    columns: Sequence[str],
+    filter: Any = None,
+    *,
+    filter_columns: Sequence[str] = (),
+    partition_filter: Any = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[Any]:
+    """Record batches of `columns` with `filter` applied; memory does not grow with the rows.
+
+    Parquet files are read fragment by fragment with `ParquetFile.iter_batches` over a buffered
+    stream (pre_buffer=False): the dataset scanner decodes a whole row group before slicing
+    it, so a file written with one 1M-row group (pyarrow's default) would cost 600 MB here.
+    `filter` is applied to rows and reads `filter_columns`; `partition_filter` (on Hive folders
+    such as date=) prunes files before they are opened.
+    """
+    import pyarrow as pa
+
+    try:
+        if isinstance(data.format, pa.dataset.ParquetFileFormat):
+            yield from _parquet_batches(
+                data, columns, filter, filter_columns, partition_filter, batch_rows
+            )
+            return
+        both = (
+            filter
+            if partition_filter is None
+            else (partition_filter if filter is None else partition_filter & filter)
+        )
+        scanner = data.scanner(
+            columns=list(columns), filter=both, batch_size=batch_rows, batch_readahead=1
+        )
+        for batch in scanner.to_batches():
+            if batch.num_rows:
+                yield batch
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UsageError(f"cannot read the data: {exc}") from None
+
+
+def _parquet_batches(
+    data: Any,
+    columns: Sequence[str],
+    filter: Any,
+    filter_columns: Sequence[str],
+    partition_filter: Any,
+    batch_rows: int,
+) -> Iterator[Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wanted = list(columns)
+    for fragment in data.get_fragments(filter=partition_filter):
+        with fragment.filesystem.open_input_file(fragment.path) as fh:
+            pf = pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
+            present = set(pf.schema_arrow.names)
+            missing = [c for c in wanted if c not in present]
+            if missing:
+                raise UsageError(f"{fragment.path} has no column {', '.join(map(repr, missing))}")
+            needed = list(dict.fromkeys([*wanted, *filter_columns]))
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=needed):
+                if filter is not None:
+                    batch = pa.Table.from_batches([batch]).filter(filter)
+                    for part in batch.select(wanted).to_batches():
+                        if part.num_rows:
+                            yield part
+                elif batch.num_rows:
+                    yield batch.select(wanted)

@@ -1,0 +1,629 @@
+"""The model registry: a Triton model repository on a folder or on S3, behind one small interface.
+
+It owns storage (atomic and conditional writes, listing, the registry-wide lock) and the read-only
+model view (which models, which versions, which one serves, digest-checked model bytes). What is
+written where, and in which order, is `deploy.py`'s business; `audit.py` owns the log's format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
+
+from mlops_ci import atomic
+from mlops_ci.errors import MlopsCiError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+#: Where the registry keeps what Triton must not see (Triton ignores folders starting with '.').
+META = ".mlops"
+LOCK_KEY = f"{META}/lock"
+#: A lock on S3 older than this is taken to belong to a crashed deploy and may be broken.
+DEFAULT_LOCK_TTL_S = 600.0
+
+_VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
+
+
+class RegistryError(MlopsCiError):
+    """The registry is unreachable, misconfigured, or holds bytes that fail their digest: exit 2."""
+
+
+def _check_key(key: str) -> str:
+    """Keys are '/'-separated and relative; refuse anything that could leave the root."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+        raise RegistryError(f"invalid registry key {key!r}")
+    return key
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Store(Protocol):
+    """The storage primitives a backend provides. `token`s are opaque change markers (an S3 ETag,
+    or the content digest on a folder) for compare-and-swap writes."""
+
+    uri: str
+
+    def get(self, key: str) -> tuple[bytes, str] | None: ...
+    def tail(self, key: str, nbytes: int) -> bytes | None: ...
+    def put(self, key: str, data: bytes) -> None: ...
+    def put_if_absent(self, key: str, data: bytes) -> bool: ...
+    def put_if_match(self, key: str, data: bytes, token: str) -> bool: ...
+    def append(self, key: str, data: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def configs(self) -> list[str]: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def stamp(self, key: str) -> str | None: ...
+    def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None: ...
+    def lock(self, timeout_s: float) -> contextlib.AbstractContextManager[None]: ...
+    def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]: ...
+    def child_uri(self, key: str) -> str: ...
+
+
+#: fsync every write (MLOPS_CI_FSYNC=1). Atomicity against a killed process needs no fsync (the
+#: rename is atomic either way); fsync adds durability against power loss, where without it
+#: the digest check on every read still refuses a version whose bytes did not reach the disk.
+_FSYNC = os.environ.get("MLOPS_CI_FSYNC", "") not in ("", "0")
+
+
+def _durable(fh: Any) -> None:
+    if _FSYNC:
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# --- the filesystem ----------------------------------------------------------------------------
+
+
+class FileStore:
+    """A folder. Writes go to a temporary file beside the target and are renamed over it; a
+    version folder is staged as `.staging-…` (Triton ignores dot-folders) and renamed whole."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {self._path(key)}: {exc.strerror}") from exc
+        return data, sha256_hex(data)
+
+    def tail(self, key: str, nbytes: int) -> bytes | None:
+        try:
+            with open(self._path(key), "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - nbytes))
+                return fh.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def put(self, key: str, data: bytes) -> None:
+        self._write(self._path(key), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        try:
+            atomic.write_bytes(path, data, fsync=_FSYNC)
+        except OSError as exc:
+            raise RegistryError(f"cannot write {path}: {exc.strerror}") from exc
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        try:
+            return atomic.create_bytes(path, data, fsync=_FSYNC)
+        except OSError as exc:
+            raise RegistryError(f"cannot write {path}: {exc.strerror}") from exc
+
+    def put_if_match(self, key: str, data: bytes, token: str) -> bool:
+        with self._flock(self.root / META / ".cas.lock", timeout_s=60.0):
+            current = self.get(key)
+            if current is None or current[1] != token:
+                return False
+            self.put(key, data)
+            return True
+
+    def append(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One write() with O_APPEND: a killed process leaves the line whole or absent.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            if _FSYNC:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def configs(self) -> list[str]:
+        """`<model>/config.pbtxt` of every model folder (not the prediction log's files)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            f"{d.name}/config.pbtxt"
+            for d in self.root.iterdir()
+            if not d.name.startswith(".") and (d / "config.pbtxt").is_file()
+        )
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".staging-")]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.endswith(".tmp") and name.startswith("."):
+                    continue  # a write in progress (or a crashed one)
+                keys.append(name if rel == "." else f"{rel}/{name}")
+        return sorted(keys)
+
+    def stamp(self, key: str) -> str | None:
+        try:
+            st = self._path(key).stat()
+        except OSError:
+            return None
+        return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+    def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None:
+        target = self._path(prefix)
+        if target.exists():
+            raise RegistryError(f"{target} exists already; versions are never overwritten")
+        staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            for name, data in files.items():
+                with open(staging / name, "wb") as fh:
+                    os.fchmod(fh.fileno(), atomic.FILE_MODE)  # as every other registry file
+                    fh.write(data)
+                    _durable(fh)
+            os.rename(staging, target)
+        except BaseException:
+            for child in staging.glob("*"):
+                child.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                staging.rmdir()
+            raise
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float) -> Iterator[None]:
+        with self._flock(self.root / LOCK_KEY, timeout_s):
+            yield
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _flock(path: Path, timeout_s: float) -> Iterator[None]:
+        # flock is released by the kernel when its holder dies, so a kill -9 never wedges it.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise RegistryError(
+                            f"{path} is held by another deploy for more than {timeout_s:.0f} s"
+                        ) from None
+                    time.sleep(0.005)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        import pyarrow.fs
+
+        return pyarrow.fs.LocalFileSystem(), self.root.as_posix()
+
+    def child_uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+# --- S3 ----------------------------------------------------------------------------------------
+
+
+class S3Store:
+    """A bucket and prefix on any S3-compatible store (AWS_ENDPOINT_URL and the usual AWS
+    variables pick it). S3 has no rename: a version folder's objects are put one by one with the
+    marker (`release.json`) last, and only a complete folder is ever named by config.pbtxt.
+    Exclusive writes are conditional puts (`If-None-Match: *`, `If-Match: <etag>`)."""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(
+            connect_timeout=5,
+            read_timeout=60,
+            retries={"max_attempts": 3, "mode": "standard"},
+            # A custom endpoint (SeaweedFS, MinIO, moto…) rarely resolves bucket subdomains.
+            s3={"addressing_style": "path"} if endpoint else {},
+        )
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.endpoint = endpoint
+        self.region = region
+        self.client = _s3_client(region, config)
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, exc: Exception, what: str) -> RegistryError:
+        detail = getattr(exc, "response", {}).get("Error", {}) if hasattr(exc, "response") else {}
+        code = detail.get("Code") if detail else None
+        reason = f"{code}: {detail.get('Message', '')}".strip(": ") if code else str(exc)
+        return RegistryError(f"{self.uri}: cannot {what}: {reason}")
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError:
+            raise
+        except BotoCoreError as exc:  # unreachable endpoint, no credentials, …
+            raise self._fail(exc, what) from exc
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self._call(f"read {key}", self.client.get_object, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._fail(exc, f"read {key}") from exc
+        return resp["Body"].read(), resp["ETag"]
+
+    def tail(self, key: str, nbytes: int) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self._call(
+                f"read {key}", self.client.get_object, Key=self._key(key), Range=f"bytes=-{nbytes}"
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416:
+                return b""  # an empty object has no last bytes
+            raise self._fail(exc, f"read {key}") from exc
+        return bytes(resp["Body"].read())
+
+    def put(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(f"write {key}", self.client.put_object, Key=self._key(key), Body=data)
+        except ClientError as exc:
+            raise self._fail(exc, f"write {key}") from exc
+
+    def _conditional(self, key: str, data: bytes, **cond: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(
+                f"write {key}", self.client.put_object, Key=self._key(key), Body=data, **cond
+            )
+            return True
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code")
+            # 412: the condition failed; 409: a concurrent conditional write is in flight.
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            if status == 404 or code in ("NoSuchKey",):
+                return False
+            raise self._fail(exc, f"write {key}") from exc
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._conditional(key, data, IfNoneMatch="*")
+
+    def put_if_match(self, key: str, data: bytes, token: str) -> bool:
+        return self._conditional(key, data, IfMatch=token)
+
+    def append(self, key: str, data: bytes) -> None:
+        # S3 has no append: read, then replace only if nobody wrote in between.
+        for _ in range(100):
+            current = self.get(key)
+            if current is None:
+                if self.put_if_absent(key, data):
+                    return
+            elif self.put_if_match(key, current[0] + data, current[1]):
+                return
+            time.sleep(0.01)
+        raise RegistryError(f"{self.uri}/{key}: too many concurrent writers")
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(f"delete {key}", self.client.delete_object, Key=self._key(key))
+        except ClientError as exc:
+            raise self._fail(exc, f"delete {key}") from exc
+
+    def configs(self) -> list[str]:
+        # '.' sorts before every model name's first character, so listing after ".\x7f" skips
+        # .mlops/ (the prediction log can be millions of objects) without reading it.
+        return [
+            k
+            for k in self.list("", start_after=".\x7f")
+            if k.count("/") == 1 and k.endswith("/config.pbtxt")
+        ]
+
+    def list(self, prefix: str, start_after: str = "") -> list[str]:
+        from botocore.exceptions import ClientError
+
+        full = self._key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
+        if self.prefix and not full:
+            full = self.prefix + "/"
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        extra = {"StartAfter": full + start_after} if start_after else {}
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, **extra):
+                keys.extend(obj["Key"][cut:] for obj in page.get("Contents", []))
+        except ClientError as exc:
+            raise self._fail(exc, f"list {prefix or '/'}") from exc
+        except Exception as exc:
+            from botocore.exceptions import BotoCoreError
+
+            if isinstance(exc, BotoCoreError):
+                raise self._fail(exc, f"list {prefix or '/'}") from exc
+            raise
+        return sorted(k for k in keys if k and not k.endswith("/"))
+
+    def stamp(self, key: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self._call(f"stat {key}", self.client.head_object, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise self._fail(exc, f"stat {key}") from exc
+        return str(resp["ETag"])
+
+    def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None:
+        # Callers hold the registry lock; the check keeps a stray caller from mixing two versions.
+        if self.list(prefix):
+            raise RegistryError(
+                f"{self.uri}/{prefix} exists already; versions are never overwritten"
+            )
+        for name, data in files.items():
+            if name != last:
+                self.put(f"{prefix}/{name}", data)
+        # The marker is created, never replaced: two writers of one version cannot both win.
+        if not self.put_if_absent(f"{prefix}/{last}", files[last]):
+            raise RegistryError(
+                f"{self.uri}/{prefix} exists already; versions are never overwritten"
+            )
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float) -> Iterator[None]:
+        ttl = float(os.environ.get("MLOPS_CI_LOCK_TTL", DEFAULT_LOCK_TTL_S))
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "id": uuid.uuid4().hex}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            body = json.dumps({**me, "expires": time.time() + ttl}).encode()
+            if self.put_if_absent(LOCK_KEY, body):
+                break
+            held = self.get(LOCK_KEY)
+            if (
+                held is not None
+                and _lock_is_stale(held[0])
+                and self.put_if_match(LOCK_KEY, body, held[1])
+            ):
+                break  # took over a dead holder's lock; the If-Match makes the takeover unique
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"{self.uri}/{LOCK_KEY} is held by another deploy for more than "
+                    f"{timeout_s:.0f} s"
+                )
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            held = self.get(LOCK_KEY)
+            if held is not None and json.loads(held[0]).get("id") == me["id"]:
+                self.delete(LOCK_KEY)
+
+    def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        import pyarrow.fs
+
+        kwargs: dict[str, Any] = {"region": self.region}
+        if self.endpoint:
+            url = urlparse(self.endpoint)
+            kwargs["endpoint_override"] = url.netloc
+            kwargs["scheme"] = url.scheme or "https"
+        base = f"{self.bucket}/{self.prefix}".rstrip("/")
+        return pyarrow.fs.S3FileSystem(**kwargs), base
+
+    def child_uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+_SESSIONS: dict[tuple[str | None, ...], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _s3_client(region: str, config: Any) -> Any:
+    """An S3 client from a boto3 session per set of credential variables: boto3's default
+    session keeps the credentials it first resolved, and a new session costs ~0.3 s."""
+    import boto3
+
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+    key = tuple(os.environ.get(n) for n in names)
+    with _SESSIONS_LOCK:
+        if key not in _SESSIONS:
+            _SESSIONS[key] = boto3.session.Session()
+        # Creating clients from one session is not thread-safe; do it under the lock too.
+        return _SESSIONS[key].client("s3", region_name=region, config=config)
+
+
+def _lock_is_stale(body: bytes) -> bool:
+    """A lock whose holder is gone: past its expiry, or a dead process on this very host."""
+    try:
+        held = json.loads(body)
+        if time.time() > float(held["expires"]):
+            return True
+        if held.get("host") == socket.gethostname():
+            os.kill(int(held["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, KeyError, TypeError, PermissionError):
+        return False
+    return False
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+class Registry:
+    """Storage primitives plus the model view of DESIGN.md's "Registry" layout."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.uri = store.uri
+
+    # storage primitives ------------------------------------------------------------------------
+
+    def read_bytes(self, key: str) -> bytes | None:
+        got = self.store.get(key)
+        return None if got is None else got[0]
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.store.put(key, data)
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        return self.store.list(prefix)
+
+    def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        return self.store.arrow_fs()
+
+    def uri_of(self, key: str) -> str:
+        """The absolute URI of a key (`file://…` or `s3://…`), e.g. KServe's storageUri."""
+        return self.store.child_uri(key)
+
+    # the model view ----------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        return sorted(key.split("/")[0] for key in self.store.configs())
+
+    def config_text(self, model: str) -> str | None:
+        data = self.read_bytes(f"{model}/config.pbtxt")
+        return None if data is None else data.decode("utf-8")
+
+    def serving_version(self, model: str) -> int | None:
+        from mlops_ci import triton
+
+        text = self.config_text(model)
+        if text is None:
+            return None
+        try:
+            return triton.serving_version(text)
+        except ValueError as exc:
+            raise RegistryError(f"{self.uri_of(model + '/config.pbtxt')}: {exc}") from exc
+
+    def versions(self, model: str) -> list[int]:
+        found = set()
+        for key in self.store.list(model):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == "release.json" and _VERSION_DIR.fullmatch(parts[1]):
+                found.add(int(parts[1]))
+        return sorted(found)
+
+    def release(self, model: str, n: int) -> dict[str, Any]:
+        key = f"{model}/{n}/release.json"
+        data = self.read_bytes(key)
+        if data is None:
+            raise RegistryError(f"{self.uri}: {model} has no version {n}")
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise RegistryError(f"{self.uri_of(key)}: not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise RegistryError(f"{self.uri_of(key)}: not a JSON object")
+        return doc
+
+    def manifest_text(self, model: str, n: int) -> str:
+        data = self.read_bytes(f"{model}/{n}/model.yaml")
+        if data is None:
+            raise RegistryError(f"{self.uri}: {model} version {n} has no model.yaml")
+        return data.decode("utf-8")
+
+    def model_onnx(self, model: str, n: int) -> bytes:
+        expected = self.release(model, n).get("onnx", {}).get("sha256")
+        data = self.read_bytes(f"{model}/{n}/model.onnx")
+        if data is None:
+            raise RegistryError(f"{self.uri}: {model} version {n} has no model.onnx")
+        actual = sha256_hex(data)
+        if actual != expected:
+            raise RegistryError(
+                f"{self.uri_of(f'{model}/{n}/model.onnx')}: sha256 {actual} does not match "
+                f"release.json ({expected}); refusing to use it"
+            )
+        return data
+
+    def state_token(self, model: str) -> str:
+        return self.store.stamp(f"{model}/config.pbtxt") or ""
+
+
+def open_registry(uri: str | Path) -> Registry:
+    """A registry from a folder path, `file:///abs/path` or `s3://bucket/prefix`."""
+    text = str(uri)
+    if text.startswith("s3://"):
+        parsed = urlparse(text)
+        if not parsed.netloc:
+            raise RegistryError(f"{text}: an S3 registry is s3://bucket/prefix")
+        try:
+            return Registry(S3Store(parsed.netloc, parsed.path))
+        except ImportError as exc:
+            raise RegistryError(
+                "an s3:// registry needs boto3: pip install 'mlops-ci[s3]'"
+            ) from exc
+    if text.startswith("file://"):
+        parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise RegistryError(f"{text}: file:// URIs name a local folder (file:///abs/path)")
+        text = parsed.path
+    elif "://" in text:
+        raise RegistryError(f"{text}: a registry is a folder, file:///path or s3://bucket/prefix")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise RegistryError(f"{path}: the registry must be a folder")
+    return Registry(FileStore(path))

@@ -1,0 +1,109 @@
+"""`mlops-ci serve`: the Open Inference Protocol v2 over the registry (uvicorn, a minimal ASGI app).
+
+`protocol` parses and encodes the wire format, `models` decides which version serves, `metrics`
+and `predlog` observe, `app` wires them into an ASGI callable, and `main` runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from mlops_ci.errors import EXIT_OK, UsageError
+
+
+def main(
+    registry: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    threads: int | None = None,
+    prediction_log: str | None = None,
+    max_body_bytes: int = 64 << 20,
+    poll_s: float = 0.5,
+    sample_rate: float = 0.0,
+    log_flush_s: float = 30.0,
+    drain_s: float = 10.0,
+    idle_timeout_s: float = 5.0,
+    access_log: bool = False,
+) -> int:
+    """Serve until SIGTERM or Ctrl-C; exit 0 after a clean drain, 2 on a configuration error."""
+    import uvicorn
+
+    from mlops_ci.registry import open_registry
+    from mlops_ci.serve.app import App, Settings
+    from mlops_ci.serve.models import DEFAULT_THREADS
+    from mlops_ci.serve.transport import BoundedHttpToolsProtocol
+
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    reg = open_registry(registry)
+    if reg.uri.startswith("file://") or "://" not in reg.uri:
+        folder = registry.removeprefix("file://")
+        if not os.path.isdir(folder):
+            raise UsageError(f"{registry}: no such registry folder")
+    reg.models()  # reachable and readable now, rather than a failing worker later
+    settings = Settings(
+        registry=registry,
+        prediction_log=prediction_log,
+        max_body_bytes=max_body_bytes,
+        poll_s=poll_s,
+        threads=threads or DEFAULT_THREADS,
+        default_sample_rate=sample_rate,
+        log_flush_s=log_flush_s,
+        body_timeout_s=2 * idle_timeout_s,  # per chunk: silence, not a slow network
+    )
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    logging.basicConfig(level=logging.INFO, format="mlops-ci serve: %(message)s")
+    common: dict[str, Any] = {
+        "http": BoundedHttpToolsProtocol,
+        "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+        "lifespan": "on",
+        "access_log": access_log,
+        "log_level": "warning",
+        "timeout_keep_alive": idle_timeout_s,
+        "timeout_graceful_shutdown": drain_s,
+        "server_header": False,
+    }
+    print(f"mlops-ci serve: http://{host}:{bound} (registry {reg.uri})", flush=True)
+    if workers == 1:
+        config = uvicorn.Config(App(settings), **common)
+        server = uvicorn.Server(config)
+        # uvicorn re-raises the SIGTERM it drained for once it is done; a drained server has
+        # done its job, so the process then exits 0 rather than die of the signal.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        server.run(sockets=[sock])
+        return EXIT_OK if server.started else 2
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ["MLOPS_CI_SERVE_SETTINGS"] = json.dumps(dataclasses.asdict(settings))
+    config = uvicorn.Config(
+        "mlops_ci.serve.app:create_app", factory=True, workers=workers, **common
+    )
+    Multiprocess(config, sockets=[sock]).run()
+    return EXIT_OK
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: without it, Nagle holds back the reply's body (a second
+    # small write) until the client acknowledges its headers, adding milliseconds per request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,333 @@
+"""The ASGI application of `serve`: routes of the Open Inference Protocol v2, `/metrics`, and the
+lifespan (load on start, drain and flush the prediction log on stop).
+
+A plain ASGI callable, no framework: a request costs a path split, the protocol's parse, one
+`session.run` and the encode. Metrics and the prediction log wrap the call to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlops_ci import __version__
+from mlops_ci.serve import protocol
+from mlops_ci.serve.metrics import Metrics
+from mlops_ci.serve.models import PLATFORM, LoadedModel, ModelStore
+from mlops_ci.serve.predlog import PredictionLog
+from mlops_ci.serve.protocol import ProtocolError
+
+log = logging.getLogger("mlops_ci.serve")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+EXTENSIONS = ["binary_tensor_data", "model_repository_health"]
+_JSON = [(b"content-type", b"application/json")]
+_NOT_READY = protocol.error_body("the server is loading its models")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a server process needs to start (passed to worker processes as JSON)."""
+
+    registry: str
+    prediction_log: str | None  # None: <registry>/.mlops/predictions; "": off
+    max_body_bytes: int = 64 << 20
+    poll_s: float = 0.5
+    threads: int = 1
+    default_sample_rate: float = 0.0
+    log_flush_s: float = 30.0
+    body_timeout_s: float = 30.0
+
+
+class App:
+    """The ASGI callable. `store` and `predlog` exist once the lifespan has started."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store: ModelStore | None = None
+        self.predlog: PredictionLog | None = None
+
+    # --- lifespan ------------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await asyncio.to_thread(self.start)
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def start(self) -> None:
+        from mlops_ci.registry import open_registry
+
+        s = self.settings
+        registry = open_registry(s.registry)
+        log_on = s.prediction_log != ""
+        store = ModelStore(
+            registry,
+            self.metrics,
+            threads=s.threads,
+            default_sample_rate=s.default_sample_rate,
+            log_enabled=log_on,
+        )
+        if log_on:
+            if s.prediction_log is None:
+                from mlops_ci.serve.predlog import REGISTRY_PREFIX
+
+                sink, prefix = registry, REGISTRY_PREFIX
+            else:
+                sink, prefix = open_registry(s.prediction_log), ""
+            self.predlog = PredictionLog(sink, prefix, self.metrics, flush_s=s.log_flush_s)
+        self.store = store
+        store.start(s.poll_s)
+
+    def stop(self) -> None:
+        if self.store is not None:
+            self.store.stop()
+        if self.predlog is not None:
+            self.predlog.close()
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if path.startswith("/v2/models/"):
+                await self._model_route(scope, path[11:].split("/"), method, receive, send)
+            elif method not in ("GET", "HEAD"):
+                raise ProtocolError(f"{method} is not allowed on {path}", 405)
+            elif path == "/v2/health/live":
+                await _reply(send, 200, b"")
+            elif path == "/v2/health/ready":
+                ready = self.store is not None and self.store.ready
+                await _reply(send, 200 if ready else 503, b"" if ready else _NOT_READY)
+            elif path in ("/v2", "/v2/"):
+                doc = {"name": "mlops-ci", "version": __version__, "extensions": EXTENSIONS}
+                await _reply(send, 200, protocol.json_bytes(doc))
+            elif path == "/metrics":
+                await _reply(
+                    send,
+                    200,
+                    self.metrics.exposition(),
+                    [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                )
+            else:
+                raise ProtocolError(f"no such endpoint: {path}", 404)
+        except ProtocolError as exc:
+            await _reply(send, exc.status, protocol.error_body(exc.message))
+
+    async def _model_route(
+        self, scope: Scope, parts: list[str], method: str, receive: Receive, send: Send
+    ) -> None:
+        # parts: [m] | [m, ready] | [m, infer] | [m, versions, v] | [m, versions, v, ready|infer]
+        store = self.store
+        if store is None or not store.ready:
+            raise ProtocolError("the server is loading its models", 503)
+        version: str | None = None
+        if len(parts) >= 3 and parts[1] == "versions":
+            version = parts[2]
+            rest = parts[3:]
+        else:
+            rest = parts[1:]
+        if len(rest) > 1 or (rest and rest[0] not in ("ready", "infer")) or not parts[0]:
+            raise ProtocolError(f"no such endpoint: {scope['path']}", 404)
+        action = rest[0] if rest else ""
+        name = parts[0]
+        if action == "infer":
+            if method != "POST":
+                raise ProtocolError("inference takes POST", 405)
+            await self._infer(scope, store, name, version, receive, send)
+            return
+        if method not in ("GET", "HEAD"):
+            raise ProtocolError(f"{method} is not allowed here", 405)
+        model = _model(store, name, version) or await _load(store, name, version)
+        if action == "ready":
+            await _reply(send, 200, b"")
+        else:
+            await _reply(send, 200, protocol.json_bytes(_metadata(model, store)))
+
+    async def _infer(
+        self,
+        scope: Scope,
+        store: ModelStore,
+        name: str,
+        version: str | None,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        header_length: int | None = None
+        declared: int | None = None
+        for key, value in scope["headers"]:
+            if key == b"inference-header-content-length":
+                header_length = _int_header(value, "Inference-Header-Content-Length")
+            elif key == b"content-length":
+                declared = _int_header(value, "Content-Length")
+        limit = self.settings.max_body_bytes
+        if declared is not None and declared > limit:
+            raise ProtocolError(f"the body is {declared} bytes; the limit is {limit}", 413)
+        model = _model(store, name, version) or await _load(store, name, version)
+        body = await _read_body(receive, limit, self.settings.body_timeout_s)
+        started = time.perf_counter()
+        try:
+            request = protocol.parse_request(body, header_length, model.inputs, model.outputs)
+            names = [n for n, _ in request.outputs]
+            results = model.session.run(names, request.inputs)
+            reply, json_length = protocol.encode_response(
+                model.name,
+                model.version_text,
+                request.id,
+                [(n, r, b) for (n, b), r in zip(request.outputs, results, strict=True)],
+            )
+        except ProtocolError:
+            model.stats.failed()
+            raise
+        except Exception as exc:  # onnxruntime refusing an input the checks let through
+            model.stats.failed()
+            raise ProtocolError(f"inference failed: {_first_line(exc)}", 400) from None
+        first = next(iter(request.inputs.values()), None)
+        model.stats.ok(
+            time.perf_counter() - started,
+            int(first.shape[0]) if first is not None and first.ndim else 1,
+        )
+        if model.sampler is not None and self.predlog is not None and model.sampler():
+            try:
+                outputs = _all_outputs(model, request, names, results)
+            except Exception as exc:  # the client's answer stands; only the sample is lost
+                log.error("%s: prediction log sample skipped: %s", model.name, _first_line(exc))
+            else:
+                self.predlog.record(
+                    model.name, model.version, request.id, model.layout, request.inputs, outputs
+                )
+        headers = _JSON
+        if json_length is not None:
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_length).encode()),
+            ]
+        await _reply(send, 200, reply, headers)
+
+
+def _all_outputs(
+    model: LoadedModel, request: protocol.InferenceRequest, names: list[str], results: list[Any]
+) -> dict[str, Any]:
+    """Every output for the log, even those the client did not ask for (run once more, rare:
+    only for sampled requests that asked for a subset)."""
+    got = dict(zip(names, results, strict=True))
+    if len(got) < len(model.outputs):
+        missing = [m.name for m in model.outputs if m.name not in got]
+        got.update(zip(missing, model.session.run(missing, request.inputs), strict=True))
+    return got
+
+
+async def _load(store: ModelStore, name: str, version: str | None) -> LoadedModel:
+    """A listed version not loaded yet: load it off the event loop (the rare path of _model)."""
+    if version is None:
+        raise ProtocolError(f"model {name!r} has no version that can serve", 503)
+    return await asyncio.to_thread(store.load_listed, name, version)
+
+
+def _model(store: ModelStore, name: str, version: str | None) -> LoadedModel | None:
+    """The model version, or None when it is listed but must be loaded first (`_load`)."""
+    try:
+        return store.get(name, version)
+    except ProtocolError as exc:
+        if exc.status != 503 or version is None:
+            raise
+    return None
+
+
+def _metadata(model: LoadedModel, store: ModelStore) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "versions": [str(v) for v in store.versions(model.name)],
+        "platform": PLATFORM,
+        "inputs": [m.to_json() for m in model.inputs],
+        "outputs": [m.to_json() for m in model.outputs],
+    }
+
+
+async def _read_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ProtocolError("the client went away", 400)
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise ProtocolError(f"the body is over the limit of {limit} bytes", 413)
+    if not message.get("more_body", False):
+        return body  # the usual case: the whole body arrived with the headers
+    chunks, size = [body], len(body)
+    while True:
+        try:
+            # A client that stops sending half-way must not hold the request for ever.
+            message = await asyncio.wait_for(receive(), timeout_s)
+        except TimeoutError:
+            raise ProtocolError(f"the body did not arrive within {timeout_s:g} s", 408) from None
+        if message["type"] == "http.disconnect":
+            raise ProtocolError("the client went away", 400)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"the body is over the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _int_header(value: bytes, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ProtocolError(f"{name} must be a whole number") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+async def _reply(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = _JSON
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app() -> App:
+    """uvicorn's factory for worker processes: the settings come from the environment."""
+    import json
+    import os
+    import sys
+
+    raw = os.environ.get("MLOPS_CI_SERVE_SETTINGS")
+    if not raw:
+        sys.exit("mlops-ci serve: MLOPS_CI_SERVE_SETTINGS is not set (start with `mlops-ci serve`)")
+    logging.basicConfig(level=logging.INFO, format=f"mlops-ci serve [{os.getpid()}]: %(message)s")
+    return App(Settings(**json.loads(raw)))

@@ -1,0 +1,257 @@
+"""Which model versions `serve` answers for: the registry's serving versions, kept current by a
+poller, one onnxruntime session per version, loaded only from digest-checked bytes.
+
+Swaps are single dictionary assignments, so a request sees the old version or the new one, never
+a mix; a version that fails to load (missing, half-written, wrong digest) is never served and
+the version before it keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlops_ci.serve.metrics import Metrics, VersionStats
+from mlops_ci.serve.predlog import Layout, Sampler, layout_for, sample_rate
+from mlops_ci.serve.protocol import ONNX_DATATYPES, ProtocolError, TensorMeta
+
+if TYPE_CHECKING:
+    from mlops_ci.registry import Registry
+
+log = logging.getLogger("mlops_ci.serve")
+
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One model version, ready: its session, its signature and its bound metrics."""
+
+    name: str
+    version: int
+    session: Any = field(repr=False)
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    stats: VersionStats = field(repr=False)
+    sampler: Sampler | None = field(repr=False)
+    layout: Layout = field(repr=False)
+
+    @property
+    def version_text(self) -> str:
+        return str(self.version)
+
+
+@dataclass(frozen=True)
+class _ModelState:
+    token: str
+    serving: LoadedModel | None
+    versions: tuple[int, ...]
+
+
+#: Intra-op threads per session unless --threads says otherwise. A worker runs each inference
+#: inline on its event loop, one request at a time whatever the thread count: more threads only
+#: shorten large batches, and cost every small request a hand-off to the pool (2 threads took
+#: twice the time of 1 on one row of a 100-tree forest). Cores are for --workers.
+DEFAULT_THREADS = 1
+
+
+class ModelStore:
+    """The registry's models as served: `get(model, version)` on the request path; `refresh()`
+    (called by the poller thread) picks up deploys and rollbacks."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        metrics: Metrics,
+        *,
+        threads: int = 1,
+        default_sample_rate: float = 0.0,
+        log_enabled: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.threads = threads
+        self.default_sample_rate = default_sample_rate
+        self.log_enabled = log_enabled
+        self.ready = False
+        self._models: Mapping[str, _ModelState] = {}
+        # (model, version) -> loaded; serving versions plus those asked for by path.
+        self._loaded: dict[tuple[str, int], LoadedModel] = {}
+        self._load_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the request path ---------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, model: str) -> tuple[int, ...]:
+        state = self._models.get(model)
+        if state is None:
+            raise ProtocolError(f"unknown model {model!r}", 404)
+        return state.versions
+
+    def get(self, model: str, version: str | None = None) -> LoadedModel:
+        """The serving version, or a listed version already loaded; ProtocolError 404 when the
+        model or version is unknown, 503 when it is known but not loaded yet."""
+        state = self._models.get(model)
+        if state is None:
+            raise ProtocolError(f"unknown model {model!r}", 404)
+        if version is None:
+            if state.serving is None:
+                raise ProtocolError(f"model {model!r} has no version that can serve", 503)
+            return state.serving
+        n = _version_number(model, version)
+        if state.serving is not None and state.serving.version == n:
+            return state.serving
+        if n not in state.versions:
+            raise ProtocolError(f"model {model!r} has no version {version}", 404)
+        found = self._loaded.get((model, n))
+        if found is None:
+            raise ProtocolError(f"model {model!r} version {n} is not loaded", 503)
+        return found
+
+    def load_listed(self, model: str, version: str) -> LoadedModel:
+        """Load a listed, not yet loaded version (blocking: call from a worker thread)."""
+        n = _version_number(model, version)
+        if n not in self.versions(model):
+            raise ProtocolError(f"model {model!r} has no version {version}", 404)
+        try:
+            return self._load(model, n)
+        except Exception as exc:
+            log.error("could not load %s version %s: %s", model, n, exc)
+            raise ProtocolError(f"model {model!r} version {n} cannot be loaded", 503) from None
+
+    # --- keeping current -----------------------------------------------------------------------
+
+    def refresh(self, *, full: bool = False, list_models: bool = True) -> None:
+        """One look at the registry: changed `config.pbtxt` files (a deploy or a rollback), and
+        with `list_models` new and removed models. `full` also re-lists every model's versions."""
+        current = dict(self._models)
+        names = self.registry.models() if list_models or full else list(current)
+        changed = False
+        for gone in set(current) - set(names):
+            del current[gone]
+            changed = True
+        for name in names:
+            before = current.get(name)
+            token = self.registry.state_token(name)
+            if before is not None and before.token == token and not full:
+                continue
+            state = self._state(name, token, before)
+            if state != before:
+                current[name] = state
+                changed = True
+        if changed:
+            self._models = current  # one assignment: requests see before or after
+            listed = {(m, n) for m, s in current.items() for n in s.versions}
+            serving = {(m, s.serving.version) for m, s in current.items() if s.serving}
+            with self._load_lock:
+                for key in list(self._loaded):
+                    if key not in listed and key not in serving:
+                        del self._loaded[key]
+
+    def _state(self, name: str, token: str, before: _ModelState | None) -> _ModelState:
+        try:
+            versions = tuple(self.registry.versions(name))
+            n = self.registry.serving_version(name)
+        except Exception as exc:
+            log.error("%s: cannot read the registry: %s", name, exc)
+            return before or _ModelState(token, None, ())
+        serving = before.serving if before else None
+        if n is not None and n in versions and (serving is None or serving.version != n):
+            try:
+                serving = self._load(name, n)
+                log.info("%s: serving version %s", name, n)
+            except Exception as exc:
+                # Keep what serves; the next change of config.pbtxt tries again.
+                log.error("%s: cannot load version %s, keeping the one before: %s", name, n, exc)
+        elif n is None or n not in versions:
+            log.error("%s: config.pbtxt names version %s, which is not published", name, n)
+            if serving is not None and serving.version not in versions:
+                serving = None
+        return _ModelState(token, serving, versions)
+
+    def _load(self, name: str, n: int) -> LoadedModel:
+        with self._load_lock:
+            found = self._loaded.get((name, n))
+            if found is not None:
+                return found
+            loaded = self._build(name, n)
+            self._loaded[(name, n)] = loaded
+            return loaded
+
+    def _build(self, name: str, n: int) -> LoadedModel:
+        import onnxruntime as ort
+        import yaml
+
+        data = self.registry.model_onnx(name, n)  # sha256 checked against release.json
+        try:
+            manifest = yaml.safe_load(self.registry.manifest_text(name, n))
+        except Exception:
+            manifest = None  # serving needs no manifest; the log then uses the defaults
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        # Spinning threads burn a core between requests; a server has other work for it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        inputs = tuple(_meta(t) for t in session.get_inputs())
+        outputs = tuple(_meta(t) for t in session.get_outputs())
+        rate = sample_rate(manifest, self.default_sample_rate) if self.log_enabled else 0.0
+        return LoadedModel(
+            name=name,
+            version=n,
+            session=session,
+            inputs=inputs,
+            outputs=outputs,
+            stats=self.metrics.stats(name, str(n)),
+            sampler=Sampler(rate) if rate > 0 else None,
+            layout=layout_for(manifest if isinstance(manifest, dict) else None, inputs, outputs),
+        )
+
+    def start(self, poll_s: float) -> None:
+        """Load what serves now (blocking), then follow the registry every `poll_s` seconds."""
+        self.refresh(full=True)
+        self.ready = True
+        self._thread = threading.Thread(
+            target=self._poll, args=(poll_s,), name="registry-poller", daemon=True
+        )
+        self._thread.start()
+
+    def _poll(self, poll_s: float) -> None:
+        # Each round reads one small stamp per model. Listing the models (a walk of the whole
+        # registry) comes every third round, re-listing every model's versions every tenth: a
+        # version folder can vanish without any change to config.pbtxt.
+        rounds = 0
+        while not self._stop.wait(poll_s):
+            rounds += 1
+            try:
+                self.refresh(full=rounds % 10 == 0, list_models=rounds % 3 == 0)
+            except Exception as exc:  # a flaky store must not stop the poller
+                log.error("registry poll failed: %s", exc)
+                time.sleep(poll_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _version_number(model: str, version: str) -> int:
+    if not version.isdigit() or len(version) > 18:
+        raise ProtocolError(f"model {model!r} has no version {version!r}", 404)
+    return int(version)
+
+
+def _meta(node: Any) -> TensorMeta:
+    datatype = ONNX_DATATYPES.get(node.type)
+    if datatype is None:
+        raise ValueError(f"{node.name}: onnx type {node.type} is not supported by the protocol")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in node.shape)
+    return TensorMeta(node.name, datatype, shape)

@@ -1,0 +1,206 @@
+"""The audit log: its hash chain, tampering found and named, `audit show --at`, the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from deploy_models import candidate
+
+from mlops_ci import audit, cli, deploy
+from mlops_ci.deploy import Provenance
+from mlops_ci.registry import Registry, open_registry
+
+LOCAL = Provenance(source="local", actor="tester")
+
+
+def _history(root: Path) -> Registry:
+    """Eight records: deploys of two models, a rollback, a refusal."""
+    reg = open_registry(root)
+    for i in range(3):
+        deploy.publish(reg, candidate("iris", f"1.{i}.0", salt=str(i)), LOCAL)
+        deploy.publish(reg, candidate("wine", f"2.{i}.0", salt=str(i)), LOCAL)
+    deploy.rollback(reg, "iris", 2, "latency regression", Provenance(actor="oncall"))
+    deploy.refuse(reg, ["iris"], "no approval", LOCAL)
+    return reg
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Registry:
+    return _history(tmp_path / "registry")
+
+
+def _log(reg: Registry) -> bytes:
+    data = reg.read_bytes(audit.LOG_KEY)
+    assert data is not None
+    return data
+
+
+def test_records_are_canonical_and_chained(reg: Registry) -> None:
+    lines = _log(reg).splitlines()
+    assert len(lines) == 8
+    prev = audit.GENESIS
+    for i, line in enumerate(lines, start=1):
+        record = json.loads(line)
+        assert audit.encode(record) == line  # keys sorted, no spaces
+        assert (record["prev"], record["seq"]) == (prev, i)
+        assert record["time"].endswith("Z")
+        prev = audit.digest(line)
+    result = audit.verify(reg)
+    assert result.ok and result.records == 8 and result.head == prev
+
+
+def test_a_single_changed_byte_anywhere_is_found_and_named(reg: Registry) -> None:
+    original = _log(reg)
+    rng = random.Random(7)
+    positions = [p for p in range(len(original)) if original[p] != ord("\n")]
+    for position in rng.sample(positions, 60):
+        changed = bytearray(original)
+        changed[position] = (changed[position] + 1) % 256 or 1
+        if changed[position] == ord("\n"):
+            changed[position] = ord("x")
+        reg.write_bytes(audit.LOG_KEY, bytes(changed))
+        result = audit.verify(reg)
+        line = original.count(b"\n", 0, position) + 1
+        assert not result.ok, f"byte {position} (line {line}) changed unnoticed"
+        assert result.first_bad == line, (position, result.problem)
+    reg.write_bytes(audit.LOG_KEY, original)
+    assert audit.verify(reg).ok
+
+
+def test_a_deleted_record_is_named(reg: Registry) -> None:
+    lines = _log(reg).splitlines(keepends=True)
+    reg.write_bytes(audit.LOG_KEY, b"".join(lines[:3] + lines[4:]))
+    result = audit.verify(reg)
+    assert (result.ok, result.first_bad) == (False, 4)
+    assert result.problem == "record 4 is missing: line 4 is record 5"
+
+
+def test_a_swapped_pair_is_named(reg: Registry) -> None:
+    lines = _log(reg).splitlines(keepends=True)
+    lines[2], lines[3] = lines[3], lines[2]
+    reg.write_bytes(audit.LOG_KEY, b"".join(lines))
+    result = audit.verify(reg)
+    assert (result.ok, result.first_bad, result.problem) == (False, 3, "lines 3 and 4 are swapped")
+
+
+def test_a_cut_tail_is_found_by_the_head(reg: Registry) -> None:
+    lines = _log(reg).splitlines(keepends=True)
+    reg.write_bytes(audit.LOG_KEY, b"".join(lines[:-2]))
+    result = audit.verify(reg)
+    assert not result.ok and result.first_bad == 7
+    assert "records 7..8 were cut off" in (result.problem or "")
+
+
+def test_a_cut_tail_with_a_rewritten_head_is_found_by_release_json(reg: Registry) -> None:
+    """The attacker cuts the deploys off the end and rewrites audit.head to match: each
+    release.json still names its own record."""
+    lines = _log(reg).splitlines(keepends=True)
+    kept = lines[:4]
+    reg.write_bytes(audit.LOG_KEY, b"".join(kept))
+    reg.write_bytes(audit.HEAD_KEY, f"4 {audit.digest(kept[-1].rstrip())}\n".encode())
+    result = audit.verify(reg)
+    assert not result.ok
+    assert "release.json names audit record" in (result.problem or "")
+
+
+def test_a_record_moved_to_another_version_is_found(reg: Registry) -> None:
+    release = reg.release("iris", 1)
+    release["audit"] = reg.release("iris", 2)["audit"]
+    reg.write_bytes("iris/1/release.json", json.dumps(release).encode())
+    result = audit.verify(reg)
+    assert not result.ok and "is not the deploy of iris version 1" in (result.problem or "")
+
+
+def test_show_answers_what_served_when(reg: Registry) -> None:
+    records = audit.records(reg)
+    iris = [r for r in records if r["model"] == "iris"]
+    second_deploy = iris[1]["time"]
+    then = audit.show(reg, "iris", audit.parse_time(second_deploy))
+    assert then["serving"]["registry_version"] == 2
+    assert then["serving"]["version"] == "1.1.0"
+    assert then["serving"]["set_by"] == "deploy"
+    now = audit.show(reg, "iris")
+    assert (now["serving"]["registry_version"], now["serving"]["set_by"]) == (2, "rollback")
+    assert now["serving"]["reason"] == "latency regression"
+    before_anything = audit.show(reg, "iris", audit.parse_time("2000-01-01"))
+    assert before_anything["serving"] is None and before_anything["history"] == []
+
+
+def test_show_and_the_catalog_agree_on_what_served_after_a_smoke_failure(tmp_path: Path) -> None:
+    """Version 2 fails its smoke test and is rolled back automatically (a `smoke-failed`
+    record): from then on version 1 serves, as `audit show --at` and the catalog both say."""
+    from mlops_ci.catalog.read import read_catalog
+
+    reg = open_registry(tmp_path / "registry")
+    deploy.publish(reg, candidate("iris", "1.0.0"), LOCAL)
+    deploy.publish(reg, candidate("iris", "1.1.0", salt="b"), LOCAL)
+    deploy.rollback(reg, "iris", 1, "smoke test failed: row 0", LOCAL, action="smoke-failed")
+    first, second, failed = audit.records(reg)
+    assert failed["action"] == "smoke-failed" and failed["registry_version"] == 1
+
+    def served(at: str | None) -> tuple[int, str]:
+        doc = audit.show(reg, "iris", audit.parse_time(at) if at else None)
+        return doc["serving"]["registry_version"], doc["serving"]["set_by"]
+
+    assert served(first["time"]) == (1, "deploy")
+    assert served(second["time"]) == (2, "deploy")
+    assert served(failed["time"]) == (1, "smoke-failed")
+    assert served(None) == (1, "smoke-failed")
+    assert reg.serving_version("iris") == 1
+
+    [model] = read_catalog(reg, "test").models
+    assert [(s.number, s.start, s.end) for s in model.served] == [
+        (1, first["time"], second["time"]),
+        (2, second["time"], failed["time"]),
+        (1, failed["time"], None),
+    ]
+    assert (model.serving, model.serving_since) == (1, failed["time"])
+
+
+def test_cli_audit_verify_names_the_first_bad_record(reg: Registry, tmp_path: Path, capsys) -> None:
+    uri = str(tmp_path / "registry")
+    assert cli.main(["audit", "verify", "--registry", uri]) == 0
+    assert "8 records verify" in capsys.readouterr().out
+    lines = _log(reg).splitlines(keepends=True)
+    lines[4] = lines[4].replace(b'"actor":"tester"', b'"actor":"mallory"')
+    reg.write_bytes(audit.LOG_KEY, b"".join(lines))
+    assert cli.main(["audit", "verify", "--registry", uri]) == 1
+    assert "record 5: record 5 was changed" in capsys.readouterr().err
+
+
+def test_cli_audit_show_at_a_time(reg: Registry, tmp_path: Path, capsys) -> None:
+    uri = str(tmp_path / "registry")
+    first = audit.records(reg)[0]["time"]
+    assert (
+        cli.main(["audit", "show", "iris", "--registry", uri, "--at", first, "--format", "json"])
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["serving"]["registry_version"] == 1
+    assert cli.main(["audit", "show", "iris", "--registry", uri]) == 0
+    out = capsys.readouterr().out
+    assert "registry version 2" in out and "rollback (latency regression)" in out
+    assert cli.main(["audit", "show", "iris", "--registry", uri, "--at", "yesterday"]) == 2
+    assert "not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_cli_rollback(reg: Registry, tmp_path: Path, capsys) -> None:
+    uri = str(tmp_path / "registry")
+    assert (
+        cli.main(["rollback", "wine", "--registry", uri, "--to", "1", "--reason", "bad", "--local"])
+        == 0
+    )
+    assert reg.serving_version("wine") == 1
+    assert (
+        cli.main(["rollback", "wine", "--registry", uri, "--to", "9", "--reason", "x", "--local"])
+        == 2
+    )
+    assert "wine has no version 9" in capsys.readouterr().err
+
+
+def test_cli_audit_on_a_missing_folder_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert cli.main(["audit", "verify", "--registry", str(tmp_path / "nope")]) == 2
+    assert "no registry there" in capsys.readouterr().err

@@ -1,0 +1,445 @@
+"""`mlops-ci catalog`: the facts it reads from a registry, what it writes, and how it fails."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from catalog_data import HOSTILE, HOSTILE_TEXT, RegistryWriter, render_naively, sample_registry
+
+from mlops_ci import cli
+from mlops_ci.catalog import build
+from mlops_ci.catalog.charts import Limit, Series, format_number, line_chart, nice_ticks
+from mlops_ci.catalog.facts import Event
+from mlops_ci.catalog.read import served_intervals
+from mlops_ci.catalog.site import safe_url
+
+EXAMPLE_REPO = Path(__file__).resolve().parents[1] / "examples" / "model-repo"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    sample_registry(tmp_path / "registry")
+    out = tmp_path / "site"
+    assert cli.main(["catalog", "--registry", str(tmp_path / "registry"), "--out", str(out)]) == 0
+    return out
+
+
+def _models(site: Path) -> dict[str, dict]:
+    doc = json.loads((site / "catalog.json").read_text(encoding="utf-8"))
+    return {m["name"]: m for m in doc["models"]}
+
+
+def test_catalog_json_holds_serving_version_history_and_monitor_state(site: Path) -> None:
+    models = _models(site)
+    fraud = models["fraud-detector"]
+    assert fraud["serving"] == 2  # rolled back from 3
+    assert fraud["serving_since"] == "2026-11-06T07:15:00Z"  # the rollback, not the release
+    assert [v["semver"] for v in fraud["versions"]] == ["1.0.0", "1.1.0", "1.2.0"]
+    assert fraud["owners"] == ["@acme/risk-ml", "@alice"]
+    assert fraud["risk"] == "high"
+    assert [e["action"] for e in fraud["events"]] == [
+        "deploy",
+        "deploy",
+        "refused",
+        "deploy",
+        "rollback",
+    ]
+    refused = fraud["events"][2]
+    assert refused["reason"] == "approval by @mallory is stale: review of an older commit"
+    assert [(s["number"], s["end"]) for s in fraud["served"]] == [
+        (1, "2026-10-20T14:30:00Z"),
+        (2, "2026-11-05T10:00:00Z"),
+        (3, "2026-11-06T07:15:00Z"),
+        (2, None),
+    ]
+    assert fraud["state"] == "attention"
+    last = fraud["monitor"][-1]
+    assert last["drift_share"] == 0.75 and last["dataset_drift"] is True
+    serving = fraud["versions"][1]
+    assert [a["login"] for a in serving["approvers"]] == ["bob", "dave"]
+    assert serving["pull_request"]["number"] == 12
+    assert serving["latency"][0] == {
+        "batch_size": 1,
+        "p50_ms": 0.024,
+        "p95_ms": pytest.approx(0.036),
+        "p99_ms": 0.048,
+        "throughput": pytest.approx(1000 / 0.024),
+    }
+    assert models["churn-predictor"]["state"] == "ok"
+    assert models[HOSTILE]["state"] == "unmonitored"
+
+
+def test_index_row_shows_who_shipped_it_its_metric_latency_and_state(site: Path) -> None:
+    index = (site / "index.html").read_text(encoding="utf-8")
+    row = re.search(r'<tr data-name="fraud-detector".*?</tr>', index, re.S)
+    assert row is not None
+    text = re.sub(r"<[^>]+>", " ", row.group(0))
+    text = " ".join(text.split())
+    for expected in (
+        "v2 1.1.0",
+        "latest v3",
+        "2026-11-06",
+        "#12",
+        "bob, dave",
+        "✓ passed",
+        "accuracy 0.74",
+        "24.0 µs",
+        "attention",
+        "drift 75%",
+    ):
+        assert expected in text, (expected, text)
+    assert 'href="https://github.com/acme/models/pull/12"' in row.group(0)
+    assert 'data-state="attention"' in row.group(0)
+
+
+def test_model_page_has_timeline_charts_and_what_served_when(site: Path) -> None:
+    page = (site / "models" / "fraud-detector.html").read_text(encoding="utf-8")
+    assert page.count('<li class="ev ev-') == 5
+    assert "false positives doubled after 1.2.0" in page
+    # metrics (3), latency at two batch sizes, the drifted share, the per-column heatmap
+    assert page.count('<svg class="chart') == 3 + 2 + 1 + 1
+    assert page.count('<rect class="h') == 4 * 3 + 4  # 4 columns × 3 runs, and the legend
+    assert "accuracy by version" in page and ">µs</text>" in page and "(psi)</text>" in page
+    assert 'href="https://github.com/acme/models/actions/runs/955"' in page
+    assert 'href="https://github.com/acme/models/commit/' in page
+    assert page.count("<tr data-start=") == 4
+
+
+def test_markup_from_records_is_escaped_everywhere(site: Path, tmp_path: Path) -> None:
+    pages = [site / "index.html", *sorted((site / "models").glob("*.html"))]
+    hostile_page = next(p for p in pages if p.name.startswith("model-"))
+    assert "/" not in hostile_page.name.removeprefix("model-")  # the name never makes the path
+    for path in pages:
+        html = path.read_text(encoding="utf-8")
+        assert html.count("<script") == 1, path  # ours only
+        assert "<img" not in html and "<script>alert" not in html, path
+    html = hostile_page.read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;script&gt;" in html
+    # The naive way (the same templates without autoescaping) would have injected it.
+    raw = render_naively(tmp_path / "registry", HOSTILE, csp=True)
+    assert HOSTILE_TEXT in raw and raw.count("<script") > 1
+
+
+def test_javascript_urls_never_become_links(site: Path) -> None:
+    assert safe_url("javascript:alert(1)") is None
+    assert safe_url("data:text/html,<b>") is None
+    assert safe_url("https://github.com/acme/models/actions/runs/1") is not None
+    assert safe_url("https://x.test/a b") is None
+    assert safe_url("//evil.test/x") is None
+    for path in site.rglob("*.html"):
+        assert "javascript:" not in path.read_text(encoding="utf-8")
+
+
+def test_every_page_carries_a_strict_content_security_policy(site: Path) -> None:
+    for path in site.rglob("*.html"):
+        html = path.read_text(encoding="utf-8")
+        csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+        assert csp is not None, path
+        policy = csp.group(1).replace("&#39;", "'")
+        assert "default-src 'none'" in policy
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert re.search(r"script-src 'sha256-[A-Za-z0-9+/=]+';", policy)
+        assert "http" not in policy  # no host is trusted, no CDN
+
+
+@pytest.mark.parametrize("names", ["failed", "restored"])
+def test_served_intervals_put_the_previous_version_back_after_a_failed_smoke_test(
+    names: str,
+) -> None:
+    events = [
+        Event("2026-01-01T00:00:00Z", "deploy", "1.0.0", 1),
+        Event("2026-01-02T00:00:00Z", "deploy", "1.1.0", 2),
+        # The record names the version that failed, or the one put back (as a rollback does).
+        Event(
+            "2026-01-02T00:05:00Z",
+            "smoke-failed",
+            *(("1.1.0", 2) if names == "failed" else ("1.0.0", 1)),
+            reason="case 1 failed",
+        ),
+        Event("2026-01-03T00:00:00Z", "refused", "1.2.0", None, reason="no approval"),
+        Event("2026-01-04T00:00:00Z", "deploy", "1.1.0", 2),  # repeated: nothing changes
+    ]
+    served = served_intervals(events, {1: "1.0.0", 2: "1.1.0"})
+    assert [(s.number, s.start, s.end) for s in served] == [
+        (1, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"),
+        (2, "2026-01-02T00:00:00Z", "2026-01-02T00:05:00Z"),
+        (1, "2026-01-02T00:05:00Z", "2026-01-04T00:00:00Z"),
+        (2, "2026-01-04T00:00:00Z", None),
+    ]
+
+
+def test_broken_records_are_listed_and_the_rest_still_renders(tmp_path: Path) -> None:
+    writer = sample_registry(tmp_path / "registry")
+    (writer.root / "churn-predictor" / "1" / "release.json").write_text("{not json", "utf-8")
+    bad_run = writer.root / ".mlops" / "monitor" / "fraud-detector" / "2026-12-01T000000Z.json"
+    bad_run.write_text("[1, 2]", encoding="utf-8")
+    with (writer.root / ".mlops" / "audit.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write("garbage\n")
+
+    catalog, index = build(writer.root, tmp_path / "site")
+
+    joined = "\n".join(catalog.problems)
+    assert "churn-predictor/1/release.json" in joined
+    assert "2026-12-01T000000Z.json: not a JSON object" in joined
+    assert f"audit.jsonl:{len(writer.records) + 1}: not a JSON object" in joined
+    html = index.read_text(encoding="utf-8")
+    assert "3 records could not be read" in html
+    names = [m.name for m in catalog.models]
+    assert names == sorted([HOSTILE, "churn-predictor", "fraud-detector"])
+
+
+def test_repo_models_not_in_the_registry_are_listed_as_not_deployed(tmp_path: Path) -> None:
+    writer = sample_registry(tmp_path / "registry")
+    catalog, _ = build(writer.root, tmp_path / "site", repo=EXAMPLE_REPO)
+    states = {m.name: m.state for m in catalog.models}
+    assert states["diabetes-risk"] == "not deployed"
+    assert states["fraud-detector"] == "attention"
+    diabetes = next(m for m in catalog.models if m.name == "diabetes-risk")
+    assert diabetes.owners == ("@acme/risk-ml", "@alice") and diabetes.risk == "high"
+
+
+def test_index_paginates_and_catalog_json_keeps_every_model(tmp_path: Path) -> None:
+    from mlops_ci.catalog.read import read_catalog
+    from mlops_ci.catalog.site import write_site
+    from mlops_ci.registry import open_registry
+
+    writer = RegistryWriter(tmp_path / "registry")
+    for i in range(5):
+        writer.publish(f"model-{i}", 1, "1.0.0", "2026-11-01T00:00:00Z", pr=i + 1)
+    catalog = read_catalog(open_registry(writer.root), "r")
+    index = write_site(catalog, tmp_path / "site", page_rows=2)
+
+    pages = sorted(p.name for p in index.parent.glob("index*.html"))
+    assert pages == ["index-2.html", "index-3.html", "index.html"]
+    assert index.read_text(encoding="utf-8").count("<tr data-name=") == 2
+    third = (index.parent / "index-3.html").read_text(encoding="utf-8")
+    assert third.count("<tr data-name=") == 1 and 'href="index.html"' in third
+    assert len(_models(index.parent)) == 5
+
+
+def test_a_previous_catalog_is_replaced_and_a_foreign_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    writer = sample_registry(tmp_path / "registry")
+    out = tmp_path / "site"
+    build(writer.root, out)
+    (out / "models" / "gone.html").write_text("old", encoding="utf-8")
+    build(writer.root, out)
+    assert not (out / "models" / "gone.html").exists()
+    assert (out / ".nojekyll").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    mine = tmp_path / "my-files"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me", encoding="utf-8")
+    code = cli.main(["catalog", "--registry", str(writer.root), "--out", str(mine)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not empty and holds no catalog" in err and "Traceback" not in err
+    assert (mine / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_missing_registry_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["catalog", "--registry", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mlops-ci catalog: error: {tmp_path / 'nope'}: no such registry folder"
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_empty_registry_gives_an_empty_catalog(tmp_path: Path) -> None:
+    (tmp_path / "registry").mkdir()
+    catalog, index = build(tmp_path / "registry", tmp_path / "site")
+    assert catalog.models == ()
+    assert "The registry holds no models yet." in index.read_text(encoding="utf-8")
+
+
+def test_axis_ticks_are_round_and_labelled_with_units() -> None:
+    ticks, step = nice_ticks(0.6412, 0.7389)
+    assert step == 0.02 and ticks[0] == pytest.approx(0.64) and ticks[-1] == pytest.approx(0.74)
+    assert [format_number(t, step) for t in ticks[:2]] == ["0.64", "0.66"]
+    assert format_number(12500.0, 2500.0) == "12,500"
+    assert format_number(0.25, 0.25) == "0.25"
+    svg = str(
+        line_chart(
+            "p50 <by> version",
+            ["v1", "v2"],
+            [Series("p50", [0.02, 0.03])],
+            "ms",
+            limits=[Limit("max", 0.05)],
+            from_zero=True,
+        )
+    )
+    assert "p50 &lt;by&gt; version" in svg and ">ms</text>" in svg and "max 0.05" in svg
+    assert svg.count("<circle") == 2 and "style=" not in svg
+
+
+def test_run_writes_the_catalog_of_its_local_registry_and_prints_where(tmp_path: Path) -> None:
+    import io
+    import shutil
+
+    from mlops_ci import pipeline
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, repo, ignore=shutil.ignore_patterns(".mlops-ci"))
+    said = io.StringIO()
+    pipeline.run(repo, stages=["validate"], stream=said)
+    assert f"Catalog: none yet (no model deployed to {repo / '.mlops-ci' / 'registry'})" in (
+        said.getvalue()
+    )
+
+    sample_registry(repo / ".mlops-ci" / "registry")
+    said = io.StringIO()
+    pipeline.run(repo, stages=["validate"], stream=said)
+    index = repo / ".mlops-ci" / "catalog" / "index.html"
+    assert f"Catalog: {index} (7 models)" in said.getvalue()
+    assert "fraud-detector" in index.read_text(encoding="utf-8")
+
+
+def test_every_page_says_whether_the_audit_trail_verifies(tmp_path: Path) -> None:
+    writer = sample_registry(tmp_path / "registry")
+    catalog, index = build(writer.root, tmp_path / "site")
+    assert catalog.audit is not None and catalog.audit.ok and catalog.audit.records == 8
+    assert "audit trail verified · 8 records" in index.read_text(encoding="utf-8")
+
+    log = writer.root / ".mlops" / "audit.jsonl"
+    log.write_bytes(log.read_bytes().replace(b"doubled", b"halved!"))  # rewrite history
+    catalog, index = build(writer.root, tmp_path / "site")
+    assert catalog.audit is not None and not catalog.audit.ok
+    for page in [index, index.parent / "models" / "fraud-detector.html"]:
+        html = page.read_text(encoding="utf-8")
+        assert "audit trail FAILS verification at record 5" in html, page
+    doc = json.loads((index.parent / "catalog.json").read_text(encoding="utf-8"))
+    assert doc["audit"]["ok"] is False and doc["audit"]["first_bad"] == 5
+
+
+def test_model_pages_render_the_same_in_forked_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_ci.catalog import site
+
+    writer = RegistryWriter(tmp_path / "registry")
+    for i in range(7):
+        writer.publish(f"model-{i}", 1, "1.0.0", "2026-11-01T00:00:00Z", pr=i + 1)
+    _, one = build(writer.root, tmp_path / "one")
+    monkeypatch.setattr(site, "_workers", lambda count: 3)
+    _, three = build(writer.root, tmp_path / "three")
+    pages = sorted(p.name for p in (one.parent / "models").iterdir())
+    assert len(pages) == 7
+    assert sorted(p.name for p in (three.parent / "models").iterdir()) == pages
+    stamp = re.compile(r"generated [^·]+·")  # the two builds may straddle a second
+    for name in pages:
+        first, second = (
+            (d / "models" / name).read_text("utf-8") for d in (one.parent, three.parent)
+        )
+        assert stamp.sub("", first) == stamp.sub("", second)
+    # catalog.json is joined from the workers' shares: every model once, in order.
+    docs = [json.loads((d / "catalog.json").read_text("utf-8")) for d in (one.parent, three.parent)]
+    assert [m["name"] for m in docs[1]["models"]] == [f"model-{i}" for i in range(7)]
+    assert docs[0]["models"] == docs[1]["models"] and docs[1]["audit"]["ok"] is True
+    assert not (three.parent / ".parts").exists()
+
+
+def test_a_failing_page_worker_leaves_the_previous_catalog_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from mlops_ci.catalog import read, site
+
+    writer = sample_registry(tmp_path / "registry")
+    out = tmp_path / "site"
+    build(writer.root, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def broken(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(site, "_workers", lambda count: 2)
+    monkeypatch.setattr(site, "_model_pages", broken)
+    # One model per batch: the third batch finds the first worker failed and stops the reading.
+    monkeypatch.setattr(read, "SINK_BATCH", 1)
+    code = cli.main(["catalog", "--registry", str(writer.root), "--out", str(out)])
+
+    assert code == 2
+    err = capfd.readouterr().err
+    assert "a page worker failed: OSError: disk full" in err
+    assert "rendering the model pages failed" in err and "Traceback" not in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_s3_registry_gives_the_same_catalog_as_its_folder(
+    registry_uri: str, tmp_path: Path
+) -> None:
+    from mlops_ci.registry import open_registry
+
+    local = sample_registry(tmp_path / "local").root
+    if registry_uri.startswith("s3://"):
+        reg = open_registry(registry_uri)
+        for path in sorted(p for p in local.rglob("*") if p.is_file()):
+            reg.write_bytes(path.relative_to(local).as_posix(), path.read_bytes())
+    else:
+        shutil.copytree(local, registry_uri)
+
+    catalog, index = build(registry_uri, tmp_path / "site")
+    expected, _ = build(local, tmp_path / "expected")
+
+    def facts(doc: dict) -> dict:
+        return {k: v for k, v in doc.items() if k not in ("generated", "registry")}
+
+    assert facts(catalog.to_json()) == facts(expected.to_json())
+    assert catalog.audit is not None and catalog.audit.ok
+    assert "fraud-detector" in index.read_text(encoding="utf-8")
+
+
+def test_the_audit_verdict_is_audit_verify_on_the_releases_already_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_ci import audit
+    from mlops_ci.catalog import site
+    from mlops_ci.registry import open_registry
+
+    writer = sample_registry(tmp_path / "registry")
+    reg = open_registry(writer.root)
+    # fraud-detector v1 names churn-predictor's deploy record: the chain and head are intact and
+    # the record is in the log, but it is not this release's. `audit verify` says so; a catalog
+    # that only looked its anchor up in the log would call the trail verified.
+    path = writer.root / "fraud-detector" / "1" / "release.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    other = json.loads((writer.root / "churn-predictor" / "1" / "release.json").read_text("utf-8"))
+    doc["audit"]["sha256"] = other["audit"]["sha256"]
+    path.write_text(json.dumps(doc), encoding="utf-8")
+
+    expected = audit.verify(reg)
+    assert not expected.ok and "not the deploy of fraud-detector version 1" in str(expected.problem)
+    catalog, index = build(writer.root, tmp_path / "site")
+    assert catalog.audit is not None
+    assert (catalog.audit.ok, catalog.audit.problem, catalog.audit.first_bad) == (
+        expected.ok,
+        expected.problem,
+        expected.first_bad,
+    )
+    assert "audit trail FAILS verification" in index.read_text(encoding="utf-8")
+    # Rendered while the registry is read, the model pages first show the log's own verdict
+    # (the chain is intact); the anchors' verdict at the end must replace it on every page.
+    monkeypatch.setattr(site, "_workers", lambda count: 2)
+    streamed, index = build(writer.root, tmp_path / "streamed")
+    assert streamed.audit == catalog.audit
+    for page in [index, *(index.parent / "models").iterdir()]:
+        assert "audit trail FAILS verification" in page.read_text(encoding="utf-8"), page
+
+    # What the catalog passes (the log and each release's anchor) gives audit.verify's verdict
+    # without reading a release: a registry whose release.json files are gone still answers.
+    releases = {m.name: {v.number: v.audit_sha256 for v in m.versions} for m in catalog.models}
+    serving = {m.name: m.serving for m in catalog.models}
+    log, head = reg.read_bytes(audit.LOG_KEY) or b"", reg.read_bytes(audit.HEAD_KEY)
+    for release in writer.root.glob("*/*/release.json"):
+        release.unlink()
+    assert audit.verify(reg).ok  # nothing left to check against the log...
+    given = audit.verify(reg, log=log, head=head, releases=releases, serving=serving)
+    assert given == expected  # ...but the releases read before still show the swap

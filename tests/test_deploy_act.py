@@ -1,0 +1,185 @@
+"""The reusable workflow's deploy jobs, run for real with act: `build` (no secrets) and `publish`
+on a push to main after a merged pull request, and `rollback` on a workflow_dispatch. GitHub is
+tests/ghserver.py; the registry is a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from act_harness import EXAMPLE_REPO, TOKEN, ActHarness, ModelRepo, push_event
+from deploy_models import candidate
+from ghserver import fake_sha
+
+from mlops_ci import audit, deploy
+from mlops_ci.registry import open_registry
+
+pytestmark = pytest.mark.act
+
+MODEL = "disease-progression"  # risk low: one approval from anyone with write access
+CALLER = """\
+name: mlops-ci
+on:
+  push:
+    branches: [main]
+  workflow_dispatch:
+    inputs:
+      model: {{type: string, default: ""}}
+      to: {{type: string, default: ""}}
+      reason: {{type: string, default: ""}}
+permissions: {{}}
+jobs:
+  mlops-ci:
+    uses: mlops-ci/mlops-ci/.github/workflows/mlops-ci.yml@v1
+    permissions:
+      contents: read
+      pull-requests: read
+      deployments: write
+    with:
+      registry: {registry}
+      environment: staging
+      rollback-model: ${{{{ inputs.model }}}}
+      rollback-to: ${{{{ inputs.to }}}}
+      rollback-reason: ${{{{ inputs.reason }}}}
+"""
+
+
+def _tree(repo: Path, ref: str) -> dict[str, bytes]:
+    names = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", ref],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return {
+        n: subprocess.run(
+            ["git", "show", f"{ref}:{n}"], cwd=repo, check=True, capture_output=True
+        ).stdout
+        for n in names
+    }
+
+
+def _merged_repo(act_harness: ActHarness, registry: Path) -> ModelRepo:
+    """main before the push, then the merge of a pull request that bumps disease-progression."""
+    repo = act_harness.model_repo(EXAMPLE_REPO)
+    caller = repo.path / ".github" / "workflows" / "mlops-ci.yml"
+    caller.write_text(CALLER.format(registry=json.dumps(str(registry))), encoding="utf-8")
+    repo = repo.commit("Deploy into a test registry")
+    repo = ModelRepo(repo.path, repo.repository, repo.head, repo.head)
+    manifest = repo.path / "models" / MODEL / "model.yaml"
+    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.1.0", 1))
+    return repo.commit("disease-progression 1.1.0 (#1)")
+
+
+def _github(ghserver, repo: ModelRepo, *, approved: bool):
+    ghserver.token = TOKEN
+    gh_repo = ghserver.add_repo("acme/models")
+    gh_repo.permissions["bob"] = "write"
+    merged = _tree(repo.path, repo.head)
+    pull = gh_repo.add_pull(
+        1,
+        author="alice",
+        base_files=_tree(repo.path, repo.base),
+        head_files=merged,
+        head_sha=fake_sha("pr1-head"),
+        base_sha=repo.base,
+    )
+    if approved:
+        pull.add_review("bob", "APPROVED")
+    pull.merge(repo.head, files=merged)
+    return gh_repo
+
+
+def _push(act_harness: ActHarness, repo: ModelRepo, ghserver):
+    event = push_event(repo)
+    return act_harness.run(
+        repo,
+        "push",
+        event,
+        api_url=ghserver.url,
+        env={"MLOPS_CI_GITHUB_MAX_WAIT": "0.01"},
+        timeout=600,
+    )
+
+
+def test_a_push_after_an_approved_merge_deploys_with_a_deployment(
+    act_harness: ActHarness, tmp_path: Path, ghserver
+) -> None:
+    registry = tmp_path / "registry"
+    repo = _merged_repo(act_harness, registry)
+    gh_repo = _github(ghserver, repo, approved=True)
+
+    run = _push(act_harness, repo, ghserver)
+
+    assert run.job_result("publish") == "success", run.explain()
+    # build ran with no secrets and handed publish the ONNX model with its convert.json
+    assert f"mlops-ci-build-{MODEL}" in run.artifact_names(), run.explain()
+    reg = open_registry(registry)
+    assert reg.serving_version(MODEL) == 1
+    release = reg.release(MODEL, 1)
+    assert (release["version"], release["commit"]) == ("1.1.0", repo.head)
+    assert release["pull_request"]["number"] == 1
+    assert [a["login"] for a in release["approvers"]] == ["bob"]
+    assert audit.verify(reg).ok
+    [deployment] = gh_repo.deployments
+    assert (deployment["sha"], deployment["environment"]) == (repo.head, "staging")
+    assert [s["state"] for s in deployment["statuses"]] == ["in_progress", "success"]
+    print(f"act run (push → build, publish): {run.seconds:.2f}s")
+
+
+def test_an_unapproved_push_is_refused_and_recorded(
+    act_harness: ActHarness, tmp_path: Path, ghserver
+) -> None:
+    registry = tmp_path / "registry"
+    repo = _merged_repo(act_harness, registry)
+    gh_repo = _github(ghserver, repo, approved=False)
+
+    run = _push(act_harness, repo, ghserver)
+
+    assert run.job_result("publish") == "failure", run.explain()
+    reg = open_registry(registry)
+    assert reg.models() == []
+    [record] = audit.records(reg)
+    assert record["action"] == "refused" and "without the approvals" in record["reason"]
+    [deployment] = gh_repo.deployments
+    assert deployment["statuses"][-1]["state"] == "failure"
+
+
+def test_a_workflow_dispatch_rollback_switches_the_serving_version(
+    act_harness: ActHarness, tmp_path: Path, ghserver
+) -> None:
+    registry = tmp_path / "registry"
+    reg = open_registry(registry)
+    provenance = deploy.Provenance(source="github", actor="ci", commit=fake_sha("v1"))
+    deploy.publish(reg, candidate("iris", "1.0.0"), provenance)
+    deploy.publish(reg, candidate("iris", "1.1.0", salt="b"), provenance)
+    repo = act_harness.model_repo(EXAMPLE_REPO)
+    caller = repo.path / ".github" / "workflows" / "mlops-ci.yml"
+    caller.write_text(CALLER.format(registry=json.dumps(str(registry))), encoding="utf-8")
+    repo = repo.commit("Rollbacks by workflow_dispatch")
+    ghserver.token = TOKEN
+    gh_repo = ghserver.add_repo("acme/models")
+    event = {
+        "inputs": {"model": "iris", "to": "1", "reason": "accuracy dropped"},
+        "ref": "refs/heads/main",
+        "repository": {"full_name": "acme/models", "default_branch": "main"},
+        "sender": {"login": "oncall", "type": "User"},
+    }
+
+    run = act_harness.run(repo, "workflow_dispatch", event, api_url=ghserver.url, timeout=600)
+
+    assert run.job_result("rollback") == "success", run.explain()
+    assert reg.serving_version("iris") == 1
+    record = audit.records(reg)[-1]
+    assert (record["action"], record["actor"], record["reason"]) == (
+        "rollback",
+        "oncall",
+        "accuracy dropped",
+    )
+    [deployment] = gh_repo.deployments
+    assert deployment["payload"]["rollback"] == "accuracy dropped"
+    assert deployment["statuses"][-1]["state"] == "success"
+    assert run.job_result("monitor") is None  # a rollback dispatch does not monitor

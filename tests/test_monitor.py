@@ -1,0 +1,509 @@
+"""`mlops-ci monitor` end to end: a registry holding a real ONNX model, its deployed manifest and
+a prediction log in serve's Parquet layout; a checkout with the reference data; the GitHub test
+server for the issues. Exit codes, JSON, verdict files and issues are what is asserted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mlops_ci import cli
+from mlops_ci.manifest import parse_document
+from mlops_ci.monitor import render
+from mlops_ci.registry import open_registry
+
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+FEATURES = ("x1", "x2", "x3")
+REPO = "acme/models"
+
+
+@pytest.fixture(scope="module")
+def onnx_model() -> bytes:
+    """A logistic regression on three features, label and probabilities outputs."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 3)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    model = LogisticRegression().fit(x, y)
+    onx = convert_sklearn(
+        model,
+        initial_types=[("input", FloatTensorType([None, 3]))],
+        options={id(model): {"zipmap": False}},
+        target_opset=17,
+    )
+    return onx.SerializeToString()
+
+
+def _predict(onnx: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    label, proba = session.run(None, {"input": x.astype(np.float32)})
+    return np.asarray(label), np.asarray(proba)
+
+
+def _csv(x: np.ndarray, y: np.ndarray | None = None) -> bytes:
+    lines = [",".join(FEATURES) + (",y" if y is not None else "")]
+    for i, row in enumerate(x):
+        cells = [f"{v:.6f}" for v in row] + ([str(int(y[i]))] if y is not None else [])
+        lines.append(",".join(cells))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _manifest(name: str, ref_sha: str, monitoring: str) -> str:
+    return f"""apiVersion: mlops-ci/v1
+kind: Model
+metadata:
+  name: {name}
+  version: 1.2.0
+  owners: ["@acme/risk-ml", "@alice"]
+  risk: low
+spec:
+  framework: onnx
+  task: classification
+  artifact:
+    path: model.onnx
+    sha256: {"ab" * 32}
+  signature:
+    inputs:
+      - {{name: input, dtype: float32, shape: [-1, 3], columns: [x1, x2, x3]}}
+    outputs:
+      - {{name: label, dtype: int64, shape: [-1], role: label}}
+      - {{name: probabilities, dtype: float32, shape: [-1, 2], role: probabilities}}
+  evaluation:
+    data: {{path: reference.csv, sha256: "{ref_sha}"}}
+    target: y
+  tests:
+    metrics:
+      - {{metric: accuracy, min: 0.9}}
+  monitoring:
+{monitoring}
+      reference:
+        path: reference.csv
+        sha256: "{ref_sha}"
+"""
+
+
+@dataclass
+class World:
+    registry: Path | str  # a folder, or an s3:// URI
+    repo: Path
+    onnx: bytes
+    reference: np.ndarray
+
+    def deploy(
+        self,
+        name: str,
+        *,
+        age_days: float = 10,
+        monitoring: str = "    max_age_days: 365\n    drift:",
+    ) -> None:
+        ref_bytes = _csv(self.reference, (self.reference[:, 0] + self.reference[:, 1] > 0))
+        ref_sha = hashlib.sha256(ref_bytes).hexdigest()
+        text = _manifest(name, ref_sha, monitoring)
+        doc, problems, _ = parse_document(text, "model.yaml")
+        assert doc is not None and not problems, problems
+        folder = self.repo / "models" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.yaml").write_text(text)
+        (folder / "reference.csv").write_bytes(ref_bytes)
+        reg = open_registry(self.registry)
+        reg.write_bytes(
+            f"{name}/config.pbtxt",
+            f'name: "{name}"\nplatform: "onnxruntime_onnx"\n'
+            "version_policy: { specific: { versions: [1] } }\n".encode(),
+        )
+        release = {
+            "model": name,
+            "version": "1.2.0",
+            "registry_version": 1,
+            "time": (NOW - dt.timedelta(days=age_days)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "onnx": {"sha256": hashlib.sha256(self.onnx).hexdigest()},
+            "source": "local",
+        }
+        reg.write_bytes(f"{name}/1/release.json", json.dumps(release).encode())
+        reg.write_bytes(f"{name}/1/model.yaml", text.encode())
+        reg.write_bytes(f"{name}/1/model.onnx", self.onnx)
+
+    def log(
+        self, name: str, x: np.ndarray, *, day: dt.date | None = None, prefix: str = "r"
+    ) -> list[str]:
+        """Predictions as serve logs them: one row per instance, outputs as the model gave them."""
+        label, proba = _predict(self.onnx, x)
+        day = day or NOW.date()
+        ids = [f"{prefix}{i}" for i in range(len(x))]
+        cols = {
+            "time": pa.array(
+                [dt.datetime.combine(day, dt.time(1), dt.UTC)] * len(x), pa.timestamp("us", "UTC")
+            ),
+            "model_version": pa.array(np.ones(len(x), dtype=np.int64)),
+            "request_id": pa.array(ids, pa.string()),
+            **{f: pa.array(x[:, i].astype(np.float32)) for i, f in enumerate(FEATURES)},
+            "output.label": pa.array(label),
+            "output.probabilities": pa.FixedSizeListArray.from_arrays(
+                pa.array(proba.reshape(-1).astype(np.float32)), 2
+            ),
+        }
+        sink = io.BytesIO()
+        pq.write_table(pa.table(cols), sink)
+        key = f".mlops/predictions/{name}/date={day.isoformat()}/part-{prefix}.parquet"
+        open_registry(self.registry).write_bytes(key, sink.getvalue())
+        return ids
+
+    def monitor(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+        from mlops_ci.monitor import command
+
+        argv = ["monitor", "--registry", str(self.registry), "--repo", str(self.repo), *args]
+        parser = cli.build_parser()
+        ns = parser.parse_args(argv)
+        try:
+            code = command.main(
+                ns.registry,
+                repo=ns.repo,
+                since=ns.since,
+                data=ns.data,
+                labels=ns.labels,
+                models=ns.model,
+                fmt=ns.format,
+                issues=ns.issues,
+                record=not ns.no_record,
+                now=NOW,
+            )
+        except Exception as exc:  # as cli.main reports it
+            from mlops_ci.errors import MlopsCiError
+
+            if not isinstance(exc, MlopsCiError):
+                raise
+            print(f"mlops-ci monitor: error: {exc}", file=__import__("sys").stderr)
+            code = exc.exit_code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+
+@pytest.fixture
+def world(tmp_path: Path, onnx_model: bytes) -> World:
+    rng = np.random.default_rng(1)
+    return World(tmp_path / "registry", tmp_path / "repo", onnx_model, rng.normal(size=(800, 3)))
+
+
+def _fresh(n: int, shift: tuple[float, float, float] = (0, 0, 0), seed: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 3)) + np.array(shift)
+
+
+def _verdicts(registry: Path, model: str) -> list[Path]:
+    return sorted((registry / ".mlops" / "monitor" / model).glob("*.json"))
+
+
+# --- verdicts -------------------------------------------------------------------------------------
+
+
+def test_healthy_model_exits_0_and_records_its_verdict(world, capsys):
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000))
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    assert code == 0, out
+    doc = json.loads(out)
+    (m,) = doc["models"]
+    assert {
+        "name",
+        "version",
+        "needs_attention",
+        "stale",
+        "drift",
+        "prediction_drift",
+        "decay",
+    } <= set(m)
+    assert (m["name"], m["version"], m["needs_attention"]) == ("fraud", "1.2.0", False)
+    assert m["drift"]["rows"] == 3000 and not m["drift"]["dataset_drift"]
+    assert {c["name"] for c in m["drift"]["columns"]} == set(FEATURES)
+    assert all(
+        {"name", "test", "statistic", "threshold", "drifted"} <= set(c)
+        for c in m["drift"]["columns"]
+    )
+    assert {c["test"] for c in m["drift"]["columns"]} == {"ks"}  # 800 reference rows
+    (recorded,) = _verdicts(world.registry, "fraud")
+    assert json.loads(recorded.read_text())["name"] == "fraud"
+
+
+def test_drifted_inputs_and_predictions_need_attention(world, capsys):
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1.0, 1.0, 0)))
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    assert code == 1
+    (m,) = json.loads(out)["models"]
+    assert m["needs_attention"] and m["drift"]["dataset_drift"]
+    assert [c["name"] for c in m["drift"]["columns"] if c["drifted"]] == ["x1", "x2"]
+    assert m["prediction_drift"] is True
+    drifted_outputs = {c["name"] for c in m["predictions"]["columns"] if c["drifted"]}
+    assert "output.label" in drifted_outputs
+    assert any("data drift: 2 of 3 columns" in r for r in m["reasons"])
+
+
+def test_one_drifted_column_is_a_warning_not_an_alarm(world, capsys):
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(0, 0, 1.0)))  # x3 is not a model input that matters
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 0 and not m["needs_attention"]
+    assert [c["name"] for c in m["drift"]["columns"] if c["drifted"]] == ["x3"]
+    assert any("below the dataset share" in w for w in m["warnings"])
+
+
+def test_prediction_log_is_streamed_from_every_registry_backend(
+    registry_uri, tmp_path, onnx_model, capsys
+):
+    """The same run on a folder, SeaweedFS and moto's S3: pyarrow reads the log from the store."""
+    world = World(registry_uri, tmp_path / "repo", onnx_model, _fresh(800, seed=1))
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)))
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 1 and m["drift"]["rows"] == 3000 and m["drift"]["dataset_drift"]
+    keys = open_registry(registry_uri).list_keys(".mlops/monitor/fraud")
+    assert len(keys) == 1 and keys[0].endswith("Z.json")
+
+
+def test_old_rows_outside_since_are_not_read(world, capsys):
+    world.deploy("fraud")
+    world.log(
+        "fraud", _fresh(3000, shift=(2, 2, 2)), day=NOW.date() - dt.timedelta(days=30), prefix="old"
+    )
+    world.log("fraud", _fresh(2000), prefix="new")
+    code, out, _ = world.monitor("--format", "json", "--since", "7d", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 0 and m["drift"]["rows"] == 2000
+    code, out, _ = world.monitor("--format", "json", "--since", "60d", capsys=capsys)
+    assert code == 1 and json.loads(out)["models"][0]["drift"]["rows"] == 5000
+
+
+def test_data_flag_reads_a_csv_file(world, capsys, tmp_path):
+    world.deploy("fraud")
+    path = tmp_path / "prod.csv"
+    path.write_bytes(_csv(_fresh(2000, shift=(0.8, 0.8, 0.8))))
+    code, out, _ = world.monitor("--format", "json", "--data", str(path), capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 1 and m["drift"]["rows"] == 2000 and m["source"] == str(path)
+    assert m["predictions"] is None  # a CSV of inputs has no outputs to compare
+
+
+def test_staleness_past_due_warning_and_fresh(world, capsys):
+    world.deploy("old", age_days=100, monitoring="    max_age_days: 90\n    drift:")
+    world.deploy("soon", age_days=70, monitoring="    max_age_days: 90\n    drift:")
+    world.deploy("new", age_days=10, monitoring="    max_age_days: 90\n    drift:")
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    models = {m["name"]: m for m in json.loads(out)["models"]}
+    assert code == 1
+    assert {n: m["staleness"]["status"] for n, m in models.items()} == {
+        "old": "stale",
+        "soon": "warning",
+        "new": "fresh",
+    }
+    assert [n for n, m in models.items() if m["needs_attention"]] == ["old"]
+    assert models["old"]["staleness"]["days_left"] == pytest.approx(-10)
+
+
+def test_labelled_production_accuracy_below_threshold_is_decay(world, capsys, tmp_path):
+    world.deploy("fraud", monitoring="    max_age_days: 365\n    labels: labels.csv\n    drift:")
+    x = _fresh(600)
+    ids = world.log("fraud", x)
+    truth = (x[:, 0] + x[:, 1] > 0).astype(int)
+    truth[:200] = 1 - truth[:200]  # a third of the world changed its mind: accuracy ~0.67
+    labels = "request_id,y\n" + "".join(
+        f"{i},{t}\n" for i, t in zip(ids[:500], truth[:500], strict=True)
+    )
+    (world.repo / "models" / "fraud" / "labels.csv").write_text(labels)
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 1 and m["decay"] is True and not m["drift"]["dataset_drift"]
+    perf = m["performance"]
+    assert perf["rows"] == 500
+    (acc,) = perf["metrics"]
+    assert acc["name"] == "accuracy" and not acc["ok"] and 0.55 < acc["value"] < 0.75
+    # Right labels: no decay.
+    good = "request_id,y\n" + "".join(
+        f"{i},{t}\n" for i, t in zip(ids, (x[:, 0] + x[:, 1] > 0).astype(int), strict=True)
+    )
+    (world.repo / "models" / "fraud" / "labels.csv").write_text(good)
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    assert code == 0 and json.loads(out)["models"][0]["performance"]["rows"] == 600
+
+
+def test_reference_that_is_not_the_deployed_one_is_refused(world, capsys):
+    world.deploy("fraud")
+    (world.repo / "models" / "fraud" / "reference.csv").write_bytes(
+        _csv(_fresh(800, shift=(3, 3, 3)))
+    )
+    code, out, err = world.monitor(capsys=capsys)
+    assert code == 2
+    assert "reference data" in out and "is not the deployed manifest's" in out
+    assert "Traceback" not in out + err
+    assert _verdicts(world.registry, "fraud") == [] or code == 2
+
+
+def test_bad_since_or_registry_is_a_usage_error(world, capsys):
+    world.deploy("fraud")
+    assert cli.main(["monitor", "--registry", str(world.registry), "--since", "7 days"]) == 2
+    assert "--since" in capsys.readouterr().err
+    missing = str(world.registry) + "-missing"
+    assert cli.main(["monitor", "--registry", missing]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+# --- issues ---------------------------------------------------------------------------------------
+
+
+def _issues(ghserver):
+    return ghserver.repos[REPO].issues
+
+
+def test_issue_is_opened_then_edited_in_place_then_closed(world, ghserver, capsys, monkeypatch):
+    ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud")
+    ids = world.log("fraud", _fresh(3000, shift=(1, 1, 0)), prefix="a")
+    assert ids
+
+    code, _, _ = world.monitor("--issues", capsys=capsys)
+    assert code == 1
+    (issue,) = _issues(ghserver).values()
+    assert issue["state"] == "open" and issue["labels"] == ["mlops-ci/monitor"]
+    body = issue["body"]
+    assert "<!-- mlops-ci:monitor:fraud -->" in body
+    assert "@acme/risk-ml @alice" in body
+    assert "| `x1` | ks |" in body and "```mermaid" in body
+    assert "registry version 1" in body
+    assert len(ghserver.calls("POST", r"/repos/acme/models/issues")) == 1
+
+    # Second run: the same issue, edited (PATCH), no new one.
+    code, _, _ = world.monitor("--issues", capsys=capsys)
+    assert code == 1
+    assert len(_issues(ghserver)) == 1
+    assert len(ghserver.calls("POST", r"/repos/acme/models/issues")) == 1
+    assert len(ghserver.calls("PATCH", rf"/repos/acme/models/issues/{issue['number']}")) == 1
+
+    # Healthy again: a comment, then closed as completed.
+    root = world.registry / ".mlops" / "predictions" / "fraud"
+    for f in root.rglob("*.parquet"):
+        f.unlink()
+    world.log("fraud", _fresh(3000), prefix="b")
+    code, _, _ = world.monitor("--issues", capsys=capsys)
+    assert code == 0
+    assert issue["state"] == "closed" and issue["state_reason"] == "completed"
+    (comment,) = ghserver.repos[REPO].comments
+    assert comment["_issue"] == issue["number"] and "healthy again" in comment["body"]
+    # And a fourth run does nothing to the closed issue.
+    world.monitor("--issues", capsys=capsys)
+    assert len(ghserver.repos[REPO].comments) == 1 and len(_issues(ghserver)) == 1
+
+
+def test_github_failing_for_good_exits_2_and_writes_nothing(world, ghserver, capsys, monkeypatch):
+    ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    monkeypatch.setenv("MLOPS_CI_GITHUB_RETRIES", "2")
+    ghserver.fail(r"/repos/acme/models/issues", 502, times=None)
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)))
+    code, _, err = world.monitor("--issues", capsys=capsys)
+    assert code == 2
+    assert "GitHub" in err and "Traceback" not in err
+    assert _issues(ghserver) == {}
+    assert _verdicts(world.registry, "fraud") == []  # the run recorded nothing half-way
+    assert len(ghserver.calls("GET", r"/repos/acme/models/issues")) == 3  # tried, then retried
+
+
+def test_someone_elses_issue_with_the_marker_is_not_taken_over(
+    world, ghserver, capsys, monkeypatch
+):
+    repo = ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    # An unlabelled issue quoting the marker (anyone can open one): the naive marker search
+    # would edit it, publishing the model's report under that author's thread.
+    repo.issues[1] = {
+        "number": 1,
+        "title": "pls",
+        "body": "<!-- mlops-ci:monitor:fraud --> hi",
+        "labels": [],
+        "state": "open",
+        "user": ghserver.user_json("mallory"),
+    }
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)))
+    world.monitor("--issues", capsys=capsys)
+    assert repo.issues[1]["body"] == "<!-- mlops-ci:monitor:fraud --> hi"
+    assert len(repo.issues) == 2 and repo.issues[2]["labels"] == ["mlops-ci/monitor"]
+
+
+def test_production_values_in_the_issue_cannot_mention_or_inject():
+    from mlops_ci.monitor.drift import ColumnDrift
+
+    evil = "@acme/everyone <img src=x> `` [x](http://e)"
+    col = ColumnDrift(
+        "k",
+        "categorical",
+        "chisquare",
+        "p_value",
+        0.001,
+        30.0,
+        0.05,
+        True,
+        0.0,
+        100,
+        100,
+        0,
+        (evil, "b"),
+        (0.1, 0.9),
+        (0.9, 0.1),
+    )
+    naive = f"| {col.bins[0]} |"
+    assert "@acme/everyone" in naive.split("`")[0]  # outside any code span: a live mention
+    shown = render._summary(col)
+    inside = shown.split("`")
+    assert shown.count("`") == 2 and "@acme/everyone" in inside[1]  # only inside the code span
+    assert "@" not in inside[0] + inside[2]
+    assert "@" not in render._label(evil) and "<" in render._label("<1")  # chart labels
+
+
+def test_issue_body_stays_within_githubs_limit():
+    from mlops_ci.monitor import staleness
+    from mlops_ci.monitor.check import Verdict
+    from mlops_ci.monitor.drift import ColumnDrift, DriftResult
+
+    cols = tuple(
+        ColumnDrift(
+            f"feature_{i:05d}_" + "x" * 60,
+            "numeric",
+            "ks",
+            "p_value",
+            0.5,
+            0.01,
+            0.05,
+            False,
+            0.0,
+            100,
+            100,
+            0,
+            ("a",),
+            (1.0,),
+            (1.0,),
+        )
+        for i in range(3000)
+    )
+    result = DriftResult(cols, 0.0, 0.5, False, "none", 100)
+    stale = staleness.judge(NOW, refresh_by=None, max_age_days=1, now=NOW + dt.timedelta(days=2))
+    v = Verdict("m", "1.0.0", 1, ("@a",), stale, result, None, None, "x")
+    body = render.issue_body(v, "<!-- m -->")
+    assert len(body) <= 65536 and "table rows left out" in body

@@ -1,0 +1,259 @@
+"""The registry's storage primitives and model view, on a folder, SeaweedFS and moto."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from mlops_ci import triton
+from mlops_ci.registry import RegistryError, open_registry
+
+T = triton.Tensor
+
+
+def _publish(reg, model: str, n: int, onnx: bytes = b"onnx-bytes") -> None:
+    release = {
+        "model": model,
+        "registry_version": n,
+        "onnx": {"sha256": hashlib.sha256(onnx).hexdigest()},
+    }
+    reg.store.put_folder(
+        f"{model}/{n}",
+        {
+            "model.onnx": onnx,
+            "model.yaml": b"name: x\n",
+            "release.json": json.dumps(release).encode(),
+        },
+        last="release.json",
+    )
+    cfg = triton.build(model, [T("x", "float32", (-1, 2))], [T("y", "float32", (-1,))], n)
+    reg.write_bytes(f"{model}/config.pbtxt", triton.to_text(cfg).encode())
+
+
+def test_bytes_round_trip_and_listing(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    assert reg.read_bytes("a/b.txt") is None
+    reg.write_bytes("a/b.txt", b"one")
+    reg.write_bytes("a/c/d.bin", b"\x00two")
+    reg.write_bytes("z.txt", b"3")
+    assert reg.read_bytes("a/b.txt") == b"one"
+    assert reg.list_keys("") == ["a/b.txt", "a/c/d.bin", "z.txt"]
+    assert reg.list_keys("a") == ["a/b.txt", "a/c/d.bin"]
+    assert reg.list_keys("a/c") == ["a/c/d.bin"]
+    assert reg.list_keys("nothing") == []
+    reg.write_bytes("a/b.txt", b"replaced")
+    assert reg.read_bytes("a/b.txt") == b"replaced"
+
+
+def test_model_view(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    assert reg.models() == []
+    assert reg.serving_version("m") is None
+    _publish(reg, "m", 1, b"first")
+    _publish(reg, "m", 2, b"second")
+    _publish(reg, "other", 1)
+    reg.write_bytes(".mlops/predictions/m/config.pbtxt", b"not a model")
+    reg.write_bytes("no-config/1/release.json", b"{}")
+    assert reg.models() == ["m", "other"]
+    assert reg.versions("m") == [1, 2]
+    assert reg.serving_version("m") == 2
+    assert reg.model_onnx("m", 1) == b"first"
+    assert reg.release("m", 2)["registry_version"] == 2
+    assert reg.manifest_text("m", 1) == "name: x\n"
+    with pytest.raises(RegistryError, match="no version 3"):
+        reg.release("m", 3)
+
+
+def test_a_changed_model_onnx_is_refused_on_read(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    _publish(reg, "m", 1, b"approved")
+    reg.write_bytes("m/1/model.onnx", b"swapped")
+    with pytest.raises(RegistryError, match=r"does not match release\.json"):
+        reg.model_onnx("m", 1)
+
+
+def test_state_token_changes_when_config_changes(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    assert reg.state_token("m") == ""
+    _publish(reg, "m", 1)
+    first = reg.state_token("m")
+    assert first == reg.state_token("m")
+    text = reg.config_text("m")
+    assert text is not None
+    reg.write_bytes("m/config.pbtxt", triton.with_version(text, 7).encode())
+    assert reg.state_token("m") not in ("", first)
+    assert reg.serving_version("m") == 7
+
+
+def test_versions_ignore_incomplete_folders(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    _publish(reg, "m", 1)
+    reg.write_bytes("m/2/model.onnx", b"no release.json yet")
+    reg.write_bytes("m/notaversion/release.json", b"{}")
+    assert reg.versions("m") == [1]
+
+
+def test_a_version_folder_is_never_overwritten(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    _publish(reg, "m", 1, b"first")
+    with pytest.raises(RegistryError, match="never overwritten"):
+        reg.store.put_folder(
+            "m/1", {"model.onnx": b"x", "release.json": b"{}"}, last="release.json"
+        )
+    assert reg.model_onnx("m", 1) == b"first"
+
+
+def test_exactly_one_of_eight_racing_creators_wins(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    start = threading.Barrier(8)
+    wins: list[int] = []
+
+    def race(i: int) -> None:
+        store = open_registry(registry_uri).store
+        start.wait()
+        if store.put_if_absent("race/key", str(i).encode()):
+            wins.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert reg.read_bytes("race/key") == str(wins[0]).encode()
+
+
+def test_exactly_one_of_eight_racing_replacers_wins(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    reg.write_bytes("race/key", b"start")
+    got = reg.store.get("race/key")
+    assert got is not None
+    start = threading.Barrier(8)
+    wins: list[int] = []
+
+    def race(i: int) -> None:
+        store = open_registry(registry_uri).store
+        start.wait()
+        if store.put_if_match("race/key", str(i).encode(), got[1]):
+            wins.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert reg.read_bytes("race/key") == str(wins[0]).encode()
+
+
+def test_appends_from_racing_writers_are_all_kept(registry_uri: str) -> None:
+    def write(i: int) -> None:
+        store = open_registry(registry_uri).store
+        for j in range(5):
+            store.append("log.jsonl", f"{i}-{j}\n".encode())
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    data = open_registry(registry_uri).read_bytes("log.jsonl")
+    assert data is not None
+    assert sorted(data.decode().split()) == sorted(f"{i}-{j}" for i in range(4) for j in range(5))
+
+
+def test_the_lock_serialises_holders(registry_uri: str) -> None:
+    inside = []
+    overlap = []
+
+    def hold(i: int) -> None:
+        with open_registry(registry_uri).store.lock(timeout_s=60):
+            if inside:
+                overlap.append(i)
+            inside.append(i)
+            inside.remove(i)
+
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlap == []
+
+
+def test_invalid_keys_are_refused(tmp_path: Path) -> None:
+    reg = open_registry(tmp_path)
+    for key in ("../escape", "/abs", "a//b", "a/./b", ""):
+        with pytest.raises(RegistryError, match="invalid registry key"):
+            reg.write_bytes(key, b"x")
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_registry_files_are_readable_by_the_server_account(tmp_path: Path) -> None:
+    """Triton, KServe's storage initializer and a web server often run as another user: every
+    file a publish writes is rw-r--r-- (atomic.FILE_MODE), never mkstemp's private 0600."""
+    import os
+    import stat
+
+    from deploy_models import candidate
+
+    from mlops_ci import atomic, deploy
+
+    old = os.umask(0o022)  # the usual umask, under which open() gives 0644
+    try:
+        reg = open_registry(tmp_path / "r")
+        deploy.publish(reg, candidate(), deploy.Provenance(source="local", actor="t"))
+        assert reg.store.put_if_absent("m/created-once", b"x")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "r").rglob("*") if p.is_file() and p.name != "lock"]
+    modes = {
+        p.relative_to(tmp_path / "r").as_posix(): stat.S_IMODE(p.stat().st_mode) for p in files
+    }
+    assert {"iris/config.pbtxt", "iris/1/model.onnx", ".mlops/audit.head", "m/created-once"} <= set(
+        modes
+    )
+    assert {k: v for k, v in modes.items() if v != atomic.FILE_MODE} == {}
+
+
+def test_uris(tmp_path: Path) -> None:
+    assert open_registry(tmp_path.as_uri()).uri == tmp_path.resolve().as_uri()
+    with pytest.raises(RegistryError, match="folder, file:///path or s3://"):
+        open_registry("gs://bucket/x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RegistryError, match="must be a folder"):
+        open_registry(tmp_path / "file")
+
+
+def test_unreachable_s3_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from s3servers import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    reg = open_registry("s3://bucket/prefix")
+    with pytest.raises(RegistryError, match="s3://bucket/prefix: cannot read"):
+        reg.read_bytes("m/config.pbtxt")
+
+
+def test_wrong_credentials_are_refused_by_seaweedfs(
+    seaweedfs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = seaweedfs.fresh_uri()
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(RegistryError, match="cannot write"):
+        open_registry(uri).write_bytes("k", b"x")
+
+
+def test_arrow_fs_reads_what_the_registry_wrote(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    reg.write_bytes(".mlops/predictions/m/part.txt", b"hello")
+    fs, base = reg.arrow_fs()
+    with fs.open_input_stream(f"{base}/.mlops/predictions/m/part.txt") as fh:
+        assert fh.read() == b"hello"

@@ -1,0 +1,270 @@
+"""The Open Inference Protocol's wire format, parsed and encoded without a server."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from mlops_ci.serve.protocol import (
+    ProtocolError,
+    TensorMeta,
+    encode_response,
+    parse_request,
+)
+
+X = TensorMeta("input", "FP32", (-1, 3))
+WORD = TensorMeta("word", "BYTES", (-1, 1))
+COUNT = TensorMeta("count", "INT64", (-1,))
+OUTPUTS = (TensorMeta("label", "INT64", (-1,)), TensorMeta("probabilities", "FP32", (-1, 2)))
+
+
+def _json(doc: object) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+
+
+def test_json_request_becomes_arrays_of_the_model_dtype() -> None:
+    body = _json(
+        {
+            "id": "r-1",
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, 3],
+                    "datatype": "FP32",
+                    "data": [[1, 2, 3], [4, 5.5, 6]],
+                }
+            ],
+        }
+    )
+    req = parse_request(body, None, [X], OUTPUTS)
+    assert req.id == "r-1"
+    assert req.inputs["input"].dtype == np.float32
+    np.testing.assert_array_equal(req.inputs["input"], [[1, 2, 3], [4, 5.5, 6]])
+    # No `outputs`: every output, as JSON.
+    assert req.outputs == (("label", False), ("probabilities", False))
+
+
+def test_binary_request_reads_each_tensor_from_its_slice() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    words = ["héllo", ""]
+    header = _json(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, 3],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                },
+                {
+                    "name": "word",
+                    "shape": [2, 1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(_bytes_tensor(words))},
+                },
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    body = header + x.tobytes() + _bytes_tensor(words)
+    req = parse_request(body, len(header), [X, WORD], OUTPUTS)
+    np.testing.assert_array_equal(req.inputs["input"], x)
+    assert req.inputs["word"].tolist() == [["héllo"], [""]]
+    assert req.outputs == (("label", True), ("probabilities", True))
+
+
+def test_requested_outputs_keep_their_order_and_binary_flag() -> None:
+    body = _json(
+        {
+            "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}],
+            "outputs": [
+                {"name": "probabilities", "parameters": {"binary_data": True}},
+                {"name": "label"},
+            ],
+        }
+    )
+    req = parse_request(body, None, [X], OUTPUTS)
+    assert req.outputs == (("probabilities", True), ("label", False))
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+                ]
+            },
+            "shape [1, 4]",
+        ),
+        (
+            {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+            "datatype 'FP64'",
+        ),
+        (
+            {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}]},
+            "needs 3 values",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": ["1", "2", "3"]}
+                ]
+            },
+            "not a list of FP32",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2], [3]]}
+                ]
+            },
+            "not a list of FP32",
+        ),
+        ({"inputs": []}, "missing input input"),
+        (
+            {"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32", "data": [1]}]},
+            "unknown input 'nope'",
+        ),
+        (
+            {"inputs": [{"name": "input", "shape": [1, -3], "datatype": "FP32", "data": []}]},
+            "whole numbers",
+        ),
+        ({"id": 7, "inputs": []}, "'id' must be a string"),
+        ([1, 2], "must be a JSON object"),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+                ],
+                "outputs": [{"name": "nope"}],
+            },
+            "unknown output 'nope'",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+                ],
+                "outputs": [{"name": "label", "parameters": {"classification": 2}}],
+            },
+            "classification extension",
+        ),
+    ],
+)
+def test_malformed_json_requests_are_refused_with_400(doc: object, message: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        parse_request(_json(doc), None, [X], OUTPUTS)
+    assert err.value.status == 400
+    assert message in err.value.message
+
+
+def test_integer_tensors_refuse_fractions_and_out_of_range_values() -> None:
+    for data in ([1.5], [2**70], ["3"]):
+        body = _json(
+            {"inputs": [{"name": "count", "shape": [1], "datatype": "INT64", "data": data}]}
+        )
+        with pytest.raises(ProtocolError):
+            parse_request(body, None, [COUNT], OUTPUTS)
+    body = _json({"inputs": [{"name": "count", "shape": [2], "datatype": "INT64", "data": [1, 2]}]})
+    assert parse_request(body, None, [COUNT], OUTPUTS).inputs["count"].dtype == np.int64
+
+
+def _binary(size: int, payload: bytes) -> tuple[bytes, int]:
+    header = _json(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 3],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": size},
+                }
+            ]
+        }
+    )
+    return header + payload, len(header)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: (_binary(12, b"\0" * 12)[0], 10_000), "Inference-Header-Content-Length"),
+        (lambda: (_binary(12, b"\0" * 12)[0], -1), "Inference-Header-Content-Length"),
+        (lambda: _binary(-12, b"\0" * 12), "binary_data_size must be"),
+        (lambda: _binary(12, b"\0" * 8), "runs past the end"),
+        (lambda: _binary(8, b"\0" * 8), "needs 12 bytes"),
+        (lambda: _binary(12, b"\0" * 16), "no input claims"),
+    ],
+    ids=[
+        "header-past-body",
+        "header-negative",
+        "negative-size",
+        "truncated",
+        "short-size",
+        "trailing-bytes",
+    ],
+)
+def test_malformed_binary_requests_are_refused_with_400(make, message: str) -> None:  # type: ignore[no-untyped-def]
+    body, header_length = make()
+    with pytest.raises(ProtocolError) as err:
+        parse_request(body, header_length, [X], OUTPUTS)
+    assert err.value.status == 400
+    assert message in err.value.message
+
+
+def test_truncated_bytes_element_is_refused() -> None:
+    raw = _bytes_tensor(["abc"])[:-1]
+    header = _json(
+        {
+            "inputs": [
+                {
+                    "name": "word",
+                    "shape": [1, 1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    )
+    with pytest.raises(ProtocolError, match="runs past"):
+        parse_request(header + raw, len(header), [WORD], OUTPUTS)
+
+
+def test_reply_mixes_json_and_binary_outputs_as_requested() -> None:
+    label = np.array([1, 0], dtype=np.int64)
+    probs = np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)
+    body, json_length = encode_response(
+        "m", "3", "r-9", [("label", label, False), ("probabilities", probs, True)]
+    )
+    assert json_length is not None
+    head = json.loads(body[:json_length])
+    assert head["id"] == "r-9" and head["model_version"] == "3"
+    assert head["outputs"][0] == {
+        "name": "label",
+        "datatype": "INT64",
+        "shape": [2],
+        "data": [1, 0],
+    }
+    assert head["outputs"][1]["parameters"] == {"binary_data_size": probs.nbytes}
+    np.testing.assert_array_equal(
+        np.frombuffer(body[json_length:], dtype="<f4").reshape(2, 2), probs
+    )
+
+
+def test_json_reply_without_binary_has_no_header_length() -> None:
+    body, json_length = encode_response("m", "1", None, [("x", np.array([1.5]), False)])
+    assert json_length is None
+    assert json.loads(body) == {
+        "model_name": "m",
+        "model_version": "1",
+        "outputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": [1.5]}],
+    }
