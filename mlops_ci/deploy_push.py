@@ -358,6 +358,16 @@ def show_main(registry: str, model: str, at: str | None, fmt: str = "text") -> i
     return EXIT_OK
 
 
+def _counts(test: dict[str, Any]) -> str:
+    """` (8 passed, 0 failed, 0 skipped)` from the test stage's counts; nothing without them."""
+    counts = test.get("counts")
+    if not isinstance(counts, dict) or not counts:
+        return ""
+    words = {"pass": "passed", "fail": "failed", "skip": "skipped"}
+    shown = [f"{counts[k]} {word}" for k, word in words.items() if k in counts]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
 def render_show(doc: dict[str, Any]) -> str:
     """What served, when, approved by whom, with which results: for a terminal."""
     when = f"at {doc['at']}" if doc["at"] else "now"
@@ -377,8 +387,7 @@ def render_show(doc: dict[str, Any]) -> str:
         f"  commit:    {serving.get('commit') or '-'}"
         + (f"  pull request #{pr.get('number')} {pr.get('url') or ''}" if pr else ""),
         f"  approved:  {who or 'no approvals recorded (' + str(serving.get('source')) + ')'}",
-        f"  tests:     {'passed' if test.get('passed') else 'not passed'} "
-        f"{test.get('counts') or ''}",
+        f"  tests:     {'passed' if test.get('passed') else 'not passed'}{_counts(test)}",
         f"  onnx:      sha256 {serving['digests'].get('onnx')}",
         f"  history:   {len(doc['history'])} records up to then",
     ]

@@ -204,3 +204,19 @@ def test_cli_rollback(reg: Registry, tmp_path: Path, capsys) -> None:
 def test_cli_audit_on_a_missing_folder_is_a_usage_error(tmp_path: Path, capsys) -> None:
     assert cli.main(["audit", "verify", "--registry", str(tmp_path / "nope")]) == 2
     assert "no registry there" in capsys.readouterr().err
+
+
+def test_show_states_the_test_counts_in_words() -> None:
+    from mlops_ci.deploy_push import render_show
+
+    serving = {
+        "version": "1.0.0",
+        "registry_version": 1,
+        "since": "2026-11-30T00:00:00Z",
+        "set_by": "deploy",
+        "source": "local",
+        "digests": {"onnx": "0" * 64},
+        "results": {"test": {"passed": True, "counts": {"fail": 0, "pass": 8, "skip": 1}}},
+    }
+    out = render_show({"model": "iris", "at": None, "serving": serving, "history": []})
+    assert "tests:     passed (8 passed, 0 failed, 1 skipped)" in out
