@@ -145,7 +145,18 @@ def append(reg: Registry, fields: dict[str, Any]) -> Pending:
 
 def records(reg: Registry) -> list[dict[str, Any]]:
     """Every record, oldest first."""
-    return [json.loads(line) for line in _lines(reg.read_bytes(LOG_KEY) or b"")]
+    return [_record(line, i) for i, line in enumerate(_lines(reg.read_bytes(LOG_KEY) or b""), 1)]
+
+
+def _record(line: bytes, number: int) -> dict[str, Any]:
+    # A torn or hand-edited line is the registry's fault, not a bug: say where it is.
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise UsageError(f"{LOG_KEY}:{number}: not a JSON record (run `mlops-ci audit verify`)")
+    return doc
 
 
 def model_records(reg: Registry, model: str) -> list[dict[str, Any]]:

@@ -264,7 +264,12 @@ def _report(outcomes: Sequence[Outcome], fmt: str) -> None:
             print("no model changed: nothing to deploy")
         for o in outcomes:
             print(f"{'✓' if o.ok else '✗'} {o.model}: {o.line}")
-    lines = "\n".join(f"- {'✅' if o.ok else '❌'} `{o.model}`: {o.line}" for o in outcomes)
+    from mlops_ci.report.escape import cell, code
+
+    # Lines quote the push's manifests and paths: inert in Markdown, as every report's are.
+    lines = "\n".join(
+        f"- {'✅' if o.ok else '❌'} {code(o.model)}: {cell(o.line)}" for o in outcomes
+    )
     gha.write_summary(f"## Deploy\n\n{lines or 'No model changed.'}\n")
 
 

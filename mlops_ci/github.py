@@ -283,7 +283,7 @@ class GitHub:
         env = os.environ if environ is None else environ
         repository = repository or env.get("GITHUB_REPOSITORY", "")
         if not repository:
-            raise MlopsCiError("no repository: pass --repo owner/name or set GITHUB_REPOSITORY")
+            raise MlopsCiError("no repository: set GITHUB_REPOSITORY to owner/name")
         token = env.get("GITHUB_TOKEN") or None
         if token is None:
             raise MlopsCiError("GITHUB_TOKEN is not set: the GitHub API needs a token")

@@ -266,7 +266,7 @@ def run(
     from mlops_ci.catalog import for_run
 
     local = repo / ".mlops-ci"
-    print(for_run(local / "registry", local / "catalog", repo), file=say, flush=True)
+    print(for_run(_REGISTRY.get(), local / "catalog", repo), file=say, flush=True)
     from mlops_ci.serve.hint import run_hint
 
     print(run_hint(_REGISTRY.get(), [m.data for _, m in manifests]), file=say, flush=True)

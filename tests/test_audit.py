@@ -187,6 +187,17 @@ def test_cli_audit_show_at_a_time(reg: Registry, tmp_path: Path, capsys) -> None
     assert "not an ISO 8601 time" in capsys.readouterr().err
 
 
+def test_cli_audit_show_on_a_damaged_log_names_the_line(
+    reg: Registry, tmp_path: Path, capsys
+) -> None:
+    # A line that is not JSON (a torn write, a hand edit): one message, no internal error.
+    reg.write_bytes(audit.LOG_KEY, _log(reg) + b"not json\n")
+    uri = str(tmp_path / "registry")
+    assert cli.main(["audit", "show", "iris", "--registry", uri]) == 2
+    err = capsys.readouterr().err
+    assert "audit.jsonl:9" in err and "internal error" not in err
+
+
 def test_cli_rollback(reg: Registry, tmp_path: Path, capsys) -> None:
     uri = str(tmp_path / "registry")
     assert (

@@ -302,6 +302,22 @@ def test_run_writes_the_catalog_of_its_local_registry_and_prints_where(tmp_path:
     assert "fraud-detector" in index.read_text(encoding="utf-8")
 
 
+def test_run_catalogs_the_registry_it_was_given(tmp_path: Path) -> None:
+    # `run --registry R` deploys into R: its catalog must show R, not REPO/.mlops-ci/registry.
+    import io
+    import shutil
+
+    from mlops_ci import pipeline
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE_REPO, repo, ignore=shutil.ignore_patterns(".mlops-ci"))
+    sample_registry(tmp_path / "elsewhere")
+    said = io.StringIO()
+    pipeline.run(repo, stages=["validate"], stream=said, registry=tmp_path / "elsewhere")
+    index = repo / ".mlops-ci" / "catalog" / "index.html"
+    assert f"Catalog: {index} (7 models)" in said.getvalue()
+
+
 def test_every_page_says_whether_the_audit_trail_verifies(tmp_path: Path) -> None:
     writer = sample_registry(tmp_path / "registry")
     catalog, index = build(writer.root, tmp_path / "site")
@@ -443,3 +459,33 @@ def test_the_audit_verdict_is_audit_verify_on_the_releases_already_read(
     assert audit.verify(reg).ok  # nothing left to check against the log...
     given = audit.verify(reg, log=log, head=head, releases=releases, serving=serving)
     assert given == expected  # ...but the releases read before still show the swap
+
+
+def test_monitor_run_reads_a_due_soon_staleness_as_monitor_writes_it() -> None:
+    # The verdict file is Verdict.to_json(): "stale" is a bool, the status and reason live
+    # under "staleness". A model due in 10 days must show "due soon", not "fresh".
+    import datetime as dt
+
+    from mlops_ci.catalog.read import monitor_run
+    from mlops_ci.catalog.site import monitor_badges
+    from mlops_ci.monitor.staleness import judge
+
+    now = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    st = judge(now - dt.timedelta(days=80), refresh_by=None, max_age_days=90, now=now)
+    assert st.status == "warning"
+    doc = {"version": "1.0.0", "needs_attention": False, "stale": st.stale}
+    doc["staleness"] = st.to_json()
+    run = monitor_run("m", ".mlops/monitor/m/2026-11-30T00-00-00Z.json", doc)
+    assert run.stale is False
+    assert run.stale_warning is True
+    assert run.stale_detail == st.reason
+    assert "due soon" in monitor_badges(run)
+
+
+def test_an_out_folder_that_cannot_be_made_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    sample_registry(tmp_path / "registry")
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    out = tmp_path / "a-file" / "site"
+    assert cli.main(["catalog", "--registry", str(tmp_path / "registry"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and str(out) in err

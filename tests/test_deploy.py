@@ -843,3 +843,17 @@ def test_a_build_of_other_bytes_is_refused_on_the_record(gh_env, tmp_path: Path,
     [deployment] = gh_env.repos[REPO].deployments
     assert [s["state"] for s in deployment["statuses"]] == ["in_progress", "failure"]
     assert reg.models() == []
+
+
+def test_deploy_summary_keeps_pushed_text_inert(tmp_path: Path, monkeypatch, capsys) -> None:
+    # Refusal lines quote manifests and paths from the push: in the job summary they must not
+    # become HTML, a mention or a new list item.
+    from mlops_ci.deploy_push import Outcome, _report
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    line = "refused: models/<img src=x onerror=alert(1)>/model.yaml @acme/admins\n- ✅ forged"
+    _report([Outcome("fraud`</code>", False, line)], "text")
+    text = summary.read_text(encoding="utf-8")
+    assert "<img" not in text and "@acme" not in text and "\n- ✅ forged" not in text
+    assert "</code>" not in text.replace("</code>:", "", 1)

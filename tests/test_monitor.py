@@ -410,6 +410,15 @@ def test_issue_is_opened_then_edited_in_place_then_closed(world, ghserver, capsy
     assert len(ghserver.repos[REPO].comments) == 1 and len(_issues(ghserver)) == 1
 
 
+def test_issues_without_a_repository_says_which_variable_to_set(world, capsys, monkeypatch):
+    # monitor's --repo is the checkout: the hint must not send the user to `--repo owner/name`.
+    monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
+    world.deploy("fraud")
+    code, _, err = world.monitor("--issues", capsys=capsys)
+    assert code == 2
+    assert "GITHUB_REPOSITORY" in err and "--repo owner/name" not in err
+
+
 def test_github_failing_for_good_exits_2_and_writes_nothing(world, ghserver, capsys, monkeypatch):
     ghserver.add_repo(REPO)
     monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
@@ -507,3 +516,45 @@ def test_issue_body_stays_within_githubs_limit():
     v = Verdict("m", "1.0.0", 1, ("@a",), stale, result, None, None, "x")
     body = render.issue_body(v, "<!-- m -->")
     assert len(body) <= 65536 and "table rows left out" in body
+
+
+def test_a_one_wide_logged_output_keeps_the_name_its_reference_has():
+    # serve logs a [-1, 1] output (a regressor's) as a fixed-size list of width 1; the
+    # reference side (`_reference_outputs`) names such an output `output.<name>`, so the log
+    # must too, else prediction drift fails with an internal KeyError on every regressor.
+    from mlops_ci.monitor import drift
+    from mlops_ci.monitor.check import expand_outputs
+
+    values = np.arange(40, dtype=np.float32)
+    logged = pa.FixedSizeListArray.from_arrays(pa.array(values), 1)
+    batch = pa.RecordBatch.from_arrays([logged], names=["output.variable"])
+    expanded = expand_outputs(batch)
+    assert expanded.schema.names == ["output.variable"]
+    reference = pa.table({"output.variable": pa.array(values)})
+    columns = drift.Columns(reference, ["output.variable"], drift.Settings())
+    columns.add(expanded)
+
+
+def test_finding_a_models_manifest_parses_only_candidates(tmp_path, monkeypatch):
+    # monitor looks each model's manifest up in the checkout: parsing every manifest for every
+    # model made a run quadratic in the number of models (and endless from a wrong --repo).
+    from mlops_ci.monitor import check
+
+    for i in range(30):
+        folder = tmp_path / f"model-{chr(97 + i % 26)}{i}"
+        folder.mkdir()
+        (folder / "model.yaml").write_text(
+            f"apiVersion: mlops-ci/v1\nkind: Model\nmetadata:\n  name: fraud-{i}x\n",
+            encoding="utf-8",
+        )
+    parsed: list[str] = []
+    real = check.parse_document
+
+    def counting(text, name, *args, **kwargs):
+        parsed.append(name)
+        return real(text, name, *args, **kwargs)
+
+    monkeypatch.setattr(check, "parse_document", counting)
+    found = check._manifest_in_checkout(tmp_path, "fraud-7x")
+    assert found is not None and found.parent.name == "model-h7"
+    assert len(parsed) == 1

@@ -319,6 +319,13 @@ def monitor_run(name: str, key: str, doc: Mapping[str, Any]) -> MonitorRun:
     detail = None
     if isinstance(stale, dict):
         detail = _str(stale.get("message") or stale.get("detail") or stale.get("reason"))
+    # monitor writes "stale" as a bool and the status and reason under "staleness".
+    staleness = _obj(doc.get("staleness"))
+    warning = staleness.get("status") == "warning" or (
+        isinstance(stale, dict) and _flag(stale, "warning", "due_soon") is True
+    )
+    if detail is None and staleness.get("status") in ("warning", "stale"):
+        detail = _str(staleness.get("reason"))
     columns = tuple(
         ColumnDrift(
             str(c.get("name")),
@@ -336,7 +343,7 @@ def monitor_run(name: str, key: str, doc: Mapping[str, Any]) -> MonitorRun:
         version=_str(doc.get("version")),
         needs_attention=doc.get("needs_attention") is True,
         stale=_flag(stale, "stale", "overdue") is True,
-        stale_warning=_flag(stale, "warning", "due_soon") is True,
+        stale_warning=warning,
         stale_detail=detail,
         drift_share=_float(drift.get("share")),
         share_threshold=_float(drift.get("share_threshold")),

@@ -341,8 +341,11 @@ def _stage(out: Path) -> tuple[Path, Path]:
             f"{out}: the folder is not empty and holds no catalog; give an empty or new folder "
             "(a previous catalog there is replaced as a whole)"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:  # a file on the way, a read-only place: the user's to fix
+        raise UsageError(f"{out}: cannot write the catalog there: {exc.strerror}") from None
     (staging / "models").mkdir()
     (staging / _PARTS).mkdir()
     return out, staging

@@ -178,11 +178,15 @@ def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
 
 
 def _manifest_in_checkout(repo: Path, model: str) -> Path | None:
+    needle = model.encode()
     for path in find_manifests(repo):
         try:
-            doc, _, _ = parse_document(path.read_bytes(), str(path))
+            raw = path.read_bytes()
         except OSError:
             continue
+        if needle not in raw:  # cannot name the model: skip the (costly) parse
+            continue
+        doc, _, _ = parse_document(raw, str(path))
         if doc and isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == model:
             return path
     return None
@@ -325,6 +329,10 @@ def expand_outputs(batch: Any) -> Any:
         if name.startswith("output.") and pa.types.is_fixed_size_list(col.type):
             width = col.type.list_size
             flat = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            if width == 1:  # `_reference_outputs` names an [n, 1] output without `[0]`
+                arrays.append(pa.array(flat[:, 0]))
+                names.append(name)
+                continue
             for k in range(width):
                 arrays.append(pa.array(flat[:, k]))
                 names.append(f"{name}[{k}]")

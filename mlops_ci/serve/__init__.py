@@ -50,6 +50,13 @@ def main(
         if not os.path.isdir(folder):
             raise UsageError(f"{registry}: no such registry folder")
     reg.models()  # reachable and readable now, rather than a failing worker later
+    if prediction_log:  # likewise: a bad URI here would fail uvicorn's startup (exit 3)
+        from mlops_ci.errors import MlopsCiError
+
+        try:
+            open_registry(prediction_log)
+        except MlopsCiError as exc:
+            raise UsageError(f"--prediction-log: {exc}") from None
     settings = Settings(
         registry=registry,
         prediction_log=prediction_log,
