@@ -355,6 +355,10 @@ def show_main(registry: str, model: str, at: str | None, fmt: str = "text") -> i
     reg = _existing(registry)
     when = audit.parse_time(at) if at else None
     doc = audit.show(reg, model, when)
+    if not doc["history"] and model not in reg.models():
+        # A typo must not read as "nothing served": the model was never in this registry.
+        known = ", ".join(reg.models()) or "none"
+        raise UsageError(f"{reg.uri}: no model named {model!r} (models: {known})")
     if fmt == "json":
         print(json.dumps(doc, indent=2, sort_keys=True))
         return EXIT_OK

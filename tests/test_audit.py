@@ -231,3 +231,11 @@ def test_show_states_the_test_counts_in_words() -> None:
     }
     out = render_show({"model": "iris", "at": None, "serving": serving, "history": []})
     assert "tests:     passed (8 passed, 0 failed, 1 skipped)" in out
+
+
+def test_cli_audit_show_of_an_unknown_model_is_a_usage_error(
+    reg: Registry, tmp_path: Path, capsys
+) -> None:
+    uri = str(tmp_path / "registry")
+    assert cli.main(["audit", "show", "irsi", "--registry", uri]) == 2
+    assert "no model named 'irsi' (models: iris, wine)" in capsys.readouterr().err
