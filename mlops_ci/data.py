@@ -22,6 +22,7 @@ import numpy as np
 
 from mlops_ci.dtypes import NUMPY_DTYPES
 from mlops_ci.errors import CheckFailed
+from mlops_ci.manifest.model import fixed_columns
 
 if TYPE_CHECKING:
     from mlops_ci.manifest import Manifest
@@ -182,12 +183,7 @@ def input_columns(
     `feature_names_in_`, an XGBoost booster's feature names), in training order; else every
     data column not used by another input and not the target, in file order.
     """
-    explicit: dict[str, tuple[str, ...]] = {}
-    for spec in signature.inputs:
-        if spec.columns:
-            explicit[spec.name] = tuple(spec.columns)
-        elif spec.shape[-1] == 1 or len(spec.shape) == 1:
-            explicit[spec.name] = (spec.name,)
+    explicit = {s.name: c for s in signature.inputs if (c := fixed_columns(s)) is not None}
     used = {c for cols in explicit.values() for c in cols}
     # a model fitted on a DataFrame knows its columns and their order; the CSV's order may differ
     names = feature_names if feature_names else table_columns

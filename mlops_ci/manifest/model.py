@@ -45,6 +45,17 @@ class TensorSpec:
     role: str | None = None
 
 
+def fixed_columns(spec: Any) -> tuple[str, ...] | None:
+    """The columns an input reads whatever the data: its `columns:`, or its own name when it is
+    one wide; None for an input fed by "the other columns". Validate and `data.input_columns`
+    share it (any object with `name`, `shape` and `columns`: the data layer's inputs too)."""
+    if spec.columns:
+        return tuple(spec.columns)
+    if spec.shape[-1] == 1 or len(spec.shape) == 1:
+        return (spec.name,)
+    return None
+
+
 @dataclass(frozen=True)
 class Signature:
     inputs: tuple[TensorSpec, ...]

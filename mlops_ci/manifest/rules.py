@@ -23,6 +23,7 @@ from mlops_ci.manifest.model import (
     REGRESSION_METRICS,
     TensorSpec,
     artifact_format,
+    fixed_columns,
     infer_task,
     tensor_spec,
 )
@@ -317,16 +318,6 @@ def evaluation_target_in_header(ctx: Context) -> Iterator[Problem]:
         )
 
 
-def _fixed_columns(spec: TensorSpec) -> tuple[str, ...] | None:
-    """The columns an input reads whatever the data: `columns:`, or its name when one wide.
-    The same rule as `data.input_columns`; None for an input fed by "the other columns"."""
-    if spec.columns:
-        return spec.columns
-    if spec.shape[-1] == 1 or len(spec.shape) == 1:
-        return (spec.name,)
-    return None
-
-
 def _fits(value: Any, dtype: str) -> bool:
     """Whether the data layer can read `value` as `dtype` (data.py's casts, without numpy)."""
     if dtype == "string":
@@ -358,9 +349,9 @@ def case_inputs_fit_signature(ctx: Context) -> Iterator[Problem]:
         return
     inputs = [tensor_spec(d) for d in _tensors(ctx, "inputs")]
     dtype_of: dict[str, tuple[str, str]] = {}  # column -> (input, dtype)
-    rest = [s for s in inputs if _fixed_columns(s) is None]
+    rest = [s for s in inputs if fixed_columns(s) is None]
     for s in inputs:
-        for column in _fixed_columns(s) or ():
+        for column in fixed_columns(s) or ():
             dtype_of.setdefault(column, (s.name, s.dtype))
     # An input fed by "the other columns" takes them from the evaluation CSV when there is one.
     header = _csv_header(ctx) if rest else None
