@@ -10,6 +10,18 @@ from typing import Any
 
 #: rw-r--r--, what open() gives under the usual umask 022
 FILE_MODE = 0o644
+#: The most bytes handed to one write(). Measured on ext4 under a 6.x kernel (bench/deploy.py):
+#: a 50 MB payload written in one call took ~165 ms, in 1 MiB calls ~30 ms, as fast as the
+#: kernel's own file copy; calls of 4 MiB and more were as slow as one call.
+WRITE_CHUNK = 1 << 20
+
+
+def write_all(fd: int, payload: bytes | memoryview) -> None:
+    """Write all of `payload` to the file descriptor `fd`, at most WRITE_CHUNK bytes a call."""
+    view = memoryview(payload)
+    while view:
+        done = os.write(fd, view[:WRITE_CHUNK])
+        view = view[done:]
 
 
 def _temp_beside(path: Path, payload: bytes, fsync: bool) -> Path:
@@ -21,11 +33,12 @@ def _temp_beside(path: Path, payload: bytes, fsync: bool) -> Path:
         # mkstemp creates 0600; reports and models are for other people and processes too
         # (a web server, a reviewer's account), as a file opened for writing would be
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+        try:
+            write_all(fd, payload)
             if fsync:  # durable against power loss, not only against a killed process
-                fh.flush()
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -251,8 +251,11 @@ def _write_serving(
     files: dict[str, bytes] | None = None,
 ) -> None:
     files = files or serving_files(reg, model, n, manifest)
-    # The InferenceService first: config.pbtxt is the switch, so it is written last.
-    reg.write_bytes(f"{model}/inferenceservice.yaml", files["inferenceservice.yaml"])
+    # The InferenceService first: config.pbtxt is the switch, so it is written last. The
+    # InferenceService names the model's folder, not a version, so it rarely changes.
+    isvc = f"{model}/inferenceservice.yaml"
+    if reg.read_bytes(isvc) != files["inferenceservice.yaml"]:
+        reg.write_bytes(isvc, files["inferenceservice.yaml"])
     reg.write_bytes(f"{model}/config.pbtxt", files["config.pbtxt"])
 
 
@@ -275,16 +278,6 @@ def _converge(reg: Registry, model: str) -> int | None:
     if reg.read_bytes(f"{model}/config.pbtxt") != files["config.pbtxt"]:
         _write_serving(reg, model, intended, manifest, files)
     return intended
-
-
-def _next_version(reg: Registry, model: str) -> int:
-    """One past every numbered folder, complete or not: version numbers only grow."""
-    numbers = [0]
-    for key in reg.list_keys(model):
-        part = key.split("/")[1] if key.count("/") >= 2 else ""
-        if part.isdigit():
-            numbers.append(int(part))
-    return max(numbers) + 1
 
 
 def _record(
@@ -337,13 +330,13 @@ def publish(
     the registry (same artifact: nothing changes; different artifact: refused, exit 1)."""
     with reg.store.lock(lock_timeout_s):
         previous = reg.serving_version(cand.name)
-        versions = reg.versions(cand.name)
+        versions, highest = reg.version_folders(cand.name)
         existing = _find_semver(reg, cand, versions)
         if existing is not None:
             return _republish(reg, cand, prov, existing, previous)
         if versions and versions[-1] != previous:
             _retire_if_unrecorded(reg, cand.name, versions[-1])
-        n = _next_version(reg, cand.name)
+        n = highest + 1  # one past every numbered folder, complete or not: numbers only grow
         digests = {"artifact": cand.artifact_sha256, "onnx": cand.onnx_sha256}
         pending = audit.prepare(
             reg, _record("deploy", cand.name, cand.version, n, prov, digests=digests)
@@ -377,9 +370,8 @@ def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> None:
         reg.store.delete(f"{model}/{n}/release.json")
 
 
-def _find_semver(reg: Registry, cand: Candidate, versions: Sequence[int]) -> int | None:
-    for n in reversed(versions):
-        release = reg.release(cand.name, n)
+def _find_semver(reg: Registry, cand: Candidate, versions: list[int]) -> int | None:
+    for n, release in reversed(list(zip(versions, reg.releases(cand.name, versions), strict=True))):
         if release.get("version") != cand.version:
             continue
         published = (release.get("artifact") or {}).get("sha256")

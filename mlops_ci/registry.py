@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
@@ -61,6 +62,7 @@ class Store(Protocol):
     uri: str
 
     def get(self, key: str) -> tuple[bytes, str] | None: ...
+    def get_many(self, keys: list[str]) -> list[bytes | None]: ...
     def tail(self, key: str, nbytes: int) -> bytes | None: ...
     def put(self, key: str, data: bytes) -> None: ...
     def put_if_absent(self, key: str, data: bytes) -> bool: ...
@@ -80,12 +82,6 @@ class Store(Protocol):
 #: rename is atomic either way); fsync adds durability against power loss, where without it
 #: the digest check on every read still refuses a version whose bytes did not reach the disk.
 _FSYNC = os.environ.get("MLOPS_CI_FSYNC", "") not in ("", "0")
-
-
-def _durable(fh: Any) -> None:
-    if _FSYNC:
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 # --- the filesystem ----------------------------------------------------------------------------
@@ -110,6 +106,9 @@ class FileStore:
         except OSError as exc:
             raise RegistryError(f"cannot read {self._path(key)}: {exc.strerror}") from exc
         return data, sha256_hex(data)
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return [None if (got := self.get(key)) is None else got[0] for key in keys]
 
     def tail(self, key: str, nbytes: int) -> bytes | None:
         try:
@@ -199,10 +198,14 @@ class FileStore:
         staging.mkdir(parents=True)
         try:
             for name, data in files.items():
-                with open(staging / name, "wb") as fh:
-                    os.fchmod(fh.fileno(), atomic.FILE_MODE)  # as every other registry file
-                    fh.write(data)
-                    _durable(fh)
+                fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, atomic.FILE_MODE)
+                try:
+                    os.fchmod(fd, atomic.FILE_MODE)  # whatever the umask, as every registry file
+                    atomic.write_all(fd, data)
+                    if _FSYNC:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
             os.rename(staging, target)
         except BaseException:
             for child in staging.glob("*"):
@@ -308,6 +311,13 @@ class S3Store:
             raise self._fail(exc, f"read {key}") from exc
         return resp["Body"].read(), resp["ETag"]
 
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        # One round trip's latency for many small objects, not one each.
+        if len(keys) < 2:
+            return [None if (got := self.get(key)) is None else got[0] for key in keys]
+        with ThreadPoolExecutor(max_workers=min(16, len(keys))) as pool:
+            return [None if got is None else got[0] for got in pool.map(self.get, keys)]
+
     def tail(self, key: str, nbytes: int) -> bytes | None:
         from botocore.exceptions import ClientError
 
@@ -331,29 +341,25 @@ class S3Store:
         except ClientError as exc:
             raise self._fail(exc, f"write {key}") from exc
 
-    def _conditional(self, key: str, data: bytes, **cond: str) -> bool:
+    def _conditional(self, key: str, data: bytes, **cond: str) -> str | None:
+        """The new object's ETag, or None when the condition failed."""
         from botocore.exceptions import ClientError
 
         try:
-            self._call(
+            resp = self._call(
                 f"write {key}", self.client.put_object, Key=self._key(key), Body=data, **cond
             )
-            return True
+            return str(resp["ETag"])
         except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            code = exc.response.get("Error", {}).get("Code")
-            # 412: the condition failed; 409: a concurrent conditional write is in flight.
-            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            if status == 404 or code in ("NoSuchKey",):
-                return False
+            if _condition_failed(exc):
+                return None
             raise self._fail(exc, f"write {key}") from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        return self._conditional(key, data, IfNoneMatch="*")
+        return self._conditional(key, data, IfNoneMatch="*") is not None
 
     def put_if_match(self, key: str, data: bytes, token: str) -> bool:
-        return self._conditional(key, data, IfMatch=token)
+        return self._conditional(key, data, IfMatch=token) is not None
 
     def append(self, key: str, data: bytes) -> None:
         # S3 has no append: read, then replace only if nobody wrote in between.
@@ -424,9 +430,9 @@ class S3Store:
             raise RegistryError(
                 f"{self.uri}/{prefix} exists already; versions are never overwritten"
             )
-        for name, data in files.items():
-            if name != last:
-                self.put(f"{prefix}/{name}", data)
+        rest = [(f"{prefix}/{name}", data) for name, data in files.items() if name != last]
+        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
+            list(pool.map(lambda item: self.put(*item), rest))
         # The marker is created, never replaced: two writers of one version cannot both win.
         if not self.put_if_absent(f"{prefix}/{last}", files[last]):
             raise RegistryError(
@@ -436,19 +442,20 @@ class S3Store:
     @contextlib.contextmanager
     def lock(self, timeout_s: float) -> Iterator[None]:
         ttl = float(os.environ.get("MLOPS_CI_LOCK_TTL", DEFAULT_LOCK_TTL_S))
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "id": uuid.uuid4().hex}
+        lock_id = uuid.uuid4().hex
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "id": lock_id}
         deadline = time.monotonic() + timeout_s
         while True:
             body = json.dumps({**me, "expires": time.time() + ttl}).encode()
-            if self.put_if_absent(LOCK_KEY, body):
+            mine = self._conditional(LOCK_KEY, body, IfNoneMatch="*")
+            if mine is not None:
                 break
             held = self.get(LOCK_KEY)
-            if (
-                held is not None
-                and _lock_is_stale(held[0])
-                and self.put_if_match(LOCK_KEY, body, held[1])
-            ):
-                break  # took over a dead holder's lock; the If-Match makes the takeover unique
+            if held is not None and _lock_is_stale(held[0]):
+                # took over a dead holder's lock; the If-Match makes the takeover unique
+                mine = self._conditional(LOCK_KEY, body, IfMatch=held[1])
+                if mine is not None:
+                    break
             if time.monotonic() > deadline:
                 raise RegistryError(
                     f"{self.uri}/{LOCK_KEY} is held by another deploy for more than "
@@ -458,9 +465,30 @@ class S3Store:
         try:
             yield
         finally:
-            held = self.get(LOCK_KEY)
-            if held is not None and json.loads(held[0]).get("id") == me["id"]:
-                self.delete(LOCK_KEY)
+            self._unlock(mine, lock_id)
+
+    def _unlock(self, etag: str, me: str) -> None:
+        """Delete the lock only if it is still ours: one conditional delete where the store
+        has them (AWS, SeaweedFS, moto), else read, compare and delete."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(
+                f"delete {LOCK_KEY}",
+                self.client.delete_object,
+                Key=self._key(LOCK_KEY),
+                IfMatch=etag,
+            )
+            return
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return  # a deploy took it over after our TTL: it is theirs now
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status not in (400, 501):  # 400/501: this store has no conditional delete
+                raise self._fail(exc, f"delete {LOCK_KEY}") from exc
+        held = self.get(LOCK_KEY)
+        if held is not None and json.loads(held[0]).get("id") == me:
+            self.delete(LOCK_KEY)
 
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
         import pyarrow.fs
@@ -493,6 +521,19 @@ def _s3_client(region: str, config: Any) -> Any:
             _SESSIONS[key] = boto3.session.Session()
         # Creating clients from one session is not thread-safe; do it under the lock too.
         return _SESSIONS[key].client("s3", region_name=region, config=config)
+
+
+def _condition_failed(exc: Any) -> bool:
+    """Whether an S3 error says a conditional write's condition did not hold."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = exc.response.get("Error", {}).get("Code")
+    # 412: the condition failed; 409: a concurrent conditional write is in flight; 404: If-Match
+    # on an object that is gone.
+    return status in (404, 409, 412) or code in (
+        "PreconditionFailed",
+        "ConditionalRequestConflict",
+        "NoSuchKey",
+    )
 
 
 def _lock_is_stale(body: bytes) -> bool:
@@ -560,16 +601,31 @@ class Registry:
             raise RegistryError(f"{self.uri_of(model + '/config.pbtxt')}: {exc}") from exc
 
     def versions(self, model: str) -> list[int]:
-        found = set()
+        return self.version_folders(model)[0]
+
+    def version_folders(self, model: str) -> tuple[list[int], int]:
+        """From one listing: the model's versions (numbered folders holding `release.json`) and
+        the highest numbered folder, complete or not (0 when there is none)."""
+        found, highest = set(), 0
         for key in self.store.list(model):
             parts = key.split("/")
-            if len(parts) == 3 and parts[2] == "release.json" and _VERSION_DIR.fullmatch(parts[1]):
+            if len(parts) < 3 or not _VERSION_DIR.fullmatch(parts[1]):
+                continue
+            highest = max(highest, int(parts[1]))
+            if len(parts) == 3 and parts[2] == "release.json":
                 found.add(int(parts[1]))
-        return sorted(found)
+        return sorted(found), highest
 
     def release(self, model: str, n: int) -> dict[str, Any]:
+        return self._release_doc(model, n, self.read_bytes(f"{model}/{n}/release.json"))
+
+    def releases(self, model: str, ns: list[int]) -> list[dict[str, Any]]:
+        """`release(model, n)` for each n, fetched together (concurrently on S3)."""
+        got = self.store.get_many([f"{model}/{n}/release.json" for n in ns])
+        return [self._release_doc(model, n, data) for n, data in zip(ns, got, strict=True)]
+
+    def _release_doc(self, model: str, n: int, data: bytes | None) -> dict[str, Any]:
         key = f"{model}/{n}/release.json"
-        data = self.read_bytes(key)
         if data is None:
             raise RegistryError(f"{self.uri}: {model} has no version {n}")
         try:

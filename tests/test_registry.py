@@ -94,7 +94,28 @@ def test_versions_ignore_incomplete_folders(registry_uri: str) -> None:
     _publish(reg, "m", 1)
     reg.write_bytes("m/2/model.onnx", b"no release.json yet")
     reg.write_bytes("m/notaversion/release.json", b"{}")
+    reg.write_bytes("m/07/release.json", b"{}")  # Triton reads no leading zero as a version
     assert reg.versions("m") == [1]
+    # The next number goes past the incomplete folder: numbers only grow.
+    assert reg.version_folders("m") == ([1], 2)
+    assert [r["registry_version"] for r in reg.releases("m", [1])] == [1]
+    with pytest.raises(RegistryError, match="has no version 2"):
+        reg.releases("m", [1, 2])
+
+
+def test_large_files_are_written_whole(registry_uri: str) -> None:
+    """Writes go out in WRITE_CHUNK pieces (bench/deploy.py shows why): every byte lands, at
+    sizes on and around the chunk boundary."""
+    from mlops_ci import atomic
+
+    reg = open_registry(registry_uri)
+    chunk = atomic.WRITE_CHUNK
+    for i, size in enumerate((chunk - 1, chunk, 3 * chunk + 7)):
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        reg.write_bytes(f"big/{i}.bin", data)
+        _publish(reg, f"m{i}", 1, data)
+        assert reg.read_bytes(f"big/{i}.bin") == data
+        assert reg.model_onnx(f"m{i}", 1) == data
 
 
 def test_a_version_folder_is_never_overwritten(registry_uri: str) -> None:
@@ -183,6 +204,38 @@ def test_the_lock_serialises_holders(registry_uri: str) -> None:
     for t in threads:
         t.join()
     assert overlap == []
+
+
+def test_a_taken_over_s3_lock_is_not_released_by_its_first_holder(
+    s3_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder that outlives its TTL loses the lock to the next deploy; when it finishes, its
+    release must leave the new holder's lock in place (a plain delete would free it for a
+    third deploy while the second still writes)."""
+    from mlops_ci.registry import LOCK_KEY
+
+    monkeypatch.setenv("MLOPS_CI_LOCK_TTL", "0.3")
+    uri = s3_server.fresh_uri()
+    first, second = open_registry(uri), open_registry(uri)
+    first_inside, second_inside, first_done = (threading.Event() for _ in range(3))
+    held_after_first: list[bytes | None] = []
+
+    def slow_holder() -> None:
+        with first.store.lock(timeout_s=10):
+            first_inside.set()
+            second_inside.wait(10)  # outlive the TTL until the second deploy takes over
+        first_done.set()
+
+    thread = threading.Thread(target=slow_holder)
+    thread.start()
+    first_inside.wait(10)
+    with second.store.lock(timeout_s=10):
+        second_inside.set()
+        first_done.wait(10)
+        held_after_first.append(second.read_bytes(LOCK_KEY))
+    thread.join()
+    assert held_after_first[0] is not None, "the first holder freed the second holder's lock"
+    assert second.read_bytes(LOCK_KEY) is None  # the second holder released its own
 
 
 def test_invalid_keys_are_refused(tmp_path: Path) -> None:
