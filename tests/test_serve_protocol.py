@@ -167,8 +167,37 @@ def test_malformed_json_requests_are_refused_with_400(doc: object, message: str)
     assert message in err.value.message
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("[true, false, true]", "not a list of FP32"),
+        ("[1, 2, NaN]", "NaN is not a JSON value"),
+        ("[1, 2, Infinity]", "Infinity is not a JSON value"),
+        ("[1, 2, 1e999]", "out of range for FP32"),
+        ("[1, 2, 1e39]", "out of range for FP32"),  # finite as a float64, infinite as FP32
+    ],
+)
+def test_float_tensors_take_finite_json_numbers_only(data: str, message: str) -> None:
+    """Python's json reads booleans, NaN, Infinity and 1e999 where a number goes; numpy then
+    turns them into 1.0, nan and inf, which a model predicts on silently."""
+    body = (
+        '{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32","data":' + data + "}]}"
+    ).encode()
+    with pytest.raises(ProtocolError) as err:
+        parse_request(body, None, [X], OUTPUTS)
+    assert err.value.status == 400
+    assert message in err.value.message
+    ok = parse_request(
+        b'{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32","data":[1,2.5,-3e38]}]}',
+        None,
+        [X],
+        OUTPUTS,
+    )
+    assert ok.inputs["input"].tolist() == [[1.0, 2.5, np.float32(-3e38)]]
+
+
 def test_integer_tensors_refuse_fractions_and_out_of_range_values() -> None:
-    for data in ([1.5], [2**70], ["3"]):
+    for data in ([1.5], [2**70], ["3"], [True]):
         body = _json(
             {"inputs": [{"name": "count", "shape": [1], "datatype": "INT64", "data": data}]}
         )

@@ -108,7 +108,8 @@ def parse_request(
             )
         header, binary = body[:header_length], body[header_length:]
     try:
-        doc = json.loads(header.decode())  # already str: json skips its encoding detection
+        # already str: json skips its encoding detection
+        doc = json.loads(header.decode(), parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"the request is not valid JSON: {exc}") from None
     except RecursionError:
@@ -127,6 +128,11 @@ def parse_request(
         arrays,
         _requested_outputs(doc.get("outputs"), bool(params.get("binary_data_output")), outputs),
     )
+
+
+def _not_json(token: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity; JSON has none of them (RFC 8259 §6).
+    raise ValueError(f"{token} is not a JSON value (send NaN and infinity as binary data)")
 
 
 def _parameters(value: Any, where: str) -> Mapping[str, Any]:
@@ -226,8 +232,9 @@ def _from_json(data: Any, shape: tuple[int, ...], meta: TensorMeta) -> np.ndarra
     return array.reshape(shape)
 
 
-#: Which kinds of JSON values (as numpy infers them) each kind of tensor accepts.
-_ACCEPTS = {"f": "fiub", "i": "iub", "u": "iub", "b": "b"}
+#: Which kinds of JSON values (as numpy infers them) each kind of tensor accepts: numbers for
+#: numbers and true/false for BOOL, never one for the other (as Triton's JSON parser).
+_ACCEPTS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
 
 
 def _numbers(data: list[Any], meta: TensorMeta) -> np.ndarray:
@@ -244,7 +251,11 @@ def _numbers(data: list[Any], meta: TensorMeta) -> np.ndarray:
         info = np.iinfo(dtype)
         if inferred.min() < info.min or inferred.max() > info.max:
             raise ProtocolError(f"input {meta.name!r}: a value is out of range for {meta.datatype}")
-    return inferred.astype(dtype, copy=False)
+    array = inferred.astype(dtype, copy=False)
+    if dtype.kind == "f" and array.size and not np.isfinite(array).all():
+        # 1e999 reads as infinity, and 1e39 becomes infinity as FP32: a number out of range.
+        raise ProtocolError(f"input {meta.name!r}: a value is out of range for {meta.datatype}")
+    return array
 
 
 def _flat(data: list[Any]) -> list[Any]:
