@@ -454,6 +454,20 @@ def rollback(
         manifest = _deployed_manifest(reg, model, to)
         serving = serving_files(reg, model, to, manifest)
         previous = reg.serving_version(model)
+        logged = previous
+        if previous == to:  # rare: read the log only then
+            logged = _intended(audit.model_records(reg, model), model)
+        if action == "rollback" and previous == to and logged == to:
+            # Already serving, and the log agrees: a record would claim a change that was not.
+            return Published(
+                model,
+                str(release.get("version")),
+                to,
+                False,
+                None,
+                f"{model} already serves version {to}; nothing was changed",
+                previous,
+            )
         digests = {
             "artifact": (release.get("artifact") or {}).get("sha256"),
             "onnx": hashlib.sha256(onnx).hexdigest(),
@@ -470,13 +484,14 @@ def rollback(
         )
         pending = audit.append(reg, fields)
         _write_serving(reg, model, to, manifest, serving)
+    was = previous if previous != to else f"{previous}, but the log said {logged}"
     return Published(
         model,
         str(release.get("version")),
         to,
-        previous != to,
+        True,
         pending.sha256,
-        f"{model} now serves version {to} (was {previous})",
+        f"{model} now serves version {to} (was {was})",
         previous,
     )
 

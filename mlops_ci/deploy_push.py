@@ -296,6 +296,10 @@ def rollback_main(
     )
     reg = open_registry(registry)
     done = deploy.rollback(reg, model, to, reason, prov)
+    if not done.changed:
+        with gha.guarded_output():
+            print(f"✓ {done.message}")
+        return EXIT_OK
     release = reg.release(model, to)
     prov = replace(
         prov,

@@ -92,6 +92,33 @@ def test_rollback_switches_the_version_and_a_redeploy_leaves_it_standing(registr
     assert audit.verify(reg).ok
 
 
+def test_a_rollback_to_the_serving_version_writes_nothing(tmp_path: Path) -> None:
+    reg = open_registry(tmp_path / "registry")
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
+    log = reg.read_bytes(audit.LOG_KEY)
+    done = deploy.rollback(reg, "iris", 2, "just in case", Provenance(actor="oncall"))
+    assert (done.changed, done.audit_sha256) == (False, None)
+    assert "already serves version 2" in done.message
+    assert reg.read_bytes(audit.LOG_KEY) == log
+    # When config.pbtxt says 2 but the log's last word for the model is 1 (a rollback killed
+    # before its config write), the same command records and converges.
+    deploy.rollback(reg, "iris", 1, "bad", Provenance(actor="oncall"))
+    reg.write_bytes(
+        "iris/config.pbtxt", deploy.serving_files(reg, "iris", 2, _manifest(reg, 2))["config.pbtxt"]
+    )
+    assert reg.serving_version("iris") == 2
+    again = deploy.rollback(reg, "iris", 2, "forward again", Provenance(actor="oncall"))
+    assert again.changed and audit.records(reg)[-1]["registry_version"] == 2
+    assert audit.verify(reg).ok
+
+
+def _manifest(reg, n: int) -> dict:
+    import yaml
+
+    return yaml.safe_load(reg.manifest_text("iris", n))
+
+
 def test_rollback_refuses_a_missing_or_tampered_version(tmp_path: Path) -> None:
     reg = open_registry(tmp_path / "r")
     deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
