@@ -64,6 +64,12 @@ class Pending:
     sha256: str
 
 
+def read_log(reg: Registry) -> bytes | None:
+    """The whole log's bytes (None: no log yet). On S3 it is stored in segments
+    (`registry.SEGMENT_LINES`), read here as one."""
+    return reg.read_log(LOG_KEY)
+
+
 def _lines(data: bytes) -> list[bytes]:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
@@ -83,7 +89,7 @@ def _last_lines(reg: Registry) -> list[bytes]:
         return []
     lines = _lines(tail)
     if len(tail) >= _TAIL_BYTES and len(lines) < 3:  # records longer than the tail read
-        lines = _lines(reg.read_bytes(LOG_KEY) or b"")
+        lines = _lines(read_log(reg) or b"")
     elif len(tail) >= _TAIL_BYTES:
         lines = lines[1:]  # the first may be cut
     return lines[-2:]
@@ -145,7 +151,7 @@ def append(reg: Registry, fields: dict[str, Any]) -> Pending:
 
 def records(reg: Registry) -> list[dict[str, Any]]:
     """Every record, oldest first."""
-    return [_record(line, i) for i, line in enumerate(_lines(reg.read_bytes(LOG_KEY) or b""), 1)]
+    return [_record(line, i) for i, line in enumerate(_lines(read_log(reg) or b""), 1)]
 
 
 def _record(line: bytes, number: int) -> dict[str, Any]:
@@ -162,14 +168,14 @@ def _record(line: bytes, number: int) -> dict[str, Any]:
 def model_records(reg: Registry, model: str) -> list[dict[str, Any]]:
     """One model's records, oldest first; only lines that name the model are parsed."""
     needle = b'"model":' + json.dumps(model).encode()
-    lines = _lines(reg.read_bytes(LOG_KEY) or b"")
+    lines = _lines(read_log(reg) or b"")
     return [r for r in (json.loads(x) for x in lines if needle in x) if r.get("model") == model]
 
 
 def is_recorded(reg: Registry, sha256: str) -> bool:
     """Whether the record with this hash is in the log: the record after it names it as `prev`,
     or it is the last line. A byte search, not a parse."""
-    data = reg.read_bytes(LOG_KEY) or b""
+    data = read_log(reg) or b""
     if b'"prev":"' + sha256.encode() + b'"' in data:
         return True
     lines = _lines(data)
@@ -295,7 +301,7 @@ def verify(
     {version: the `audit.sha256` its release.json names}, and `serving` each model to its
     serving version. Without them, they are read from `reg`.
     """
-    data = (reg.read_bytes(LOG_KEY) or b"") if log is None else log
+    data = (read_log(reg) or b"") if log is None else log
     result = verify_log(data, reg.read_bytes(HEAD_KEY) if log is None else head)
     if not result.ok:
         return result

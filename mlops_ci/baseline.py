@@ -3,7 +3,10 @@ model, fetched by a job that runs no pull-request code and handed to the model j
 
 Per model it writes `<out>/<name>/baseline.onnx` (digest-checked against its release.json) and
 `<out>/<name>/baseline.json`: the serving version's release (semver, results) or, when there is
-nothing to compare with, the reason (not deployed yet, no credentials on a fork, unreachable).
+nothing to compare with, the reason (not deployed yet; no read credentials, because the
+read-only key's secrets are not set or a fork's pull request gets none; the registry unreachable).
+The baseline job holds only the read-only key: a job a pull request triggers never gets one that
+can publish.
 It never fails the run: a missing baseline is a line in the report, not an error.
 """
 
@@ -35,7 +38,8 @@ def fetch(registry: str, names: list[str], out: Path) -> dict[str, dict[str, Any
     found: dict[str, dict[str, Any]] = {}
     if registry.startswith("s3://") and not any(os.environ.get(n) for n in _CREDENTIALS):
         reason = (
-            "no registry credentials in this run (a fork's pull request gets no secrets), so "
+            "no read credentials for the registry (set the registry-read-access-key-id and "
+            "registry-read-secret-access-key secrets; a fork's pull request gets no secrets), so "
             "there is no deployed version to compare with"
         )
         found = {name: {"model": name, "reason": reason} for name in names}

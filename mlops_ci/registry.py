@@ -38,6 +38,12 @@ DEFAULT_LOCK_TTL_S = 600.0
 
 _VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
 
+#: On S3 a log that is appended to (the audit trail) is kept in segments: `<key>` holds its
+#: first SEGMENT_LINES lines, `<key>.000001` the next ones, and so on. S3 has no append, so an
+#: append rewrites the last segment only, and its cost stays flat however long the log grows.
+SEGMENT_LINES = 256
+_SEGMENT_SUFFIX = re.compile(r"\.([0-9]{6})")
+
 
 class RegistryError(MlopsCiError):
     """The registry is unreachable, misconfigured, or holds bytes that fail their digest: exit 2."""
@@ -68,6 +74,7 @@ class Store(Protocol):
     def put_if_absent(self, key: str, data: bytes) -> bool: ...
     def put_if_match(self, key: str, data: bytes, token: str) -> bool: ...
     def append(self, key: str, data: bytes) -> None: ...
+    def read_log(self, key: str) -> bytes | None: ...
     def delete(self, key: str) -> None: ...
     def configs(self) -> list[str]: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -155,6 +162,10 @@ class FileStore:
                 os.fsync(fd)
         finally:
             os.close(fd)
+
+    def read_log(self, key: str) -> bytes | None:
+        got = self.get(key)
+        return None if got is None else got[0]
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -279,6 +290,8 @@ class S3Store:
         self.endpoint = endpoint
         self.region = region
         self.client = _s3_client(region, config)
+        #: per log key: its segment keys, and the last one's bytes and ETag, as last read
+        self._log_cache: dict[str, tuple[list[str], bytes, str]] = {}
 
     def _key(self, key: str) -> str:
         _check_key(key)
@@ -318,7 +331,8 @@ class S3Store:
         with ThreadPoolExecutor(max_workers=min(16, len(keys))) as pool:
             return [None if got is None else got[0] for got in pool.map(self.get, keys)]
 
-    def tail(self, key: str, nbytes: int) -> bytes | None:
+    def _range(self, key: str, nbytes: int) -> bytes | None:
+        """The last `nbytes` of an object (None when it is absent)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -332,6 +346,74 @@ class S3Store:
                 return b""  # an empty object has no last bytes
             raise self._fail(exc, f"read {key}") from exc
         return bytes(resp["Body"].read())
+
+    # A log's segments (SEGMENT_LINES). Appends are compare-and-swap writes on the last
+    # segment, or create-only writes of the next one, so two writers never both land, and a
+    # writer that saw an older state always fails and reads again.
+
+    def _segments(self, key: str) -> list[str]:
+        """The keys of a log's segments, in order."""
+        found = []
+        for k in self._list_raw(self._key(key)):
+            if k == key:
+                found.append((0, k))
+            elif k.startswith(key) and (m := _SEGMENT_SUFFIX.fullmatch(k[len(key) :])):
+                found.append((int(m.group(1)), k))
+        return [k for _, k in sorted(found)]
+
+    def _last_segment(self, key: str) -> tuple[list[str], bytes, str] | None:
+        """The segment keys, and the last one's bytes and ETag (None: no log yet)."""
+        for _ in range(10):
+            segments = self._segments(key)
+            if not segments:
+                return None
+            got = self.get(segments[-1])
+            if got is not None:
+                self._log_cache[key] = (segments, got[0], got[1])
+                return segments, got[0], got[1]
+        raise RegistryError(f"{self.uri}/{key}: its segments keep changing while read")
+
+    def tail(self, key: str, nbytes: int) -> bytes | None:
+        last = self._last_segment(key)
+        if last is None:
+            return None
+        segments, data, _ = last
+        if len(data) < nbytes and len(segments) > 1:
+            data = (self._range(segments[-2], nbytes - len(data)) or b"") + data
+        return data[-nbytes:]
+
+    def append(self, key: str, data: bytes) -> None:
+        # The state `tail` just read (the caller reads the log's end before it appends) saves
+        # a listing and a read; a stale one only costs a failed conditional write.
+        state = self._log_cache.pop(key, None)
+        for _ in range(100):
+            state = state or self._last_segment(key)
+            if state is None:
+                if self.put_if_absent(key, data):
+                    return
+            else:
+                segments, body, etag = state
+                if body.count(b"\n") < SEGMENT_LINES:
+                    if self.put_if_match(segments[-1], body + data, etag):
+                        return
+                else:
+                    m = _SEGMENT_SUFFIX.fullmatch(segments[-1][len(key) :])
+                    index = int(m.group(1)) + 1 if m else 1
+                    if self.put_if_absent(f"{key}.{index:06d}", data):
+                        return
+            state = None
+            time.sleep(0.01)
+        raise RegistryError(f"{self.uri}/{key}: too many concurrent writers")
+
+    def read_log(self, key: str) -> bytes | None:
+        for _ in range(10):
+            segments = self._segments(key)
+            if not segments:
+                return None
+            parts = self.get_many(segments)
+            if all(part is not None for part in parts):
+                return b"".join(p for p in parts if p is not None)
+        raise RegistryError(f"{self.uri}/{key}: its segments keep changing while read")
 
     def put(self, key: str, data: bytes) -> None:
         from botocore.exceptions import ClientError
@@ -361,18 +443,6 @@ class S3Store:
     def put_if_match(self, key: str, data: bytes, token: str) -> bool:
         return self._conditional(key, data, IfMatch=token) is not None
 
-    def append(self, key: str, data: bytes) -> None:
-        # S3 has no append: read, then replace only if nobody wrote in between.
-        for _ in range(100):
-            current = self.get(key)
-            if current is None:
-                if self.put_if_absent(key, data):
-                    return
-            elif self.put_if_match(key, current[0] + data, current[1]):
-                return
-            time.sleep(0.01)
-        raise RegistryError(f"{self.uri}/{key}: too many concurrent writers")
-
     def delete(self, key: str) -> None:
         from botocore.exceptions import ClientError
 
@@ -390,28 +460,27 @@ class S3Store:
             if k.count("/") == 1 and k.endswith("/config.pbtxt")
         ]
 
-    def list(self, prefix: str, start_after: str = "") -> list[str]:
-        from botocore.exceptions import ClientError
+    def _list_raw(self, full: str, start_after: str = "") -> list[str]:
+        """Keys (relative to the registry) of the objects whose full key starts with `full`."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
-        full = self._key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
-        if self.prefix and not full:
-            full = self.prefix + "/"
         cut = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
-        extra = {"StartAfter": full + start_after} if start_after else {}
+        extra = {"StartAfter": start_after} if start_after else {}
+        what = f"list {full[cut:] or '/'}"
         try:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full, **extra):
                 keys.extend(obj["Key"][cut:] for obj in page.get("Contents", []))
-        except ClientError as exc:
-            raise self._fail(exc, f"list {prefix or '/'}") from exc
-        except Exception as exc:
-            from botocore.exceptions import BotoCoreError
-
-            if isinstance(exc, BotoCoreError):
-                raise self._fail(exc, f"list {prefix or '/'}") from exc
-            raise
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, what) from exc
         return sorted(k for k in keys if k and not k.endswith("/"))
+
+    def list(self, prefix: str, start_after: str = "") -> list[str]:
+        full = self._key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
+        if self.prefix and not full:
+            full = self.prefix + "/"
+        return self._list_raw(full, full + start_after if start_after else "")
 
     def stamp(self, key: str) -> str | None:
         from botocore.exceptions import ClientError
@@ -569,6 +638,10 @@ class Registry:
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.store.put(key, data)
+
+    def read_log(self, key: str) -> bytes | None:
+        """A log that `store.append` writes, whole (on S3 it is kept in segments)."""
+        return self.store.read_log(key)
 
     def list_keys(self, prefix: str = "") -> list[str]:
         return self.store.list(prefix)

@@ -239,3 +239,102 @@ def test_cli_audit_show_of_an_unknown_model_is_a_usage_error(
     uri = str(tmp_path / "registry")
     assert cli.main(["audit", "show", "irsi", "--registry", uri]) == 2
     assert "no model named 'irsi' (models: iris, wine)" in capsys.readouterr().err
+
+
+# --- on S3 the log is kept in segments (registry.SEGMENT_LINES) --------------------------------
+
+
+@pytest.fixture
+def segmented(s3_server, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """The eight-record history on S3, three records a segment: audit.jsonl, .000001, .000002."""
+    from mlops_ci import registry
+
+    monkeypatch.setattr(registry, "SEGMENT_LINES", 3)
+    reg = open_registry(s3_server.fresh_uri())
+    for i in range(3):
+        deploy.publish(reg, candidate("iris", f"1.{i}.0", salt=str(i)), LOCAL)
+        deploy.publish(reg, candidate("wine", f"2.{i}.0", salt=str(i)), LOCAL)
+    deploy.rollback(reg, "iris", 2, "latency regression", Provenance(actor="oncall"))
+    deploy.refuse(reg, ["iris"], "no approval", LOCAL)
+    return reg
+
+
+def _segments(reg: Registry) -> dict[str, bytes]:
+    keys = [k for k in reg.list_keys(".mlops") if k.startswith(audit.LOG_KEY)]
+    return {k: reg.read_bytes(k) or b"" for k in keys}
+
+
+def test_an_s3_log_grows_by_segments_and_reads_as_one(segmented: Registry) -> None:
+    parts = _segments(segmented)
+    names = [k.removeprefix(".mlops/") for k in parts]
+    assert names == ["audit.jsonl", "audit.jsonl.000001", "audit.jsonl.000002"]
+    assert [v.count(b"\n") for v in parts.values()] == [3, 3, 2]
+    whole = audit.read_log(segmented)
+    assert whole == b"".join(parts.values())
+    assert [r["seq"] for r in audit.records(segmented)] == list(range(1, 9))
+    result = audit.verify(segmented)
+    assert result.ok and result.records == 8
+
+
+def test_an_s3_append_rewrites_only_the_last_segment(segmented: Registry) -> None:
+    """What keeps a deploy's cost flat as the log grows: earlier segments are never written."""
+    stamps = {k: segmented.store.stamp(k) for k in _segments(segmented)}
+    before = _segments(segmented)
+    deploy.refuse(segmented, ["wine"], "no approval", LOCAL)  # record 9: fills .000002
+    deploy.refuse(segmented, ["wine"], "no approval", LOCAL)  # record 10: starts .000003
+    after = _segments(segmented)
+    for key in list(before)[:-1]:
+        assert segmented.store.stamp(key) == stamps[key] and after[key] == before[key]
+    assert after[audit.LOG_KEY + ".000003"].count(b"\n") == 1
+    assert audit.verify(segmented).ok
+
+
+def test_tampering_with_s3_segments_is_found_and_named(segmented: Registry) -> None:
+    parts = _segments(segmented)
+    middle = audit.LOG_KEY + ".000001"
+    original = parts[middle]
+    # A changed byte in a middle segment.
+    changed = bytearray(original)
+    changed[original.index(b'"actor":"') + 9] ^= 1
+    segmented.write_bytes(middle, bytes(changed))
+    result = audit.verify(segmented)
+    assert not result.ok and result.first_bad == 4, result
+    # A middle segment deleted whole.
+    segmented.store.delete(middle)
+    result = audit.verify(segmented)
+    assert not result.ok and result.first_bad == 4 and "missing" in (result.problem or ""), result
+    segmented.write_bytes(middle, original)
+    assert audit.verify(segmented).ok
+    # The last segment deleted: the head (and the releases) still name records 7 and 8.
+    segmented.store.delete(audit.LOG_KEY + ".000002")
+    result = audit.verify(segmented)
+    assert not result.ok and "cut off" in (result.problem or ""), result
+
+
+def test_racing_appends_across_s3_segments_are_all_kept_once(
+    s3_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from mlops_ci import registry
+
+    monkeypatch.setattr(registry, "SEGMENT_LINES", 2)
+    uri = s3_server.fresh_uri()
+
+    def write(i: int) -> None:
+        store = open_registry(uri).store
+        for j in range(4):
+            store.append("log.jsonl", f"{i}-{j}\n".encode())
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reg = open_registry(uri)
+    lines = (reg.read_log("log.jsonl") or b"").decode().split()
+    assert sorted(lines) == sorted(f"{i}-{j}" for i in range(6) for j in range(4))
+    segments = [k for k in reg.list_keys("") if k.startswith("log.jsonl")]
+    assert len(segments) == 12 and all(
+        (reg.read_bytes(k) or b"").count(b"\n") == 2 for k in segments
+    )

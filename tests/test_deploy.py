@@ -564,7 +564,8 @@ def test_baseline_fetches_the_serving_onnx_or_says_why_not(
     doc = json.loads((out / "iris/baseline.json").read_text())
     assert (doc["registry_version"], doc["version"], doc["reason"]) == (1, "1.0.0", None)
     assert "not deployed yet" in json.loads((out / "new-model/baseline.json").read_text())["reason"]
-    # A fork's run has no registry secrets: the report says why there is no comparison.
+    # No read key (its secrets unset, or a fork's run): the report says why there is no
+    # comparison and which secret to set.
     for name in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     fork = tmp_path / "fork"
@@ -574,9 +575,8 @@ def test_baseline_fetches_the_serving_onnx_or_says_why_not(
         )
         == 0
     )
-    assert (
-        "no registry credentials" in json.loads((fork / "iris/baseline.json").read_text())["reason"]
-    )
+    reason = json.loads((fork / "iris/baseline.json").read_text())["reason"]
+    assert "no read credentials" in reason and "registry-read-access-key-id" in reason
     assert not (fork / "iris/baseline.onnx").exists()
 
 
@@ -668,7 +668,7 @@ def test_the_report_shows_why_there_is_no_baseline_and_the_metric_deltas(tmp_pat
     (folder / "bench.json").write_text(
         json.dumps({"model": "iris", "passed": True, "baseline": None})
     )
-    reason = "no registry credentials in this run (a fork's pull request gets no secrets)"
+    reason = "no read credentials for the registry (a fork's pull request gets no secrets)"
     (folder / "baseline.json").write_text(json.dumps({"model": "iris", "reason": reason}))
     text = markdown.render(gather(tmp_path / "reports"), context="local")
     assert reason in text and "no deployed version to compare with" not in text

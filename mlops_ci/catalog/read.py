@@ -51,6 +51,7 @@ class RegistryView(Protocol):
     """The part of `mlops_ci.registry.Registry` the catalog reads (common.md's interface)."""
 
     def read_bytes(self, key: str) -> bytes | None: ...
+    def read_log(self, key: str) -> bytes | None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
     def serving_version(self, model: str) -> int | None: ...
     def release(self, model: str, n: int) -> dict[str, Any]: ...
@@ -543,7 +544,7 @@ def _read_catalog(
     from mlops_ci import audit
 
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    log = reg.read_bytes(LOG_KEY) or b""
+    log = reg.read_log(LOG_KEY) or b""
     head = reg.read_bytes(HEAD_KEY)
     records, problems = audit_records(log)
     by_model: dict[str, list[Event]] = defaultdict(list)
