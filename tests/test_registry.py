@@ -171,20 +171,35 @@ def test_exactly_one_of_eight_racing_replacers_wins(registry_uri: str) -> None:
     assert reg.read_bytes("race/key") == str(wins[0]).encode()
 
 
-def test_appends_from_racing_writers_are_all_kept(registry_uri: str) -> None:
+@pytest.mark.parametrize("segment_lines", [None, 2], ids=["one-segment", "segments-of-2"])
+def test_appends_from_racing_writers_are_all_kept(
+    registry_uri: str, segment_lines: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every line lands exactly once, also when the racers cross S3 segment boundaries (each
+    segment is replaced with If-Match or created with If-None-Match: one racer wins each)."""
+    from mlops_ci import registry
+
+    if segment_lines:
+        monkeypatch.setattr(registry, "SEGMENT_LINES", segment_lines)
+
     def write(i: int) -> None:
         store = open_registry(registry_uri).store
-        for j in range(5):
+        for j in range(4):
             store.append("log.jsonl", f"{i}-{j}\n".encode())
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    data = open_registry(registry_uri).read_bytes("log.jsonl")
+    reg = open_registry(registry_uri)
+    data = reg.read_log("log.jsonl")
     assert data is not None
-    assert sorted(data.decode().split()) == sorted(f"{i}-{j}" for i in range(4) for j in range(5))
+    assert sorted(data.decode().split()) == sorted(f"{i}-{j}" for i in range(6) for j in range(4))
+    if segment_lines and registry_uri.startswith("s3://"):
+        segments = [k for k in reg.list_keys("") if k.startswith("log.jsonl")]
+        assert len(segments) == 12
+        assert all((reg.read_bytes(k) or b"").count(b"\n") == 2 for k in segments)
 
 
 def test_the_lock_serialises_holders(registry_uri: str) -> None:
