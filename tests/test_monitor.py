@@ -384,7 +384,7 @@ def test_issue_is_opened_then_edited_in_place_then_closed(world, ghserver, capsy
     body = issue["body"]
     assert "<!-- mlops-ci:monitor:fraud -->" in body
     assert "@acme/risk-ml @alice" in body
-    assert "| `x1` | ks |" in body and "```mermaid" in body
+    assert "| <code>x1</code> | ks |" in body and "```mermaid" in body
     assert "registry version 1" in body
     assert len(ghserver.calls("POST", r"/repos/acme/models/issues")) == 1
 
@@ -478,11 +478,10 @@ def test_production_values_in_the_issue_cannot_mention_or_inject():
         (0.9, 0.1),
     )
     naive = f"| {col.bins[0]} |"
-    assert "@acme/everyone" in naive.split("`")[0]  # outside any code span: a live mention
+    assert "@acme/everyone" in naive and "<img" in naive  # a live mention, live HTML
     shown = render._summary(col)
-    inside = shown.split("`")
-    assert shown.count("`") == 2 and "@acme/everyone" in inside[1]  # only inside the code span
-    assert "@" not in inside[0] + inside[2]
+    assert shown.startswith("<code>&#64;acme/everyone &lt;img src=x&gt; &#96;&#96; &#91;x&#93;")
+    assert "@" not in shown and "<img" not in shown and "`" not in shown and "[x]" not in shown
     assert "@" not in render._label(evil) and "<" in render._label("<1")  # chart labels
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from mlops_ci.monitor.check import Verdict
 from mlops_ci.monitor.decay import bounds_text
 from mlops_ci.monitor.drift import ColumnDrift, DriftResult
+from mlops_ci.report import escape
 
 #: GitHub refuses issue bodies over 65,536 characters; leave room for the marker and footer.
 MAX_BODY = 60_000
@@ -71,9 +72,9 @@ def _column_line(c: ColumnDrift) -> str:
 
 
 def code(value: object) -> str:
-    """Untrusted text as an inert code span."""
-    text = str(value).replace("`", "'").replace("\n", " ").replace("|", "\\|")[:80]
-    return f"`{text}`" if text.strip() else "` `"
+    """Untrusted text (a production value, a column name) as inert monospace, cut to 80
+    characters: the one escaping rule of every report (`report.escape.code`)."""
+    return escape.code(str(value)[:80])
 
 
 def _mention(owner: str) -> str:
