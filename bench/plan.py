@@ -13,7 +13,6 @@ smallest to the largest size.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -23,9 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import corpus
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TEMPLATE = (ROOT / "tests" / "corpus" / "valid" / "model.yaml").read_text()
 _ENV = {
     **os.environ,
     "GIT_AUTHOR_NAME": "bench",
@@ -42,25 +42,9 @@ def git(repo: Path, *args: str) -> str:
 
 
 def write_model(folder: Path, name: str, version: str, artifact: bytes) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    data = f"x,y\n{len(artifact)},1\n".encode()
-    (folder / "model.skops").write_bytes(artifact)
-    (folder / "eval.csv").write_bytes(data)
-    text = (
-        TEMPLATE.replace("name: corpus-model", f"name: {name}")
-        .replace("version: 1.2.0", f"version: {version}")
-        .replace("../model.skops", "model.skops")
-        .replace("../eval.csv", "eval.csv")
-        .replace(
-            "4de28936fed5cdf64189d659fb20472a6509c621a49ef5fe5122ed7ba24273c5",
-            hashlib.sha256(artifact).hexdigest(),
-        )
-        .replace(
-            "1c2774606e096c8ee91ec09a8b7ad342ab39ed2a75bc7266714d34114a124f02",
-            hashlib.sha256(data).hexdigest(),
-        )
+    corpus.write_model(
+        folder, name, artifact, f"x,y\n{len(artifact)},1\n".encode(), version=version
     )
-    (folder / "model.yaml").write_text(text)
 
 
 def folder_of(i: int) -> str:
@@ -92,19 +76,7 @@ def generate(repo: Path, count: int) -> dict[str, str]:
 
 
 def measure(cmd: list[str], cwd: Path) -> tuple[float, float, float, str]:
-    """(wall s, CPU s, peak RSS MB, stdout) of one child. CPU time is printed beside wall time
-    because a shared machine's load moves wall time far more than CPU time."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.read(), proc.stderr.read()  # both small: no pipe fills up
-    _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own CPU time and peak RSS
-    took = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):
-        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return took, cpu, usage.ru_maxrss / 1024, out.decode()
+    return corpus.timed(cmd, cwd, ok=(0, 1))
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ script prints req/s, p50, p99, CPU per request, ready time and idle RSS per serv
 ratios the goals are stated in (docs/serve.md).
 
     .venv/bin/python bench/serve.py [--duration 5] [--rounds 2] [--cache ~/.cache/mlops-ci-bench]
-                                    [--no-mlserver]
+                                    [--no-mlserver] [--workers 1]
 """
 
 from __future__ import annotations
@@ -491,6 +491,9 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "mlops-ci-bench")
     parser.add_argument("--no-mlserver", action="store_true", help="skip MLServer")
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
+    parser.add_argument(
+        "--workers", type=int, default=1, help="mlops-ci serve --workers (the others keep one)"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -505,7 +508,10 @@ def main() -> int:
     servers = [
         Server(
             "mlops-ci serve",
-            [PY, "-m", "mlops_ci", "serve", "--registry", str(registry), "--port", str(port)],
+            [
+                *(PY, "-m", "mlops_ci", "serve", "--registry", str(registry), "--port", str(port)),
+                *("--workers", str(args.workers)),
+            ],
             port,
             "/v2/models/rf/infer",
             cwd=ROOT,

@@ -15,63 +15,39 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TEMPLATE = (ROOT / "tests" / "corpus" / "valid" / "model.yaml").read_text()
 FRAMEWORKS = [("sklearn", "model.skops"), ("xgboost", "model.json"), ("lightgbm", "model.txt")]
 
 
 def generate(folder: Path, count: int) -> list[Path]:
-    import hashlib
-
     (folder / ".git").mkdir()  # the repository root for path checks
     files = []
     for i in range(count):
         model = folder / "models" / f"m{i // 100:03d}" / f"model-{i:05d}"
-        model.mkdir(parents=True)
         framework, artifact_name = FRAMEWORKS[i % len(FRAMEWORKS)]
-        artifact = os.urandom(4096)
         data = f"x,y\n{i},{i % 2}\n".encode()
-        (model / artifact_name).write_bytes(artifact)
-        (model / "eval.csv").write_bytes(data)
-        text = (
-            TEMPLATE.replace("name: corpus-model", f"name: model-{i:05d}")
-            .replace("framework: sklearn", f"framework: {framework}")
-            .replace("../model.skops", artifact_name)
-            .replace("../eval.csv", "eval.csv")
-            .replace(
-                "4de28936fed5cdf64189d659fb20472a6509c621a49ef5fe5122ed7ba24273c5",
-                hashlib.sha256(artifact).hexdigest(),
-            )
-            .replace(
-                "1c2774606e096c8ee91ec09a8b7ad342ab39ed2a75bc7266714d34114a124f02",
-                hashlib.sha256(data).hexdigest(),
+        files.append(
+            corpus.write_model(
+                model,
+                f"model-{i:05d}",
+                os.urandom(4096),
+                data,
+                framework=framework,
+                artifact_name=artifact_name,
             )
         )
-        (model / "model.yaml").write_text(text)
-        files.append(model / "model.yaml")
     return files
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS MB) of one child. CPU time is reported beside wall time because
-    a shared runner's load moves wall time far more than it moves CPU time."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    took = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
-    return took, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return corpus.timed(cmd, cwd)[:3]
 
 
 def compare(folder: Path, count: int, rounds: int) -> dict[str, float]:
