@@ -554,6 +554,39 @@ def test_finding_a_models_manifest_parses_only_candidates(tmp_path, monkeypatch)
         return real(text, name, *args, **kwargs)
 
     monkeypatch.setattr(check, "parse_document", counting)
-    found = check._manifest_in_checkout(tmp_path, "fraud-7x")
+    walks: list[Path] = []
+    real_find = check.find_manifests
+
+    def counting_find(folder):
+        walks.append(folder)
+        return real_find(folder)
+
+    monkeypatch.setattr(check, "find_manifests", counting_find)
+    checkout = check.Checkout(tmp_path)
+    found = checkout.manifest_of("fraud-7x")
     assert found is not None and found.parent.name == "model-h7"
     assert len(parsed) == 1
+    # One monitor run looks up every deployed model in the same checkout: one walk, not one a
+    # model (a registry of M models against N manifests read M × N files).
+    assert [checkout.manifest_of(f"fraud-{i}x").parent.name for i in (3, 29)] == [  # type: ignore[union-attr]
+        "model-d3",
+        "model-d29",
+    ]
+    assert checkout.manifest_of("not-there") is None
+    assert walks == [tmp_path]
+
+
+def test_one_run_walks_the_checkout_once_for_all_models(world, capsys, monkeypatch):
+    from mlops_ci.monitor import check
+
+    for name in ("fraud", "churn", "credit"):
+        world.deploy(name)
+    walks: list[Path] = []
+    real_find = check.find_manifests
+    monkeypatch.setattr(
+        check, "find_manifests", lambda folder: walks.append(folder) or real_find(folder)
+    )
+    code, out, err = world.monitor(capsys=capsys)
+    assert code in (0, 1), err
+    assert all(name in out for name in ("fraud", "churn", "credit"))
+    assert len(walks) == 1

@@ -27,6 +27,37 @@ from mlops_ci.registry import Registry
 PREDICTIONS = ".mlops/predictions"
 
 
+class Checkout:
+    """The model repository's manifests, found and read once per monitor run: a registry of M
+    models checked against a repository of N manifests reads N files, not M × N."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self._files: list[tuple[Path, bytes]] | None = None
+
+    def manifest_of(self, model: str) -> Path | None:
+        """The manifest whose metadata.name is `model` (None: not in this checkout)."""
+        if self._files is None:
+            self._files = []
+            for path in find_manifests(self.repo):
+                try:
+                    self._files.append((path, path.read_bytes()))
+                except OSError:
+                    continue
+        needle = model.encode()
+        for path, raw in self._files:
+            if needle not in raw:  # cannot name the model: skip the (costly) parse
+                continue
+            doc, _, _ = parse_document(raw, str(path))
+            if (
+                doc
+                and isinstance(doc.get("metadata"), dict)
+                and doc["metadata"].get("name") == model
+            ):
+                return path
+        return None
+
+
 @dataclass(frozen=True)
 class Options:
     repo: Path
@@ -34,6 +65,10 @@ class Options:
     since: dt.timedelta = dt.timedelta(days=7)
     data: str | None = None
     labels: str | None = None
+    checkout: Checkout = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkout", Checkout(self.repo))
 
 
 @dataclass(frozen=True)
@@ -138,7 +173,7 @@ def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
     if data is None or problems:
         first = problems[0] if problems else "unreadable"
         raise UsageError(f"the deployed manifest of {model} version {n} is invalid: {first}")
-    repo_manifest = _manifest_in_checkout(opts.repo, model)
+    repo_manifest = opts.checkout.manifest_of(model)
     manifest = Manifest(repo_manifest or opts.repo / "model.yaml", opts.repo.resolve(), data)
     monitoring = manifest.section("monitoring")
     deployed = staleness.parse_time(str(release.get("time") or ""))
@@ -175,21 +210,6 @@ def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
         source=source,
         notes=tuple(plan.notes),
     )
-
-
-def _manifest_in_checkout(repo: Path, model: str) -> Path | None:
-    needle = model.encode()
-    for path in find_manifests(repo):
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            continue
-        if needle not in raw:  # cannot name the model: skip the (costly) parse
-            continue
-        doc, _, _ = parse_document(raw, str(path))
-        if doc and isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name") == model:
-            return path
-    return None
 
 
 def _reference(manifest: Manifest, rules: dict[str, Any]) -> Any:
