@@ -269,7 +269,7 @@ def run(
     print(for_run(_REGISTRY.get(), local / "catalog", repo), file=say, flush=True)
     from mlops_ci.serve.hint import run_hint
 
-    print(run_hint(_REGISTRY.get(), [m.data for _, m in manifests]), file=say, flush=True)
+    print(run_hint(_REGISTRY.get()), file=say, flush=True)
     if not policy_ok:
         print("the approval policy is invalid (see above)", file=say)
     return Run(tuple(rows), policy_ok, report_ok)

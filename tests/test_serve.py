@@ -583,7 +583,7 @@ def test_run_prints_a_serve_command_and_a_curl_call_that_works(
 
     from mlops_ci.serve.hint import run_hint
 
-    text = run_hint(registry, [])
+    text = run_hint(registry)
     assert f"mlops-ci serve --registry {registry} --port 8000" in text
     curl = shlex.split(next(line for line in text.splitlines() if "curl" in line))
     url, body = curl[curl.index("-s") + 1], curl[curl.index("-d") + 1]
@@ -592,6 +592,17 @@ def test_run_prints_a_serve_command_and_a_curl_call_that_works(
     assert status == 200, reply
     # The shortest call of the registry's models: disease-progression's 10 features.
     assert json.loads(reply)["model_name"] == "disease-progression"
+
+
+def test_run_does_not_offer_to_serve_a_registry_with_nothing_deployed(tmp_path: Path) -> None:
+    """`run --stages validate,convert` deploys nothing: a serve command and a curl call of a
+    model that is not there would answer 404."""
+    from mlops_ci.serve.hint import run_hint
+
+    for registry in (tmp_path / "never-created", tmp_path):
+        text = run_hint(registry)
+        assert "Nothing is deployed to" in text and "mlops-ci serve" not in text
+        assert "curl" not in text
 
 
 def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Path, server: ServeProcess) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +49,28 @@ def example_request(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"inputs": tensors}
 
 
-def run_hint(registry: Path | str, manifests: Sequence[Mapping[str, Any]], port: int = 8000) -> str:
-    """The lines `run` ends with: how to serve `registry`, and a curl call of its first model
-    that has a test case (from the deployed manifest when the registry holds one)."""
+def run_hint(registry: Path | str, port: int = 8000) -> str:
+    """The lines `run` ends with: how to serve `registry` and a curl call of the deployed model
+    with the shortest first test case; or, when nothing is deployed there, why not to serve it."""
+    deployed = _deployed(registry)
+    if not deployed:
+        return (
+            f"\nNothing is deployed to {registry} yet, so there is nothing to serve: the deploy "
+            "stage publishes each model that passes (run without --stages, or include deploy)."
+        )
     command = f"mlops-ci serve --registry {shlex.quote(str(registry))} --port {port}"
     lines = ["", "Serve the local registry (Open Inference Protocol v2, Ctrl-C to stop):",
              f"  {command}"]  # fmt: skip
-    # The deployed models first (they are what the command serves); of those, the shortest call.
-    for docs in (_deployed(registry), manifests):
-        calls = []
-        for doc in docs:
-            request = example_request(doc)
-            if request is not None:
-                body = shlex.quote(json.dumps(request, separators=(",", ":")))
-                calls.append((len(body), str(doc["metadata"]["name"]), body))
-        if calls:
-            _, name, body = min(calls)
-            url = f"http://127.0.0.1:{port}/v2/models/{name}/infer"
-            lines += ["then, in another terminal:", f"  curl -s {url} -d {body}"]
-            break
+    calls = []
+    for doc in deployed:
+        request = example_request(doc)
+        if request is not None:
+            body = shlex.quote(json.dumps(request, separators=(",", ":")))
+            calls.append((len(body), str(doc["metadata"]["name"]), body))
+    if calls:
+        _, name, body = min(calls)
+        url = f"http://127.0.0.1:{port}/v2/models/{name}/infer"
+        lines += ["then, in another terminal:", f"  curl -s {url} -d {body}"]
     return "\n".join(lines)
 
 
