@@ -89,13 +89,24 @@ def main(
         signal.signal(signal.SIGTERM, lambda *_: None)
         server.run(sockets=[sock])
         return EXIT_OK if server.started else 2
+    import shutil
+    import tempfile
+
     from uvicorn.supervisors import Multiprocess
 
-    os.environ["MLOPS_CI_SERVE_SETTINGS"] = json.dumps(dataclasses.asdict(settings))
-    config = uvicorn.Config(
-        "mlops_ci.serve.app:create_app", factory=True, workers=workers, **common
-    )
-    Multiprocess(config, sockets=[sock]).run()
+    # Where the workers share their counters, so that any worker's /metrics reports the totals
+    # (serve/shared_counters.py). Private (0700), and it outlives the workers it holds: removed
+    # only once they have all stopped.
+    metrics_dir = tempfile.mkdtemp(prefix="mlops-ci-serve-metrics-")
+    try:
+        settings = dataclasses.replace(settings, metrics_dir=metrics_dir)
+        os.environ["MLOPS_CI_SERVE_SETTINGS"] = json.dumps(dataclasses.asdict(settings))
+        config = uvicorn.Config(
+            "mlops_ci.serve.app:create_app", factory=True, workers=workers, **common
+        )
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return EXIT_OK
 
 

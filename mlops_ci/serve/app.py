@@ -44,6 +44,7 @@ class Settings:
     default_sample_rate: float = 0.0
     log_flush_s: float = 30.0
     body_timeout_s: float = 30.0
+    metrics_dir: str | None = None  # --workers N: the folder where workers share their counters
 
 
 class App:
@@ -51,7 +52,12 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        shared = None
+        if settings.metrics_dir is not None:
+            from mlops_ci.serve.shared_counters import SharedCounters
+
+            shared = SharedCounters(settings.metrics_dir)
+        self.metrics = Metrics(shared)
         self.store: ModelStore | None = None
         self.predlog: PredictionLog | None = None
 
@@ -95,12 +101,16 @@ class App:
             self.predlog = PredictionLog(sink, prefix, self.metrics, flush_s=s.log_flush_s)
         self.store = store
         store.start(s.poll_s)
+        if self.metrics.shared is not None:
+            self.metrics.shared.start(self.metrics.snapshot)
 
     def stop(self) -> None:
         if self.store is not None:
             self.store.stop()
         if self.predlog is not None:
             self.predlog.close()
+        if self.metrics.shared is not None:  # last: the prediction log's final rows count too
+            self.metrics.shared.stop(self.metrics.snapshot)
 
     # --- HTTP ----------------------------------------------------------------------------------
 

@@ -1,14 +1,20 @@
 """Prometheus metrics of `serve`, under the names users already chart for Triton.
 
 The request path only bumps plain attributes of one `VersionStats` per model version, bound when
-the version loads; prometheus_client reads them when `/metrics` is scraped.
+the version loads; prometheus_client reads them when `/metrics` is scraped. With `--workers N`,
+a scrape reports the sum over the workers (`shared_counters`).
 """
 
 from __future__ import annotations
 
+import math
+import os
 from bisect import bisect_left
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops_ci.serve.shared_counters import SharedCounters, Snapshot
 
 #: Upper bounds (seconds) of the latency histogram: 100 µs to 10 s.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0)
@@ -24,8 +30,8 @@ TRITON_COUNTERS = {
 
 
 class VersionStats:
-    """The counters of one model version. Bumped on the event loop thread only; a scrape reads
-    plain numbers, so no lock is needed."""
+    """The counters of one model version. Bumped on the event loop thread only; a scrape (and
+    the thread that shares them with other workers) reads plain numbers, so no lock is needed."""
 
     __slots__ = ("buckets", "count", "duration_s", "failure", "labels", "success")
 
@@ -46,14 +52,21 @@ class VersionStats:
     def failed(self) -> None:
         self.failure += 1
 
+    def row(self) -> list[Any]:
+        """As JSON: [model, version, success, failure, count, duration_s, buckets]."""
+        m, v = self.labels["model"], self.labels["version"]
+        return [m, v, self.success, self.failure, self.count, self.duration_s, list(self.buckets)]
+
 
 class Metrics:
-    """Every model version's stats, the prediction log's counters, and the exposition."""
+    """Every model version's stats, the prediction log's counters, and the exposition: of this
+    process, or summed with the other workers' when `shared` is given (`--workers N`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: SharedCounters | None = None) -> None:
         self._stats: dict[tuple[str, str], VersionStats] = {}
         self.log_rows = 0
         self.log_dropped = 0
+        self.shared = shared
         self._registry: Any = None
 
     def stats(self, model: str, version: str) -> VersionStats:
@@ -64,44 +77,56 @@ class Metrics:
             found = self._stats[key] = VersionStats(model, version)
         return found
 
+    def snapshot(self) -> Snapshot:
+        """This process's counters as plain JSON values (what a worker shares)."""
+        return {
+            "versions": [s.row() for s in list(self._stats.values())],
+            "log_rows": self.log_rows,
+            "log_dropped": self.log_dropped,
+        }
+
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-        stats = list(self._stats.values())
+        if self.shared is None:
+            versions, log_rows, log_dropped = _sum([self.snapshot()])
+        else:
+            versions, log_rows, log_dropped = _sum(self.shared.gather(self.snapshot))
         values = {
-            "nv_inference_request_success": lambda s: s.success,
-            "nv_inference_request_failure": lambda s: s.failure,
-            "nv_inference_count": lambda s: s.count,
-            "nv_inference_exec_count": lambda s: s.success,
-            "nv_inference_request_duration_us": lambda s: round(s.duration_s * 1e6),
+            "nv_inference_request_success": lambda v: v.success,
+            "nv_inference_request_failure": lambda v: v.failure,
+            "nv_inference_count": lambda v: v.count,
+            "nv_inference_exec_count": lambda v: v.success,
+            "nv_inference_request_duration_us": lambda v: round(v.duration_s * 1e6),
         }
         for name, doc in TRITON_COUNTERS.items():
             metric = Metric(name, doc, "counter")
-            for s in stats:
-                metric.add_sample(name, s.labels, float(values[name](s)))
+            for (model, version), v in versions.items():
+                labels = {"model": model, "version": version}
+                metric.add_sample(name, labels, float(values[name](v)))
             yield metric
         hist = HistogramMetricFamily(
             "mlops_ci_inference_request_duration_seconds",
             "Inference request latency, from the whole body received to the reply built",
             labels=["model", "version"],
         )
-        for s in stats:
+        for (model, version), v in versions.items():
             cumulative, running = [], 0
-            for bound, n in zip((*map(str, BUCKETS), "+Inf"), s.buckets, strict=True):
+            for bound, n in zip((*map(str, BUCKETS), "+Inf"), v.buckets, strict=True):
                 running += n
                 cumulative.append((bound, float(running)))
-            hist.add_metric([s.labels["model"], s.labels["version"]], cumulative, s.duration_s)
+            hist.add_metric([model, version], cumulative, v.duration_s)
         yield hist
         rows = CounterMetricFamily(
             "mlops_ci_prediction_log_rows", "Rows written to the prediction log"
         )
-        rows.add_metric([], float(self.log_rows))
+        rows.add_metric([], float(log_rows))
         yield rows
         dropped = CounterMetricFamily(
             "mlops_ci_prediction_log_dropped_rows",
             "Sampled rows dropped because the prediction log's buffer was full",
         )
-        dropped.add_metric([], float(self.log_dropped))
+        dropped.add_metric([], float(log_dropped))
         yield dropped
 
     def exposition(self) -> bytes:
@@ -114,12 +139,71 @@ class Metrics:
         if self._registry is None:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(self)
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
-            GCCollector(registry=registry)
+            # One worker's CPU seconds, memory and GC counts are not the server's: with
+            # --workers N each worker's keep their own series (labelled with its pid), so none
+            # goes backwards when the next scrape lands on another worker.
+            per_process = registry if self.shared is None else CollectorRegistry()
+            ProcessCollector(registry=per_process)
+            PlatformCollector(registry=per_process)
+            GCCollector(registry=per_process)
+            if per_process is not registry:
+                registry.register(_WithPid(per_process))
             self._registry = registry
         text = generate_latest(self._registry).decode()
         for name in TRITON_COUNTERS:
             text = text.replace(f"# HELP {name}_total ", f"# HELP {name} ", 1)
             text = text.replace(f"# TYPE {name}_total ", f"# TYPE {name} ", 1)
         return text.encode()
+
+
+class _VersionSum:
+    """One model version's counters added up over workers."""
+
+    __slots__ = ("buckets", "count", "duration_s", "durations", "failure", "success")
+
+    def __init__(self) -> None:
+        self.success = self.failure = self.count = 0
+        self.durations: list[float] = []
+        self.duration_s = 0.0
+        self.buckets = [0] * (len(BUCKETS) + 1)
+
+
+def _sum(
+    snapshots: Iterable[Snapshot],
+) -> tuple[dict[tuple[str, str], _VersionSum], int, int]:
+    """The counters of several workers (`VersionStats.row` each) added up; one snapshot: that
+    process's own. Returns the per-version sums, the log's rows, the log's dropped rows."""
+    versions: dict[tuple[str, str], _VersionSum] = {}
+    log_rows = log_dropped = 0
+    for snap in snapshots:
+        for model, version, success, failure, count, duration_s, buckets in snap["versions"]:
+            total = versions.get((model, version))
+            if total is None:
+                total = versions[(model, version)] = _VersionSum()
+            total.success += success
+            total.failure += failure
+            total.count += count
+            total.durations.append(duration_s)
+            total.buckets = [a + b for a, b in zip(total.buckets, buckets, strict=True)]
+        log_rows += snap["log_rows"]
+        log_dropped += snap["log_dropped"]
+    for total in versions.values():
+        # fsum is exact before its one rounding, so the sum never dips by a rounding error when
+        # the files come in another order or a worker joins.
+        total.duration_s = math.fsum(total.durations)
+    return versions, log_rows, log_dropped
+
+
+class _WithPid:
+    """The samples of prometheus_client collectors, with this process's `pid` label added."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._pid = str(os.getpid())
+
+    def collect(self) -> Iterator[Any]:
+        for family in self._inner.collect():
+            family.samples = [
+                s._replace(labels={**s.labels, "pid": self._pid}) for s in family.samples
+            ]
+            yield family
