@@ -504,7 +504,7 @@ def main() -> int:
     onnx_path = build_model(work)
     registry = build_registry(work, onnx_path)
     (work / "reference.py").write_text(REFERENCE)
-    port = free_port()
+    port, reference_port = free_port(), free_port()
     servers = [
         Server(
             "mlops-ci serve",
@@ -518,8 +518,8 @@ def main() -> int:
         ),
         Server(
             "45-line reference",
-            [PY, str(work / "reference.py"), str(onnx_path), str(port + 1)],
-            port + 1,
+            [PY, str(work / "reference.py"), str(onnx_path), str(reference_port)],
+            reference_port,
             "/v2/models/rf/infer",
         ),
     ]
