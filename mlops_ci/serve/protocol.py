@@ -251,7 +251,8 @@ def _numbers(data: list[Any], meta: TensorMeta) -> np.ndarray:
         info = np.iinfo(dtype)
         if inferred.min() < info.min or inferred.max() > info.max:
             raise ProtocolError(f"input {meta.name!r}: a value is out of range for {meta.datatype}")
-    array = inferred.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # an overflow becomes infinity, refused just below
+        array = inferred.astype(dtype, copy=False)
     if dtype.kind == "f" and array.size and not np.isfinite(array).all():
         # 1e999 reads as infinity, and 1e39 becomes infinity as FP32: a number out of range.
         raise ProtocolError(f"input {meta.name!r}: a value is out of range for {meta.datatype}")
