@@ -303,3 +303,17 @@ def test_tampering_with_s3_segments_is_found_and_named(segmented: Registry) -> N
     segmented.store.delete(audit.LOG_KEY + ".000002")
     result = audit.verify(segmented)
     assert not result.ok and "cut off" in (result.problem or ""), result
+
+
+def test_a_head_left_behind_at_a_segment_boundary_is_settled(segmented: Registry) -> None:
+    """A writer killed between appending record 10 (the first of a new segment) and moving the
+    head: the next append must see record 9 too (in the segment before) to know the head is
+    one behind, not tampered with."""
+    deploy.refuse(segmented, ["wine"], "no approval", LOCAL)  # record 9: fills .000002
+    behind = segmented.read_bytes(audit.HEAD_KEY)
+    deploy.refuse(segmented, ["wine"], "no approval", LOCAL)  # record 10: starts .000003
+    segmented.write_bytes(audit.HEAD_KEY, behind or b"")  # as if killed before the head moved
+    assert audit.verify(segmented).ok  # one behind is what a kill leaves
+    deploy.refuse(segmented, ["wine"], "no approval", LOCAL)  # record 11
+    result = audit.verify(segmented)
+    assert result.ok and result.records == 11, result
