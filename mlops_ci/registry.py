@@ -369,7 +369,6 @@ class S3Store:
                 return None
             got = self.get(segments[-1])
             if got is not None:
-                self._log_cache[key] = (segments, got[0], got[1])
                 return segments, got[0], got[1]
         raise RegistryError(f"{self.uri}/{key}: its segments keep changing while read")
 
@@ -377,6 +376,7 @@ class S3Store:
         last = self._last_segment(key)
         if last is None:
             return None
+        self._log_cache[key] = last  # for the append that usually follows
         segments, data, _ = last
         if len(data) < nbytes and len(segments) > 1:
             data = (self._range(segments[-2], nbytes - len(data)) or b"") + data
