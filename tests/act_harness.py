@@ -345,6 +345,22 @@ class ModelRepo:
         git(self.path, "commit", "-q", "--allow-empty", "-m", message)
         return ModelRepo(self.path, self.repository, self.base, git(self.path, "rev-parse", "HEAD"))
 
+    def with_caller(
+        self, inputs: dict[str, str], message: str, replace: dict[str, str] | None = None
+    ) -> ModelRepo:
+        """The caller workflow given more `with:` inputs (and text replaced), committed as the
+        new base: what a test's pull request then changes starts from there."""
+        caller = self.path / CALLER_WORKFLOW
+        text = caller.read_text(encoding="utf-8")
+        assert "      paths: models\n" in text
+        added = "".join(f"      {name}: {value}\n" for name, value in inputs.items())
+        text = text.replace("      paths: models\n", "      paths: models\n" + added)
+        for old, new in (replace or {}).items():
+            text = text.replace(old, new)
+        caller.write_text(text, encoding="utf-8")
+        repo = self.commit(message)
+        return ModelRepo(repo.path, repo.repository, repo.head, repo.head)
+
 
 def make_model_repo(src: Path, dest: Path, repository: str = "acme/models") -> ModelRepo:
     """Copy `src` to `dest` and make it a git repository on `main` with one commit (base = head)."""

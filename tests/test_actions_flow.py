@@ -9,7 +9,6 @@ uploaded.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import re
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import onnx
 import pytest
 from act_harness import (
-    CALLER_WORKFLOW,
     TOKEN,
     ActHarness,
     ActRun,
@@ -63,19 +61,9 @@ def _files_at(repo: ModelRepo, ref: str) -> dict[str, bytes]:
 
 def _ready_repo(act_harness: ActHarness) -> ModelRepo:
     """The example repository, its caller asking for a tiny benchmark budget, as the base."""
-    repo = act_harness.model_repo()
-    caller = repo.path / CALLER_WORKFLOW
-    text = caller.read_text(encoding="utf-8")
-    assert "      paths: models\n" in text
-    caller.write_text(
-        text.replace(
-            "      paths: models\n",
-            f'      paths: models\n      bench-time-budget: "{BENCH_TIME_BUDGET}"\n',
-        ),
-        encoding="utf-8",
+    return act_harness.model_repo().with_caller(
+        {"bench-time-budget": f'"{BENCH_TIME_BUDGET}"'}, "Benchmark briefly"
     )
-    repo = repo.commit("Benchmark briefly")
-    return dataclasses.replace(repo, base=repo.head)
 
 
 def _change_model(repo: ModelRepo, model: str, version: str) -> ModelRepo:

@@ -527,26 +527,16 @@ def test_a_pull_request_run_with_only_the_write_key_gets_no_registry_key(
     # and no read key, for an S3 registry: the baseline job must not read it with the write key,
     # so it reports that there are no read credentials and names the secret to set. (With the
     # write key it would have tried the registry and said it could not be read.)
-    import dataclasses
     import json
 
-    from act_harness import CALLER_WORKFLOW, TOKEN, pull_request_event
+    from act_harness import TOKEN, pull_request_event
 
     ghserver.token = TOKEN
-    repo = act_harness.model_repo()
-    caller = repo.path / CALLER_WORKFLOW
-    text = caller.read_text(encoding="utf-8")
-    assert "      paths: models\n" in text
-    caller.write_text(
-        text.replace(
-            "      paths: models\n",
-            '      paths: models\n      bench-time-budget: "0.02"\n'
-            "      registry-endpoint-url: http://127.0.0.1:9\n",
-        ).replace("${{ vars.MLOPS_CI_REGISTRY }}", "s3://acme-models/prod"),
-        encoding="utf-8",
+    repo = act_harness.model_repo().with_caller(
+        {"bench-time-budget": '"0.02"', "registry-endpoint-url": "http://127.0.0.1:9"},
+        "A registry on S3",
+        replace={"${{ vars.MLOPS_CI_REGISTRY }}": "s3://acme-models/prod"},
     )
-    repo = repo.commit("A registry on S3")
-    repo = dataclasses.replace(repo, base=repo.head)
     manifest = repo.path / "models" / "diabetes-risk" / "model.yaml"
     text = manifest.read_text(encoding="utf-8")
     manifest.write_text(re.sub(r"(?m)^(  version: )\S+", r"\g<1>9.9.9", text, count=1))
