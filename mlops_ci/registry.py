@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -512,7 +513,7 @@ class S3Store:
     def lock(self, timeout_s: float) -> Iterator[None]:
         ttl = float(os.environ.get("MLOPS_CI_LOCK_TTL", DEFAULT_LOCK_TTL_S))
         lock_id = uuid.uuid4().hex
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "id": lock_id}
+        me = {"host": _machine(), "pid": os.getpid(), "id": lock_id}
         deadline = time.monotonic() + timeout_s
         while True:
             body = json.dumps({**me, "expires": time.time() + ttl}).encode()
@@ -605,13 +606,27 @@ def _condition_failed(exc: Any) -> bool:
     )
 
 
+@functools.cache
+def _machine() -> str:
+    """Where a pid means this process table: the host name, this boot of the kernel and this
+    pid namespace. A host name alone is not enough: two runners or containers can share one,
+    and a pid that is dead here may be a live deploy there."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return "/".join(parts)
+
+
 def _lock_is_stale(body: bytes) -> bool:
-    """A lock whose holder is gone: past its expiry, or a dead process on this very host."""
+    """A lock whose holder is gone: past its expiry, or a dead process on this very machine
+    (the same host, boot and pid namespace; anything else waits for the expiry)."""
     try:
         held = json.loads(body)
         if time.time() > float(held["expires"]):
             return True
-        if held.get("host") == socket.gethostname():
+        if held.get("host") == _machine():
             os.kill(int(held["pid"]), 0)
     except ProcessLookupError:
         return True

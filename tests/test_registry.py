@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -251,6 +252,31 @@ def test_a_taken_over_s3_lock_is_not_released_by_its_first_holder(
     thread.join()
     assert held_after_first[0] is not None, "the first holder freed the second holder's lock"
     assert second.read_bytes(LOCK_KEY) is None  # the second holder released its own
+
+
+def test_an_s3_lock_is_broken_early_only_for_a_dead_process_of_this_very_machine() -> None:
+    """Before its expiry, a lock is taken over only when its holder's pid is dead in this
+    process table: the same host name on another machine or container says nothing."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from mlops_ci.registry import _lock_is_stale, _machine
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid, later = int(dead.stdout), time.time() + 600
+
+    def body(host: str, pid: int, expires: float = later) -> bytes:
+        return json.dumps({"host": host, "pid": pid, "expires": expires, "id": "x"}).encode()
+
+    assert _lock_is_stale(body(_machine(), pid))  # a dead holder here: no need to wait
+    assert not _lock_is_stale(body(_machine(), os.getpid()))  # a live one
+    # The same host name, another boot or pid namespace: that pid may be alive there.
+    assert not _lock_is_stale(body(socket.gethostname(), pid))
+    assert not _lock_is_stale(body(socket.gethostname() + "/another-boot/1", pid))
+    assert _lock_is_stale(body("elsewhere", pid, expires=time.time() - 1))  # expired: anyone
 
 
 def test_invalid_keys_are_refused(tmp_path: Path) -> None:
