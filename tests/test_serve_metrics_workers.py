@@ -65,6 +65,12 @@ def two_workers(registry: Path, tmpdir_env: Path) -> Iterator[ServeProcess]:
         env={"TMPDIR": str(tmpdir_env)},
     )
     try:
+        # Ready means one worker answers; wait for both (each publishes its counters once it
+        # has started), or all the requests could go to the first while the second still loads.
+        deadline = time.monotonic() + 20
+        while len(list(tmpdir_env.glob("mlops-ci-serve-metrics-*/*.json"))) < 2:
+            assert time.monotonic() < deadline, "the second worker never started"
+            time.sleep(0.02)
         yield server
     finally:
         assert server.terminate() == 0, server.stderr()
@@ -221,3 +227,29 @@ def test_the_shared_folder_is_removed_on_shutdown(registry: Path, tmpdir_env: Pa
     finally:
         assert server.terminate() == 0, server.stderr()
     assert list(tmpdir_env.glob("mlops-ci-serve-*")) == []
+
+
+def test_a_sigkilled_servers_folder_is_swept_by_the_next_server(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL never runs its `finally`: the next server removes that
+    folder. A live server's folder, another user's and another pid namespace's stay."""
+    import subprocess
+    import sys
+
+    from mlops_ci.serve import shared_counters
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    namespace = shared_counters._pid_namespace()
+    prefix = shared_counters.PREFIX
+    orphan = tmp_path / f"{prefix}{namespace}-{int(dead.stdout)}-abc"
+    live = tmp_path / f"{prefix}{namespace}-{os.getpid()}-def"
+    other_namespace = tmp_path / f"{prefix}1-{int(dead.stdout)}-ghi"
+    unrelated = tmp_path / "mlops-ci-serve-something-else"
+    for folder in (orphan, live, other_namespace, unrelated):
+        folder.mkdir()
+        (folder / "1-x.json").write_text("{}")
+    made = Path(shared_counters.make_folder(str(tmp_path)))
+    assert not orphan.exists()
+    assert live.exists() and other_namespace.exists() and unrelated.exists()
+    assert made.name.startswith(f"{prefix}{namespace}-{os.getpid()}-")
+    assert made.stat().st_mode & 0o777 == 0o700

@@ -90,14 +90,15 @@ def main(
         server.run(sockets=[sock])
         return EXIT_OK if server.started else 2
     import shutil
-    import tempfile
 
     from uvicorn.supervisors import Multiprocess
+
+    from mlops_ci.serve import shared_counters
 
     # Where the workers share their counters, so that any worker's /metrics reports the totals
     # (serve/shared_counters.py). Private (0700), and it outlives the workers it holds: removed
     # only once they have all stopped.
-    metrics_dir = tempfile.mkdtemp(prefix="mlops-ci-serve-metrics-")
+    metrics_dir = shared_counters.make_folder()
     try:
         settings = dataclasses.replace(settings, metrics_dir=metrics_dir)
         os.environ["MLOPS_CI_SERVE_SETTINGS"] = json.dumps(dataclasses.asdict(settings))

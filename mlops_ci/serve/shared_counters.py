@@ -102,3 +102,55 @@ class SharedCounters:
             except (OSError, ValueError) as exc:  # only our workers write here, whole files
                 log.error("metrics: skipping %s: %s", path, exc)
         return [found[name] for name in sorted(found)]
+
+
+#: The shared folders' names: `<PREFIX><pid namespace>-<pid of the serving parent>-<random>`.
+PREFIX = "mlops-ci-serve-metrics-"
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def make_folder(tmp: str | None = None) -> str:
+    """A private folder (0700) for this server's workers, after removing the ones that servers
+    killed with SIGKILL left behind (their `finally` never ran)."""
+    import tempfile
+
+    sweep_orphans(tmp or tempfile.gettempdir())
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{_pid_namespace()}-{os.getpid()}-", dir=tmp)
+
+
+def sweep_orphans(tmp: str) -> list[str]:
+    """Remove the shared folders whose serving parent is dead: ours (same user), from this pid
+    namespace (a pid means nothing in another one, e.g. a container sharing /tmp). A reused pid
+    keeps its folder: a leak, never a live server's counts lost."""
+    import shutil
+
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return removed
+    namespace = _pid_namespace()
+    for entry in entries:
+        if not entry.name.startswith(PREFIX):
+            continue
+        parts = entry.name[len(PREFIX) :].split("-")
+        if len(parts) < 3 or parts[0] != namespace or not parts[1].isdigit():
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid() or not entry.is_dir(
+                follow_symlinks=False
+            ):
+                continue
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+        except OSError:  # no such entry any more, or a live process of another user
+            continue
+    return removed
