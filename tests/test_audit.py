@@ -317,3 +317,12 @@ def test_a_head_left_behind_at_a_segment_boundary_is_settled(segmented: Registry
     deploy.refuse(segmented, ["wine"], "no approval", LOCAL)  # record 11
     result = audit.verify(segmented)
     assert result.ok and result.records == 11, result
+
+
+def test_the_catalog_reads_an_s3_log_across_its_segments(segmented: Registry) -> None:
+    from mlops_ci.catalog.read import read_catalog
+
+    catalog = read_catalog(segmented, "s3 registry", workers=2)
+    assert catalog.audit is not None and catalog.audit.ok and catalog.audit.records == 8
+    events = {m.name: len(m.events) for m in catalog.models}
+    assert events == {"iris": 5, "wine": 3}  # records 1–8, from all three segments
