@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -174,13 +175,17 @@ class SeaweedFS:
 
 
 class Moto:
-    """moto's S3 server in a thread of this process (a real HTTP server on 127.0.0.1)."""
+    """moto's S3 server in a thread of this process (a real HTTP server on 127.0.0.1).
+
+    moto checks `If-Match` / `If-None-Match` and then writes, with no lock between the two, so
+    two racing conditional writes can both land (seen: 2 of 8 racing replacers won). S3 and
+    SeaweedFS decide each conditional write atomically; here every request is served whole under
+    one lock, which makes moto decide them atomically too. Connections are still served by many
+    threads, so the clients' races are as real as before."""
 
     def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         self.port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = _SerialisedMotoServer(self.port)
 
     def start(self) -> S3Server:
         self.server.start()
@@ -190,3 +195,39 @@ class Moto:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+class _SerialisedMotoServer:
+    """moto's ThreadedMotoServer, with its WSGI application called under one lock."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+
+        def serialised(environ: Any, start_response: Any) -> list[bytes]:
+            with lock:  # the whole request, the body included: one decision at a time
+                return list(app(environ, start_response))
+
+        self._server = make_server(
+            "127.0.0.1", self.port, serialised, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join()
