@@ -226,8 +226,14 @@ def test_load_candidate_checks_the_onnx_against_convert_json(tmp_path: Path) -> 
         deploy.load_candidate(manifest, build)
 
 
-def test_eight_concurrent_deploys_are_serialised(registry_uri: str) -> None:
-    """Different models and the same model, eight at once: unique versions, no lost record."""
+def test_eight_concurrent_deploys_are_serialised(
+    registry_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Different models and the same model, eight at once: unique versions, no lost record (on
+    S3 with 3-line audit segments, so the deploys also race where a segment fills up)."""
+    from mlops_ci import registry
+
+    monkeypatch.setattr(registry, "SEGMENT_LINES", 3)
     jobs = [("iris", f"1.{i}.0", f"s{i}") for i in range(4)] + [
         (f"m{i}", "1.0.0", "") for i in range(4)
     ]
