@@ -419,26 +419,22 @@ def _pull(
     return pull, merged
 
 
-def _deploy(tmp_path: Path, repo: Path, before: str, after: str, registry: Path) -> int:
+def _deploy(
+    tmp_path: Path,
+    repo: Path,
+    before: str,
+    after: str,
+    registry: Path,
+    options: tuple[str, ...] = ("--environment", "staging"),
+) -> int:
     from mlops_ci import cli
 
     builds = tmp_path / "builds"
     write_build(builds / "iris", repo / "models/iris/model.yaml")
     return cli.main(
         [
-            "deploy",
-            "--registry",
-            str(registry),
-            "--builds",
-            str(builds),
-            "--repo",
-            str(repo),
-            "--sha",
-            after,
-            "--base",
-            before,
-            "--environment",
-            "staging",
+            *("deploy", "--registry", str(registry), "--builds", str(builds)),
+            *("--repo", str(repo), "--sha", after, "--base", before, *options),
         ]
     )
 
@@ -596,8 +592,6 @@ def test_baseline_fetches_the_serving_onnx_or_says_why_not(
 
 
 def test_a_failed_smoke_test_rolls_back_to_the_version_before(tmp_path: Path, capsys) -> None:
-    from mlops_ci import cli
-
     repo, before, _ = _merged_push(tmp_path, "squash")
     manifest = repo / "models/iris/model.yaml"
     manifest.write_text(manifest.read_text().replace("label: 0", "label: 1"))  # wrong expectation
@@ -606,24 +600,7 @@ def test_a_failed_smoke_test_rolls_back_to_the_version_before(tmp_path: Path, ca
     registry = tmp_path / "registry"
     reg = open_registry(registry)
     deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
-    builds = tmp_path / "builds"
-    write_build(builds / "iris", manifest)
-    code = cli.main(
-        [
-            "deploy",
-            "--local",
-            "--registry",
-            str(registry),
-            "--builds",
-            str(builds),
-            "--repo",
-            str(repo),
-            "--sha",
-            after,
-            "--base",
-            before,
-        ]
-    )
+    code = _deploy(tmp_path, repo, before, after, registry, options=("--local",))
     out = capsys.readouterr().out
     assert code == 1, out
     assert "smoke test failed" in out and "rolled back to version 1" in out
@@ -633,7 +610,7 @@ def test_a_failed_smoke_test_rolls_back_to_the_version_before(tmp_path: Path, ca
     # A re-run of the same commit leaves the rollback standing.
     assert (
         deploy.publish(
-            reg, deploy.load_candidate(load(manifest, repo), builds / "iris"), LOCAL
+            reg, deploy.load_candidate(load(manifest, repo), tmp_path / "builds" / "iris"), LOCAL
         ).changed
         is False
     )

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,15 @@ def _publish(reg, model: str, n: int, onnx: bytes = b"onnx-bytes") -> None:
     )
     cfg = triton.build(model, [T("x", "float32", (-1, 2))], [T("y", "float32", (-1,))], n)
     reg.write_bytes(f"{model}/config.pbtxt", triton.to_text(cfg).encode())
+
+
+def _together(fn: Callable[[int], object], n: int) -> None:
+    """fn(0) … fn(n - 1), each in its own thread, all started before any is waited for."""
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def test_bytes_round_trip_and_listing(registry_uri: str) -> None:
@@ -140,11 +150,7 @@ def test_exactly_one_of_eight_racing_creators_wins(registry_uri: str) -> None:
         if store.put_if_absent("race/key", str(i).encode()):
             wins.append(i)
 
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _together(race, 8)
     assert len(wins) == 1
     assert reg.read_bytes("race/key") == str(wins[0]).encode()
 
@@ -163,11 +169,7 @@ def test_exactly_one_of_eight_racing_replacers_wins(registry_uri: str) -> None:
         if store.put_if_match("race/key", str(i).encode(), got[1]):
             wins.append(i)
 
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _together(race, 8)
     assert len(wins) == 1
     assert reg.read_bytes("race/key") == str(wins[0]).encode()
 
@@ -188,11 +190,7 @@ def test_appends_from_racing_writers_are_all_kept(
         for j in range(4):
             store.append("log.jsonl", f"{i}-{j}\n".encode())
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _together(write, 6)
     reg = open_registry(registry_uri)
     data = reg.read_log("log.jsonl")
     assert data is not None
@@ -214,11 +212,7 @@ def test_the_lock_serialises_holders(registry_uri: str) -> None:
             inside.append(i)
             inside.remove(i)
 
-    threads = [threading.Thread(target=hold, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _together(hold, 6)
     assert overlap == []
 
 
