@@ -10,6 +10,7 @@ other models carry on; the report and the table are always written.
 from __future__ import annotations
 
 import contextvars
+import re
 import shutil
 import sys
 import time
@@ -98,6 +99,9 @@ class ModelRow:
     name: str
     manifest: str
     outcomes: dict[str, Outcome]
+    #: Its reports' folder under the run's `out`: the name when the schema's name rule allows
+    #: it, else one made from the row's place (an invalid manifest's name could be `../..`).
+    folder: str = ""
 
     @property
     def passed(self) -> bool:
@@ -110,6 +114,8 @@ class ModelRow:
 
 #: Stages that need only the ONNX model; they run even when convert's verdict was "failed".
 _ONNX_STAGES = frozenset({"test", "bench"})
+#: The manifest schema's rule for metadata.name: a name that passes it is a safe folder name.
+_FOLDER_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
 
 def skip_reason(stage: str, outcomes: Mapping[str, Outcome], onnx_written: bool) -> str | None:
@@ -203,10 +209,7 @@ def run(
             for problem in result.problems:
                 print(f"      {problem}", file=say, flush=True)
             continue
-        meta = result.data.get("metadata") if result.data else None
-        name = (
-            str(meta.get("name")) if isinstance(meta, dict) and meta.get("name") else result.shown
-        )
+        name = result.name or result.shown
         if result.valid:
             outcome = Outcome(True, "valid")
             print(f"  ✓ {name:<24} {result.shown}", file=say, flush=True)
@@ -216,9 +219,10 @@ def run(
             print(f"  ✗ {name:<24} {result.shown}", file=say, flush=True)
             for problem in result.problems:
                 print(f"      {problem}", file=say, flush=True)
-        row = ModelRow(name, result.shown, {"validate": outcome})
+        safe = _FOLDER_NAME.fullmatch(name) and name not in {r.folder for r in rows}
+        row = ModelRow(name, result.shown, {"validate": outcome}, name if safe else f"_{len(rows)}")
         rows.append(row)
-        folder = out / name
+        folder = out / row.folder
         if folder.is_dir():  # a previous run's reports must not mix with this run's
             shutil.rmtree(folder)
         atomic.write_text(folder / "validate.json", report_json.validation([result]) + "\n")
@@ -228,7 +232,7 @@ def run(
     for index, stage in enumerate(selected, start=2):
         print(f"[{index}/{total}] {stage.name}", file=say, flush=True)
         for row, manifest in manifests:
-            folder = out / manifest.name
+            folder = out / row.folder
             reason = skip_reason(stage.name, row.outcomes, (folder / "model.onnx").is_file())
             if reason is not None:
                 row.outcomes[stage.name] = Outcome(False, "skipped", skipped=True)
@@ -251,7 +255,7 @@ def run(
         from mlops_ci.report.results import gather
 
         try:
-            gathered = [r for m in rows for r in gather(out / m.name)]
+            gathered = [r for m in rows for r in gather(out / m.folder)]
             markdown = report_md.render(gathered, context="local")
             atomic.write_text(out / "report.md", markdown)
         except Exception as exc:  # the table below must still be printed

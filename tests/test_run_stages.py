@@ -220,3 +220,30 @@ def test_a_framework_that_is_not_installed_is_a_configuration_error(
     err = capsys.readouterr().err
     assert "needs xgboost, which is not installed: pip install 'mlops-ci[xgboost]'" in err
     assert "internal error" not in err
+
+
+def test_an_invalid_manifests_name_never_names_a_folder_outside_the_reports(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pull request's manifest can say anything: `run` (used on untrusted checkouts to debug
+    them) used its name as the report folder and emptied that folder first."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    manifest = repo / "models" / "diabetes-risk" / "model.yaml"
+    for i, evil in enumerate((str(victim), "../../../victim", "diabetes-risk")):
+        folder = repo / "models" / f"evil-{i}"
+        folder.mkdir()
+        text = manifest.read_text().replace("name: diabetes-risk", f"name: {evil}", 1)
+        (folder / "model.yaml").write_text(text + "\nunknown_key: 1\n")  # invalid
+    out = tmp_path / "out"
+    assert main(["run", str(repo), "--stages", "validate", "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert not (victim / "validate.json").exists()
+    assert {p.parent.parent for p in out.glob("*/validate.json")} == {out}
+    # Every row has its own folder: the valid diabetes-risk keeps its report.
+    (report,) = json.loads((out / "diabetes-risk" / "validate.json").read_text())["manifests"]
+    assert report["valid"] is True and report["path"].endswith("diabetes-risk/model.yaml")
+    assert len(list(out.glob("*/validate.json"))) == 7
+    assert "../../../victim" in printed  # still shown under its name
