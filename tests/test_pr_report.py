@@ -671,3 +671,24 @@ def test_report_renders_with_readable_charts_in_a_browser(
     assert all(h > 5 for h in latency["heights"])  # both bars visible, neither flattened
     assert found["images"] == 0  # the hostile name's <img> stayed text
     assert "<img src=x onerror=alert(1)> @acme/everyone" in found["text"]
+
+
+def test_a_forged_regression_verdict_is_shown_inert() -> None:
+    """bench.json comes from the pull request's run (a fork writes its own): its verdict must not
+    ping a team, plant the comment marker, add links or HTML in the comment the base posts."""
+    from mlops_ci.report.markdown import regression_text
+
+    evil = "@acme/admins <!-- mlops-ci:report --> [click](http://e) <img src=x>"
+    shown = regression_text({"verdict": evil, "batch_size": 1}, markdown=True)
+    assert "@acme" not in shown and "<!--" not in shown and "<img" not in shown
+    assert "[click]" not in shown and "&#64;acme/admins" in shown
+
+
+def test_stage_documents_with_non_objects_in_their_lists_still_render() -> None:
+    from mlops_ci.report import markdown
+    from mlops_ci.report.results import validate_status
+
+    bench = {"measurements": ["x", 3], "budgets": ["x"], "regression": ["x"]}
+    assert markdown._bench_cell(bench) == "✅"
+    assert markdown._regression_cell(bench) == markdown._ICON[None]
+    assert validate_status({"manifests": ["x"]}) == "fail"

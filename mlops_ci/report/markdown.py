@@ -241,12 +241,19 @@ def _tests_cell(r: ModelReport) -> str:
     return f"✅ {passed}" if passed else _ICON["skip"]
 
 
+def _entries(doc: Mapping[str, Any] | None, key: str) -> list[Mapping[str, Any]]:
+    """The objects of a list in a stage document (a fork's run writes those documents: anything
+    else in the list is skipped, never a crash of the base repository's report)."""
+    value = (doc or {}).get(key)
+    return [x for x in value if isinstance(x, Mapping)] if isinstance(value, list) else []
+
+
 def _bench_cell(doc: Mapping[str, Any] | None) -> str:
     if doc is None:
         return _ICON[None]
-    onnx = [m for m in doc.get("measurements", []) if m.get("engine") == "onnx"]
+    onnx = [m for m in _entries(doc, "measurements") if m.get("engine") == "onnx"]
     first = min(onnx, key=lambda m: m.get("batch_size", 0), default=None)
-    failed = [b for b in doc.get("budgets", []) if not b.get("passed")]
+    failed = [b for b in _entries(doc, "budgets") if not b.get("passed")]
     icon = "❌" if failed else "✅"
     if first is None:
         return icon
@@ -257,7 +264,7 @@ def _bench_cell(doc: Mapping[str, Any] | None) -> str:
 
 
 def _regression_cell(doc: Mapping[str, Any] | None) -> str:
-    regressions = (doc or {}).get("regression") or []
+    regressions = _entries(doc, "regression")
     if not regressions:
         return _ICON[None]
     worst = max(regressions, key=lambda r: r.get("ci_low", 0))
@@ -493,9 +500,9 @@ def _bench_md(r: ModelReport, d: _Detail) -> list[str]:
     if doc is None:
         return []
     out: list[str] = ["#### Benchmark", ""]
-    budgets = [b for b in doc.get("budgets", []) if isinstance(b, Mapping)]
-    regressions = [x for x in doc.get("regression", []) if isinstance(x, Mapping)]
-    measurements = [m for m in doc.get("measurements", []) if isinstance(m, Mapping)]
+    budgets = _entries(doc, "budgets")
+    regressions = _entries(doc, "regression")
+    measurements = _entries(doc, "measurements")
     shown = [m for m in measurements if m.get("engine") in ("onnx", "native")]
     if d.bench_table and shown:
         out += [
@@ -565,7 +572,7 @@ def regression_text(x: Mapping[str, Any], *, markdown: bool = False) -> str:
     icon = {"regression": "❌", "faster": "✅", "ok": "✅"}.get(verdict, "·")
     allowed = units.finite(x.get("max_regression"))
     limit = f"; allowed ≤ {units.ratio(1 + allowed)}" if allowed is not None else ""
-    shown = f"**{verdict}**" if markdown else verdict
+    shown = f"**{cell(verdict)}**" if markdown else verdict
     return (
         f"{icon} batch {cell(x.get('batch_size'))}: {shown}, p50 "
         f"{units.microseconds(x.get('candidate_p50_ms'))} vs "

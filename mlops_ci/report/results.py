@@ -165,7 +165,9 @@ def validate_status(doc: Mapping[str, Any] | None) -> str | None:
         return None
     manifests = doc.get("manifests")
     if isinstance(manifests, list):
-        return "pass" if all(m.get("valid") for m in manifests) else "fail"
+        return (
+            "pass" if all(isinstance(m, Mapping) and m.get("valid") for m in manifests) else "fail"
+        )
     return "pass" if doc.get("valid", doc.get("passed")) else "fail"
 
 
