@@ -590,3 +590,24 @@ def test_one_run_walks_the_checkout_once_for_all_models(world, capsys, monkeypat
     assert code in (0, 1), err
     assert all(name in out for name in ("fraud", "churn", "credit"))
     assert len(walks) == 1
+
+
+def test_names_in_the_issues_verdict_lines_are_inert():
+    """The verdict lines name drifted columns and outputs (from the manifest, the reference CSV
+    and production data) and carry error notes: none may ping, link or inject HTML."""
+    from mlops_ci.monitor import staleness
+    from mlops_ci.monitor.check import Verdict
+    from mlops_ci.monitor.drift import ColumnDrift, DriftResult
+
+    evil = "@acme/everyone <img src=x> [click](http://e)"
+    col = ColumnDrift(
+        evil, "numeric", "ks", "p_value", 0.001, 0.5, 0.05, True, 0.0, 100, 100, 0,
+        ("a",), (1.0,), (1.0,),
+    )  # fmt: skip
+    drifted = DriftResult((col, col), 1.0, 0.5, True, "none", 100)
+    fresh = staleness.judge(NOW, refresh_by=None, max_age_days=30, now=NOW)
+    v = Verdict("m", "1.0.0", 1, ("@a",), fresh, drifted, drifted, None, "x", notes=(evil,))
+    body = render.issue_body(v, "<!-- m -->")
+    verdicts = body.split("### Verdicts\n\n", 1)[1].split("\n\n", 1)[0]  # its list
+    assert "prediction drift" in verdicts and "&#64;acme/everyone" in verdicts
+    assert "@acme" not in verdicts and "<img" not in verdicts and "[click]" not in verdicts

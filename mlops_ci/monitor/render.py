@@ -94,13 +94,15 @@ def issue_body(v: Verdict, marker: str, run_url: str | None = None) -> str:
         "",
         f"Owners: {owners}" if owners else "",
         "",
-        f"Serving version: **{v.version}** (registry version {v.registry_version}), "
+        f"Serving version: **{escape.cell(v.version)}** (registry version {v.registry_version}), "
         f"deployed {v.staleness.to_json()['deployed']}.",
         "",
         "### Verdicts",
         "",
-        *[f"- ❌ {r}" for r in v.reasons()],
-        *[f"- ⚠️ {w}" for w in v.warnings()],
+        # Column, output and metric names and error texts come from the manifest, the reference
+        # CSV and production data: shown inert, as everything else here.
+        *[f"- ❌ {escape.cell(r)}" for r in v.reasons()],
+        *[f"- ⚠️ {escape.cell(w)}" for w in v.warnings()],
         "",
         _staleness_md(v),
     ]
@@ -249,7 +251,7 @@ def summary(verdicts: Sequence[Verdict], errors: Sequence[tuple[str, str]] = ())
     for v in verdicts:
         drifted = f"{len(v.drift.drifted)}/{len(v.drift.columns)}" if v.drift else "–"
         rows.append(
-            f"| {code(v.name)} | {v.version} | "
+            f"| {code(v.name)} | {escape.cell(v.version)} | "
             f"{'❌ needs attention' if v.needs_attention else '✅ ok'} | "
             f"{v.staleness.status} | {drifted} | "
             f"{'drifted' if v.prediction_drift else ('stable' if v.prediction else '–')} | "
