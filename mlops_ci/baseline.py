@@ -19,6 +19,7 @@ from typing import Any
 
 from mlops_ci import atomic
 from mlops_ci.errors import EXIT_OK, MlopsCiError, UsageError
+from mlops_ci.manifest.paths import MODEL_NAME
 
 _CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")
 
@@ -46,17 +47,25 @@ def fetch(registry: str, names: list[str], out: Path) -> dict[str, dict[str, Any
     else:
         try:
             reg = open_registry(registry)
-            for name in names:
-                found[name] = _one(reg, name, out)
         except MlopsCiError as exc:
             reason = f"the registry could not be read ({exc}), so there is no comparison"
             found = {name: {"model": name, "reason": reason} for name in names}
+        else:
+            for name in names:  # one model's failure is its own line, not everyone's
+                try:
+                    found[name] = _one(reg, name, out)
+                except MlopsCiError as exc:
+                    reason = f"the registry could not be read ({exc}), so there is no comparison"
+                    found[name] = {"model": name, "reason": reason}
     for name, doc in found.items():
-        atomic.write_json(out / name / "baseline.json", doc)
+        if MODEL_NAME.fullmatch(name):  # the matrix comes from the pull request's plan
+            atomic.write_json(out / name / "baseline.json", doc)
     return found
 
 
 def _one(reg: Any, name: str, out: Path) -> dict[str, Any]:
+    if not MODEL_NAME.fullmatch(name):
+        return {"model": name, "reason": f"{name!r} is not a model name: nothing to compare with"}
     n = reg.serving_version(name)
     if n is None:
         return {"model": name, "reason": f"{name} is not deployed yet: nothing to compare with"}

@@ -10,7 +10,6 @@ other models carry on; the report and the table are always written.
 from __future__ import annotations
 
 import contextvars
-import re
 import shutil
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import TextIO
 
 from mlops_ci import atomic
 from mlops_ci.errors import EXIT_OK, EXIT_USAGE, EXIT_VERDICT, MlopsCiError, UsageError
-from mlops_ci.manifest import Manifest, find_repo_root
+from mlops_ci.manifest import MODEL_NAME, Manifest, find_repo_root
 from mlops_ci.report import json as report_json
 from mlops_ci.resources import MANIFEST_SCHEMA
 
@@ -114,8 +113,6 @@ class ModelRow:
 
 #: Stages that need only the ONNX model; they run even when convert's verdict was "failed".
 _ONNX_STAGES = frozenset({"test", "bench"})
-#: The manifest schema's rule for metadata.name: a name that passes it is a safe folder name.
-_FOLDER_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
 
 def skip_reason(stage: str, outcomes: Mapping[str, Outcome], onnx_written: bool) -> str | None:
@@ -219,7 +216,7 @@ def run(
             print(f"  ✗ {name:<24} {result.shown}", file=say, flush=True)
             for problem in result.problems:
                 print(f"      {problem}", file=say, flush=True)
-        safe = _FOLDER_NAME.fullmatch(name) and name not in {r.folder for r in rows}
+        safe = MODEL_NAME.fullmatch(name) and name not in {r.folder for r in rows}
         row = ModelRow(name, result.shown, {"validate": outcome}, name if safe else f"_{len(rows)}")
         rows.append(row)
         folder = out / row.folder

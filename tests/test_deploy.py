@@ -591,6 +591,23 @@ def test_baseline_fetches_the_serving_onnx_or_says_why_not(
     assert not (fork / "iris/baseline.onnx").exists()
 
 
+def test_baseline_writes_only_inside_its_folder_whatever_the_matrix_names(tmp_path: Path) -> None:
+    """The matrix comes from the pull request's plan, which takes any string as a model name:
+    `../escaped` wrote a file outside --out, and its failure took every model's baseline."""
+    from mlops_ci import baseline
+
+    registry = tmp_path / "registry"
+    deploy.publish(open_registry(registry), candidate("iris", "1.0.0"), LOCAL)
+    out = tmp_path / "deep" / "out"
+    found = baseline.fetch(str(registry), ["../escaped", "/tmp/abs", "iris"], out)
+    assert not (tmp_path / "deep" / "escaped").exists()
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {
+        "iris", "iris/baseline.onnx", "iris/baseline.json"
+    }  # fmt: skip
+    assert found["iris"]["reason"] is None and found["iris"]["registry_version"] == 1
+    assert "is not a model name" in found["../escaped"]["reason"]
+
+
 def test_a_failed_smoke_test_rolls_back_to_the_version_before(tmp_path: Path, capsys) -> None:
     repo, before, _ = _merged_push(tmp_path, "squash")
     manifest = repo / "models/iris/model.yaml"

@@ -28,6 +28,7 @@ from mlops_ci.manifest.model import (
 )
 from mlops_ci.manifest.paths import (
     MANIFEST_NAMES,
+    MODEL_NAME,
     display_path,
     find_manifests,
     find_repo_root,
@@ -43,6 +44,7 @@ __all__ = [
     "MANIFEST_NAMES",
     "MAX_DEPTH",
     "MAX_FILE_BYTES",
+    "MODEL_NAME",
     "REGRESSION_METRICS",
     "Checked",
     "Manifest",

@@ -8,6 +8,10 @@ from functools import lru_cache
 from pathlib import Path
 
 MANIFEST_NAMES = ("model.yaml", "model.yml")
+#: The manifest schema's rule for metadata.name (schemas/model-manifest.v1.json). A name that
+#: passes it is safe as a folder name; one taken from a document that failed validation may be
+#: `../..` or an absolute path.
+MODEL_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
