@@ -318,11 +318,8 @@ def rollback_main(
 def _existing(registry: str) -> Registry:
     """A registry to read: a folder that is not there is a mistake, not an empty registry."""
     reg = open_registry(registry)
-    if reg.uri.startswith("file://") and not reg.list_keys(""):
-        from urllib.parse import urlparse
-
-        if not Path(urlparse(reg.uri).path).is_dir():
-            raise UsageError(f"{registry}: no registry there (no such folder)")
+    if not reg.exists():
+        raise UsageError(f"{registry}: no registry there (no such folder)")
     return reg
 
 

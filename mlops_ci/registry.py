@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from mlops_ci import atomic
 from mlops_ci.errors import MlopsCiError
@@ -664,6 +664,11 @@ class Registry:
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
         return self.store.arrow_fs()
 
+    def exists(self) -> bool:
+        """Whether the registry is there: a folder must exist (an S3 prefix always does; a
+        missing bucket is an error at the first read)."""
+        return not isinstance(self.store, FileStore) or self.store.root.is_dir()
+
     def uri_of(self, key: str) -> str:
         """The absolute URI of a key (`file://…` or `s3://…`), e.g. KServe's storageUri."""
         return self.store.child_uri(key)
@@ -764,7 +769,7 @@ def open_registry(uri: str | Path) -> Registry:
         parsed = urlparse(text)
         if parsed.netloc not in ("", "localhost"):
             raise RegistryError(f"{text}: file:// URIs name a local folder (file:///abs/path)")
-        text = parsed.path
+        text = unquote(parsed.path)  # as Path.as_uri() wrote it: "%20" is a space
     elif "://" in text:
         raise RegistryError(f"{text}: a registry is a folder, file:///path or s3://bucket/prefix")
     path = Path(text)

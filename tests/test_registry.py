@@ -317,6 +317,19 @@ def test_uris(tmp_path: Path) -> None:
         open_registry(tmp_path / "file")
 
 
+def test_a_registrys_own_uri_opens_the_same_folder(tmp_path: Path) -> None:
+    """The smoke test serves `reg.uri`, which Path.as_uri() percent-encodes: a registry in a
+    folder with a space was reopened as a folder named with "%20", and the deploy rolled back."""
+    folder = tmp_path / "my models" / "registry"
+    reg = open_registry(folder)
+    _publish(reg, "m", 1)
+    assert "%20" in reg.uri
+    for uri in (reg.uri, "file://localhost" + folder.as_posix()):
+        again = open_registry(uri)
+        assert again.exists() and again.serving_version("m") == 1
+    assert not open_registry(tmp_path / "nothing").exists()
+
+
 def test_unreachable_s3_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from s3servers import free_port
 

@@ -28,15 +28,15 @@ def build(registry: str | Path, out: Path, repo: Path | None = None) -> tuple[Ca
     from mlops_ci.registry import open_registry
 
     uri = str(registry)
-    folder = uri.removeprefix("file://") if uri.startswith("file://") else uri
-    if "://" not in folder and not Path(folder).is_dir():
+    reg = open_registry(uri)
+    if not reg.exists():
         raise UsageError(f"{uri}: no such registry folder")
     if repo is not None and not repo.is_dir():
         raise UsageError(f"{repo}: no such folder (--repo is a checkout of the model repository)")
     # The site is rendered while the registry is read (in forked workers, for a large one).
     stream = Stream(out)
     try:
-        catalog = read_catalog(open_registry(uri), _registry_label(uri), repo, sink=stream)
+        catalog = read_catalog(reg, _registry_label(uri), repo, sink=stream)
         return catalog, stream.finish(catalog)
     except BaseException:
         stream.abort()

@@ -46,10 +46,9 @@ def main(
 
     now = now or dt.datetime.now(dt.UTC)
     opts = check.Options(repo=repo, now=now, since=parse_duration(since), data=data, labels=labels)
-    local = registry[len("file://") :] if registry.startswith("file://") else registry
-    if "://" not in local and not Path(local).is_dir():
-        raise UsageError(f"--registry {registry}: no such folder")
     reg = open_registry(registry)
+    if not reg.exists():
+        raise UsageError(f"--registry {registry}: no such folder")
     names = check.models_of(reg, models)
     if data and len(names) > 1:
         raise UsageError("--data is one model's production data: add --model NAME")

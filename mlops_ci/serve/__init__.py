@@ -45,10 +45,8 @@ def main(
     if workers < 1:
         raise UsageError("--workers must be at least 1")
     reg = open_registry(registry)
-    if reg.uri.startswith("file://") or "://" not in reg.uri:
-        folder = registry.removeprefix("file://")
-        if not os.path.isdir(folder):
-            raise UsageError(f"{registry}: no such registry folder")
+    if not reg.exists():
+        raise UsageError(f"{registry}: no such registry folder")
     reg.models()  # reachable and readable now, rather than a failing worker later
     if prediction_log:  # likewise: a bad URI here would fail uvicorn's startup (exit 3)
         from mlops_ci.errors import MlopsCiError
