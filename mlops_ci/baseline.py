@@ -70,7 +70,7 @@ def _one(reg: Any, name: str, out: Path) -> dict[str, Any]:
     if n is None:
         return {"model": name, "reason": f"{name} is not deployed yet: nothing to compare with"}
     release = reg.release(name, n)
-    atomic.write_bytes(out / name / "baseline.onnx", reg.model_onnx(name, n))
+    atomic.write_bytes(out / name / "baseline.onnx", reg.model_onnx(name, n, release))
     return {
         "model": name,
         "reason": None,

@@ -10,7 +10,6 @@ says. Re-verifying a push's approvals against GitHub lives in `reverify.py`.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -450,7 +449,7 @@ def rollback(
             have = ", ".join(map(str, versions)) or "none"
             raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")
         release = reg.release(model, to)
-        onnx = reg.model_onnx(model, to)  # RegistryError when its digest does not verify
+        reg.model_onnx(model, to, release)  # RegistryError when its digest does not verify
         manifest = _deployed_manifest(reg, model, to)
         serving = serving_files(reg, model, to, manifest)
         previous = reg.serving_version(model)
@@ -470,7 +469,7 @@ def rollback(
             )
         digests = {
             "artifact": (release.get("artifact") or {}).get("sha256"),
-            "onnx": hashlib.sha256(onnx).hexdigest(),
+            "onnx": (release.get("onnx") or {}).get("sha256"),  # what model_onnx just checked
         }
         fields = _record(
             action,

@@ -64,7 +64,7 @@ def sha256_hex(data: bytes) -> str:
 
 class Store(Protocol):
     """The storage primitives a backend provides. `token`s are opaque change markers (an S3 ETag,
-    or the content digest on a folder) for compare-and-swap writes."""
+    or the file's inode, time and size on a folder) for compare-and-swap writes."""
 
     uri: str
 
@@ -108,12 +108,13 @@ class FileStore:
 
     def get(self, key: str) -> tuple[bytes, str] | None:
         try:
-            data = self._path(key).read_bytes()
+            with open(self._path(key), "rb") as fh:
+                # The file's stamp, not a digest of its bytes: reads of big models stay one pass.
+                return fh.read(), _stamp(os.fstat(fh.fileno()))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as exc:
             raise RegistryError(f"cannot read {self._path(key)}: {exc.strerror}") from exc
-        return data, sha256_hex(data)
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         return [None if (got := self.get(key)) is None else got[0] for key in keys]
@@ -146,8 +147,7 @@ class FileStore:
 
     def put_if_match(self, key: str, data: bytes, token: str) -> bool:
         with self._flock(self.root / META / ".cas.lock", timeout_s=60.0):
-            current = self.get(key)
-            if current is None or current[1] != token:
+            if self.stamp(key) != token:
                 return False
             self.put(key, data)
             return True
@@ -156,7 +156,7 @@ class FileStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # One write() with O_APPEND: a killed process leaves the line whole or absent.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, atomic.FILE_MODE)
         try:
             os.write(fd, data)
             if _FSYNC:
@@ -197,10 +197,9 @@ class FileStore:
 
     def stamp(self, key: str) -> str | None:
         try:
-            st = self._path(key).stat()
+            return _stamp(self._path(key).stat())
         except OSError:
             return None
-        return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
 
     def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None:
         target = self._path(prefix)
@@ -262,6 +261,11 @@ class FileStore:
 
     def child_uri(self, key: str) -> str:
         return self._path(key).as_uri()
+
+
+def _stamp(st: os.stat_result) -> str:
+    """A folder file's change marker: every write is a rename to a new inode or an append."""
+    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
 
 
 # --- S3 ----------------------------------------------------------------------------------------
@@ -735,8 +739,11 @@ class Registry:
             raise RegistryError(f"{self.uri}: {model} version {n} has no model.yaml")
         return data.decode("utf-8")
 
-    def model_onnx(self, model: str, n: int) -> bytes:
-        expected = self.release(model, n).get("onnx", {}).get("sha256")
+    def model_onnx(self, model: str, n: int, release: dict[str, Any] | None = None) -> bytes:
+        """model.onnx of version n, checked against the digest its release.json names (pass
+        the release when it has just been read: it is not read again)."""
+        release = self.release(model, n) if release is None else release
+        expected = (release.get("onnx") or {}).get("sha256")
         data = self.read_bytes(f"{model}/{n}/model.onnx")
         if data is None:
             raise RegistryError(f"{self.uri}: {model} version {n} has no model.onnx")
