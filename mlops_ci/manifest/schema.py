@@ -42,14 +42,13 @@ _Explained = tuple[list[str | int], bool, str]  # (field path, point at the key,
 
 def schema_problems(data: Any, root_node: Any, path: str, schema_name: str) -> list[Problem]:
     """Every schema error of `data` as a Problem at its line; [] when the document is valid."""
-    fast, detailed = _validators(schema_name)
     try:
-        fast(data)
+        fast_validator(schema_name)(data)
         return []
     except Exception:  # noqa: S110 - any failure of the fast path means: explain in detail
         pass
     problems = []
-    for error in detailed.iter_errors(data):
+    for error in detailed_validator(schema_name).iter_errors(data):
         for parts, at_key, message in explain(error, lambda p: scalar_text(root_node, p)):
             line, col = locate(root_node, parts, key=at_key)
             problems.append(Problem(path, line, col, pointer(parts), message))
@@ -57,18 +56,24 @@ def schema_problems(data: Any, root_node: Any, path: str, schema_name: str) -> l
 
 
 @cache
-def _validators(schema_name: str) -> tuple[Callable[[Any], Any], Any]:
-    """(compiled fast check, detailed jsonschema validator) for a schema of the package."""
+def fast_validator(schema_name: str) -> Callable[[Any], Any]:
+    """The compiled check every file goes through (it only says valid or not)."""
     import fastjsonschema
-    import jsonschema
 
-    schema = load_schema(schema_name)
-    detailed = jsonschema.Draft202012Validator(schema)
     # The schemas keep to keywords whose meaning is the same in draft-07, which fastjsonschema
     # compiles; a test holds the two validators to the same verdict on the whole corpus.
     # A deep copy: fastjsonschema rewrites the `$ref`s of the schema it is given in place.
+    schema = load_schema(schema_name)
     draft7 = {**copy.deepcopy(schema), "$schema": "http://json-schema.org/draft-07/schema#"}
-    return fastjsonschema.compile(draft7, use_formats=False), detailed
+    return fastjsonschema.compile(draft7, use_formats=False)
+
+
+@cache
+def detailed_validator(schema_name: str) -> Any:
+    """The jsonschema validator that explains: imported and built only when a file fails."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(load_schema(schema_name))
 
 
 def did_you_mean(word: Any, options: Iterable[Any]) -> str:
