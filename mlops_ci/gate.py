@@ -79,9 +79,9 @@ def collect_facts(gh: GitHub, pull: PullRequest, files: list[ChangedFile]) -> Pu
     touched = touched_models(listed, lambda folder: reader.manifest_in(folder, base))
     models: list[ModelChange] = []
     for t in touched:
-        base_side, head_side = reader.side(t.base, base), reader.side(t.head, head)
-        if t.kind == "files":
-            head_side = base_side
+        base_side = reader.side(t.base, base)
+        # Only other files of the folder changed: the manifest at head is the one at base.
+        head_side = base_side if t.kind == "files" else reader.side(t.head, head)
         if base_side is None and head_side is None:
             continue  # listed, but absent at both commits: nothing to govern
         if t.kind in ("renamed", "modified", "files") and None in (base_side, head_side):

@@ -231,12 +231,18 @@ def _check_torch_save(
                 check_pickle(inner.read(info), allowed, where=blob_where, path=path)
             elif key.startswith("data/") or key in _TORCH_METADATA:
                 continue  # storages, read as raw bytes through data.pkl's persistent ids
-            else:
-                head = inner.read(info)[:4]
-                if head[:1] == b"\x80" or head == _ZIP_MAGIC:
-                    _check_torch_save(
-                        inner.read(info), allowed, where=blob_where, path=path, depth=depth + 1
-                    )
+            elif _looks_serialised(inner, info):
+                _check_torch_save(
+                    inner.read(info), allowed, where=blob_where, path=path, depth=depth + 1
+                )
+
+
+def _looks_serialised(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """Whether a member starts like a pickle or a zip archive (torch.save's two formats): its
+    first four bytes only, so a large member is decompressed once at most, when it is scanned."""
+    with archive.open(info) as fh:
+        head = fh.read(4)
+    return head[:1] == b"\x80" or head == _ZIP_MAGIC
 
 
 def _payload_configs(
@@ -375,7 +381,5 @@ def check_torchscript(path: Path) -> None:
                 continue
             elif key.startswith("extra/") or key.endswith(".json"):
                 continue  # handed to the caller as bytes, or read as JSON
-            else:
-                head = archive.read(info)[:4]
-                if head[:1] == b"\x80" or head == _ZIP_MAGIC:
-                    _check_torch_save(archive.read(info), allowed, where=where, path=path)
+            elif _looks_serialised(archive, info):
+                _check_torch_save(archive.read(info), allowed, where=where, path=path)
