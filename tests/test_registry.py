@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -210,6 +211,7 @@ def test_the_lock_serialises_holders(registry_uri: str) -> None:
             if inside:
                 overlap.append(i)
             inside.append(i)
+            time.sleep(0.02)  # long enough for an unlocked holder to be overlapped
             inside.remove(i)
 
     _together(hold, 6)

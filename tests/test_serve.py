@@ -472,7 +472,12 @@ def test_malformed_http_and_huge_headers_get_400_and_a_closed_connection(
     for payload in (
         b"GARBAGE\r\n\r\n",
         b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 200_000 + b"\r\n\r\n",
-        b"GET /v2/health/live?" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        # A URL httptools itself accepts (under 64 KiB) that, with a header, passes our cap.
+        b"GET /v2/health/live?"
+        + b"a" * 60_000
+        + b" HTTP/1.1\r\nHost: x\r\nX-Pad: "
+        + b"a" * 10_000
+        + b"\r\n\r\n",
     ):
         reply = _raw_request(server, payload)
         assert reply.startswith(b"HTTP/1.1 400"), reply[:100]
