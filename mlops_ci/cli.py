@@ -322,7 +322,7 @@ def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
         "with the binary tensor extension, Prometheus /metrics and the prediction log. "
         "Follows deploys and rollbacks without a restart. SIGTERM drains, then exits 0.",
     )
-    p.add_argument("--registry", required=True, metavar="URI", help="folder, file:// or s3://")
+    _add_registry(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
@@ -408,7 +408,7 @@ def _add_catalog(sub: argparse._SubParsersAction[_Parser]) -> None:
         "catalog.json with the same facts. It opens from disk; a previous catalog in DIR is "
         "replaced as a whole.",
     )
-    p.add_argument("--registry", required=True, metavar="URI", help="folder, file:// or s3://")
+    _add_registry(p)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the site's folder")
     p.add_argument(
         "--repo",
@@ -438,7 +438,7 @@ def _add_monitor(sub: argparse._SubParsersAction[_Parser]) -> None:
         "Writes <registry>/.mlops/monitor/<model>/<time>.json; with --issues, one GitHub issue "
         "per model that needs attention. Exit 1 when a model needs attention, 2 on errors.",
     )
-    p.add_argument("--registry", required=True, metavar="URI", help="folder, file:// or s3://")
+    _add_registry(p)
     p.add_argument(
         "--repo", type=Path, default=Path(), help="checkout of the model repository (default .)"
     )

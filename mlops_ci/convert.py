@@ -22,6 +22,7 @@ import numpy as np
 
 from mlops_ci import __version__, atomic, data, digest
 from mlops_ci.errors import CheckFailed, MlopsCiError, UsageError
+from mlops_ci.manifest.model import EXTRA_BY_FRAMEWORK
 
 if TYPE_CHECKING:
     import onnx
@@ -227,17 +228,13 @@ def run(manifest: Manifest, out: Path, *, plugins: Sequence[str] = ()) -> Conver
     except MlopsCiError as exc:
         result = dataclasses.replace(base, error=str(exc), exception=exc)
     except ImportError as exc:  # the machine lacks the framework: configuration, not a verdict
-        extra = _EXTRAS.get(manifest.framework, manifest.framework)
+        extra = EXTRA_BY_FRAMEWORK.get(manifest.framework) or manifest.framework
         raise UsageError(
             f"converting a {manifest.framework} model needs {exc.name or 'a module'}, which is "
             f"not installed: pip install 'mlops-ci[{extra}]'"
         ) from exc
     write_reports(result, out)
     return result
-
-
-#: spec.framework -> the pyproject extra that installs it
-_EXTRAS = {"pytorch": "torch"}
 
 
 def _base_result(m: Manifest) -> ConvertResult:

@@ -21,7 +21,15 @@ from typing import Any
 from mlops_ci import gha
 from mlops_ci.changes import FileChange, Touched, candidate_folders, touched_models
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, UsageError
-from mlops_ci.manifest import MANIFEST_NAMES, Problem, locate, parse_document, safe_yaml, semver_key
+from mlops_ci.manifest import (
+    EXTRA_BY_FRAMEWORK,
+    MANIFEST_NAMES,
+    Problem,
+    locate,
+    parse_document,
+    safe_yaml,
+    semver_key,
+)
 
 #: git's empty tree: the base of a push that creates a branch.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -238,10 +246,6 @@ def _read(raw: bytes, path: str) -> tuple[dict[str, Any] | None, list[Problem], 
     return (data, [], node) if readable else parse_document(raw, path)
 
 
-#: The extra each framework's model job installs, where it is not the framework's own name.
-_EXTRAS = {"pytorch": "torch", "onnx": ""}
-
-
 def _meta(data: dict[str, Any], key: str) -> str:
     return str(data.get("metadata", {}).get(key, ""))
 
@@ -302,7 +306,9 @@ def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
                 status=status,
                 previous_manifest=old_path,
                 previous_version=_meta(old_data, "version") if old_data else None,
-                extras=_EXTRAS.get(str(data["spec"]["framework"]), str(data["spec"]["framework"])),
+                extras=EXTRA_BY_FRAMEWORK.get(
+                    str(data["spec"]["framework"]), str(data["spec"]["framework"])
+                ),
             )
         )
     problems += _version_problems(git, found, base_sha, head_sha, versioned)

@@ -16,6 +16,7 @@ from mlops_ci.manifest.check import (
 )
 from mlops_ci.manifest.model import (
     CLASSIFICATION_METRICS,
+    EXTRA_BY_FRAMEWORK,
     FORMAT_BY_SUFFIX,
     FORMATS_BY_FRAMEWORK,
     REGRESSION_METRICS,
@@ -39,6 +40,7 @@ from mlops_ci.manifest.safe_yaml import MAX_DEPTH, MAX_FILE_BYTES, locate
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "EXTRA_BY_FRAMEWORK",
     "FORMATS_BY_FRAMEWORK",
     "FORMAT_BY_SUFFIX",
     "MANIFEST_NAMES",

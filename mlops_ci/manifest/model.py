@@ -32,6 +32,9 @@ CLASSIFICATION_METRICS = frozenset(
     {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
 )
 REGRESSION_METRICS = frozenset({"rmse", "mae", "r2", "mape"})
+#: spec.framework -> the pyproject extra that installs it, where that is not the framework's own
+#: name ("": the core install reads ONNX models).
+EXTRA_BY_FRAMEWORK = {"pytorch": "torch", "onnx": ""}
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ class ModelReport:
         """pass / fail / skip / None (not run) for each stage."""
         return {
             "validate": validate_status(self.validate),
-            "convert": _convert_status(self.convert),
+            "convert": _passed_status(self.convert),
             "test": _passed_status(self.test),
             "bench": _passed_status(self.bench),
         }
@@ -169,12 +169,6 @@ def validate_status(doc: Mapping[str, Any] | None) -> str | None:
             "pass" if all(isinstance(m, Mapping) and m.get("valid") for m in manifests) else "fail"
         )
     return "pass" if doc.get("valid", doc.get("passed")) else "fail"
-
-
-def _convert_status(doc: Mapping[str, Any] | None) -> str | None:
-    if doc is None:
-        return None
-    return "pass" if doc.get("passed") else "fail"
 
 
 def _passed_status(doc: Mapping[str, Any] | None) -> str | None:
