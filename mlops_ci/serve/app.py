@@ -17,9 +17,10 @@ from typing import Any
 from mlops_ci import __version__
 from mlops_ci.serve import protocol
 from mlops_ci.serve.metrics import Metrics
-from mlops_ci.serve.models import PLATFORM, LoadedModel, ModelStore
+from mlops_ci.serve.models import LoadedModel, ModelStore
 from mlops_ci.serve.predlog import PredictionLog
 from mlops_ci.serve.protocol import ProtocolError
+from mlops_ci.triton import PLATFORM
 
 log = logging.getLogger("mlops_ci.serve")
 

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlops_ci.serve")
 
-PLATFORM = "onnxruntime_onnx"
-
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -86,9 +84,6 @@ class ModelStore:
         self._thread: threading.Thread | None = None
 
     # --- the request path ---------------------------------------------------------------------
-
-    def names(self) -> list[str]:
-        return sorted(self._models)
 
     def versions(self, model: str) -> tuple[int, ...]:
         state = self._models.get(model)

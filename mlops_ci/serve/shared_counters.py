@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlops_ci import atomic
+
 log = logging.getLogger("mlops_ci.serve")
 
 #: How often a worker's snapshot is brought up to date: the most another worker's scrape lags.
@@ -74,10 +76,8 @@ class SharedCounters:
             now = time.monotonic()
             if data == self._written and now - self._written_at < REFRESH_S:
                 return snapshot
-            temp = self.folder / f".{self.name}.tmp"
-            try:
-                temp.write_bytes(data)
-                os.replace(temp, self.folder / self.name)
+            try:  # written beside and renamed: a reader never sees half of one
+                atomic.write_bytes(self.folder / self.name, data)
             except OSError as exc:  # the scrape still answers, with this worker's counts
                 log.error("metrics: cannot write %s: %s", self.folder / self.name, exc)
             else:
