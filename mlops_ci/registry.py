@@ -37,7 +37,8 @@ LOCK_KEY = f"{META}/lock"
 #: A lock on S3 older than this is taken to belong to a crashed deploy and may be broken.
 DEFAULT_LOCK_TTL_S = 600.0
 
-_VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
+#: A version folder's name as Triton reads one: a positive number, no leading zero.
+VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
 
 #: On S3 a log that is appended to (the audit trail) is kept in segments: `<key>` holds its
 #: first SEGMENT_LINES lines, `<key>.000001` the next ones, and so on. S3 has no append, so an
@@ -706,7 +707,7 @@ class Registry:
         found, highest = set(), 0
         for key in self.store.list(model):
             parts = key.split("/")
-            if len(parts) < 3 or not _VERSION_DIR.fullmatch(parts[1]):
+            if len(parts) < 3 or not VERSION_DIR.fullmatch(parts[1]):
                 continue
             highest = max(highest, int(parts[1]))
             if len(parts) == 3 and parts[2] == "release.json":

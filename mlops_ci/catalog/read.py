@@ -37,6 +37,8 @@ from mlops_ci.catalog.facts import (
     Version,
 )
 from mlops_ci.errors import MlopsCiError
+from mlops_ci.manifest.paths import find_manifests
+from mlops_ci.registry import VERSION_DIR
 
 if TYPE_CHECKING:
     from mlops_ci.registry import Registry
@@ -447,13 +449,10 @@ def read_model(
 
 def repository_models(repo: Path, known: Iterable[str]) -> tuple[list[Model], list[str]]:
     """Models whose manifests are in the checkout `repo` but not in the registry."""
-    skip = {".git", ".mlops-ci", "node_modules", ".venv"}
     known = set(known)
     found: list[Model] = []
     problems: list[str] = []
-    for path in sorted([*repo.rglob("model.yaml"), *repo.rglob("model.yml")]):
-        if skip.intersection(path.relative_to(repo).parts):
-            continue
+    for path in find_manifests(repo):  # one walk; hidden folders and node_modules pruned
         try:
             facts = manifest_facts(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -473,9 +472,6 @@ def repository_models(repo: Path, known: Iterable[str]) -> tuple[list[Model], li
     return found, problems
 
 
-_VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
-
-
 def listing(reg: RegistryView) -> tuple[dict[str, list[int]], list[str]]:
     """One listing of the whole registry: each model (a folder with config.pbtxt, as
     `Registry.models`) with its published versions, and the monitor's verdict files. One pass
@@ -491,7 +487,7 @@ def listing(reg: RegistryView) -> tuple[dict[str, list[int]], list[str]]:
             continue
         elif len(parts) == 2 and parts[1] == "config.pbtxt":
             models[parts[0]] = []
-        elif len(parts) == 3 and parts[2] == "release.json" and _VERSION_DIR.fullmatch(parts[1]):
+        elif len(parts) == 3 and parts[2] == "release.json" and VERSION_DIR.fullmatch(parts[1]):
             versions[parts[0]].append(int(parts[1]))
     for name in models:
         models[name] = sorted(versions.get(name, ()))
