@@ -204,14 +204,14 @@ def test_repo_models_not_in_the_registry_are_listed_as_not_deployed(tmp_path: Pa
 
 def test_index_paginates_and_catalog_json_keeps_every_model(tmp_path: Path) -> None:
     from mlops_ci.catalog.read import read_catalog
-    from mlops_ci.catalog.site import write_site
+    from mlops_ci.catalog.site import Stream
     from mlops_ci.registry import open_registry
 
     writer = RegistryWriter(tmp_path / "registry")
     for i in range(5):
         writer.publish(f"model-{i}", 1, "1.0.0", "2026-11-01T00:00:00Z", pr=i + 1)
     catalog = read_catalog(open_registry(writer.root), "r")
-    index = write_site(catalog, tmp_path / "site", page_rows=2)
+    index = Stream(tmp_path / "site", page_rows=2).finish(catalog)  # no draft: a full render
 
     pages = sorted(p.name for p in index.parent.glob("index*.html"))
     assert pages == ["index-2.html", "index-3.html", "index.html"]

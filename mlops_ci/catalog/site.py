@@ -316,21 +316,6 @@ def _is_previous_catalog(out: Path) -> bool:
     return isinstance(doc, dict) and doc.get("catalog") == 1
 
 
-def write_site(catalog: Catalog, out: Path, *, page_rows: int = PAGE_ROWS) -> Path:
-    """Render `catalog` into the folder `out`, replacing a previous catalog there as a whole.
-
-    The site is built beside `out` and renamed into place, so a reader (or GitHub Pages) never
-    sees half a catalog. Returns the path of index.html.
-    """
-    out, staging = _stage(out)
-    try:
-        _render(catalog, staging, page_rows)
-        return _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def _stage(out: Path) -> tuple[Path, Path]:
     """`out` checked, and an empty staging folder beside it with the site's folders."""
     out = out.resolve()
