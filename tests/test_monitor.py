@@ -139,7 +139,13 @@ class World:
         reg.write_bytes(f"{name}/1/model.onnx", self.onnx)
 
     def log(
-        self, name: str, x: np.ndarray, *, day: dt.date | None = None, prefix: str = "r"
+        self,
+        name: str,
+        x: np.ndarray,
+        *,
+        day: dt.date | None = None,
+        prefix: str = "r",
+        version: int = 1,
     ) -> list[str]:
         """Predictions as serve logs them: one row per instance, outputs as the model gave them."""
         label, proba = _predict(self.onnx, x)
@@ -149,7 +155,7 @@ class World:
             "time": pa.array(
                 [dt.datetime.combine(day, dt.time(1), dt.UTC)] * len(x), pa.timestamp("us", "UTC")
             ),
-            "model_version": pa.array(np.ones(len(x), dtype=np.int64)),
+            "model_version": pa.array(np.full(len(x), version, dtype=np.int64)),
             "request_id": pa.array(ids, pa.string()),
             **{f: pa.array(x[:, i].astype(np.float32)) for i, f in enumerate(FEATURES)},
             "output.label": pa.array(label),
@@ -251,6 +257,18 @@ def test_drifted_inputs_and_predictions_need_attention(world, capsys):
     drifted_outputs = {c["name"] for c in m["predictions"]["columns"] if c["drifted"]}
     assert "output.label" in drifted_outputs
     assert any("data drift: 2 of 3 columns" in r for r in m["reasons"])
+
+
+def test_only_the_serving_versions_rows_are_judged(world, capsys):
+    """Right after a deploy (or a rollback) the week's log still holds another version's rows:
+    mixed in, they would read as drift of the version that serves."""
+    world.deploy("fraud")  # version 1 serves
+    world.log("fraud", _fresh(3000))
+    world.log("fraud", _fresh(3000, shift=(1.0, 1.0, 0)), prefix="v2-", version=2)
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 0 and not m["needs_attention"], out
+    assert m["drift"]["rows"] == 3000
 
 
 def test_one_drifted_column_is_a_warning_not_an_alarm(world, capsys):
