@@ -326,3 +326,38 @@ def test_the_catalog_reads_an_s3_log_across_its_segments(segmented: Registry) ->
     assert catalog.audit is not None and catalog.audit.ok and catalog.audit.records == 8
     events = {m.name: len(m.events) for m in catalog.models}
     assert events == {"iris": 5, "wine": 3}  # records 1–8, from all three segments
+
+
+def test_nothing_is_appended_after_a_head_that_disagrees_with_the_log(reg: Registry) -> None:
+    """A head that is neither the log's last record nor one behind it means the log was tampered
+    with: a deploy must not write its record after it (audit verify names the damage)."""
+    from mlops_ci.errors import UsageError
+
+    log = _log(reg)
+    reg.write_bytes(audit.HEAD_KEY, f"3 {'ab' * 32}\n".encode())
+    with pytest.raises(UsageError, match="disagrees with the log"):
+        deploy.publish(reg, candidate("iris", "9.0.0", salt="x"), LOCAL)
+    assert _log(reg) == log
+    assert not audit.verify(reg).ok
+
+
+def test_a_staged_but_unrecorded_version_is_retired_by_the_next_semver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy killed after its folder was renamed and before its record leaves version 2
+    without a record; the next deploy of another semver retires it (its number stays taken),
+    so the log and the releases agree."""
+    reg = open_registry(tmp_path / "registry")
+    deploy.publish(reg, candidate("m0", "1.0.0"), LOCAL)
+    real = audit.commit
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # as if killed right here
+
+    monkeypatch.setattr(audit, "commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        deploy.publish(reg, candidate("m0", "1.1.0", salt="b"), LOCAL)
+    monkeypatch.setattr(audit, "commit", real)
+    assert deploy.publish(reg, candidate("m0", "1.2.0", salt="c"), LOCAL).registry_version == 3
+    assert reg.versions("m0") == [1, 3] and reg.serving_version("m0") == 3
+    assert audit.verify(reg).ok
