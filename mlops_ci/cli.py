@@ -322,16 +322,23 @@ def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
         "with the binary tensor extension, Prometheus /metrics and the prediction log. "
         "Follows deploys and rollbacks without a restart. SIGTERM drains, then exits 0.",
     )
+    from mlops_ci.serve.defaults import DEFAULTS as D  # the one place serve's defaults live
+
     _add_registry(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    p.add_argument("--host", default=D.host, help="address to listen on (default %(default)s)")
+    p.add_argument(
+        "--port", type=int, default=D.port, help="port (default %(default)s; 0: any free one)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=D.workers, help="processes sharing the port (%(default)s)"
+    )
     p.add_argument(
         "--threads",
         type=int,
+        default=D.threads,
         metavar="N",
-        help="onnxruntime intra-op threads per model version (default 1; more shortens large "
-        "batches, costs small requests a thread hand-off)",
+        help="onnxruntime intra-op threads per model version (default %(default)s; more shortens "
+        "large batches, costs small requests a thread hand-off)",
     )
     p.add_argument(
         "--prediction-log",
@@ -342,23 +349,32 @@ def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument(
         "--sample-rate",
         type=float,
-        default=0.0,
+        default=D.sample_rate,
         metavar="RATE",
         help="share of requests logged for a model whose manifest sets no "
-        "spec.serving.prediction_log.sample_rate (default 0)",
+        "spec.serving.prediction_log.sample_rate (default %(default)g)",
     )
     p.add_argument(
-        "--max-body-mb", type=float, default=64, metavar="MB", help="request body limit (64)"
+        "--max-body-mb",
+        type=float,
+        default=D.max_body_mb,
+        metavar="MB",
+        help="request body limit (%(default)g)",
     )
     p.add_argument(
-        "--poll", type=float, default=0.5, metavar="SECONDS", help="registry poll interval (0.5)"
+        "--poll",
+        type=float,
+        default=D.poll_s,
+        metavar="SECONDS",
+        help="registry poll interval (%(default)g)",
     )
     p.add_argument(
         "--idle-timeout",
         type=float,
-        default=5.0,
+        default=D.idle_timeout_s,
         metavar="SECONDS",
-        help="close a connection idle (or stalled inside a request's headers) this long (5)",
+        help="close a connection idle (or stalled inside a request's headers) this long "
+        "(%(default)g); a request body that stalls twice as long gets 408",
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=_serve)
@@ -366,10 +382,11 @@ def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from mlops_ci import serve
+    from mlops_ci.serve.defaults import max_body_bytes
 
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be between 0 and 65535")
-    if args.threads is not None and not 1 <= args.threads <= 256:
+    if not 1 <= args.threads <= 256:
         raise UsageError("--threads must be between 1 and 256")
     if not 0 <= args.sample_rate <= 1:
         raise UsageError("--sample-rate must be between 0 and 1")
@@ -387,7 +404,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         prediction_log="" if log == "off" else log,
-        max_body_bytes=int(args.max_body_mb * (1 << 20)),
+        max_body_bytes=max_body_bytes(args.max_body_mb),
         poll_s=args.poll,
         sample_rate=args.sample_rate,
         idle_timeout_s=args.idle_timeout,

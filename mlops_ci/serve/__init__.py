@@ -16,22 +16,24 @@ import sys
 from typing import Any
 
 from mlops_ci.errors import EXIT_OK, UsageError
+from mlops_ci.serve import defaults
+from mlops_ci.serve.defaults import DEFAULTS
 
 
 def main(
     registry: str,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    threads: int | None = None,
+    host: str = DEFAULTS.host,
+    port: int = DEFAULTS.port,
+    workers: int = DEFAULTS.workers,
+    threads: int = DEFAULTS.threads,
     prediction_log: str | None = None,
-    max_body_bytes: int = 64 << 20,
-    poll_s: float = 0.5,
-    sample_rate: float = 0.0,
-    log_flush_s: float = 30.0,
-    drain_s: float = 10.0,
-    idle_timeout_s: float = 5.0,
+    max_body_bytes: int = defaults.max_body_bytes(DEFAULTS.max_body_mb),
+    poll_s: float = DEFAULTS.poll_s,
+    sample_rate: float = DEFAULTS.sample_rate,
+    log_flush_s: float = DEFAULTS.log_flush_s,
+    drain_s: float = DEFAULTS.drain_s,
+    idle_timeout_s: float = DEFAULTS.idle_timeout_s,
     access_log: bool = False,
 ) -> int:
     """Serve until SIGTERM or Ctrl-C; exit 0 after a clean drain, 2 on a configuration error."""
@@ -39,7 +41,6 @@ def main(
 
     from mlops_ci.registry import open_registry
     from mlops_ci.serve.app import App, Settings
-    from mlops_ci.serve.models import DEFAULT_THREADS
     from mlops_ci.serve.transport import BoundedHttpToolsProtocol
 
     if workers < 1:
@@ -60,10 +61,10 @@ def main(
         prediction_log=prediction_log,
         max_body_bytes=max_body_bytes,
         poll_s=poll_s,
-        threads=threads or DEFAULT_THREADS,
+        threads=threads,
         default_sample_rate=sample_rate,
         log_flush_s=log_flush_s,
-        body_timeout_s=2 * idle_timeout_s,  # per chunk: silence, not a slow network
+        body_timeout_s=defaults.body_timeout_s(idle_timeout_s),
     )
     sock = _bind(host, port)
     bound = sock.getsockname()[1]

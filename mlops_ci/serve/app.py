@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlops_ci import __version__
-from mlops_ci.serve import protocol
+from mlops_ci.serve import defaults, protocol
+from mlops_ci.serve.defaults import DEFAULTS
 from mlops_ci.serve.metrics import Metrics
 from mlops_ci.serve.models import LoadedModel, ModelStore
 from mlops_ci.serve.predlog import PredictionLog
@@ -39,12 +40,12 @@ class Settings:
 
     registry: str
     prediction_log: str | None  # None: <registry>/.mlops/predictions; "": off
-    max_body_bytes: int = 64 << 20
-    poll_s: float = 0.5
-    threads: int = 1
-    default_sample_rate: float = 0.0
-    log_flush_s: float = 30.0
-    body_timeout_s: float = 30.0
+    max_body_bytes: int = defaults.max_body_bytes(DEFAULTS.max_body_mb)
+    poll_s: float = DEFAULTS.poll_s
+    threads: int = DEFAULTS.threads
+    default_sample_rate: float = DEFAULTS.sample_rate
+    log_flush_s: float = DEFAULTS.log_flush_s
+    body_timeout_s: float = defaults.body_timeout_s(DEFAULTS.idle_timeout_s)
     metrics_dir: str | None = None  # --workers N: the folder where workers share their counters
 
 
@@ -203,13 +204,20 @@ class App:
         started = time.perf_counter()
         try:
             request = protocol.parse_request(body, header_length, model.inputs, model.outputs)
-            names = [n for n, _ in request.outputs]
-            results = model.session.run(names, request.inputs)
+            # The log holds every output: a sampled request computes them all in its one run,
+            # and the reply takes those asked for. (A request that then fails has used its turn.)
+            log_to = self.predlog if model.sampler is not None and model.sampler() else None
+            names = (
+                [m.name for m in model.outputs]
+                if log_to is not None
+                else [n for n, _ in request.outputs]
+            )
+            results = dict(zip(names, model.session.run(names, request.inputs), strict=True))
             reply, json_length = protocol.encode_response(
                 model.name,
                 model.version_text,
                 request.id,
-                [(n, r, b) for (n, b), r in zip(request.outputs, results, strict=True)],
+                [(n, results[n], b) for n, b in request.outputs],
             )
         except ProtocolError:
             model.stats.failed()
@@ -222,15 +230,10 @@ class App:
             time.perf_counter() - started,
             int(first.shape[0]) if first is not None and first.ndim else 1,
         )
-        if model.sampler is not None and self.predlog is not None and model.sampler():
-            try:
-                outputs = _all_outputs(model, request, names, results)
-            except Exception as exc:  # the client's answer stands; only the sample is lost
-                log.error("%s: prediction log sample skipped: %s", model.name, _first_line(exc))
-            else:
-                self.predlog.record(
-                    model.name, model.version, request.id, model.layout, request.inputs, outputs
-                )
+        if log_to is not None:
+            log_to.record(
+                model.name, model.version, request.id, model.layout, request.inputs, results
+            )
         headers = _JSON
         if json_length is not None:
             headers = [
@@ -238,18 +241,6 @@ class App:
                 (b"inference-header-content-length", str(json_length).encode()),
             ]
         await _reply(send, 200, reply, headers)
-
-
-def _all_outputs(
-    model: LoadedModel, request: protocol.InferenceRequest, names: list[str], results: list[Any]
-) -> dict[str, Any]:
-    """Every output for the log, even those the client did not ask for (run once more, rare:
-    only for sampled requests that asked for a subset)."""
-    got = dict(zip(names, results, strict=True))
-    if len(got) < len(model.outputs):
-        missing = [m.name for m in model.outputs if m.name not in got]
-        got.update(zip(missing, model.session.run(missing, request.inputs), strict=True))
-    return got
 
 
 async def _load(store: ModelStore, name: str, version: str | None) -> LoadedModel:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlops_ci.serve.defaults import DEFAULTS
+
 #: Manifest dtype -> Open Inference Protocol datatype.
 DATATYPES = {
     "float32": "FP32",
@@ -49,7 +51,7 @@ def example_request(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"inputs": tensors}
 
 
-def run_hint(registry: Path | str, port: int = 8000) -> str:
+def run_hint(registry: Path | str, port: int = DEFAULTS.port) -> str:
     """The lines `run` ends with: how to serve `registry` and a curl call of the deployed model
     with the shortest first test case; or, when nothing is deployed there, why not to serve it."""
     deployed = _deployed(registry)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlops_ci.serve.defaults import DEFAULTS
 from mlops_ci.serve.metrics import Metrics, VersionStats
 from mlops_ci.serve.predlog import Layout, Sampler, layout_for, sample_rate
 from mlops_ci.serve.protocol import ONNX_DATATYPES, ProtocolError, TensorMeta
@@ -50,13 +51,6 @@ class _ModelState:
     versions: tuple[int, ...]
 
 
-#: Intra-op threads per session unless --threads says otherwise. A worker runs each inference
-#: inline on its event loop, one request at a time whatever the thread count: more threads only
-#: shorten large batches, and cost every small request a hand-off to the pool (2 threads took
-#: twice the time of 1 on one row of a 100-tree forest). Cores are for --workers.
-DEFAULT_THREADS = 1
-
-
 class ModelStore:
     """The registry's models as served: `get(model, version)` on the request path; `refresh()`
     (called by the poller thread) picks up deploys and rollbacks."""
@@ -66,8 +60,8 @@ class ModelStore:
         registry: Registry,
         metrics: Metrics,
         *,
-        threads: int = 1,
-        default_sample_rate: float = 0.0,
+        threads: int = DEFAULTS.threads,
+        default_sample_rate: float = DEFAULTS.sample_rate,
         log_enabled: bool = True,
     ) -> None:
         self.registry = registry

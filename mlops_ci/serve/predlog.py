@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops_ci.serve.defaults import DEFAULTS
+
 if TYPE_CHECKING:
     from mlops_ci.registry import Registry
     from mlops_ci.serve.metrics import Metrics
@@ -81,7 +83,7 @@ class PredictionLog:
         prefix: str,
         metrics: Metrics,
         *,
-        flush_s: float = 30.0,
+        flush_s: float = DEFAULTS.log_flush_s,
         max_rows: int = 50_000,
         max_buffered: int = 200_000,
     ) -> None:
