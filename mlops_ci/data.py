@@ -98,6 +98,11 @@ def load_csv(path: Path, sha256: str) -> Table:
             "(update the manifest's sha256 if the change is intended)",
             path=path,
         )
+    return parse_csv(raw, path)
+
+
+def parse_csv(raw: bytes, path: Path) -> Table:
+    """`load_csv` on bytes already read and checked (`path` names them in messages)."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

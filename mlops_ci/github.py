@@ -604,13 +604,15 @@ class GitHub:
 
     # -- issues (monitor) ------------------------------------------------------------------------
 
-    def find_issue(self, label: str, marker: str) -> Issue | None:
-        """The open issue labelled `label` whose body holds `marker`, or None.
+    def open_issues(self, label: str) -> list[Issue]:
+        """Every open issue labelled `label`, newest first, in one paginated listing.
 
-        Both must match: only people with triage access can label an issue, so an issue someone
-        else opened with the marker pasted in is never taken over. Pull requests are skipped.
+        Callers match their own markers against the bodies: only people with triage access can
+        label an issue, so an issue someone else opened with a marker pasted in is never among
+        these. Pull requests (which the issues API also lists) are skipped.
         """
         path = f"/repos/{self.repository}/issues"
+        found: list[Issue] = []
         with _api(f"listing the open issues labelled {label}"):
             for page in range(1, 1000):
                 _, data = self._client.requester.requestJsonAndCheck(
@@ -619,16 +621,14 @@ class GitHub:
                     parameters={"state": "open", "labels": label, "per_page": 100, "page": page},
                 )
                 batch = data if isinstance(data, list) else []
-                for raw in batch:
-                    if (
-                        isinstance(raw, dict)
-                        and not raw.get("pull_request")
-                        and marker in str(raw.get("body") or "")
-                    ):
-                        return _issue(raw)
+                found.extend(
+                    _issue(raw)
+                    for raw in batch
+                    if isinstance(raw, dict) and not raw.get("pull_request")
+                )
                 if len(batch) < 100:
                     break
-        return None
+        return found
 
     def create_issue(self, title: str, body: str, labels: list[str]) -> Issue:
         with _api(f"opening the issue {title!r}"):

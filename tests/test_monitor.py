@@ -1,20 +1,21 @@
 """`mlops-ci monitor` end to end: a registry holding a real ONNX model, its deployed manifest and
-a prediction log in serve's Parquet layout; a checkout with the reference data; the GitHub test
-server for the issues. Exit codes, JSON, verdict files and issues are what is asserted.
+a prediction log written by serve's own PredictionLog (so a change in serve's format breaks
+these tests); a checkout with the reference data; the GitHub test server for the issues. Exit
+codes, JSON, verdict files and issues are what is asserted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
+import types
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from mlops_ci import cli
@@ -45,14 +46,6 @@ def onnx_model() -> bytes:
         target_opset=17,
     )
     return onx.SerializeToString()
-
-
-def _predict(onnx: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
-    label, proba = session.run(None, {"input": x.astype(np.float32)})
-    return np.asarray(label), np.asarray(proba)
 
 
 def _csv(x: np.ndarray, y: np.ndarray | None = None) -> bytes:
@@ -95,6 +88,20 @@ spec:
         path: reference.csv
         sha256: "{ref_sha}"
 """
+
+
+def _pinned_clock(when: dt.datetime) -> types.SimpleNamespace:
+    """The `datetime` module as serve's prediction log sees it, with `now()` at `when` (one
+    microsecond later at each call, so file names stay distinct)."""
+    ticks = iter(range(10**9))
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+            t = when + dt.timedelta(microseconds=next(ticks))
+            return t.astimezone(tz) if tz else t.astimezone().replace(tzinfo=None)
+
+    return types.SimpleNamespace(**{**vars(dt), "datetime": Clock})
 
 
 @dataclass
@@ -145,28 +152,36 @@ class World:
         *,
         day: dt.date | None = None,
         prefix: str = "r",
-        version: int = 1,
+        version: int | None = None,
+        batch: int = 10,
     ) -> list[str]:
-        """Predictions as serve logs them: one row per instance, outputs as the model gave them."""
-        label, proba = _predict(self.onnx, x)
-        day = day or NOW.date()
-        ids = [f"{prefix}{i}" for i in range(len(x))]
-        cols = {
-            "time": pa.array(
-                [dt.datetime.combine(day, dt.time(1), dt.UTC)] * len(x), pa.timestamp("us", "UTC")
-            ),
-            "model_version": pa.array(np.full(len(x), version, dtype=np.int64)),
-            "request_id": pa.array(ids, pa.string()),
-            **{f: pa.array(x[:, i].astype(np.float32)) for i, f in enumerate(FEATURES)},
-            "output.label": pa.array(label),
-            "output.probabilities": pa.FixedSizeListArray.from_arrays(
-                pa.array(proba.reshape(-1).astype(np.float32)), 2
-            ),
-        }
-        sink = io.BytesIO()
-        pq.write_table(pa.table(cols), sink)
-        key = f".mlops/predictions/{name}/date={day.isoformat()}/part-{prefix}.parquet"
-        open_registry(self.registry).write_bytes(key, sink.getvalue())
+        """Requests served and logged as `mlops-ci serve` does it: the model and its column
+        layout loaded by serve's ModelStore from the registry, each request of `batch` rows
+        recorded by serve's PredictionLog (a batch shares its request id), written on close.
+        Only serve's clock is pinned (01:00 UTC on `day`, NOW's date by default). Returns the
+        request id of each row."""
+        from mlops_ci.serve import predlog
+        from mlops_ci.serve.metrics import Metrics
+        from mlops_ci.serve.models import ModelStore
+
+        reg = open_registry(self.registry)
+        metrics = Metrics()
+        store = ModelStore(reg, metrics)
+        store.refresh(full=True)
+        model = store.get(name)
+        when = dt.datetime.combine(day or NOW.date(), dt.time(1), dt.UTC)
+        log = predlog.PredictionLog(reg, predlog.REGISTRY_PREFIX, metrics, flush_s=3600)
+        names = [o.name for o in model.outputs]
+        ids: list[str] = []
+        with mock.patch.object(predlog, "dt", _pinned_clock(when)):
+            for k, start in enumerate(range(0, len(x), batch)):
+                inputs = {"input": x[start : start + batch].astype(np.float32)}
+                outputs = dict(zip(names, model.session.run(names, inputs), strict=True))
+                rid = f"{prefix}{k}"
+                log.record(name, version or model.version, rid, model.layout, inputs, outputs)
+                ids += [rid] * len(inputs["input"])
+            log.close()
+        assert (metrics.log_rows, metrics.log_dropped) == (len(x), 0)  # all of it on disk
         return ids
 
     def monitor(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -257,6 +272,40 @@ def test_drifted_inputs_and_predictions_need_attention(world, capsys):
     drifted_outputs = {c["name"] for c in m["predictions"]["columns"] if c["drifted"]}
     assert "output.label" in drifted_outputs
     assert any("data drift: 2 of 3 columns" in r for r in m["reasons"])
+
+
+def _mirrored(n: int, seed: int = 3) -> np.ndarray:
+    """Each input N(0, 1) as in the reference, but x2 now mirrors x1 (correlation -0.98): no
+    column drifted, yet x1 + x2, what the model looks at, shrinks to a seventh of its spread, so
+    its probabilities bunch around 0.5."""
+    rng = np.random.default_rng(seed)
+    x1, z, x3 = rng.normal(size=(3, n))
+    x2 = -0.98 * x1 + np.sqrt(1 - 0.98**2) * z
+    return np.stack([x1, x2, x3], axis=1)
+
+
+def test_prediction_drift_alone_needs_attention(world, ghserver, capsys, monkeypatch):
+    ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud")
+    world.log("fraud", _mirrored(3000))
+    code, out, _ = world.monitor("--format", "json", "--issues", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    # Nothing else is wrong: fresh, no labels, and not one input column drifted.
+    assert not m["stale"] and m["decay"] is False and m["drift"]["rows"] == 3000
+    assert [c["name"] for c in m["drift"]["columns"] if c["drifted"]] == []
+    # The outputs did drift, and that alone needs attention.
+    drifted = [c["name"] for c in m["predictions"]["columns"] if c["drifted"]]
+    assert drifted == ["output.probabilities[0]", "output.probabilities[1]"], m["predictions"]
+    assert m["prediction_drift"] is True and m["needs_attention"] is True
+    assert code == 1
+    assert m["reasons"] == ["prediction drift: output.probabilities[0], output.probabilities[1]"]
+    (issue,) = _issues(ghserver).values()
+    assert issue["state"] == "open" and issue["labels"] == ["mlops-ci/monitor"]
+    verdicts = issue["body"].split("### Verdicts\n\n", 1)[1].split("\n\n", 1)[0]
+    assert verdicts == (
+        "- ❌ prediction drift: output.probabilities&#91;0&#93;, output.probabilities&#91;1&#93;"
+    )
 
 
 def test_only_the_serving_versions_rows_are_judged(world, capsys):
@@ -426,6 +475,51 @@ def test_issue_is_opened_then_edited_in_place_then_closed(world, ghserver, capsy
     # And a fourth run does nothing to the closed issue.
     world.monitor("--issues", capsys=capsys)
     assert len(ghserver.repos[REPO].comments) == 1 and len(_issues(ghserver)) == 1
+
+
+def test_one_run_lists_the_open_monitor_issues_once_for_all_models(
+    world, ghserver, capsys, monkeypatch
+):
+    """Listing the issues once a model cost M × ⌈K/100⌉ requests a run (and rate limit)."""
+    repo = ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+
+    def labelled(number: int, model: str) -> dict:
+        return {
+            "number": number,
+            "title": f"mlops-ci monitor: {model} needs attention",
+            "body": f"<!-- mlops-ci:monitor:{model} -->",
+            "labels": ["mlops-ci/monitor"],
+            "state": "open",
+            "user": ghserver.user_json("github-actions[bot]", "Bot"),
+        }
+
+    # 150 open issues of retired models (two pages), churn's and credit's the oldest two.
+    repo.issues[1] = labelled(1, "churn")
+    repo.issues[2] = labelled(2, "credit")
+    for number in range(3, 153):
+        repo.issues[number] = labelled(number, f"retired-{number}")
+    for name in ("fraud", "churn", "credit"):
+        world.deploy(name)
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)))
+    world.log("churn", _fresh(3000, shift=(1, 1, 0)))
+    world.log("credit", _fresh(3000))
+
+    code, _, err = world.monitor("--issues", capsys=capsys)
+    assert code == 1, err
+    listings = ghserver.calls("GET", r"/repos/acme/models/issues")
+    assert [(r.query["labels"], r.query["page"]) for r in listings] == [
+        (["mlops-ci/monitor"], ["1"]),
+        (["mlops-ci/monitor"], ["2"]),
+    ]
+    # And each model still found its own: fraud's opened, churn's edited, credit's closed.
+    assert [(i["number"], i["state"]) for i in repo.issues.values() if i["number"] < 3] == [
+        (1, "open"),
+        (2, "closed"),
+    ]
+    assert len(ghserver.calls("PATCH", r"/repos/acme/models/issues/1")) == 1
+    assert repo.issues[153]["body"].startswith("<!-- mlops-ci:monitor:fraud -->")
+    assert len(repo.issues) == 153
 
 
 def test_issues_without_a_repository_says_which_variable_to_set(world, capsys, monkeypatch):
@@ -608,6 +702,29 @@ def test_one_run_walks_the_checkout_once_for_all_models(world, capsys, monkeypat
     assert code in (0, 1), err
     assert all(name in out for name in ("fraud", "churn", "credit"))
     assert len(walks) == 1
+
+
+def test_each_reference_csv_is_read_once_a_run(world, capsys, monkeypatch):
+    """The drift baseline and the model's reference outputs come from one read of the bytes
+    whose digest was checked (reading twice cost a second read and hash a model a run)."""
+    for name in ("fraud", "churn", "credit"):
+        world.deploy(name)
+        world.log(name, _fresh(1000))
+    reads: list[Path] = []
+    real = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        if self.name == "reference.csv":
+            reads.append(self)
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    code, out, err = world.monitor("--format", "json", capsys=capsys)
+    assert code == 0, out + err
+    models = json.loads(out)["models"]
+    # Both uses of the reference ran: input drift and the prediction baseline.
+    assert all(m["drift"]["rows"] == 1000 and m["predictions"] for m in models)
+    assert sorted(p.parent.name for p in reads) == ["churn", "credit", "fraud"]
 
 
 def test_names_in_the_issues_verdict_lines_are_inert():

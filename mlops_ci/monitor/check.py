@@ -212,8 +212,18 @@ def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
     )
 
 
-def _reference(manifest: Manifest, rules: dict[str, Any]) -> Any:
-    """The reference CSV as a pyarrow Table, read from the very bytes whose digest matched."""
+@dataclass(frozen=True)
+class Reference:
+    """The reference CSV, read and digest-checked once a run: its bytes feed both the drift
+    baseline (`table`, typed by pyarrow) and the model's reference outputs."""
+
+    path: Path
+    raw: bytes
+    table: Any  # pyarrow.Table
+
+
+def _reference(manifest: Manifest, rules: dict[str, Any]) -> Reference:
+    """The reference CSV, parsed from the very bytes whose digest matched."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -230,7 +240,7 @@ def _reference(manifest: Manifest, rules: dict[str, Any]) -> Any:
             f"{ref['sha256']} (check out the commit that was deployed)"
         )
     try:
-        return pacsv.read_csv(io.BytesIO(raw))
+        return Reference(path, raw, pacsv.read_csv(io.BytesIO(raw)))
     except pa.ArrowInvalid as exc:
         raise UsageError(f"reference data {path}: {exc}") from None
 
@@ -264,17 +274,17 @@ def _plan(
     manifest: Manifest,
     n: int,
     rules: dict[str, Any],
-    reference: Any,
+    reference: Reference,
     opts: Options,
 ) -> _Plan:
     plan = _Plan()
     settings = _settings(rules)
-    features = feature_columns(manifest, reference, rules)
+    features = feature_columns(manifest, reference.table, rules)
     try:
-        plan.inputs = drift.Columns(reference, features, settings)
+        plan.inputs = drift.Columns(reference.table, features, settings)
     except ValueError as exc:
         raise UsageError(f"{manifest.name}: {exc}") from None
-    ref_outputs = _reference_outputs(reg, manifest, n, rules, plan)
+    ref_outputs = _reference_outputs(reg, manifest, n, reference, plan)
     if ref_outputs is not None:
         cat = frozenset(f"output.{o.name}" for o in manifest.signature.outputs if o.role == "label")
         out_settings = drift.Settings(correction=settings.correction, categorical=cat)
@@ -299,7 +309,7 @@ def _local_or_uri(manifest: Manifest, where: str) -> str:
 
 
 def _reference_outputs(
-    reg: Registry, manifest: Manifest, n: int, rules: dict[str, Any], plan: _Plan
+    reg: Registry, manifest: Manifest, n: int, reference: Reference, plan: _Plan
 ) -> Any:
     """The serving model's outputs on the reference data: the baseline of prediction drift."""
     import numpy as np
@@ -310,9 +320,7 @@ def _reference_outputs(
 
     try:
         onnx = reg.model_onnx(manifest.name, n)
-        table = mdata.load_csv(
-            manifest.resolve(rules["reference"]["path"]), rules["reference"]["sha256"]
-        )
+        table = mdata.parse_csv(reference.raw, reference.path)
         target = manifest.section("evaluation").get("target")
         feeds = mdata.feeds(table, manifest.signature, target=target)
         options = ort.SessionOptions()

@@ -1,7 +1,8 @@
 """One GitHub issue per model that needs attention: opened, edited in place, closed when healthy.
 
-An issue is found again by its label and a hidden marker naming the model, so a run never
-opens a second one; a healthy model's open issue gets a comment and is closed as completed.
+An issue is found again by its label and a hidden marker naming the model (the open labelled
+issues are listed once a run, then matched per model), so a run never opens a second one; a
+healthy model's open issue gets a comment and is closed as completed.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ class Action:
 
 def sync(gh: GitHub, verdicts: Sequence[Verdict], run_url: str | None = None) -> list[Action]:
     """Bring each model's issue in line with its verdict; raises MlopsCiError on API failure."""
+    # One listing for the run, matched per model: listing once a model cost M × ⌈K/100⌉ requests.
+    open_issues = gh.open_issues(LABEL) if verdicts else []
     actions = []
     for v in verdicts:
         mark = marker(v.name)
-        found = gh.find_issue(LABEL, mark)
+        found = next((i for i in open_issues if mark in i.body), None)
         if v.needs_attention:
             title, body = render.issue_title(v), render.issue_body(v, mark, run_url)
             if found is None:
