@@ -269,7 +269,9 @@ def _convert(m: Manifest, out: Path, base: ConvertResult) -> ConvertResult:
     native = framework.load(trust.artifact(m))
     timings["load"] = time.perf_counter() - started
 
-    signature = _with_columns(m, framework, native, _signature(m, native))
+    # read once: its header names the inputs' columns, its rows prove parity
+    evaluation = _read_evaluation(m)
+    signature = _with_columns(m, framework, native, _signature(m, native), evaluation)
     started = time.perf_counter()
     exported = framework.to_onnx(native, signature, opset=opset, options=options)
     model = exported.model
@@ -306,8 +308,10 @@ def _convert(m: Manifest, out: Path, base: ConvertResult) -> ConvertResult:
     try:
         if problems:
             parity = _not_run(m, "the ONNX model does not match the signature")
+        elif isinstance(evaluation, CheckFailed):
+            raise evaluation  # unreadable data, reported now that model.onnx is written
         else:
-            parity = check_parity(m, framework, native, payload, signature)
+            parity = check_parity(m, framework, native, payload, signature, evaluation)
     except UsageError:
         raise
     except MlopsCiError as exc:  # unreadable data, a native model that cannot predict, ...
@@ -336,12 +340,29 @@ def _signature(m: Manifest, native: Any) -> Signature:
     )
 
 
-def _with_columns(m: Manifest, framework: Any, native: Any, signature: Signature) -> Signature:
-    """The signature with the columns behind each input made explicit, by the one rule in
-    `data.input_columns`: the manifest's, else what the model was trained on, else the data's."""
+def _read_evaluation(m: Manifest) -> data.Table | CheckFailed | None:
+    """The evaluation table (digest checked), why it cannot be read, or None without one."""
     try:
-        header = data.data_columns(m)
-    except CheckFailed:
+        return evaluation_table(m)
+    except CheckFailed as exc:
+        return exc
+
+
+def _with_columns(
+    m: Manifest,
+    framework: Any,
+    native: Any,
+    signature: Signature,
+    evaluation: data.Table | CheckFailed | None,
+) -> Signature:
+    """The signature with the columns behind each input made explicit, by the one rule in
+    `data.input_columns`: the manifest's, else what the model was trained on, else the data's
+    (the evaluation table's header, else the test cases' input keys)."""
+    if isinstance(evaluation, data.Table):
+        header = list(evaluation.columns)
+    elif evaluation is None:
+        header = data.data_columns(m)  # no evaluation data: the test cases, no file read
+    else:
         header = []  # unreadable data: parity reports it, after model.onnx is written
     columns = data.input_columns(
         signature,
@@ -430,19 +451,31 @@ def _width(spec: TensorSpec) -> int:
     return int(np.prod([d for d in spec.shape[1:] if d > 0] or [1]))
 
 
-def parity_data(m: Manifest, signature: Signature) -> ParityData:
-    """Evaluation data, else the test cases' inputs, else seeded synthetic rows."""
+def evaluation_table(m: Manifest) -> data.Table | None:
+    """The manifest's evaluation CSV, digest checked, its rows shown as repository paths
+    (models/x/eval.csv:17, the way a reviewer sees them); None when it names none."""
+    section = m.section("evaluation")
+    return _evaluation_rows(m, section["data"]) if section else None
+
+
+def _evaluation_rows(m: Manifest, ref: Mapping[str, Any]) -> data.Table:
+    path = m.resolve(ref["path"])
+    table = data.load_csv(path, ref["sha256"])
+    shown = path.relative_to(m.root) if path.is_relative_to(m.root) else path
+    return dataclasses.replace(table, source=str(shown))
+
+
+def parity_data(
+    m: Manifest, signature: Signature, evaluation: data.Table | None = None
+) -> ParityData:
+    """Evaluation data (`evaluation` when the caller has read it already), else the test cases'
+    inputs, else seeded synthetic rows."""
     _, _, _, samples = _tolerances(m)
-    evaluation = m.section("evaluation")
-    if evaluation:
-        ref = evaluation["data"]
-        path = m.resolve(ref["path"])
-        table = data.load_csv(path, ref["sha256"])
-        # rows are shown as repository paths (models/x/eval.csv:17), the way a reviewer sees them
-        shown = path.relative_to(m.root) if path.is_relative_to(m.root) else path
-        table = dataclasses.replace(table, source=str(shown))
-        name = str(evaluation.get("name") or Path(ref["path"]).name)
-        return ParityData(table.take(samples), name, evaluation.get("target"), signature)
+    section = m.section("evaluation")
+    if section:
+        table = evaluation if evaluation is not None else _evaluation_rows(m, section["data"])
+        name = str(section.get("name") or Path(section["data"]["path"]).name)
+        return ParityData(table.take(samples), name, section.get("target"), signature)
     cases = m.section("tests").get("cases") or []
     if cases:
         return ParityData(
@@ -486,15 +519,21 @@ def _widened(signature: Signature) -> Signature:
 
 
 def check_parity(
-    m: Manifest, framework: Any, native: Any, onnx_bytes: bytes, signature: Signature
+    m: Manifest,
+    framework: Any,
+    native: Any,
+    onnx_bytes: bytes,
+    signature: Signature,
+    evaluation: data.Table | None = None,
 ) -> Parity:
-    """Run the native and the ONNX model on the same rows and compare every compared output."""
+    """Run the native and the ONNX model on the same rows and compare every compared output
+    (the evaluation rows are read here unless the caller passes them)."""
     import onnxruntime as ort
 
     from mlops_ci.frameworks import Batch
 
     atol, rtol, min_agreement, _ = _tolerances(m)
-    rows = parity_data(m, signature)
+    rows = parity_data(m, signature, evaluation)
     table, name, target = rows.table, rows.name, rows.target
     if table is None:
         return Parity("not-run", "", 0, atol, rtol, min_agreement, reason=rows.reason)

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ POLICY_PATH = ".mlops/policy.yaml"
 #: Overrides the commit the policy is read at (default: the pull request's base, else HEAD).
 POLICY_REF_ENV = "MLOPS_CI_POLICY_REF"
 #: Modules whose classes are never trusted, whatever the policy says: each can reach the
-#: operating system, the interpreter or code by name. (Also enforced by the policy schema.)
+#: operating system, the interpreter or code by name. The one list: `forbidden_pattern()` turns
+#: it into the policy schema's `not` pattern (a test holds the shipped schema to it), so
+#: `mlops-ci validate` and convert refuse the same names.
 FORBIDDEN_MODULES = frozenset(
     {
         "os",
@@ -74,6 +77,22 @@ FORBIDDEN_MODULES = frozenset(
         "numpy.lib",
     }
 )
+
+
+def forbidden_pattern() -> str:
+    """The policy schema's pattern for a name inside a forbidden module: a module of
+    `FORBIDDEN_MODULES` or a submodule, leading underscores ignored (`_io`, `__builtin__`, the
+    C twins of many modules), then a dot."""
+    alternatives = "|".join(re.escape(m) for m in sorted(FORBIDDEN_MODULES))
+    return rf"^_*({alternatives})\."
+
+
+_FORBIDDEN = re.compile(forbidden_pattern())
+
+
+def is_forbidden(name: str) -> bool:
+    """Whether the dotted `name` lives in a forbidden module (the schema's rule, in Python)."""
+    return _FORBIDDEN.match(name) is not None
 
 
 @dataclass(frozen=True)
@@ -150,9 +169,7 @@ def check_class(name: str, source: str = POLICY_PATH, repository: Path | None = 
     `repository` itself (whose code the pull request can change under the reviewed name)."""
     module_name, _, attr = name.rpartition(".")
     parts = module_name.split(".")
-    if not module_name or any(
-        ".".join(parts[: i + 1]) in FORBIDDEN_MODULES for i in range(len(parts))
-    ):
+    if not module_name or is_forbidden(name):
         raise UsageError(
             f"{source}: trusted type {name!r} is refused: only classes of model libraries may "
             "be trusted, never anything from modules that reach the operating system or the "

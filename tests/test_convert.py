@@ -597,6 +597,26 @@ def test_manifest_without_data_proves_parity_on_synthetic_rows(
     assert result.passed, terminal.conversion(result)
 
 
+def test_evaluation_csv_is_read_once_for_columns_and_parity(
+    repo: Path, sklearn_regressor: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_ci import data
+
+    reads: list[Path] = []
+    read = data.load_csv
+
+    def counting(path: Path, sha256: str) -> data.Table:
+        reads.append(path)
+        return read(path, sha256)
+
+    monkeypatch.setattr(data, "load_csv", counting)
+    result = convert.run(sklearn_regressor, repo / "out" / "read-once")
+    assert result.passed, terminal.conversion(result)
+    assert result.parity is not None and result.parity.data == "held-out rows"
+    assert result.parity.rows == 442  # every row of the file: its header and its rows, one read
+    assert reads == [sklearn_regressor.resolve("eval.csv")]
+
+
 # --- errors that help ----------------------------------------------------------------------------
 
 

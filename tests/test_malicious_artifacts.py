@@ -13,6 +13,8 @@ import io
 import json
 import os
 import pickle
+import pickletools
+import struct
 import subprocess
 import sys
 import zipfile
@@ -820,6 +822,131 @@ def test_torchscript_code_stored_in_upper_case_is_found_and_refused(tmp_path: Pa
     path = upper_case_code(scripted_file_writer(marker, tmp_path / "m.pt"), tmp_path / "model.pt")
     with pytest.raises(CheckFailed, match=r"\.PY uses from_file"):
         load("pytorch", path, "torchscript")
+    assert not marker.exists()
+
+
+def crafted_os_system(command: str) -> bytes:
+    """`os.system(command)` written opcode by opcode (protocol 2): nothing here unpickles it."""
+    arg = command.encode()
+    return b"".join(
+        (
+            pickle.PROTO + b"\x02",
+            pickle.GLOBAL + b"os\nsystem\n",
+            pickle.BINUNICODE + struct.pack("<I", len(arg)) + arg,
+            pickle.TUPLE1,
+            pickle.REDUCE,
+            pickle.STOP,
+        )
+    )
+
+
+def torch_save_with(
+    target: Path, edit: Callable[[str, bytes], bytes], add: dict[str, bytes]
+) -> Path:
+    """A genuine torch.save archive, edited member by member, with `add` (names below its top
+    folder) appended."""
+    import torch
+
+    genuine = target.with_name(f"genuine-{target.name}")
+    torch.save({"w": torch.ones(2)}, genuine)
+    prefix = zipfile.ZipFile(genuine).namelist()[0].split("/")[0]
+    return rewrite_zip(genuine, target, edit, {f"{prefix}/{k}": v for k, v in add.items()})
+
+
+def unclassified_member_payloads(tmp_path: Path, marker: Path) -> dict[str, bytes]:
+    """What a torch.save archive's member that is neither data.pkl, a storage nor metadata can
+    hold: a bare pickle, or a torch.save archive (torch.save inside) whose data.pkl is one."""
+    bare = crafted_os_system(f"touch {marker}")
+    nested = torch_save_with(
+        tmp_path / "nested.pt", lambda n, d: bare if n.endswith("/data.pkl") else d, {}
+    ).read_bytes()
+    return {"bare pickle": bare, "nested torch.save": nested}
+
+
+class RecordingPickle:
+    """A pickle module for `torch.load(pickle_module=...)` whose unpickler resolves each global
+    as pickle.loads would and records it, then hands back a stand-in that records the call
+    instead of making it: proof of what would run, with nothing run."""
+
+    def __init__(self) -> None:
+        self.resolved: list[Any] = []
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.__name__ = "pickle"  # torch.load reads it
+        self.load = pickle.load
+        recorder = self
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                recorder.resolved.append(super().find_class(module, name))
+                return lambda *args: recorder.calls.append((f"{module}.{name}", args))
+
+        self.Unpickler = Unpickler
+
+
+def test_control_a_torch_save_member_nobody_classifies_would_call_os_system(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    marker = tmp_path / "pwned"
+    payloads = unclassified_member_payloads(tmp_path, marker)
+    hidden = {"extra_state": payloads["nested torch.save"]}
+    carrier = torch_save_with(tmp_path / "inputs.pt", lambda _n, d: d, hidden)
+    # torch's own archive reader hands the member out by name, beside the genuine data.pkl ...
+    nested = bytes(torch._C.PyTorchFileReader(str(carrier)).get_record("extra_state"))
+    assert nested == payloads["nested torch.save"]
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(payloads["bare pickle"])]
+    assert ("GLOBAL", "os system") in ops
+    # ... and torch.load of it (the naive weights_only=False) reaches os.system with the command
+    recording = RecordingPickle()
+    torch.load(io.BytesIO(nested), weights_only=False, pickle_module=recording)
+    assert recording.resolved == [os.system]
+    assert recording.calls == [("os.system", (f"touch {marker}",))]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["bare pickle", "nested torch.save"])
+def test_pt2_whose_torch_save_member_hides_a_pickle_in_an_unclassified_member_is_refused(
+    kind: str, torch_archives: dict[str, Path], tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    payload = unclassified_member_payloads(tmp_path, marker)[kind]
+    carrier = torch_save_with(tmp_path / "inputs.pt", lambda _n, d: d, {"extra_state": payload})
+    evil = rewrite_zip(
+        torch_archives["pt2"],
+        tmp_path / "model.pt2",
+        lambda n, d: carrier.read_bytes() if n.endswith("sample_inputs/model.pt") else d,
+        {},
+    )
+    with pytest.raises(CheckFailed) as info:
+        load("pytorch", evil, "torch-export")
+    message = str(info.value)
+    assert message.startswith(f"{evil}: refusing to load: member ")
+    assert "/sample_inputs/model.pt!" in message and "/extra_state" in message
+    assert "would import os.system, which is not on the allow-list" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["bare pickle", "nested torch.save"])
+def test_torchscript_with_a_pickle_in_a_member_it_cannot_classify_is_refused(
+    kind: str, torch_archives: dict[str, Path], tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    payload = unclassified_member_payloads(tmp_path, marker)[kind]
+    # the payload one level down: a torch.save archive stored as a member of the TorchScript one
+    carrier = torch_save_with(tmp_path / "inputs.pt", lambda _n, d: d, {"extra_state": payload})
+    prefix = zipfile.ZipFile(torch_archives["pt"]).namelist()[0].split("/")[0]
+    evil = rewrite_zip(
+        torch_archives["pt"],
+        tmp_path / "model.pt",
+        lambda _n, d: d,
+        {f"{prefix}/hidden/inputs.pt": carrier.read_bytes()},
+    )
+    with pytest.raises(CheckFailed) as info:
+        load("pytorch", evil, "torchscript")
+    message = str(info.value)
+    assert message.startswith(f"{evil}: refusing to load: member {prefix}/hidden/inputs.pt!")
+    assert "would import os.system, which is not on the allow-list" in message
     assert not marker.exists()
 
 
