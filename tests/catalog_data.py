@@ -178,9 +178,10 @@ class RegistryWriter:
             version=semver,
             registry_version=n,
             commit=doc["commit"],
-            pull_request=(doc.get("pull_request") or {}).get("number"),
-            approvers=[a["login"] for a in doc.get("approvers", [])],
+            pull_request=doc.get("pull_request"),  # deploy's shapes: {number, url, head_sha}
+            approvers=doc.get("approvers", []),  # [{login, review_id, commit, time}]
             actor="github-actions",
+            run_url=doc.get("run_url"),
             digests={"onnx": doc["onnx"]["sha256"]},
             reason=None,
             source=doc["source"],
@@ -226,7 +227,11 @@ class RegistryWriter:
             model=name,
             version=semver,
             registry_version=None,
-            pull_request=pr,
+            pull_request={
+                "number": pr,
+                "url": f"https://github.com/acme/models/pull/{pr}",
+                "head_sha": "0" * 40,
+            },
             actor="github-actions",
             reason=reason,
             source="github",

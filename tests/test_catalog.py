@@ -482,6 +482,43 @@ def test_monitor_run_reads_a_due_soon_staleness_as_monitor_writes_it() -> None:
     assert "due soon" in monitor_badges(run)
 
 
+def test_catalog_reads_every_provenance_key_that_deploy_writes(tmp_path: Path) -> None:
+    # release.json and the audit records as deploy.publish and deploy.refuse write them (no
+    # hand-written record): the pull request, its approvers and the run are all on the page.
+    from deploy_models import candidate
+
+    from mlops_ci import deploy
+    from mlops_ci.catalog.facts import Approver, PullRequest
+    from mlops_ci.catalog.read import read_catalog
+    from mlops_ci.registry import open_registry
+
+    commit = "c0ffee" + "0" * 34
+    url = "https://github.com/acme/models/pull/12"
+    prov = deploy.Provenance(
+        source="github",
+        actor="github-actions[bot]",
+        commit=commit,
+        pull_request={"number": 12, "url": url, "head_sha": commit},
+        approvers=(
+            {"login": "bob", "review_id": 901, "commit": commit, "time": "2026-11-01T00:00:00Z"},
+        ),
+        run_url="https://github.com/acme/models/actions/runs/1200",
+    )
+    reg = open_registry(tmp_path / "registry")
+    deploy.publish(reg, candidate(), prov)
+    deploy.refuse(reg, ["iris"], "a later push lost its approval", prov)
+    (model,) = read_catalog(reg, "registry").models
+    (version,) = model.versions
+    assert version.pull_request == PullRequest(12, url, commit)
+    assert version.approvers == (Approver("bob", 901, commit, "2026-11-01T00:00:00Z"),)
+    assert version.run_url == prov.run_url
+    assert [e.action for e in model.events] == ["deploy", "refused"]
+    for event in model.events:
+        assert event.pull_request == PullRequest(12, url, commit)
+        assert event.approvers == ("bob",)
+        assert event.run_url == prov.run_url
+
+
 def test_an_out_folder_that_cannot_be_made_is_a_usage_error(tmp_path: Path, capsys) -> None:
     sample_registry(tmp_path / "registry")
     (tmp_path / "a-file").write_text("x", encoding="utf-8")

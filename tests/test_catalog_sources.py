@@ -153,8 +153,8 @@ def test_catalog_matches_the_monitors_json(built: tuple[Path, Path, str], tmp_pa
     model = next(m for m in catalog.models if m.name == MODEL)
     (run,) = model.monitor
     assert run.needs_attention is entry["needs_attention"] is True
-    assert run.stale is bool(entry["stale"] if not isinstance(entry["stale"], dict) else
-                             entry["stale"].get("stale"))  # fmt: skip
+    assert run.stale is entry["stale"]
+    assert run.stale_warning is (entry["staleness"]["status"] == "warning")
     assert run.drift_share == pytest.approx(entry["drift"]["share"])
     assert run.dataset_drift is entry["drift"]["dataset_drift"]
     assert [(c.name, c.test, c.drifted) for c in run.columns] == [

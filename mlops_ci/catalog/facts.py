@@ -104,7 +104,6 @@ class Version:
     metrics: tuple[Metric, ...] = ()
     latency: tuple[Latency, ...] = ()
     run_url: str | None = None
-    deployment_url: str | None = None
     onnx_sha256: str | None = None
     artifact_sha256: str | None = None
     #: sha256 of the release's own audit record (the log's anchor in the release).

@@ -106,52 +106,40 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _flag(value: Any, *keys: str) -> bool | None:
-    """A verdict that is a bool, or an object holding one under one of `keys`."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, dict):
-        for key in keys:
-            if isinstance(value.get(key), bool):
-                return bool(value[key])
-    return None
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+# The keys below are the ones deploy writes (DESIGN.md "Audit record" and "release.json"):
+# `pull_request` {number, url, head_sha}, `approvers` [{login, review_id, commit, time}],
+# `run_url`. A record in any other shape shows the fact as unknown, never a guess.
 
 
 def pull_request(value: Any) -> PullRequest | None:
-    if isinstance(value, dict):
-        number = _int(value.get("number"))
-        url = _str(value.get("url") or value.get("html_url"))
-        head = _str(value.get("head_sha") or value.get("head"))
-        return PullRequest(number, url, head) if number is not None or url else None
-    number = _int(value)
-    return PullRequest(number) if number is not None else None
+    if not isinstance(value, dict):
+        return None
+    number, url = _int(value.get("number")), _str(value.get("url"))
+    if number is None and not url:
+        return None
+    return PullRequest(number, url, _str(value.get("head_sha")))
 
 
 def _approvers(value: Any) -> tuple[Approver, ...]:
-    found: list[Approver] = []
-    for item in value if isinstance(value, list) else ():
-        if isinstance(item, str):
-            found.append(Approver(item))
-        elif isinstance(item, dict) and _str(item.get("login")):
-            found.append(
-                Approver(
-                    str(item["login"]),
-                    _int(item.get("review_id", item.get("review"))),
-                    _str(item.get("commit") or item.get("commit_id")),
-                    _str(item.get("time") or item.get("submitted_at")),
-                )
-            )
-    return tuple(found)
+    return tuple(
+        Approver(
+            str(item["login"]),
+            _int(item.get("review_id")),
+            _str(item.get("commit")),
+            _str(item.get("time")),
+        )
+        for item in (value if isinstance(value, list) else ())
+        if isinstance(item, dict) and _str(item.get("login"))
+    )
 
 
-def _url(doc: Mapping[str, Any], *keys: str) -> str | None:
-    for key in keys:
-        value = doc.get(key)
-        if isinstance(value, dict):
-            value = value.get("url") or value.get("html_url")
-        if isinstance(value, str) and value:
-            return value
-    return None
+def _run_url(doc: Mapping[str, Any]) -> str | None:
+    value = doc.get("run_url")
+    return value if isinstance(value, str) and value else None
 
 
 # --- releases, manifests, audit, monitor ----------------------------------------------------
@@ -162,12 +150,10 @@ _LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms")
 
 def bench_latency(bench: Mapping[str, Any]) -> tuple[Latency, ...]:
     """The ONNX model's latency per batch size from a release's bench results: bench.json's
-    `measurements` (or a list of them under `onnx`), else whatever the budget checks measured
-    (their `value` for p50_ms, p95_ms, p99_ms)."""
+    `measurements`, else whatever the budget checks measured (their `value` for p50_ms, p95_ms,
+    p99_ms)."""
     rows: dict[int, dict[str, float]] = defaultdict(dict)
-    onnx = bench.get("onnx")
-    measured = _list(bench.get("measurements")) or _list(onnx) or ([onnx] if onnx else [])
-    for m in measured:
+    for m in _list(bench.get("measurements")):
         m = _obj(m)
         size = _int(m.get("batch_size"))
         if size is None or m.get("engine", "onnx") != "onnx":
@@ -217,12 +203,11 @@ def version_from_release(n: int, release: Mapping[str, Any]) -> Version:
         source=_str(release.get("source")),
         pull_request=pull_request(release.get("pull_request")),
         approvers=_approvers(release.get("approvers")),
-        test_passed=_flag(test, "passed"),
-        bench_passed=_flag(bench, "passed"),
+        test_passed=_bool(test.get("passed")),
+        bench_passed=_bool(bench.get("passed")),
         metrics=metrics,
         latency=latency,
-        run_url=_url(release, "run_url", "run"),
-        deployment_url=_url(release, "deployment_url", "deployment"),
+        run_url=_run_url(release),
         onnx_sha256=_str(onnx.get("sha256")),
         artifact_sha256=_str(artifact.get("sha256")),
         audit_sha256=_str(_obj(release.get("audit")).get("sha256")),
@@ -267,7 +252,6 @@ def manifest_facts(text: str) -> dict[str, Any]:
 
 
 def event_from_record(record: Mapping[str, Any]) -> Event:
-    approvers = record.get("approvers")
     return Event(
         time=_str(record.get("time")) or "",
         action=_str(record.get("action")) or "?",
@@ -276,10 +260,10 @@ def event_from_record(record: Mapping[str, Any]) -> Event:
         actor=_str(record.get("actor")),
         commit=_str(record.get("commit")),
         pull_request=pull_request(record.get("pull_request")),
-        approvers=tuple(a.login for a in _approvers(approvers)),
+        approvers=tuple(a.login for a in _approvers(record.get("approvers"))),
         reason=_str(record.get("reason")),
         source=_str(record.get("source")),
-        run_url=_url(record, "run_url", "run"),
+        run_url=_run_url(record),
     )
 
 
@@ -317,18 +301,12 @@ def served_intervals(events: Sequence[Event], semvers: Mapping[int, str]) -> tup
 
 
 def monitor_run(name: str, key: str, doc: Mapping[str, Any]) -> MonitorRun:
+    """One verdict file as `monitor` writes it (`Verdict.to_json()` and its `time`): `stale`,
+    `prediction_drift` and `decay` are bools; the staleness status and reason live under
+    `staleness`."""
     drift = _obj(doc.get("drift"))
-    stale = doc.get("stale")
-    detail = None
-    if isinstance(stale, dict):
-        detail = _str(stale.get("message") or stale.get("detail") or stale.get("reason"))
-    # monitor writes "stale" as a bool and the status and reason under "staleness".
     staleness = _obj(doc.get("staleness"))
-    warning = staleness.get("status") == "warning" or (
-        isinstance(stale, dict) and _flag(stale, "warning", "due_soon") is True
-    )
-    if detail is None and staleness.get("status") in ("warning", "stale"):
-        detail = _str(staleness.get("reason"))
+    status = staleness.get("status")
     columns = tuple(
         ColumnDrift(
             str(c.get("name")),
@@ -345,15 +323,15 @@ def monitor_run(name: str, key: str, doc: Mapping[str, Any]) -> MonitorRun:
         time=_str(doc.get("time")) or stem,
         version=_str(doc.get("version")),
         needs_attention=doc.get("needs_attention") is True,
-        stale=_flag(stale, "stale", "overdue") is True,
-        stale_warning=warning,
-        stale_detail=detail,
+        stale=doc.get("stale") is True,
+        stale_warning=status == "warning",
+        stale_detail=_str(staleness.get("reason")) if status in ("warning", "stale") else None,
         drift_share=_float(drift.get("share")),
         share_threshold=_float(drift.get("share_threshold")),
         dataset_drift=drift.get("dataset_drift") is True,
         columns=columns,
-        prediction_drift=_flag(doc.get("prediction_drift"), "drifted", "dataset_drift"),
-        decay=_flag(doc.get("decay"), "decayed", "failed", "needs_attention"),
+        prediction_drift=_bool(doc.get("prediction_drift")),
+        decay=_bool(doc.get("decay")),
     )
 
 
