@@ -152,8 +152,7 @@ def _quietly(what: str, action: Callable[..., object], *args: Any) -> None:
     try:
         action(*args)
     except MlopsCiError as exc:
-        with gha.guarded_output():
-            print(f"note: could not {what}: {exc}", file=sys.stderr)
+        print(f"note: could not {what}: {exc}", file=sys.stderr)
 
 
 def _fail_closed(
@@ -259,11 +258,10 @@ def _report(outcomes: Sequence[Outcome], fmt: str) -> None:
     if fmt == "json":
         print(json.dumps({"models": [o.__dict__ for o in outcomes]}, indent=2))
         return
-    with gha.guarded_output():
-        if not outcomes:
-            print("no model changed: nothing to deploy")
-        for o in outcomes:
-            print(f"{'✓' if o.ok else '✗'} {o.model}: {o.line}")
+    if not outcomes:
+        print("no model changed: nothing to deploy")
+    for o in outcomes:
+        print(f"{'✓' if o.ok else '✗'} {o.model}: {o.line}")
     from mlops_ci.report.escape import cell, code
 
     # Lines quote the push's manifests and paths: inert in Markdown, as every report's are.
@@ -297,8 +295,7 @@ def rollback_main(
     reg = open_registry(registry)
     done = deploy.rollback(reg, model, to, reason, prov)
     if not done.changed:
-        with gha.guarded_output():
-            print(f"✓ {done.message}")
+        print(f"✓ {done.message}")
         return EXIT_OK
     release = reg.release(model, to)
     prov = replace(
@@ -310,8 +307,7 @@ def rollback_main(
     side = _GitHubSide(gh, environment, release.get("commit"))
     did = side.start(_payload(reg, done, prov) | {"rollback": reason}, f"rollback to {to}")
     side.finish(did, True, done.message)
-    with gha.guarded_output():
-        print(f"✓ {done.message}; reason: {reason}")
+    print(f"✓ {done.message}; reason: {reason}")
     return EXIT_OK
 
 
@@ -363,8 +359,7 @@ def show_main(registry: str, model: str, at: str | None, fmt: str = "text") -> i
     if fmt == "json":
         print(json.dumps(doc, indent=2, sort_keys=True))
         return EXIT_OK
-    with gha.guarded_output():
-        print(render_show(doc))
+    print(render_show(doc))
     return EXIT_OK
 
 

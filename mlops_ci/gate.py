@@ -126,13 +126,14 @@ def load_policy(gh: GitHub, base_sha: str, facts: PullFacts) -> policy.Policy:
     )
 
 
-def evaluate(gh: GitHub, pull: PullRequest) -> Decision:
-    """Everything the decision needs, read through the API, then the pure decision."""
+def evaluate(gh: GitHub, pull: PullRequest, reviews: list[Review] | None = None) -> Decision:
+    """Everything the decision needs, read through the API (the pull request's `reviews` when
+    the caller has already listed them), then the pure decision."""
     # every changed path, even past the files list's 3,000 (else fails closed)
     files = gh.changed_files(pull)
     facts = collect_facts(gh, pull, files)
     rules = load_policy(gh, pull.base_sha, facts)
-    reviews = gh.reviews(pull.number)
+    reviews = gh.reviews(pull.number) if reviews is None else reviews
     # who may approve is asked exactly: author_association can hide a private org membership
     permissions = {login.lower(): gh.permission(login) for login in policy.review_logins(reviews)}
     memberships = _memberships(gh, rules, facts, reviews, permissions)

@@ -74,7 +74,8 @@ def reverify(gh: GitHub, sha: str, models: Sequence[ModelFiles]) -> Approval:
     found = merged_pull(gh, sha)
     number = int(found["number"])
     pull = gh.pull_request(number)
-    decision = gate.evaluate(gh, pull)
+    reviews = gh.reviews(number)  # judged by the gate, then named in the release
+    decision = gate.evaluate(gh, pull, reviews)
     if not decision.approved:
         raise Refused(
             f"pull request #{number} was merged without the approvals it needs: {decision.reason}"
@@ -99,6 +100,6 @@ def reverify(gh: GitHub, sha: str, models: Sequence[ModelFiles]) -> Approval:
             "url": str(found.get("html_url") or ""),
             "head_sha": pull.head_sha,
         },
-        approvers=approvers(gh.reviews(number), decision),
+        approvers=approvers(reviews, decision),
         decision=decision,
     )

@@ -470,6 +470,8 @@ def test_an_approved_merge_deploys_with_a_deployment(
     assert deployment["payload"]["approvers"][0]["login"] == "bob"
     assert [s["state"] for s in deployment["statuses"]] == ["in_progress", "success"]
     assert deployment["statuses"][-1]["log_url"] == release["run_url"]
+    # the reviews the gate judged are the ones the release names: listed once
+    assert len(gh_env.calls("GET", rf"/repos/{REPO}/pulls/7/reviews")) == 1
 
 
 def test_an_admin_merge_without_approval_is_refused_and_recorded(
