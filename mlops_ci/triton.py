@@ -162,9 +162,9 @@ def to_text(cfg: Any) -> str:
 
 def parse(text: str) -> Any:
     """A config.pbtxt as a ModelConfig; ValueError when Triton's parser would refuse it."""
+    cfg = model_config_pb2().ModelConfig()  # first: without protobuf, it says what to install
     from google.protobuf import text_format
 
-    cfg = model_config_pb2().ModelConfig()
     try:
         text_format.Parse(text, cfg)
     except text_format.ParseError as exc:
