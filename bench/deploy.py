@@ -4,7 +4,9 @@
    plain file copy (folder) or one boto3 `put_object` (SeaweedFS `weed mini` on 127.0.0.1);
 2. deploy and rollback time in a registry of 1 model × 5 versions against 1,000 models × 5
    versions (target: within 1.5×);
-3. `audit verify` throughput on 100,000 records (target: ≥ 100,000 records/s).
+3. `audit verify` throughput on 100,000 records (target: ≥ 100,000 records/s);
+4. on S3 behind a proxy that adds 10 ms a round trip: a publish whose independent reads go
+   together against the same publish making them one after another.
 
 Run: .venv/bin/python bench/deploy.py [--models 1000] [--records 100000] [--repeat 15]
 """
@@ -201,6 +203,45 @@ def flatness(tmp: Path, models: int, repeat: int, s3_uri: str | None) -> None:
         )
 
 
+def round_trips(endpoint: str, bucket: str, repeat: int, delay_s: float = 0.005) -> None:
+    """An S3 publish where each round trip costs 2 × delay_s more (a proxy in between, as a
+    store across a network): the reads a publish decides on together (`Registry.gather`)
+    against one after another, and how many requests a publish makes."""
+    from urllib.parse import urlparse
+
+    from latency_proxy import LatencyProxy
+
+    port = urlparse(endpoint).port
+    assert port is not None
+    proxy = LatencyProxy(port, delay_s)
+    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{proxy.port}"
+    try:
+        together = open_registry(f"s3://{bucket}/latency-together")
+        in_turn = open_registry(f"s3://{bucket}/latency-in-turn")
+        in_turn.store.concurrent = False  # type: ignore[misc]
+        requests: list[str] = []
+        together.store.client.meta.events.register(  # type: ignore[attr-defined]
+            "before-call.s3.*", lambda event_name, **_: requests.append(event_name)
+        )
+        cands = [candidate("m", f"1.0.{i}", salt=f"rt{i}") for i in range(repeat + 1)]
+        deploy.publish(together, cands[0], PROV)  # the first makes the model's folder
+        deploy.publish(in_turn, cands[0], PROV)
+        requests.clear()
+        fast, slow = side_by_side(
+            lambda i: deploy.publish(together, cands[i + 1], PROV),
+            lambda i: deploy.publish(in_turn, cands[i + 1], PROV),
+            repeat,
+        )
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        proxy.stop()
+    print(
+        f"  S3 with {2 * delay_s * 1e3:.0f} ms added per round trip: publish {fast * 1e3:6.1f} ms "
+        f"with its reads together, {slow * 1e3:6.1f} ms one after another "
+        f"({slow / fast:4.2f}× faster; {len(requests) / repeat:.0f} requests a publish)"
+    )
+
+
 def verify_rate(records: int) -> None:
     prev, lines = audit.GENESIS, []
     for i in range(records):
@@ -280,6 +321,9 @@ def main() -> None:
             flatness(tmp, args.models, args.repeat, uri)
             print("3. audit verify")
             verify_rate(args.records)
+            if uri is not None:
+                print("4. round trips on S3")
+                round_trips(server.endpoint, bucket, args.repeat)
         finally:
             if weed is not None:
                 weed.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -95,15 +95,29 @@ def _last_lines(reg: Registry) -> list[bytes]:
     return lines[-2:]
 
 
-def _settle_head(reg: Registry, lines: list[bytes]) -> None:
+@dataclass(frozen=True)
+class End:
+    """What appending needs to know of the log: its last two records and the head file."""
+
+    lines: list[bytes]
+    head: bytes | None
+
+
+def read_end(reg: Registry) -> End:
+    """The log's end and its head, read together (one round trip's wait on S3)."""
+    lines, head = reg.gather(lambda: _last_lines(reg), lambda: reg.read_bytes(HEAD_KEY))
+    return End(lines, head)
+
+
+def _settle_head(reg: Registry, end: End) -> None:
     """Move a head left one record behind by a killed writer; refuse to write after a head
     that disagrees with the log any other way (that is for `audit verify` to name)."""
+    lines, head = end.lines, end.head
     if not lines:
         return
     last = lines[-1]
     seq = _field(last, b"seq") or b"?"
     wanted = f"{seq.decode()} {digest(last)}\n".encode()
-    head = reg.read_bytes(HEAD_KEY)
     if head == wanted:
         return
     behind = (
@@ -120,10 +134,12 @@ def _settle_head(reg: Registry, lines: list[bytes]) -> None:
     )
 
 
-def prepare(reg: Registry, fields: dict[str, Any]) -> Pending:
-    """The next record after the log's current tail (the caller holds the registry lock)."""
-    lines = _last_lines(reg)
-    _settle_head(reg, lines)
+def prepare(reg: Registry, fields: dict[str, Any], end: End | None = None) -> Pending:
+    """The next record after the log's current tail (the caller holds the registry lock, and
+    read `end` under it when it passes one)."""
+    end = read_end(reg) if end is None else end
+    _settle_head(reg, end)
+    lines = end.lines
     last = lines[-1] if lines else None
     prev = digest(last) if last else GENESIS
     seq_field = _field(last, b"seq") if last else b"0"
@@ -136,11 +152,15 @@ def prepare(reg: Registry, fields: dict[str, Any]) -> Pending:
     return Pending(record, line, digest(line))
 
 
-def commit(reg: Registry, pending: Pending) -> None:
+def commit(reg: Registry, pending: Pending, *alongside: Callable[[], object]) -> None:
     """Append the record, then move the head to it. A kill between the two leaves the head one
-    record behind, which `verify` accepts; a head that runs ahead of the log is a cut tail."""
+    record behind, which `verify` accepts; a head that runs ahead of the log is a cut tail.
+
+    `alongside`: writes that must follow the record (the serving files) and may go with the
+    head's (together on S3: a round trip less)."""
     reg.store.append(LOG_KEY, pending.line + b"\n")
-    reg.write_bytes(HEAD_KEY, f"{pending.record['seq']} {pending.sha256}\n".encode())
+    head = f"{pending.record['seq']} {pending.sha256}\n".encode()
+    reg.gather(lambda: reg.write_bytes(HEAD_KEY, head), *alongside)
 
 
 def append(reg: Registry, fields: dict[str, Any]) -> Pending:
@@ -165,20 +185,20 @@ def _record(line: bytes, number: int) -> dict[str, Any]:
     return doc
 
 
-def model_records(reg: Registry, model: str) -> list[dict[str, Any]]:
-    """One model's records, oldest first; only lines that name the model are parsed."""
+def model_records(log: bytes, model: str) -> list[dict[str, Any]]:
+    """One model's records in the log's bytes, oldest first; only lines that name the model
+    are parsed."""
     needle = b'"model":' + json.dumps(model).encode()
-    lines = _lines(read_log(reg) or b"")
+    lines = _lines(log)
     return [r for r in (json.loads(x) for x in lines if needle in x) if r.get("model") == model]
 
 
-def is_recorded(reg: Registry, sha256: str) -> bool:
-    """Whether the record with this hash is in the log: the record after it names it as `prev`,
-    or it is the last line. A byte search, not a parse."""
-    data = read_log(reg) or b""
-    if b'"prev":"' + sha256.encode() + b'"' in data:
+def is_recorded(log: bytes, sha256: str) -> bool:
+    """Whether the record with this hash is in the log's bytes: the record after it names it
+    as `prev`, or it is the last line. A byte search, not a parse."""
+    if b'"prev":"' + sha256.encode() + b'"' in log:
         return True
-    lines = _lines(data)
+    lines = _lines(log)
     return bool(lines) and digest(lines[-1]) == sha256
 
 

@@ -2,9 +2,11 @@
 
 A publish holds the registry lock and writes in one order: the version folder (staged, then
 renamed; on S3 its `release.json` last), the audit record, then `config.pbtxt` (and the KServe
-InferenceService beside it). A kill at any point leaves the old version serving, and the next
-run converges: the serving version is always what the model's last deploy or rollback record
-says. Re-verifying a push's approvals against GitHub lives in `reverify.py`.
+InferenceService beside it) alongside the log's head. Reads that decide a publish go together
+(`Registry.gather`: on S3, one round trip's wait for all of them). A kill at any point leaves
+the old version serving, and the next run converges: the serving version is always what the
+model's last deploy or rollback record says. Re-verifying a push's approvals against GitHub
+lives in `reverify.py`.
 """
 
 from __future__ import annotations
@@ -243,39 +245,33 @@ def _deployed_manifest(reg: Registry, model: str, n: int) -> dict[str, Any]:
 
 
 def _write_serving(
-    reg: Registry,
-    model: str,
-    n: int,
-    manifest: dict[str, Any],
-    files: dict[str, bytes] | None = None,
+    reg: Registry, model: str, files: dict[str, bytes], isvc_now: bytes | None
 ) -> None:
-    files = files or serving_files(reg, model, n, manifest)
+    """Write the serving files; `isvc_now` is the InferenceService the registry holds now."""
     # The InferenceService first: config.pbtxt is the switch, so it is written last. The
     # InferenceService names the model's folder, not a version, so it rarely changes.
-    isvc = f"{model}/inferenceservice.yaml"
-    if reg.read_bytes(isvc) != files["inferenceservice.yaml"]:
-        reg.write_bytes(isvc, files["inferenceservice.yaml"])
+    if isvc_now != files["inferenceservice.yaml"]:
+        reg.write_bytes(f"{model}/inferenceservice.yaml", files["inferenceservice.yaml"])
     reg.write_bytes(f"{model}/config.pbtxt", files["config.pbtxt"])
 
 
-def _intended(records: Sequence[dict[str, Any]], model: str) -> int | None:
+def _intended(records: list[dict[str, Any]]) -> int | None:
     """The version the model's last deploy or rollback record set: what must serve."""
-    for record in reversed(records):
-        if record.get("model") == model and record.get("action") in audit.SETS_SERVING:
-            n = record.get("registry_version")
-            return n if isinstance(n, int) else None
-    return None
+    record = audit.serving_at(records, None)
+    n = record.get("registry_version") if record else None
+    return n if isinstance(n, int) else None
 
 
-def _converge(reg: Registry, model: str) -> int | None:
+def _converge(reg: Registry, model: str, log: bytes) -> int | None:
     """Rewrite config.pbtxt when a kill left it behind the log; returns the serving version."""
-    intended = _intended(audit.model_records(reg, model), model)
+    intended = _intended(audit.model_records(log, model))
     if intended is None:
         return reg.serving_version(model)
     manifest = _deployed_manifest(reg, model, intended)
     files = serving_files(reg, model, intended, manifest)
-    if reg.read_bytes(f"{model}/config.pbtxt") != files["config.pbtxt"]:
-        _write_serving(reg, model, intended, manifest, files)
+    config, isvc = reg.store.get_many([f"{model}/config.pbtxt", f"{model}/inferenceservice.yaml"])
+    if config != files["config.pbtxt"]:
+        _write_serving(reg, model, files, isvc)
     return intended
 
 
@@ -322,23 +318,43 @@ def _release(cand: Candidate, n: int, prov: Provenance, time: str, record_sha: s
 # --- publish -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Versions:
+    """A model's version folders from one listing, and their releases."""
+
+    numbers: list[int]  # complete versions (with release.json), ascending
+    releases: list[dict[str, Any]]  # release.json of each, in the same order
+    highest: int  # the highest numbered folder, complete or not (0: none)
+
+
+def _read_versions(reg: Registry, model: str) -> _Versions:
+    numbers, highest = reg.version_folders(model)
+    return _Versions(numbers, reg.releases(model, numbers), highest)
+
+
 def publish(
     reg: Registry, cand: Candidate, prov: Provenance, *, lock_timeout_s: float = LOCK_TIMEOUT_S
 ) -> Published:
     """Publish `cand` as the model's next version, or converge when its semver is already in
     the registry (same artifact: nothing changes; different artifact: refused, exit 1)."""
+    name = cand.name
     with reg.store.lock(lock_timeout_s):
-        previous = reg.serving_version(cand.name)
-        versions, highest = reg.version_folders(cand.name)
-        existing = _find_semver(reg, cand, versions)
+        # Everything the publish decides on, read together: one round trip's wait on S3.
+        previous, versions, end, isvc = reg.gather(
+            lambda: reg.serving_version(name),
+            lambda: _read_versions(reg, name),
+            lambda: audit.read_end(reg),
+            lambda: reg.read_bytes(f"{name}/inferenceservice.yaml"),
+        )
+        existing = _find_semver(cand, versions)
         if existing is not None:
             return _republish(reg, cand, prov, existing, previous)
-        if versions and versions[-1] != previous:
-            _retire_if_unrecorded(reg, cand.name, versions[-1])
-        n = highest + 1  # one past every numbered folder, complete or not: numbers only grow
+        if versions.numbers and versions.numbers[-1] != previous:
+            _retire_if_unrecorded(reg, name, versions.numbers[-1], versions.releases[-1])
+        n = versions.highest + 1  # one past every numbered folder, complete or not
         digests = {"artifact": cand.artifact_sha256, "onnx": cand.onnx_sha256}
         pending = audit.prepare(
-            reg, _record("deploy", cand.name, cand.version, n, prov, digests=digests)
+            reg, _record("deploy", name, cand.version, n, prov, digests=digests), end
         )
         files = {
             "model.onnx": cand.onnx,
@@ -346,31 +362,31 @@ def publish(
             "release.json": _release(cand, n, prov, pending.record["time"], pending.sha256),
         }
         # Build the serving files before anything is written: a bad signature writes nothing.
-        serving = serving_files(reg, cand.name, n, cand.manifest_data)
-        reg.store.put_folder(f"{cand.name}/{n}", files, last="release.json")
-        audit.commit(reg, pending)
-        _write_serving(reg, cand.name, n, cand.manifest_data, serving)
+        serving = serving_files(reg, name, n, cand.manifest_data)
+        reg.store.put_folder(f"{name}/{n}", files, last="release.json")
+        audit.commit(reg, pending, lambda: _write_serving(reg, name, serving, isvc))
         return Published(
-            cand.name,
+            name,
             cand.version,
             n,
             True,
             pending.sha256,
-            f"published {cand.name} {cand.version} as version {n}",
+            f"published {name} {cand.version} as version {n}",
             previous,
         )
 
 
-def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> None:
+def _retire_if_unrecorded(reg: Registry, model: str, n: int, release: dict[str, Any]) -> None:
     """A version folder that a killed deploy renamed but never recorded, and that a different
     semver now supersedes, stops being a version (its number stays taken). It never served."""
-    sha = (reg.release(model, n).get("audit") or {}).get("sha256")
-    if not isinstance(sha, str) or not audit.is_recorded(reg, sha):
+    sha = (release.get("audit") or {}).get("sha256")
+    if not isinstance(sha, str) or not audit.is_recorded(audit.read_log(reg) or b"", sha):
         reg.store.delete(f"{model}/{n}/release.json")
 
 
-def _find_semver(reg: Registry, cand: Candidate, versions: list[int]) -> int | None:
-    for n, release in reversed(list(zip(versions, reg.releases(cand.name, versions), strict=True))):
+def _find_semver(cand: Candidate, versions: _Versions) -> tuple[int, dict[str, Any]] | None:
+    """The version already published with the candidate's semver, and its release."""
+    for n, release in reversed(list(zip(versions.numbers, versions.releases, strict=True))):
         if release.get("version") != cand.version:
             continue
         published = (release.get("artifact") or {}).get("sha256")
@@ -380,17 +396,22 @@ def _find_semver(reg: Registry, cand: Candidate, versions: list[int]) -> int | N
                 f"artifact sha256 {published}; this artifact is {cand.artifact_sha256}. A "
                 "changed artifact needs a higher metadata.version"
             )
-        return n
+        return n, release
     return None
 
 
 def _republish(
-    reg: Registry, cand: Candidate, prov: Provenance, n: int, previous: int | None
+    reg: Registry,
+    cand: Candidate,
+    prov: Provenance,
+    existing: tuple[int, dict[str, Any]],
+    previous: int | None,
 ) -> Published:
-    release = reg.release(cand.name, n)
+    n, release = existing
     sha = (release.get("audit") or {}).get("sha256")
-    if isinstance(sha, str) and audit.is_recorded(reg, sha):
-        serving = _converge(reg, cand.name)
+    log = audit.read_log(reg) or b""
+    if isinstance(sha, str) and audit.is_recorded(log, sha):
+        serving = _converge(reg, cand.name, log)
         note = "" if serving == n else f" (version {serving} serves: a rollback stands)"
         return Published(
             cand.name,
@@ -414,7 +435,9 @@ def _republish(
         (json.dumps(release, indent=2, sort_keys=True) + "\n").encode(),
     )
     audit.commit(reg, pending)
-    _write_serving(reg, cand.name, n, _deployed_manifest(reg, cand.name, n))
+    manifest = _deployed_manifest(reg, cand.name, n)
+    isvc = reg.read_bytes(f"{cand.name}/inferenceservice.yaml")
+    _write_serving(reg, cand.name, serving_files(reg, cand.name, n, manifest), isvc)
     return Published(
         cand.name,
         cand.version,
@@ -444,18 +467,24 @@ def rollback(
     if not reason.strip():
         raise UsageError("a rollback needs --reason TEXT")
     with reg.store.lock(lock_timeout_s):
-        versions = reg.versions(model)
+        versions, previous, end, isvc = reg.gather(
+            lambda: reg.versions(model),
+            lambda: reg.serving_version(model),
+            lambda: audit.read_end(reg),
+            lambda: reg.read_bytes(f"{model}/inferenceservice.yaml"),
+        )
         if to not in versions:
             have = ", ".join(map(str, versions)) or "none"
             raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")
         release = reg.release(model, to)
-        reg.model_onnx(model, to, release)  # RegistryError when its digest does not verify
-        manifest = _deployed_manifest(reg, model, to)
+        _, manifest = reg.gather(
+            lambda: reg.model_onnx(model, to, release),  # RegistryError when it does not verify
+            lambda: _deployed_manifest(reg, model, to),
+        )
         serving = serving_files(reg, model, to, manifest)
-        previous = reg.serving_version(model)
         logged = previous
         if previous == to:  # rare: read the log only then
-            logged = _intended(audit.model_records(reg, model), model)
+            logged = _intended(audit.model_records(audit.read_log(reg) or b"", model))
         if action == "rollback" and previous == to and logged == to:
             # Already serving, and the log agrees: a record would claim a change that was not.
             return Published(
@@ -481,8 +510,8 @@ def rollback(
             digests=digests,
             previous=previous,
         )
-        pending = audit.append(reg, fields)
-        _write_serving(reg, model, to, manifest, serving)
+        pending = audit.prepare(reg, fields, end)
+        audit.commit(reg, pending, lambda: _write_serving(reg, model, serving, isvc))
     was = previous if previous != to else f"{previous}, but the log said {logged}"
     return Published(
         model,

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -68,6 +68,9 @@ class Store(Protocol):
     or the file's inode, time and size on a folder) for compare-and-swap writes."""
 
     uri: str
+    #: Whether independent reads are worth running concurrently (a round trip each on S3; on a
+    #: folder a thread costs more than the read it would overlap).
+    concurrent: bool
 
     def get(self, key: str) -> tuple[bytes, str] | None: ...
     def get_many(self, keys: list[str]) -> list[bytes | None]: ...
@@ -99,6 +102,8 @@ _FSYNC = os.environ.get("MLOPS_CI_FSYNC", "") not in ("", "0")
 class FileStore:
     """A folder. Writes go to a temporary file beside the target and are renamed over it; a
     version folder is staged as `.staging-…` (Triton ignores dot-folders) and renamed whole."""
+
+    concurrent = False
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -187,13 +192,14 @@ class FileStore:
         if not base.is_dir():
             return []
         keys = []
+        cut = len(str(self.root)) + 1  # os.walk's paths start with the root's (string ops: fast)
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = [d for d in dirnames if not d.startswith(".staging-")]
-            rel = Path(dirpath).relative_to(self.root).as_posix()
+            rel = dirpath[cut:]
             for name in filenames:
                 if name.endswith(".tmp") and name.startswith("."):
                     continue  # a write in progress (or a crashed one)
-                keys.append(name if rel == "." else f"{rel}/{name}")
+                keys.append(f"{rel}/{name}" if rel else name)
         return sorted(keys)
 
     def stamp(self, key: str) -> str | None:
@@ -277,6 +283,8 @@ class S3Store:
     variables pick it). S3 has no rename: a version folder's objects are put one by one with the
     marker (`release.json`) last, and only a complete folder is ever named by config.pbtxt.
     Exclusive writes are conditional puts (`If-None-Match: *`, `If-Match: <etag>`)."""
+
+    concurrent = True
 
     def __init__(self, bucket: str, prefix: str) -> None:
         from botocore.config import Config
@@ -500,16 +508,13 @@ class S3Store:
         return str(resp["ETag"])
 
     def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None:
-        # Callers hold the registry lock; the check keeps a stray caller from mixing two versions.
-        if self.list(prefix):
-            raise RegistryError(
-                f"{self.uri}/{prefix} exists already; versions are never overwritten"
-            )
+        # Every object is created, never replaced (If-None-Match: *): a stray second writer of
+        # the same version fails on its first object instead of mixing two versions' bytes, and
+        # no listing beforehand costs a round trip. The marker goes last.
         rest = [(f"{prefix}/{name}", data) for name, data in files.items() if name != last]
         with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
-            list(pool.map(lambda item: self.put(*item), rest))
-        # The marker is created, never replaced: two writers of one version cannot both win.
-        if not self.put_if_absent(f"{prefix}/{last}", files[last]):
+            created = list(pool.map(lambda item: self.put_if_absent(*item), rest))
+        if not all(created) or not self.put_if_absent(f"{prefix}/{last}", files[last]):
             raise RegistryError(
                 f"{self.uri}/{prefix} exists already; versions are never overwritten"
             )
@@ -668,6 +673,14 @@ class Registry:
 
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
         return self.store.arrow_fs()
+
+    def gather(self, *reads: Callable[[], Any]) -> list[Any]:
+        """The results of independent reads: together on S3 (one round trip's wait for all of
+        them), one after the other on a folder."""
+        if not self.store.concurrent or len(reads) < 2:
+            return [read() for read in reads]
+        with ThreadPoolExecutor(max_workers=len(reads)) as pool:
+            return list(pool.map(lambda read: read(), reads))
 
     def exists(self) -> bool:
         """Whether the registry is there: a folder must exist (an S3 prefix always does; a
