@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from served_log import log_served
 
 from mlops_ci import cli
 from mlops_ci.manifest import parse_document
@@ -90,20 +89,6 @@ spec:
 """
 
 
-def _pinned_clock(when: dt.datetime) -> types.SimpleNamespace:
-    """The `datetime` module as serve's prediction log sees it, with `now()` at `when` (one
-    microsecond later at each call, so file names stay distinct)."""
-    ticks = iter(range(10**9))
-
-    class Clock(dt.datetime):
-        @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
-            t = when + dt.timedelta(microseconds=next(ticks))
-            return t.astimezone(tz) if tz else t.astimezone().replace(tzinfo=None)
-
-    return types.SimpleNamespace(**{**vars(dt), "datetime": Clock})
-
-
 @dataclass
 class World:
     registry: Path | str  # a folder, or an s3:// URI
@@ -155,34 +140,17 @@ class World:
         version: int | None = None,
         batch: int = 10,
     ) -> list[str]:
-        """Requests served and logged as `mlops-ci serve` does it: the model and its column
-        layout loaded by serve's ModelStore from the registry, each request of `batch` rows
-        recorded by serve's PredictionLog (a batch shares its request id), written on close.
-        Only serve's clock is pinned (01:00 UTC on `day`, NOW's date by default). Returns the
-        request id of each row."""
-        from mlops_ci.serve import predlog
-        from mlops_ci.serve.metrics import Metrics
-        from mlops_ci.serve.models import ModelStore
-
-        reg = open_registry(self.registry)
-        metrics = Metrics()
-        store = ModelStore(reg, metrics)
-        store.refresh(full=True)
-        model = store.get(name)
-        when = dt.datetime.combine(day or NOW.date(), dt.time(1), dt.UTC)
-        log = predlog.PredictionLog(reg, predlog.REGISTRY_PREFIX, metrics, flush_s=3600)
-        names = [o.name for o in model.outputs]
-        ids: list[str] = []
-        with mock.patch.object(predlog, "dt", _pinned_clock(when)):
-            for k, start in enumerate(range(0, len(x), batch)):
-                inputs = {"input": x[start : start + batch].astype(np.float32)}
-                outputs = dict(zip(names, model.session.run(names, inputs), strict=True))
-                rid = f"{prefix}{k}"
-                log.record(name, version or model.version, rid, model.layout, inputs, outputs)
-                ids += [rid] * len(inputs["input"])
-            log.close()
-        assert (metrics.log_rows, metrics.log_dropped) == (len(x), 0)  # all of it on disk
-        return ids
+        """Requests served and logged as `mlops-ci serve` does it (tests/served_log.py), at
+        01:00 UTC on `day` (NOW's date by default). Returns the request id of each row."""
+        return log_served(
+            self.registry,
+            name,
+            x,
+            day=day or NOW.date(),
+            prefix=prefix,
+            version=version,
+            batch=batch,
+        )
 
     def monitor(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
         from mlops_ci.monitor import command
@@ -365,6 +333,12 @@ def test_data_flag_reads_a_csv_file(world, capsys, tmp_path):
     (m,) = json.loads(out)["models"]
     assert code == 1 and m["drift"]["rows"] == 2000 and m["source"] == str(path)
     assert m["predictions"] is None  # a CSV of inputs has no outputs to compare
+    # a CSV without an input column: one line, the model named once (the line adds its name)
+    path.write_bytes(b"x1,x2\n1,2\n")
+    code, out, _ = world.monitor("--data", str(path), capsys=capsys)
+    assert code == 2
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    assert line == f"ERROR      fraud: the production data ({path}) has no column 'x3'"
 
 
 def test_staleness_past_due_warning_and_fresh(world, capsys):
@@ -746,3 +720,117 @@ def test_names_in_the_issues_verdict_lines_are_inert():
     verdicts = body.split("### Verdicts\n\n", 1)[1].split("\n\n", 1)[0]  # its list
     assert "prediction drift" in verdicts and "&#64;acme/everyone" in verdicts
     assert "@acme" not in verdicts and "<img" not in verdicts and "[click]" not in verdicts
+
+
+# --- an unreadable prediction log -----------------------------------------------------------------
+
+
+def _log_files(world: World, model: str) -> list[Path]:
+    return sorted((Path(world.registry) / ".mlops" / "predictions" / model).rglob("*.parquet"))
+
+
+def _rewrite_without(path: Path, column: str) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(path).drop_columns([column]), path)
+
+
+def _attention_issue(world: World, ghserver, capsys) -> dict:
+    """fraud's monitor issue, opened by a run on drifted rows (which are then removed)."""
+    world.log("fraud", _fresh(300, shift=(1, 1, 0)), prefix="d")
+    code, _, err = world.monitor("--issues", "--no-record", capsys=capsys)
+    assert code == 1, err
+    for f in _log_files(world, "fraud"):
+        f.unlink()
+    (issue,) = _issues(ghserver).values()
+    return issue
+
+
+def _fails_closed(world: World, ghserver, capsys) -> str:
+    """The run reports fraud's log in one line, exits 2, judges and records credit, and leaves
+    fraud's open issue alone: the healthy rows it could read do not make the model healthy.
+    Returns what the line says about fraud."""
+    code, out, err = world.monitor("--issues", capsys=capsys)
+    assert code == 2, out + err
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    assert line.startswith("ERROR      fraud: "), line
+    assert "FieldRef" not in out + err and "Traceback" not in out + err
+    assert "credit" in out and len(_verdicts(world.registry, "credit")) == 1
+    assert _verdicts(world.registry, "fraud") == []
+    (issue,) = _issues(ghserver).values()
+    assert issue["state"] == "open" and ghserver.repos[REPO].comments == []
+    return line.removeprefix("ERROR      fraud: ")
+
+
+@pytest.mark.parametrize(
+    ("column", "files"),
+    [("model_version", "every"), ("time", "last"), ("x2", "last")],
+)
+def test_a_log_file_without_a_needed_column_is_named_with_the_column(
+    world, ghserver, capsys, monkeypatch, column, files
+):
+    """A log written by another producer (or an older serve) without `model_version`, or one
+    file of it without `time` or an input: pyarrow's own words were `No match for
+    FieldRef.Name(model_version) in time: …` with exit 2; now the file and the column."""
+    ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud")
+    world.deploy("credit")
+    world.log("credit", _fresh(300))
+    issue = _attention_issue(world, ghserver, capsys)
+    world.log("fraud", _fresh(300), prefix="a")
+    world.log("fraud", _fresh(300, seed=4), prefix="b")
+    logged = _log_files(world, "fraud")
+    assert len(logged) == 2
+    bad = logged if files == "every" else logged[-1:]
+    for f in bad:
+        _rewrite_without(f, column)
+    shown = bad[0].relative_to(world.registry).as_posix()
+    assert _fails_closed(world, ghserver, capsys) == f"{shown} has no column '{column}'"
+    assert issue["state"] == "open"
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_corrupt_parquet_file_among_good_ones_is_named(
+    world, ghserver, capsys, monkeypatch, where
+):
+    """Not Parquet at all (sorted first: pyarrow reads its schema while finding the dataset),
+    or truncated (sorted last: read while streaming): either way one line naming the file."""
+    ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud")
+    world.deploy("credit")
+    world.log("credit", _fresh(300))
+    _attention_issue(world, ghserver, capsys)
+    world.log("fraud", _fresh(300), prefix="a")
+    world.log("fraud", _fresh(300, seed=4), prefix="b")
+    good = _log_files(world, "fraud")
+    if where == "first":
+        bad = good[0].with_name("part-0-notes.parquet")
+        bad.write_bytes(b"request_id,x1\nr1,0.5\n")
+    else:
+        bad = good[-1].with_name(good[-1].name.replace("part-", "part-z"))
+        data = good[-1].read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    assert sorted([*good, bad])[0 if where == "first" else -1] == bad
+    shown = bad.relative_to(world.registry).as_posix()
+    said = _fails_closed(world, ghserver, capsys)
+    assert said.startswith(f"{shown} is not a Parquet file, or is truncated ("), said
+    assert str(world.registry) not in said  # the file as the registry names it, once
+
+
+def test_a_corrupt_log_file_is_named_on_every_registry_backend(
+    registry_uri, tmp_path, onnx_model, capsys
+):
+    """On S3 pyarrow names files `bucket/prefix/…`: the message names them as the registry does."""
+    world = World(registry_uri, tmp_path / "repo", onnx_model, _fresh(800, seed=1))
+    world.deploy("fraud")
+    world.log("fraud", _fresh(300))
+    reg = open_registry(registry_uri)
+    (key,) = reg.list_keys(".mlops/predictions/fraud")
+    bad = key.replace("/part-", "/part-z")
+    reg.write_bytes(bad, (reg.read_bytes(key) or b"")[:500])
+    code, out, err = world.monitor(capsys=capsys)
+    assert code == 2, out + err
+    assert f"ERROR      fraud: {bad} is not a Parquet file, or is truncated (Parquet magic" in out
+    assert reg.list_keys(".mlops/monitor") == []

@@ -1,22 +1,21 @@
 """The reusable workflow's `monitor` job, run for real with act on a `schedule` event: it reads a
-registry folder and the example repository's reference data, and opens one issue on the GitHub
-test server for the model whose production inputs drifted."""
+registry folder holding the example tumour classifier published through deploy (its real ONNX
+model) with a day of predictions that model made and serve's PredictionLog wrote, and the
+example repository's reference data; it opens one issue on the GitHub test server for the model,
+whose inputs and predictions drifted."""
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import pytest
 from act_harness import EXAMPLE_REPO, TOKEN, ActHarness
-
-from mlops_ci.registry import open_registry
+from serve_registry import ExampleModels, publish
+from served_log import log_served
 
 pytestmark = pytest.mark.act
 
@@ -39,53 +38,24 @@ jobs:
 """
 
 
-def _registry(root: Path) -> None:
-    """The example tumour classifier as deployed 20 days ago, and a day of drifted predictions."""
-    folder = EXAMPLE_REPO / "models" / MODEL
-    reg = open_registry(root)
-    reg.write_bytes(
-        f"{MODEL}/config.pbtxt",
-        f'name: "{MODEL}"\nplatform: "onnxruntime_onnx"\n'
-        "version_policy: { specific: { versions: [1] } }\n".encode(),
-    )
-    now = dt.datetime.now(dt.UTC)
-    release = {
-        "model": MODEL,
-        "version": "1.0.0",
-        "registry_version": 1,
-        "time": (now - dt.timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": "local",
-    }
-    reg.write_bytes(f"{MODEL}/1/release.json", json.dumps(release).encode())
-    reg.write_bytes(f"{MODEL}/1/model.yaml", (folder / "model.yaml").read_bytes())
-    ref = pacsv.read_csv(folder / "reference.csv")
-    cols = {}
-    for name in ref.column_names:
-        values = ref.column(name).to_numpy().astype(np.float64)
-        cols[name] = pa.array(np.tile(values, 5) * 1.5)  # every feature 50% larger
-    n = len(next(iter(cols.values())))
-    table = pa.table(
-        {
-            "time": pa.array([now] * n, pa.timestamp("us", "UTC")),
-            "model_version": pa.array(np.ones(n, dtype=np.int64)),
-            "request_id": pa.array([f"r{i}" for i in range(n)]),
-            **cols,
-        }
-    )
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    reg.write_bytes(
-        f".mlops/predictions/{MODEL}/date={now.date().isoformat()}/part-0.parquet", sink.getvalue()
-    )
+def _registry(root: Path, example_models: ExampleModels) -> None:
+    """The example tumour classifier as deploy publishes it, and a day of what it predicted on
+    the reference rows with every feature 50% larger (more malignant-looking nuclei)."""
+    model = example_models[MODEL]
+    publish(root, MODEL, model.onnx.read_bytes(), model.manifest.read_text(encoding="utf-8"))
+    ref = pacsv.read_csv(EXAMPLE_REPO / "models" / MODEL / "reference.csv")
+    (tensor,) = model.document["spec"]["signature"]["inputs"]
+    features = np.column_stack([ref.column(c).to_numpy() for c in tensor["columns"]])
+    log_served(root, MODEL, np.tile(features, (5, 1)) * 1.5, day=dt.datetime.now(dt.UTC).date())
 
 
 def test_scheduled_monitor_opens_one_issue_for_the_drifted_model(
-    act_harness: ActHarness, tmp_path: Path, ghserver
+    act_harness: ActHarness, tmp_path: Path, ghserver, example_models: ExampleModels
 ) -> None:
     ghserver.add_repo("acme/models")
     ghserver.token = TOKEN  # what the harness hands the run as GITHUB_TOKEN
     registry = tmp_path / "registry"
-    _registry(registry)
+    _registry(registry, example_models)
     repo = act_harness.model_repo(EXAMPLE_REPO)
     caller = repo.path / ".github" / "workflows" / "mlops-ci.yml"
     caller.write_text(CALLER.format(registry=json.dumps(str(registry))), encoding="utf-8")
@@ -107,7 +77,13 @@ def test_scheduled_monitor_opens_one_issue_for_the_drifted_model(
     assert "@acme/oncology-ml @bob" in issues[0]["body"]
     assert "### mlops-ci monitor" in run.summary("monitor")
     recorded = list((registry / ".mlops" / "monitor" / MODEL).glob("*.json"))
-    assert len(recorded) == 1 and json.loads(recorded[0].read_text())["needs_attention"]
+    assert len(recorded) == 1
+    verdict = json.loads(recorded[0].read_text())
+    assert verdict["needs_attention"] and verdict["drift"]["dataset_drift"]
+    assert verdict["drift"]["rows"] == 1000 and verdict["predictions"]["rows"] == 1000
+    # The served model's outputs on the log against its outputs on the reference rows.
+    assert verdict["prediction_drift"] is True, verdict["predictions"]
+    assert "prediction drift: output." in issues[0]["body"]
     # The pull-request jobs did not run on the schedule.
     assert run.job_result("gate") is None and run.job_result("report") is None
     print(f"act run (monitor job): {run.seconds:.2f}s")

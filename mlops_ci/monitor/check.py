@@ -166,7 +166,7 @@ def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
     """The verdict of the version that serves `model` (MlopsCiError on configuration errors)."""
     n = reg.serving_version(model)
     if n is None:
-        raise UsageError(f"{model}: config.pbtxt is missing")
+        raise UsageError("config.pbtxt is missing")
     release = reg.release(model, n)
     text = reg.manifest_text(model, n)
     data, problems, _ = parse_document(text, f"{model}/{n}/model.yaml")
@@ -190,7 +190,7 @@ def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
     if rules:
         if repo_manifest is None:
             raise UsageError(
-                f"{model}: no manifest named {model} in {opts.repo}; run monitor in a checkout "
+                f"no manifest named {model} in {opts.repo}; run monitor in a checkout "
                 "of the model repository (--repo)"
             )
         reference = _reference(manifest, rules)
@@ -283,7 +283,7 @@ def _plan(
     try:
         plan.inputs = drift.Columns(reference.table, features, settings)
     except ValueError as exc:
-        raise UsageError(f"{manifest.name}: {exc}") from None
+        raise UsageError(str(exc)) from None
     ref_outputs = _reference_outputs(reg, manifest, n, reference, plan)
     if ref_outputs is not None:
         cat = frozenset(f"output.{o.name}" for o in manifest.signature.outputs if o.role == "label")
@@ -401,10 +401,11 @@ def _scan(
             fcols.append("time")
     names = set(data.schema.names)
     assert plan.inputs is not None
+    # The schema is the first file's; Parquet files are each checked as they are read.
     missing = [c for c in plan.inputs.order if c not in names]
-    if missing:
+    if missing and source.format == "csv":
         raise UsageError(
-            f"{manifest.name}: the production data ({source.shown}) has no column "
+            f"the production data ({source.shown}) has no column "
             f"{', '.join(map(repr, missing[:5]))}"
         )
     wanted = list(plan.inputs.order)
@@ -415,7 +416,9 @@ def _scan(
         plan.notes.append("the production data has no request_id: decay is not checked")
         plan.matcher = None
     extra = [*log_outputs, *(["request_id"] if plan.matcher else [])]
-    scan = reader.batches(data, [*wanted, *extra], flt, filter_columns=fcols, partition_filter=pflt)
+    scan = reader.batches(
+        data, [*wanted, *extra], flt, filter_columns=fcols, partition_filter=pflt, source=source
+    )
     for batch in scan:
         plan.inputs.add(batch)
         if plan.outputs is not None:

@@ -99,7 +99,60 @@ def dataset(source: Source, *, hive: bool = True) -> Any:
             ignore_prefixes=[".", "_"],
         )
     except (OSError, pa.ArrowInvalid) as exc:
-        raise UsageError(f"cannot read {source.shown}: {exc}") from None
+        # Finding a Parquet dataset reads the first file's schema: name that file if it is bad.
+        bad = _first_unreadable(source) if source.format == "parquet" else None
+        raise UsageError(bad or f"cannot read {source.shown}: {_reason(exc)}") from None
+
+
+def name_of(source: Source, path: str) -> str:
+    """A file of the source as the user knows it: under the name they gave, not pyarrow's
+    absolute path or bucket/key."""
+    base = source.path.rstrip("/")
+    if path == base:
+        return source.shown
+    if path.startswith(base + "/"):
+        return f"{source.shown.rstrip('/')}/{path[len(base) + 1 :]}"
+    return path
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _not_parquet(name: str, exc: BaseException) -> str:
+    # pyarrow's first sentence says what it found; its second repeats ours ("Either the file…").
+    return f"{name} is not a Parquet file, or is truncated ({_reason(exc).split('. ')[0]})"
+
+
+def _first_unreadable(source: Source) -> str | None:
+    """The first file (in path order) whose Parquet footer cannot be read, as `name_of` names it."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs = source.filesystem
+    try:
+        info = fs.get_file_info(source.path)
+        if info.type == pafs.FileType.File:
+            paths = [source.path]
+        else:
+            found = fs.get_file_info(pafs.FileSelector(source.path, recursive=True))
+            base = source.path.rstrip("/") + "/"
+            paths = sorted(
+                f.path
+                for f in found
+                if f.type == pafs.FileType.File
+                and not any(part.startswith((".", "_")) for part in f.path[len(base) :].split("/"))
+            )
+    except (OSError, pa.ArrowInvalid):
+        return None
+    for path in paths:
+        try:
+            with fs.open_input_file(path) as fh:
+                pq.read_metadata(fh)
+        except (OSError, pa.ArrowException) as exc:
+            return _not_parquet(name_of(source, path), exc)
+    return None
 
 
 def batches(
@@ -110,6 +163,7 @@ def batches(
     filter_columns: Sequence[str] = (),
     partition_filter: Any = None,
     batch_rows: int = BATCH_ROWS,
+    source: Source | None = None,
 ) -> Iterator[Any]:
     """Record batches of `columns` with `filter` applied; memory does not grow with the rows.
 
@@ -117,14 +171,15 @@ def batches(
     stream (pre_buffer=False): the dataset scanner decodes a whole row group before slicing
     it, so a file written with one 1M-row group (pyarrow's default) would cost 600 MB here.
     `filter` is applied to rows and reads `filter_columns`; `partition_filter` (on Hive folders
-    such as date=) prunes files before they are opened.
+    such as date=) prunes files before they are opened. A Parquet file that cannot be read, or
+    lacks one of `columns` or `filter_columns`, is a UsageError naming it (as `source` shows it).
     """
     import pyarrow as pa
 
     try:
         if isinstance(data.format, pa.dataset.ParquetFileFormat):
             yield from _parquet_batches(
-                data, columns, filter, filter_columns, partition_filter, batch_rows
+                data, columns, filter, filter_columns, partition_filter, batch_rows, source
             )
             return
         both = (
@@ -149,24 +204,34 @@ def _parquet_batches(
     filter_columns: Sequence[str],
     partition_filter: Any,
     batch_rows: int,
+    source: Source | None,
 ) -> Iterator[Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     wanted = list(columns)
+    needed = list(dict.fromkeys([*wanted, *filter_columns]))
     for fragment in data.get_fragments(filter=partition_filter):
+        name = name_of(source, fragment.path) if source else fragment.path
         with fragment.filesystem.open_input_file(fragment.path) as fh:
-            pf = pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
+            try:
+                pf = pq.ParquetFile(fh, pre_buffer=False, buffer_size=1 << 20)
+            except (OSError, pa.ArrowException) as exc:
+                raise UsageError(_not_parquet(name, exc)) from None
             present = set(pf.schema_arrow.names)
-            missing = [c for c in wanted if c not in present]
+            # iter_batches skips a column the file lacks, and the filter then fails in
+            # pyarrow's words (`No match for FieldRef.Name(model_version)`): say it here.
+            missing = [c for c in needed if c not in present]
             if missing:
-                raise UsageError(f"{fragment.path} has no column {', '.join(map(repr, missing))}")
-            needed = list(dict.fromkeys([*wanted, *filter_columns]))
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=needed):
-                if filter is not None:
-                    batch = pa.Table.from_batches([batch]).filter(filter)
-                    for part in batch.select(wanted).to_batches():
-                        if part.num_rows:
-                            yield part
-                elif batch.num_rows:
-                    yield batch.select(wanted)
+                raise UsageError(f"{name} has no column {', '.join(map(repr, missing))}")
+            try:
+                for batch in pf.iter_batches(batch_size=batch_rows, columns=needed):
+                    if filter is not None:
+                        batch = pa.Table.from_batches([batch]).filter(filter)
+                        for part in batch.select(wanted).to_batches():
+                            if part.num_rows:
+                                yield part
+                    elif batch.num_rows:
+                        yield batch.select(wanted)
+            except (OSError, pa.ArrowException) as exc:  # a damaged page, a mistyped column
+                raise UsageError(f"cannot read {name}: {_reason(exc)}") from None
