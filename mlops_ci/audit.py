@@ -157,7 +157,9 @@ def commit(reg: Registry, pending: Pending, *alongside: Callable[[], object]) ->
     record behind, which `verify` accepts; a head that runs ahead of the log is a cut tail.
 
     `alongside`: writes that must follow the record (the serving files) and may go with the
-    head's (together on S3: a round trip less)."""
+    head's (together on S3: a round trip less). Either may land first, and when one fails the
+    others may or may not have run: every such state converges (a head one record behind is
+    moved on by the next append; serving files behind the log, by the next deploy)."""
     reg.store.append(LOG_KEY, pending.line + b"\n")
     head = f"{pending.record['seq']} {pending.sha256}\n".encode()
     reg.gather(lambda: reg.write_bytes(HEAD_KEY, head), *alongside)

@@ -262,15 +262,18 @@ def _intended(records: list[dict[str, Any]]) -> int | None:
     return n if isinstance(n, int) else None
 
 
-def _converge(reg: Registry, model: str, log: bytes) -> int | None:
-    """Rewrite config.pbtxt when a kill left it behind the log; returns the serving version."""
+def _converge(
+    reg: Registry, model: str, log: bytes, serving: int | None, isvc: bytes | None
+) -> int | None:
+    """Rewrite config.pbtxt when a kill left it behind the log (or it was changed by hand);
+    returns the serving version. `serving` and `isvc`: the version config.pbtxt names and the
+    InferenceService, as the caller read them under the lock."""
     intended = _intended(audit.model_records(log, model))
     if intended is None:
-        return reg.serving_version(model)
+        return serving
     manifest = _deployed_manifest(reg, model, intended)
     files = serving_files(reg, model, intended, manifest)
-    config, isvc = reg.store.get_many([f"{model}/config.pbtxt", f"{model}/inferenceservice.yaml"])
-    if config != files["config.pbtxt"]:
+    if reg.read_bytes(f"{model}/config.pbtxt") != files["config.pbtxt"]:
         _write_serving(reg, model, files, isvc)
     return intended
 
@@ -348,7 +351,7 @@ def publish(
         )
         existing = _find_semver(cand, versions)
         if existing is not None:
-            return _republish(reg, cand, prov, existing, previous)
+            return _republish(reg, cand, prov, existing, previous, end, isvc)
         if versions.numbers and versions.numbers[-1] != previous:
             _retire_if_unrecorded(reg, name, versions.numbers[-1], versions.releases[-1])
         n = versions.highest + 1  # one past every numbered folder, complete or not
@@ -406,12 +409,16 @@ def _republish(
     prov: Provenance,
     existing: tuple[int, dict[str, Any]],
     previous: int | None,
+    end: audit.End,
+    isvc: bytes | None,
 ) -> Published:
+    """The candidate's semver is version `n` already: converge, or complete a deploy that a
+    kill interrupted. `previous`, `end`, `isvc`: what `publish` read under the lock."""
     n, release = existing
     sha = (release.get("audit") or {}).get("sha256")
     log = audit.read_log(reg) or b""
     if isinstance(sha, str) and audit.is_recorded(log, sha):
-        serving = _converge(reg, cand.name, log)
+        serving = _converge(reg, cand.name, log, previous, isvc)
         note = "" if serving == n else f" (version {serving} serves: a rollback stands)"
         return Published(
             cand.name,
@@ -426,18 +433,16 @@ def _republish(
     # pointing release.json at the new record first (the version has never served).
     digests = {"artifact": release["artifact"]["sha256"], "onnx": release["onnx"]["sha256"]}
     pending = audit.prepare(
-        reg, _record("deploy", cand.name, cand.version, n, prov, digests=digests)
+        reg, _record("deploy", cand.name, cand.version, n, prov, digests=digests), end
     )
     release["audit"] = {"sha256": pending.sha256}
     release["time"] = pending.record["time"]
+    files = serving_files(reg, cand.name, n, _deployed_manifest(reg, cand.name, n))
     reg.write_bytes(
         f"{cand.name}/{n}/release.json",
         (json.dumps(release, indent=2, sort_keys=True) + "\n").encode(),
     )
-    audit.commit(reg, pending)
-    manifest = _deployed_manifest(reg, cand.name, n)
-    isvc = reg.read_bytes(f"{cand.name}/inferenceservice.yaml")
-    _write_serving(reg, cand.name, serving_files(reg, cand.name, n, manifest), isvc)
+    audit.commit(reg, pending, lambda: _write_serving(reg, cand.name, files, isvc))
     return Published(
         cand.name,
         cand.version,

@@ -297,6 +297,8 @@ class S3Store:
             connect_timeout=5,
             read_timeout=60,
             retries={"max_attempts": 3, "mode": "standard"},
+            # gather + get_many run up to ~20 requests at once: a pool of 10 drops connections
+            max_pool_connections=32,
             # A custom endpoint (SeaweedFS, MinIO, moto…) rarely resolves bucket subdomains.
             s3={"addressing_style": "path"} if endpoint else {},
         )
@@ -415,7 +417,13 @@ class S3Store:
                     index = int(m.group(1)) + 1 if m else 1
                     if self.put_if_absent(f"{key}.{index:06d}", data):
                         return
-            state = None
+            # The condition failed: another writer came first, or our own write landed and
+            # its response was lost, so botocore's retry found the condition gone. Appended
+            # lines are unique (an audit record names its predecessor and its time), so a log
+            # that now ends with them ends with ours: appending them again would repeat it.
+            state = self._last_segment(key)
+            if state is not None and state[1].endswith(data):
+                return
             time.sleep(0.01)
         raise RegistryError(f"{self.uri}/{key}: too many concurrent writers")
 
@@ -509,15 +517,23 @@ class S3Store:
 
     def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None:
         # Every object is created, never replaced (If-None-Match: *): a stray second writer of
-        # the same version fails on its first object instead of mixing two versions' bytes, and
-        # no listing beforehand costs a round trip. The marker goes last.
+        # the same version fails before the marker instead of mixing two versions' bytes, and
+        # no listing beforehand costs a round trip. The others go together, the marker last.
         rest = [(f"{prefix}/{name}", data) for name, data in files.items() if name != last]
         with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
-            created = list(pool.map(lambda item: self.put_if_absent(*item), rest))
-        if not all(created) or not self.put_if_absent(f"{prefix}/{last}", files[last]):
+            created = list(pool.map(lambda item: self._create(*item), rest))
+        if not all(created) or not self._create(f"{prefix}/{last}", files[last]):
             raise RegistryError(
                 f"{self.uri}/{prefix} exists already; versions are never overwritten"
             )
+
+    def _create(self, key: str, data: bytes) -> bool:
+        """Create `key` holding `data` unless it exists. Also True when the object is there
+        with these very bytes: our first attempt landed and its response was lost, and
+        botocore's retry met the condition (a single-part upload's ETag is its MD5)."""
+        if self.put_if_absent(key, data):
+            return True
+        return self.stamp(key) == f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
     @contextlib.contextmanager
     def lock(self, timeout_s: float) -> Iterator[None]:
@@ -531,6 +547,9 @@ class S3Store:
             if mine is not None:
                 break
             held = self.get(LOCK_KEY)
+            if held is not None and _lock_id(held[0]) == lock_id:
+                mine = held[1]  # ours: the create landed, its response was lost, the retry
+                break  # met the condition
             if held is not None and _lock_is_stale(held[0]):
                 # took over a dead holder's lock; the If-Match makes the takeover unique
                 mine = self._conditional(LOCK_KEY, body, IfMatch=held[1])
@@ -567,7 +586,7 @@ class S3Store:
             if status not in (400, 501):  # 400/501: this store has no conditional delete
                 raise self._fail(exc, f"delete {LOCK_KEY}") from exc
         held = self.get(LOCK_KEY)
-        if held is not None and json.loads(held[0]).get("id") == me:
+        if held is not None and _lock_id(held[0]) == me:
             self.delete(LOCK_KEY)
 
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
@@ -629,6 +648,16 @@ def _machine() -> str:
     return "/".join(parts)
 
 
+def _lock_id(body: bytes) -> str | None:
+    """The id of a lock's holder (None: unreadable)."""
+    try:
+        held = json.loads(body)
+    except ValueError:
+        return None
+    value = held.get("id") if isinstance(held, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _lock_is_stale(body: bytes) -> bool:
     """A lock whose holder is gone: past its expiry, or a dead process on this very machine
     (the same host, boot and pid namespace; anything else waits for the expiry)."""
@@ -675,8 +704,9 @@ class Registry:
         return self.store.arrow_fs()
 
     def gather(self, *reads: Callable[[], Any]) -> list[Any]:
-        """The results of independent reads: together on S3 (one round trip's wait for all of
-        them), one after the other on a folder."""
+        """The results of independent calls (reads, or writes whose order does not matter):
+        together on S3 (one round trip's wait for all of them), one after the other on a
+        folder. The first failure in argument order is raised, once every call has ended."""
         if not self.store.concurrent or len(reads) < 2:
             return [read() for read in reads]
         with ThreadPoolExecutor(max_workers=len(reads)) as pool:

@@ -19,7 +19,7 @@ from mlops_ci import audit, deploy, triton
 from mlops_ci.deploy import Provenance
 from mlops_ci.errors import CheckFailed, UsageError
 from mlops_ci.manifest import load
-from mlops_ci.registry import RegistryError, open_registry
+from mlops_ci.registry import Registry, RegistryError, open_registry
 
 LOCAL = Provenance(source="local", actor="tester")
 # CI has ../shared beside the checkout (see its fixtures/README.md).
@@ -119,8 +119,10 @@ def _manifest(reg, n: int) -> dict:
     return yaml.safe_load(reg.manifest_text("iris", n))
 
 
-def test_rollback_refuses_a_missing_or_tampered_version(tmp_path: Path) -> None:
-    reg = open_registry(tmp_path / "r")
+def test_rollback_refuses_a_missing_or_tampered_version(registry_uri: str) -> None:
+    """On every backend: on S3 the digest check runs in a thread among the rollback's other
+    reads (`Registry.gather`), and its error must still stop the rollback."""
+    reg = open_registry(registry_uri)
     deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
     deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
     with pytest.raises(UsageError, match="no version 7"):
@@ -130,6 +132,15 @@ def test_rollback_refuses_a_missing_or_tampered_version(tmp_path: Path) -> None:
         deploy.rollback(reg, "iris", 1, "why", LOCAL)
     assert reg.serving_version("iris") == 2
     assert len(audit.records(reg)) == 2
+
+
+def test_a_config_pbtxt_triton_cannot_parse_stops_a_publish(registry_uri: str) -> None:
+    reg = open_registry(registry_uri)
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    reg.write_bytes("iris/config.pbtxt", b"not { a config")
+    with pytest.raises(RegistryError, match=r"config\.pbtxt"):
+        deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
+    assert reg.versions("iris") == [1] and len(audit.records(reg)) == 1
 
 
 def test_config_pbtxt_is_one_triton_parses_and_matches_the_signature(tmp_path: Path) -> None:
@@ -322,6 +333,8 @@ def test_a_kill_at_any_point_leaves_a_complete_version_serving(
         log, head = audit.read_log(reg) or b"", reg.read_bytes(audit.HEAD_KEY)
         verified = audit.verify(reg) if i % 10 == 9 else audit.verify_log(log, head)
         assert verified.ok, verified.problem
+        if new:  # a version serves only once its record is in the log
+            assert audit.is_recorded(log, reg.release(name, serving)["audit"]["sha256"])
         converged = deploy.publish(reg, candidate(name, version, salt=salt), LOCAL)
         assert reg.serving_version(name) == converged.registry_version
         assert reg.release(name, converged.registry_version)["version"] == version
@@ -336,6 +349,120 @@ def test_a_kill_at_any_point_leaves_a_complete_version_serving(
     assert outcomes["old"] > 0 and outcomes["new"] > 0  # kills landed before and after the switch
     if registry_uri.startswith("s3://"):  # the log did grow by segments
         assert len([k for k in reg.list_keys(".mlops") if k.startswith(audit.LOG_KEY)]) > 10
+
+
+class _Killed(BaseException):
+    """Raised by a write, as a kill would stop the deploy there (no handler catches it)."""
+
+
+_WRITES = ("put", "put_if_absent", "put_if_match", "append", "delete", "put_folder")
+
+
+def _stopped_at_write(reg, k: int, action) -> bool:
+    """Run `action()` with the registry's k-th write (0-based) raising _Killed: whether it hit.
+    Random kills rarely land in a window of a few milliseconds; this tries every write."""
+    store, count = reg.store, [0]
+    saved = {name: getattr(store, name) for name in _WRITES}
+
+    def stopping(name: str):
+        def write(*args, **kwargs):
+            count[0] += 1
+            if count[0] == k + 1:
+                raise _Killed(f"{name} {args[0]}")
+            return saved[name](*args, **kwargs)
+
+        return write
+
+    for name in _WRITES:
+        setattr(store, name, stopping(name))
+    try:
+        action()
+    except _Killed:
+        return True
+    finally:
+        for name in _WRITES:
+            setattr(store, name, saved[name])
+    return False
+
+
+def _chain_verifies(uri: str) -> tuple[Registry, bytes]:
+    reg = open_registry(uri)
+    log, head = audit.read_log(reg) or b"", reg.read_bytes(audit.HEAD_KEY)
+    verified = audit.verify_log(log, head)
+    assert verified.ok, verified.problem
+    return reg, log
+
+
+@pytest.mark.parametrize("k", range(10))
+def test_a_publish_stopped_at_each_of_its_writes_converges(registry_uri: str, k: int) -> None:
+    """Stop a publish at its k-th write, each k in turn, on every backend: the chain verifies,
+    the version that serves has its record in the log, and the next run converges."""
+    deploy.publish(open_registry(registry_uri), candidate(version="1.0.0"), LOCAL)
+    new = candidate(version="1.1.0", salt="b")
+    reg = open_registry(registry_uri)
+    _stopped_at_write(reg, k, lambda: deploy.publish(reg, new, LOCAL))
+    reg, log = _chain_verifies(registry_uri)
+    serving = reg.serving_version("iris")
+    assert audit.is_recorded(log, reg.release("iris", serving)["audit"]["sha256"])
+    again = deploy.publish(reg, new, LOCAL)
+    assert reg.serving_version("iris") == again.registry_version
+    assert reg.release("iris", again.registry_version)["version"] == "1.1.0"
+    assert audit.verify(reg).ok
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_a_rollback_stopped_at_each_of_its_writes_converges(registry_uri: str, k: int) -> None:
+    reg = open_registry(registry_uri)
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
+    _stopped_at_write(reg, k, lambda: deploy.rollback(reg, "iris", 1, "bad", LOCAL))
+    reg, log = _chain_verifies(registry_uri)
+    serving = reg.serving_version("iris")
+    assert serving in (1, 2)
+    if serving == 1:  # never switched before its record
+        assert deploy._intended(audit.model_records(log, "iris")) == 1
+    deploy.rollback(reg, "iris", 1, "bad", LOCAL)
+    assert reg.serving_version("iris") == 1
+    assert audit.verify(reg).ok
+
+
+def _lose_first_response(monkeypatch: pytest.MonkeyPatch, suffix: str) -> list[str]:
+    """The first PUT to a key ending in `suffix` reaches the server, but its response is lost
+    (a read timeout): botocore retries it. Returns the lost requests' URLs."""
+    from botocore.exceptions import ReadTimeoutError
+    from botocore.httpsession import URLLib3Session
+
+    real, lost = URLLib3Session.send, []
+
+    def send(self, request):
+        response = real(self, request)
+        if request.method == "PUT" and request.url.split("?")[0].endswith(suffix) and not lost:
+            lost.append(request.url)
+            raise ReadTimeoutError(endpoint_url=request.url)
+        return response
+
+    monkeypatch.setattr(URLLib3Session, "send", send)
+    return lost
+
+
+@pytest.mark.parametrize("suffix", ["/iris/1/model.onnx", "/.mlops/audit.jsonl", "/.mlops/lock"])
+def test_a_lost_s3_response_and_its_retry_neither_fail_nor_repeat_a_write(
+    s3_server, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """A conditional write lands, its response is lost, botocore retries and meets its own
+    object: a version object is not "exists already", an audit line is not appended twice
+    (the chain would break), and the lock is not "held by another deploy" (by itself)."""
+    uri = s3_server.fresh_uri()
+    reg = open_registry(uri)
+    if suffix.endswith("audit.jsonl"):
+        deploy.publish(reg, candidate(version="0.9.0", salt="a"), LOCAL)  # a log to append to
+    with monkeypatch.context() as patched:
+        lost = _lose_first_response(patched, suffix)
+        done = deploy.publish(reg, candidate(version="1.0.0"), LOCAL, lock_timeout_s=5)
+    assert lost and done.changed
+    verified = audit.verify(open_registry(uri))
+    assert verified.ok, verified.problem
+    assert [r["version"] for r in audit.records(reg)][-1] == "1.0.0"
 
 
 # --- re-verification against GitHub (tests/ghserver.py) -------------------------------------------
