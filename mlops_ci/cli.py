@@ -25,6 +25,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """`--out` is a folder (a file for `report`): a file in its place, or above it, is a usage
+    error now, rather than an OSError after the work is done."""
+    out: Path | None = getattr(args, "out", None)
+    if out is None:
+        return
+    if args.command == "report":
+        if out.is_dir():
+            raise UsageError(f"--out {out} is a folder, not a file")
+        out = out.parent
+    for existing in (out, *out.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                where = "" if existing == args.out else f"{args.out}: "
+                raise UsageError(f"--out {where}{existing} is a file, not a folder")
+            return
+
+
 # --- validate ---------------------------------------------------------------------------------
 
 
@@ -85,15 +103,23 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
         "run",
         help="run the whole pipeline locally",
         description="Run every stage on every model of a repository, locally: no GitHub, "
-        "no cloud. Prints progress stage by stage and model by model, then a table.",
+        "no cloud. Prints progress stage by stage and model by model, then a table; deploys "
+        "the models that pass into a local registry (no approvals checked) and writes its "
+        "catalog. Exit 1 when a check failed, 2 when a model could not be checked at all.",
     )
     p.add_argument("repo", nargs="?", type=Path, default=Path(), metavar="REPO")
     p.add_argument(
         "--out",
         type=Path,
+        metavar="DIR",
         help="where reports and ONNX files go (default: REPO/.mlops-ci/run)",
     )
-    p.add_argument("--stages", help="comma-separated subset of stages to run (default: all)")
+    p.add_argument(
+        "--stages",
+        metavar="LIST",
+        help="comma-separated stages to run, of validate, convert, test, bench, deploy "
+        "(default: all; validate always runs)",
+    )
     p.add_argument(
         "--registry",
         metavar="URI",
@@ -580,9 +606,22 @@ def _add_rollback(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("name", metavar="NAME")
     _add_registry(p)
-    p.add_argument("--to", type=int, required=True, metavar="VERSION")
-    p.add_argument("--reason", required=True, metavar="TEXT")
-    p.add_argument("--environment", default="production")
+    p.add_argument(
+        "--to",
+        type=int,
+        required=True,
+        metavar="VERSION",
+        help="the registry version n to serve (1, 2, …; `audit show NAME` lists them), not the "
+        "semver",
+    )
+    p.add_argument(
+        "--reason", required=True, metavar="TEXT", help="why, for the audit record (not empty)"
+    )
+    p.add_argument(
+        "--environment",
+        default="production",
+        help="the GitHub Deployment environment (default: production)",
+    )
     p.add_argument("--local", action="store_true", help="no GitHub Deployment")
     p.set_defaults(handler=_rollback)
 
@@ -693,11 +732,19 @@ def build_parser() -> _Parser:
     sub.required = True
     for add in _COMMANDS:
         add(sub)
-    for command in sub.choices.values():
-        # `mlops-ci convert --debug` as well as `mlops-ci --debug convert`.
+    commands = list(sub.choices.values())
+    for command in commands:
+        # `mlops-ci convert --debug` as well as `mlops-ci --debug convert`; also after the
+        # actions of a command that has them (`mlops-ci audit show NAME --debug`).
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                commands.extend(action.choices.values())
+    for command in commands:
         command.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
         )
+        # the innermost command's parser reports unknown flags, with its own usage line
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -712,9 +759,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "command_parser", parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     handler: Handler = args.handler
     try:
+        _check_out(args)
         return handler(args)
     except MlopsCiError as exc:
         print(f"mlops-ci {args.command}: error: {exc}", file=sys.stderr)

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
@@ -252,6 +253,12 @@ class GitHub:
         if "/" not in repository.strip("/"):
             raise MlopsCiError(f"repository must be owner/name, got {repository!r}")
         self.repository = repository.strip("/")
+        parts = urlsplit(api_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # PyGithub would fail on it with an AttributeError deep inside its constructor
+            raise MlopsCiError(
+                f"GITHUB_API_URL must be an http(s) URL such as {DEFAULT_API_URL}, got {api_url!r}"
+            )
         self.api_url = api_url.rstrip("/")
         self.max_wait = max_wait
         self.retries = retries

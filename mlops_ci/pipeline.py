@@ -178,16 +178,30 @@ def run(
     from mlops_ci import validate
 
     say = stream or sys.stdout
+    if repo.is_file():
+        raise UsageError(f"{repo} is a file: `run` takes the repository's folder")
     if not repo.is_dir():
         raise UsageError(f"{repo}: no such folder")
-    # The deploy stage publishes into a local registry (default REPO/.mlops-ci/registry).
-    _REGISTRY.set(registry or repo / ".mlops-ci" / "registry")
     available = _stages()
     known = ["validate", *(s.name for s in available)]
+    if stages is not None:
+        stages = [s for s in stages if s]  # "validate,convert," is a typo, not a stage
+        if not stages:
+            raise UsageError(f"--stages names no stage; stages are {', '.join(known)}")
     wanted = list(stages) if stages else known
     unknown = [s for s in wanted if s not in known]
     if unknown:
         raise UsageError(f"unknown stage {', '.join(unknown)}; stages are {', '.join(known)}")
+    if "deploy" in wanted and "convert" not in wanted:
+        # deploy publishes the model.onnx that convert writes in this run (reports of an
+        # earlier run are removed first), so alone it could only fail for every model
+        raise UsageError("the deploy stage publishes what convert writes: add convert to --stages")
+    if registry:
+        from mlops_ci.registry import open_registry
+
+        open_registry(registry)  # a bad --registry is one error now, not one per model later
+    # The deploy stage publishes into a local registry (default REPO/.mlops-ci/registry).
+    _REGISTRY.set(registry or repo / ".mlops-ci" / "registry")
     selected = [s for s in available if s.name in wanted]
     root = find_repo_root(repo)
     out = (out or repo / ".mlops-ci" / "run").resolve()

@@ -106,6 +106,8 @@ class _Git:
             raise UsageError("git is not installed") from None
         if done.returncode != 0:
             message = done.stderr.decode(errors="replace").strip().splitlines()
+            if message and "not a git repository" in message[-1]:
+                raise UsageError(f"{self.repo} is not in a git checkout (--repo: the checkout)")
             raise UsageError(f"git {args[0]} failed: {message[-1] if message else done.returncode}")
         return done.stdout
 

@@ -174,6 +174,21 @@ def test_unreachable_api_is_one_clear_error():
         gh.pull_request(1)
 
 
+@pytest.mark.parametrize("url", ["notaurl", "api.github.com", "ftp://example.com", "https://"])
+def test_an_api_url_that_is_not_http_is_one_clear_error(url, capsys, monkeypatch):
+    # PyGithub's own constructor fails on these with an AttributeError (an "internal error")
+    with pytest.raises(MlopsCiError, match="GITHUB_API_URL must be an http"):
+        GitHub(REPO, token="t", api_url=url)
+    from mlops_ci import cli
+
+    monkeypatch.setenv("GITHUB_API_URL", url)
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    assert cli.main(["gate", "--pr", "1", "--no-status"]) == 2
+    err = capsys.readouterr().err
+    assert "GITHUB_API_URL must be an http" in err and "internal error" not in err
+
+
 def test_requests_retry_error_becomes_an_mlops_ci_error():
     with pytest.raises(MlopsCiError, match="gave up after retries"), github._api("reading x"):
         raise requests.exceptions.RetryError("too many 500 error responses")

@@ -404,6 +404,37 @@ def test_bad_since_or_registry_is_a_usage_error(world, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
+def test_data_and_labels_paths_on_the_command_line_are_relative_to_the_current_folder(
+    world, capsys, tmp_path, monkeypatch
+):
+    # A manifest's own paths are relative to the manifest; a path typed on the command line is
+    # relative to where it was typed (it was read from the manifest's folder instead).
+    world.deploy("fraud")
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "prod.csv").write_bytes(_csv(_fresh(2000, shift=(0.8, 0.8, 0.8))))
+    monkeypatch.chdir(here)
+    code, out, err = world.monitor("--format", "json", "--data", "prod.csv", capsys=capsys)
+    assert code == 1, out + err
+    (m,) = json.loads(out)["models"]
+    assert m["drift"]["rows"] == 2000 and m["source"] == str(here / "prod.csv")
+
+
+def test_a_missing_repo_is_one_usage_error_not_one_per_model(world, capsys, tmp_path):
+    world.deploy("fraud")
+    world.deploy("churn")
+    argv = ["monitor", "--registry", str(world.registry), "--repo", str(tmp_path / "nope")]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("no such folder") == 1, (out, err)
+
+
+def test_an_empty_registry_says_there_is_nothing_to_judge(tmp_path, capsys):
+    (tmp_path / "registry").mkdir()
+    assert cli.main(["monitor", "--registry", str(tmp_path / "registry"), "--repo", "."]) == 0
+    assert "no model is deployed in" in capsys.readouterr().err
+
+
 # --- issues ---------------------------------------------------------------------------------------
 
 

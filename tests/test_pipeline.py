@@ -74,3 +74,42 @@ def test_unknown_stage_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixtur
         "unknown stage publish; stages are validate, convert, test, bench, deploy"
         in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("registry", "message"),
+    [("a-file", "the registry must be a folder"), ("ftp://host/x", "a registry is a folder")],
+)
+def test_a_bad_registry_is_one_usage_error_before_any_stage_runs(
+    repo: Path, capsys: pytest.CaptureFixture[str], registry: str, message: str
+) -> None:
+    if registry == "a-file":
+        registry = str(repo / "README.md")
+    argv = ["run", str(repo), "--stages", "validate,convert,deploy", "--registry", registry]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count(message) == 1, (out, err)
+    assert not (repo / ".mlops-ci").exists()  # nothing written half-way
+
+
+def test_deploy_without_convert_is_a_usage_error_that_removes_no_reports(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    earlier = repo / ".mlops-ci" / "run" / "tumor-classifier" / "model.onnx"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"an earlier run's model")
+    assert main(["run", str(repo), "--stages", "deploy"]) == 2
+    assert "add convert to --stages" in capsys.readouterr().err
+    assert earlier.read_bytes() == b"an earlier run's model"
+
+
+def test_stage_lists_with_empty_items_and_a_file_for_repo(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(repo), "--stages", "validate,"]) == 0  # a trailing comma is a typo
+    assert "[1/1] validate" in capsys.readouterr().out
+    assert main(["run", str(repo), "--stages", ","]) == 2
+    assert "--stages names no stage" in capsys.readouterr().err
+    manifest = repo / "models" / "tumor-classifier" / "model.yaml"
+    assert main(["run", str(manifest)]) == 2
+    assert "is a file: `run` takes the repository's folder" in capsys.readouterr().err

@@ -181,6 +181,16 @@ def test_unknown_ref_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture[
     # (the message also suggests fetch-depth: 0, the usual cause on a runner)
 
 
+def test_a_folder_outside_any_checkout_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # not the checkout above it
+    monkeypatch.setenv("LC_ALL", "C")  # git's message is matched in English
+    assert main(["plan", "--repo", str(tmp_path), "--base", "HEAD"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is not in a git checkout" in err and "fatal:" not in err, err
+
+
 def test_push_that_creates_a_branch_compares_with_nothing(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

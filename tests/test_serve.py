@@ -632,3 +632,21 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Path, server: Se
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) <= 2  # argparse adds its usage line
+
+
+def test_an_empty_registry_is_served_and_said_to_be_empty(tmp_path: Path) -> None:
+    """Pointing serve at the wrong folder (the model repository, say) must not look like a
+    working server: it says it holds no model, and still picks up a deploy later."""
+    (tmp_path / "registry").mkdir()
+    proc = ServeProcess(tmp_path / "registry")
+    try:
+        stdout = proc.proc.stdout
+        assert stdout is not None
+        said: list[str] = []  # readline in a thread: a server that says nothing must not hang us
+        reader = threading.Thread(target=lambda: said.append(stdout.readline().decode()))
+        reader.start()
+        reader.join(30)
+        note = said[0] if said else "(nothing said)"
+        assert "no model in file://" in note and "picked up" in note, note
+    finally:
+        proc.terminate()

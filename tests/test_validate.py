@@ -57,6 +57,23 @@ def test_valid_manifest_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "1 manifest valid" in out
 
 
+def test_the_policy_is_not_counted_as_a_manifest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(
+        Path(__file__).parent.parent / "examples" / "model-repo" / "models", repo / "models"
+    )
+    (repo / ".mlops").mkdir()
+    (repo / ".mlops" / "policy.yaml").write_text("not: [a policy\n")
+    code, out, err = _run(capsys, "validate", "--root", str(repo), str(repo))
+    assert code == 1
+    assert "1 of 4 manifests and the policy invalid, 1 problem" in out + err
+    (repo / ".mlops" / "policy.yaml").unlink()
+    code, out, _ = _run(capsys, "validate", "--root", str(repo), str(repo))
+    assert code == 0 and out.endswith("4 manifests valid\n"), out
+
+
 def test_fast_and_detailed_validators_agree_on_every_corpus_file() -> None:
     import fastjsonschema
 

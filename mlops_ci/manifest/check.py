@@ -132,6 +132,10 @@ def check_unique_names(results: Sequence[Checked]) -> list[Checked]:
 def load(path: Path, root: Path | None = None) -> Manifest:
     """A valid manifest, or CheckFailed listing every problem with its line."""
     path = Path(path)
+    if path.is_dir():
+        inside = [path / n for n in ("model.yaml", "model.yml") if (path / n).is_file()]
+        hint = f": give {inside[0]}" if inside else " (with no model.yaml in it)"
+        raise UsageError(f"manifest {path} is a folder, not a model.yaml{hint}")
     if not path.is_file():
         raise UsageError(f"manifest {path} does not exist")
     result = check_file(path, root)

@@ -29,6 +29,15 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
+def _from_here(where: str | None) -> str | None:
+    """A --data or --labels path as the user meant it: relative to the current folder. (The
+    manifest's own `current` and `labels` paths are relative to the manifest, and check.py
+    resolves relative paths that way, so a command-line path must reach it absolute.)"""
+    if not where or "://" in where:
+        return where
+    return str(Path(where).absolute())
+
+
 def main(
     registry: str,
     *,
@@ -45,13 +54,26 @@ def main(
     from mlops_ci.registry import open_registry
 
     now = now or dt.datetime.now(dt.UTC)
-    opts = check.Options(repo=repo, now=now, since=parse_duration(since), data=data, labels=labels)
+    if not repo.is_dir():  # once here, not once per model
+        raise UsageError(f"--repo {repo}: no such folder (a checkout of the model repository)")
+    opts = check.Options(
+        repo=repo,
+        now=now,
+        since=parse_duration(since),
+        data=_from_here(data),
+        labels=_from_here(labels),
+    )
     reg = open_registry(registry)
     if not reg.exists():
         raise UsageError(f"--registry {registry}: no such folder")
     names = check.models_of(reg, models)
     if data and len(names) > 1:
         raise UsageError("--data is one model's production data: add --model NAME")
+    if not names:
+        print(
+            f"mlops-ci monitor: no model is deployed in {reg.uri}: nothing to judge",
+            file=sys.stderr,
+        )
     verdicts: list[check.Verdict] = []
     errors: list[tuple[str, str]] = []
     for name in names:

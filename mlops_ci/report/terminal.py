@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from mlops_ci.manifest import Checked
 from mlops_ci.report import units
 from mlops_ci.report.escape import one_line
+from mlops_ci.resources import MANIFEST_SCHEMA
 
 if TYPE_CHECKING:
     from mlops_ci.bench import BenchResult
@@ -47,13 +48,15 @@ def validation(results: Sequence[Checked]) -> str:
             lines.extend(f"  {one_line(p)}" for p in r.problems)
     bad = sum(not r.valid for r in results)
     problems = sum(len(r.problems) for r in results)
+    # the approval policy is checked too, but it is not a manifest: "4 manifests and the policy"
+    policies = sum(r.schema != MANIFEST_SCHEMA for r in results)
+    checked = _plural(len(results) - policies, "manifest")
+    if policies:
+        checked += " and the policy" if policies == 1 else f" and {policies} policies"
     if bad:
-        lines.append(
-            f"{bad} of {len(results)} manifest{'s' if len(results) != 1 else ''} invalid, "
-            f"{_plural(problems, 'problem')}"
-        )
+        lines.append(f"{bad} of {checked} invalid, {_plural(problems, 'problem')}")
     else:
-        lines.append(f"{_plural(len(results), 'manifest')} valid")
+        lines.append(f"{checked} valid")
     return "\n".join(lines)
 
 

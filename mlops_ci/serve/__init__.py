@@ -48,7 +48,7 @@ def main(
     reg = open_registry(registry)
     if not reg.exists():
         raise UsageError(f"{registry}: no such registry folder")
-    reg.models()  # reachable and readable now, rather than a failing worker later
+    found = reg.models()  # reachable and readable now, rather than a failing worker later
     if prediction_log:  # likewise: a bad URI here would fail uvicorn's startup (exit 3)
         from mlops_ci.errors import MlopsCiError
 
@@ -80,6 +80,11 @@ def main(
         "server_header": False,
     }
     print(f"mlops-ci serve: http://{host}:{bound} (registry {reg.uri})", flush=True)
+    if not found:  # a wrong --registry (the model repository, say) would otherwise look fine
+        print(
+            f"mlops-ci serve: no model in {reg.uri} yet; deploys are picked up as they land",
+            flush=True,
+        )
     if workers == 1:
         config = uvicorn.Config(App(settings), **common)
         server = uvicorn.Server(config)
