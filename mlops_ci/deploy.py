@@ -164,7 +164,8 @@ def load_candidate(manifest: Manifest, build_dir: Path) -> Candidate:
     onnx_path = build_dir / "model.onnx"
     convert = _read_json(build_dir / "convert.json")
     if not onnx_path.is_file() or not convert:
-        raise CheckFailed(f"{build_dir}: model.onnx and convert.json are both needed")
+        # a build that is not there is the pipeline's mistake (exit 2), not a verdict
+        raise UsageError(f"{build_dir}: model.onnx and convert.json are both needed")
     data = onnx_path.read_bytes()
     onnx_info = convert.get("onnx") or {}
     if not data.startswith(_ONNX_MAGIC) or onnx_path.suffix != ".onnx":
@@ -478,6 +479,9 @@ def rollback(
             lambda: audit.read_end(reg),
             lambda: reg.read_bytes(f"{model}/inferenceservice.yaml"),
         )
+        if not versions:  # a typo must not read as "that version is missing"
+            known = ", ".join(reg.models()) or "none"
+            raise UsageError(f"{reg.uri}: no model named {model!r} (models: {known})")
         if to not in versions:
             have = ", ".join(map(str, versions)) or "none"
             raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")

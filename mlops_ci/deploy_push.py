@@ -18,6 +18,7 @@ from typing import Any
 from mlops_ci import audit, deploy, gha
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.registry import Registry, open_registry
+from mlops_ci.report import units
 
 DEFAULT_ENVIRONMENT = "production"
 
@@ -322,6 +323,12 @@ def _existing(registry: str) -> Registry:
 def verify_main(registry: str, fmt: str = "text") -> int:
     reg = _existing(registry)
     result = audit.verify(reg)
+    if result.records == 0 and not reg.models():
+        # `--registry .` in the model repository must not read as a verified trail
+        raise UsageError(
+            f"{reg.uri}: no audit log and no model: not a registry, or nothing "
+            "was deployed to it yet"
+        )
     if fmt == "json":
         print(
             json.dumps(
@@ -394,6 +401,6 @@ def render_show(doc: dict[str, Any]) -> str:
         f"  approved:  {who or 'no approvals recorded (' + str(serving.get('source')) + ')'}",
         f"  tests:     {'passed' if test.get('passed') else 'not passed'}{_counts(test)}",
         f"  onnx:      sha256 {serving['digests'].get('onnx')}",
-        f"  history:   {len(doc['history'])} records up to then",
+        f"  history:   {units.plural(len(doc['history']), 'record')} up to then",
     ]
     return "\n".join(lines)

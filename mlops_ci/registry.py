@@ -293,6 +293,13 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            parts = urlparse(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise RegistryError(
+                    f"AWS_ENDPOINT_URL {endpoint!r} is not an http(s) URL such as "
+                    "http://127.0.0.1:8333"
+                )
         config = Config(
             connect_timeout=5,
             read_timeout=60,
@@ -806,6 +813,8 @@ class Registry:
 def open_registry(uri: str | Path) -> Registry:
     """A registry from a folder path, `file:///abs/path` or `s3://bucket/prefix`."""
     text = str(uri)
+    if not text.strip():
+        raise RegistryError("the registry is empty: give a folder, file:///path or s3://…")
     if text.startswith("s3://"):
         parsed = urlparse(text)
         if not parsed.netloc:

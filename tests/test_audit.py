@@ -217,6 +217,35 @@ def test_cli_audit_on_a_missing_folder_is_a_usage_error(tmp_path: Path, capsys) 
     assert "no registry there" in capsys.readouterr().err
 
 
+def test_cli_audit_verify_of_a_folder_that_is_no_registry_is_not_a_pass(
+    tmp_path: Path, capsys
+) -> None:
+    """`--registry .` in the model repository (or an empty --registry) once printed
+    "✓ 0 records verify" and exited 0."""
+    (tmp_path / "models").mkdir()
+    assert cli.main(["audit", "verify", "--registry", str(tmp_path)]) == 2
+    assert "not a registry, or nothing was deployed" in capsys.readouterr().err
+    assert cli.main(["audit", "verify", "--registry", ""]) == 2
+    assert "the registry is empty" in capsys.readouterr().err
+
+
+def test_cli_rollback_of_an_unknown_model_says_so(tmp_path: Path, capsys) -> None:
+    uri = str(tmp_path / "registry")
+    deploy.publish(open_registry(uri), candidate("wine", "1.0.0"), LOCAL)
+    argv = ["rollback", "wnie", "--registry", uri, "--to", "1", "--reason", "x", "--local"]
+    assert cli.main(argv) == 2
+    assert "no model named 'wnie' (models: wine)" in capsys.readouterr().err
+
+
+def test_an_endpoint_that_is_not_a_url_is_one_clear_error(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "notaurl")
+    assert cli.main(["audit", "verify", "--registry", "s3://bucket/registry"]) == 2
+    err = capsys.readouterr().err
+    assert "AWS_ENDPOINT_URL 'notaurl' is not an http(s) URL" in err and "internal" not in err
+
+
 def test_show_states_the_test_counts_in_words() -> None:
     from mlops_ci.deploy_push import render_show
 
@@ -231,6 +260,8 @@ def test_show_states_the_test_counts_in_words() -> None:
     }
     out = render_show({"model": "iris", "at": None, "serving": serving, "history": []})
     assert "tests:     passed (8 passed, 0 failed, 1 skipped)" in out
+    out = render_show({"model": "iris", "at": None, "serving": serving, "history": [{}]})
+    assert "history:   1 record up to then" in out
 
 
 def test_cli_audit_show_of_an_unknown_model_is_a_usage_error(

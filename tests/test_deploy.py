@@ -235,6 +235,9 @@ def test_load_candidate_checks_the_onnx_against_convert_json(tmp_path: Path) -> 
     (build / "model.onnx").write_bytes(b"\x80\x04pickle")
     with pytest.raises(CheckFailed, match="not an ONNX model"):
         deploy.load_candidate(manifest, build)
+    (build / "convert.json").unlink()  # a build the pipeline never wrote: exit 2, not a verdict
+    with pytest.raises(UsageError, match="both needed"):
+        deploy.load_candidate(manifest, build)
 
 
 def test_eight_concurrent_deploys_are_serialised(

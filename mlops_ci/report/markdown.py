@@ -27,10 +27,6 @@ LEGEND = "<sub>✅ passed, ❌ failed, ➖ skipped, <b>·</b> not run</sub>"
 Context = Literal["pull request", "local"]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 # --- validate ---------------------------------------------------------------------------------
 
 
@@ -39,13 +35,13 @@ def validation(results: Sequence[Checked]) -> str:
     bad = [r for r in results if not r.valid]
     head = "### mlops-ci validate\n\n"
     if not bad:
-        head += f"✅ {_plural(len(results), 'manifest')} valid\n\n"
+        head += f"✅ {units.plural(len(results), 'manifest')} valid\n\n"
     else:
         head += f"❌ {len(bad)} of {len(results)} manifests invalid\n\n"
     rows = ["| Manifest | Model | Result |", "|---|---|---|"]
     for r in results:
         name = r.name or ""
-        verdict = "✅ valid" if r.valid else f"❌ {_plural(len(r.problems), 'problem')}"
+        verdict = "✅ valid" if r.valid else f"❌ {units.plural(len(r.problems), 'problem')}"
         rows.append(f"| {code(r.shown)} | {cell(name)} | {verdict} |")
     out = head + "\n".join(rows) + "\n"
     if bad:
@@ -165,7 +161,7 @@ def render(
 
 def _headline(reports: Sequence[ModelReport], total: int, context: Context) -> str:
     failing = sum(not r.passed for r in reports)
-    models = _plural(total, "model") + (" changed" if context == "pull request" else "")
+    models = units.plural(total, "model") + (" changed" if context == "pull request" else "")
     if failing:
         return f"**{models}: ❌ {failing} failing, ✅ {len(reports) - failing} passing**"
     return f"**{models}: ✅ all passing**"
@@ -195,7 +191,7 @@ def _document(
     parts.append("")
     parts.append(LEGEND)
     if left_out:
-        parts.append(f"\n… and {_plural(left_out, 'more model')} not listed here.")
+        parts.append(f"\n… and {units.plural(left_out, 'more model')} not listed here.")
     for r in reports:
         detail = detail_for(r)
         if detail is not None:

@@ -34,10 +34,6 @@ class Pull(Protocol):
     def base_sha(self) -> str: ...
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def validation(results: Sequence[Checked]) -> str:
     lines = []
     for r in results:
@@ -50,11 +46,11 @@ def validation(results: Sequence[Checked]) -> str:
     problems = sum(len(r.problems) for r in results)
     # the approval policy is checked too, but it is not a manifest: "4 manifests and the policy"
     policies = sum(r.schema != MANIFEST_SCHEMA for r in results)
-    checked = _plural(len(results) - policies, "manifest")
+    checked = units.plural(len(results) - policies, "manifest")
     if policies:
         checked += " and the policy" if policies == 1 else f" and {policies} policies"
     if bad:
-        lines.append(f"{bad} of {checked} invalid, {_plural(problems, 'problem')}")
+        lines.append(f"{bad} of {checked} invalid, {units.plural(problems, 'problem')}")
     else:
         lines.append(f"{checked} valid")
     return "\n".join(lines)

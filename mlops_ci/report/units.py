@@ -11,6 +11,11 @@ import math
 from typing import Any
 
 
+def plural(n: int, word: str) -> str:
+    """`1 record`, `2 records`."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def finite(value: Any) -> float | None:
     """`value` as a float when it is a finite number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
