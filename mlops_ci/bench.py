@@ -26,7 +26,7 @@ import numpy as np
 
 from mlops_ci import atomic, data
 from mlops_ci.errors import CheckFailed, MlopsCiError, UsageError
-from mlops_ci.evaluate import onnx_session, repo_path
+from mlops_ci.evaluate import model_to_load, onnx_session, repo_path
 
 if TYPE_CHECKING:
     from mlops_ci.manifest import Manifest
@@ -430,11 +430,7 @@ def _run(
     time_budget_s: float | None,
     native: bool,
 ) -> BenchResult:
-    model_path = onnx or (convert_dir / "model.onnx" if convert_dir else None)
-    if model_path is None:
-        raise UsageError("give the ONNX model (--onnx PATH) or the convert output (--convert-dir)")
-    if not model_path.is_file():
-        raise UsageError(f"{model_path} does not exist (run `mlops-ci convert` first)")
+    model_path = model_to_load(onnx, convert_dir)
     if baseline is not None and not baseline.is_file():
         raise UsageError(f"baseline {baseline} does not exist")
     spec = manifest.section("benchmark")

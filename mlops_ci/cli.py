@@ -123,8 +123,8 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument(
         "--registry",
         metavar="URI",
-        help="where the deploy stage publishes, checking no approvals "
-        "(default: REPO/.mlops-ci/registry)",
+        help="where the deploy stage publishes, checking no approvals; its catalog then goes "
+        "to OUT/catalog (default: REPO/.mlops-ci/registry, catalog in REPO/.mlops-ci/catalog)",
     )
     p.set_defaults(handler=_run)
 

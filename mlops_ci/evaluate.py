@@ -121,11 +121,7 @@ def run(
     The model is `onnx` when given, else `convert_dir/model.onnx`; the parity verdict comes
     from `convert_dir/convert.json` when there is one.
     """
-    model_path = onnx or (convert_dir / "model.onnx" if convert_dir else None)
-    if model_path is None:
-        raise UsageError("give the ONNX model (--onnx PATH) or the convert output (--convert-dir)")
-    if not model_path.is_file():
-        raise UsageError(f"{model_path} does not exist (run `mlops-ci convert` first)")
+    model_path = model_to_load(onnx, convert_dir)
     session = onnx_session(model_path)
     manifest = data.stage_manifest(manifest, session)
     predict = _predictor(session)
@@ -192,6 +188,24 @@ def repo_path(manifest: Manifest) -> str:
 # --- running the ONNX model ---------------------------------------------------------------------
 
 Predict = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def model_to_load(onnx: Path | None, convert_dir: Path | None) -> Path:
+    """The ONNX file `test` and `bench` run: `--onnx` when given, else the convert output's.
+
+    A missing file the user named is their typo; a missing convert output means the convert
+    stage has not run, so only that message points at `mlops-ci convert`.
+    """
+    if onnx is not None:
+        if not onnx.is_file():
+            raise UsageError(f"--onnx {onnx}: no such file")
+        return onnx
+    if convert_dir is None:
+        raise UsageError("give the ONNX model (--onnx PATH) or the convert output (--convert-dir)")
+    model_path = convert_dir / "model.onnx"
+    if not model_path.is_file():
+        raise UsageError(f"{model_path} does not exist (run `mlops-ci convert` first)")
+    return model_path
 
 
 def onnx_session(path: Path, threads: int | None = None) -> Any:

@@ -280,8 +280,10 @@ def run(
         print(f"\nReport: {out / 'report.md'}", file=say, flush=True)
     from mlops_ci.catalog import for_run
 
-    local = repo / ".mlops-ci"
-    print(for_run(_REGISTRY.get(), local / "catalog", repo), file=say, flush=True)
+    # REPO/.mlops-ci/catalog shows REPO/.mlops-ci/registry; another registry's catalog is this
+    # run's output, kept with its reports, so it never replaces the default registry's.
+    site = out / "catalog" if registry else repo / ".mlops-ci" / "catalog"
+    print(for_run(_REGISTRY.get(), site, repo), file=say, flush=True)
     from mlops_ci.serve.hint import run_hint
 
     print(run_hint(_REGISTRY.get()), file=say, flush=True)

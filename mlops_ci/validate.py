@@ -51,7 +51,8 @@ def check(
     documents would cost memory and make every garbage collection pass slower.
     """
     if root is not None and not root.is_dir():
-        raise UsageError(f"--root {root}: no such folder")
+        what = " is a file, not a folder" if root.exists() else ": no such folder"
+        raise UsageError(f"--root {root}{what}")
     roots: dict[Path, Path] = {}
     results = []
     # Each file's parse makes thousands of short-lived objects and no reference cycles worth

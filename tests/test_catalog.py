@@ -303,7 +303,8 @@ def test_run_writes_the_catalog_of_its_local_registry_and_prints_where(tmp_path:
 
 
 def test_run_catalogs_the_registry_it_was_given(tmp_path: Path) -> None:
-    # `run --registry R` deploys into R: its catalog must show R, not REPO/.mlops-ci/registry.
+    # `run --registry R` deploys into R: its catalog must show R, not REPO/.mlops-ci/registry,
+    # and goes beside the run's report, leaving the default registry's catalog as it was.
     import io
     import shutil
 
@@ -311,11 +312,19 @@ def test_run_catalogs_the_registry_it_was_given(tmp_path: Path) -> None:
 
     repo = tmp_path / "repo"
     shutil.copytree(EXAMPLE_REPO, repo, ignore=shutil.ignore_patterns(".mlops-ci"))
+    default = RegistryWriter(repo / ".mlops-ci" / "registry")
+    default.publish("house-prices", 1, "1.0.0", "2026-10-01T09:00:00Z")
+    pipeline.run(repo, stages=["validate"], stream=io.StringIO())
+    default_index = repo / ".mlops-ci" / "catalog" / "index.html"
+    before = default_index.read_bytes()
+
     sample_registry(tmp_path / "elsewhere")
     said = io.StringIO()
     pipeline.run(repo, stages=["validate"], stream=said, registry=tmp_path / "elsewhere")
-    index = repo / ".mlops-ci" / "catalog" / "index.html"
+    index = repo / ".mlops-ci" / "run" / "catalog" / "index.html"
     assert f"Catalog: {index} (7 models)" in said.getvalue()
+    assert "fraud-detector" in index.read_text(encoding="utf-8")
+    assert default_index.read_bytes() == before
 
 
 def test_every_page_says_whether_the_audit_trail_verifies(tmp_path: Path) -> None:

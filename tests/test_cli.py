@@ -94,3 +94,18 @@ def test_rollback_help_says_to_is_the_registry_version(capsys: pytest.CaptureFix
         main(["rollback", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "the registry version n to serve" in out and "for the audit record" in out
+
+
+@pytest.mark.parametrize("command", ["test", "bench"])
+def test_a_missing_onnx_the_user_named_is_named_not_blamed_on_convert(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.onnx"
+    out = tmp_path / "out"
+    assert main([command, str(MANIFEST), "--onnx", str(missing), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--onnx {missing}: no such file" in err
+    assert "convert" not in err and "internal error" not in err
+    # without --onnx, the convert output is what is missing, and convert is the way to make it
+    assert main([command, str(MANIFEST), "--out", str(out)]) == 2
+    assert "run `mlops-ci convert` first" in capsys.readouterr().err

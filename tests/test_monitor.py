@@ -242,6 +242,20 @@ def test_drifted_inputs_and_predictions_need_attention(world, capsys):
     assert any("data drift: 2 of 3 columns" in r for r in m["reasons"])
 
 
+def test_the_text_summary_counts_models_in_plain_english(world, capsys):
+    world.deploy("fraud")
+    world.log("fraud", _fresh(300))
+    code, out, _ = world.monitor("--no-record", capsys=capsys)
+    assert code == 0 and out.splitlines()[-1] == "0 of 1 model needs attention", out
+    for name in ("churn", "loans"):  # past their max_age_days: stale
+        world.deploy(name, age_days=400)
+        world.log(name, _fresh(300))
+    code, out, _ = world.monitor("--no-record", capsys=capsys)
+    assert code == 1 and out.splitlines()[-1] == "2 of 3 models need attention", out
+    code, out, _ = world.monitor("--no-record", "--model", "churn", capsys=capsys)
+    assert out.splitlines()[-1] == "1 of 1 model needs attention", out
+
+
 def _mirrored(n: int, seed: int = 3) -> np.ndarray:
     """Each input N(0, 1) as in the reference, but x2 now mirrors x1 (correlation -0.98): no
     column drifted, yet x1 + x2, what the model looks at, shrinks to a seventh of its spread, so
@@ -399,6 +413,8 @@ def test_bad_since_or_registry_is_a_usage_error(world, capsys):
     world.deploy("fraud")
     assert cli.main(["monitor", "--registry", str(world.registry), "--since", "7 days"]) == 2
     assert "--since" in capsys.readouterr().err
+    assert cli.main(["monitor", "--registry", str(world.registry), "--since", "0d"]) == 2
+    assert "--since '0d': the duration must be more than zero" in capsys.readouterr().err
     missing = str(world.registry) + "-missing"
     assert cli.main(["monitor", "--registry", missing]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -327,6 +327,32 @@ def test_fork_pull_request_results_are_prepared_then_rendered_and_posted_by_work
     assert "&#64;acme/everyone &lt;img src=x&gt;" in body
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--post needs the pull request: --pr N"),  # and no pull_request event
+        (["--pr", "7"], "GITHUB_TOKEN is not set"),
+    ],
+)
+def test_post_without_where_to_post_fails_before_printing_anything(
+    argv: list[str],
+    message: str,
+    stage_docs: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("GITHUB_EVENT_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_TOKEN", "GITHUB_ACTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    _write_models(tmp_path, stage_docs, 2)
+    saved = tmp_path / "report.md"
+    code = cli.main(["report", "--dir", str(tmp_path), "--post", *argv, "--out", str(saved)])
+    out, err = capsys.readouterr()
+    assert code == 2 and message in err, err
+    assert out == "" and not saved.exists()
+
+
 def test_report_without_stage_files_is_a_usage_error(tmp_path: Path) -> None:
     assert cli.main(["report", "--dir", str(tmp_path)]) == 2
 

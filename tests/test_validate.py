@@ -212,6 +212,18 @@ def test_missing_path_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) 
     assert err == "mlops-ci validate: error: does/not/exist.yaml: no such file or folder\n"
 
 
+def test_a_root_that_is_a_file_or_missing_says_which(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = _run(capsys, "validate", "--root", str(VALID), str(VALID))
+    assert code == 2
+    assert err == f"mlops-ci validate: error: --root {VALID} is a file, not a folder\n"
+    missing = tmp_path / "nope"
+    code, _, err = _run(capsys, "validate", "--root", str(missing), str(VALID))
+    assert code == 2
+    assert err == f"mlops-ci validate: error: --root {missing}: no such folder\n"
+
+
 def test_unknown_flag_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["validate", "--format", "xml"])

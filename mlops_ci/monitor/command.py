@@ -24,8 +24,10 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_duration(text: str) -> dt.timedelta:
     """`30m`, `24h`, `7d`, `2w`."""
     m = _DURATION.match(text.strip())
-    if not m or int(m.group(1)) == 0:
+    if not m:
         raise UsageError(f"--since {text!r}: write a number and a unit, e.g. 24h, 7d or 2w")
+    if int(m.group(1)) == 0:
+        raise UsageError(f"--since {text!r}: the duration must be more than zero")
     return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 

@@ -16,6 +16,7 @@ from mlops_ci.monitor.check import Verdict
 from mlops_ci.monitor.decay import bounds_text
 from mlops_ci.monitor.drift import ColumnDrift, DriftResult
 from mlops_ci.report import escape
+from mlops_ci.report.units import plural
 
 #: GitHub refuses issue bodies over 65,536 characters; leave room for the marker and footer.
 MAX_BODY = 60_000
@@ -54,9 +55,11 @@ def text(verdicts: Sequence[Verdict], errors: Sequence[tuple[str, str]] = ()) ->
     for name, error in errors:
         lines.append(f"{'ERROR':9}  {name}: {error}")
     bad = sum(v.needs_attention for v in verdicts)
+    total = len(verdicts) + len(errors)
+    # "1 of 3 models needs", "0 of 1 model needs", "2 of 3 models need"
+    verb = "needs" if 1 in (bad, total) else "need"
     lines.append(
-        f"{bad} of {len(verdicts) + len(errors)} model{'s' if len(verdicts) != 1 else ''} "
-        f"need{'s' if bad == 1 else ''} attention"
+        f"{bad} of {plural(total, 'model')} {verb} attention"
         + (f", {len(errors)} could not be checked" if errors else "")
     )
     return "\n".join(lines)

@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ci import atomic, gha
 from mlops_ci.errors import CheckFailed, MlopsCiError, UsageError
 from mlops_ci.report import annotate, markdown
 from mlops_ci.report.escape import MARKER
 from mlops_ci.report.results import STAGE_FILES, ModelReport, gather
+
+if TYPE_CHECKING:
+    from mlops_ci.github import GitHub
 
 #: GitHub rejects issue comments longer than this (characters).
 COMMENT_LIMIT = 65_536
@@ -36,6 +39,8 @@ def main(folder: Path, *, pr: int | None, post: bool, out: Path | None) -> int:
     reports = gather(folder)
     if not reports:
         raise UsageError(f"no stage reports ({', '.join(STAGE_FILES)}) under {folder}")
+    # Where to post is settled first: a usage error after pages of printed report gets lost.
+    gh, pr = _where_to_post(pr) if post else (None, None)
     full = markdown.render(reports)
     print(full)
     if out is not None:
@@ -43,14 +48,8 @@ def main(folder: Path, *, pr: int | None, post: bool, out: Path | None) -> int:
     gha.write_summary(markdown.render(reports, limit=SUMMARY_LIMIT))
     if gha.in_actions():  # workflow commands are noise in a terminal
         annotate.models(reports)
-    if not post:
+    if gh is None or pr is None:
         return 0
-    from mlops_ci import github
-
-    pr = pr or github.event_pull_number()
-    if pr is None:
-        raise UsageError("--post needs the pull request: --pr N (or a pull_request event)")
-    gh = github.GitHub.from_env()
     body = markdown.render(reports, limit=COMMENT_LIMIT, details_url=gh.run_url())
     if gh.pull_request(pr).from_fork:
         return _hand_over(folder, pr, reports)
@@ -71,6 +70,16 @@ def main(folder: Path, *, pr: int | None, post: bool, out: Path | None) -> int:
     (folder / PREPARED_FILE).unlink(missing_ok=True)  # a stale one must never be posted later
     print(f"mlops-ci report: {'created' if created else 'updated'} comment {comment_id} on #{pr}")
     return 0
+
+
+def _where_to_post(pr: int | None) -> tuple[GitHub, int]:
+    """The GitHub client and the pull request `--post` comments on, or a usage error."""
+    from mlops_ci import github
+
+    pr = pr or github.event_pull_number()
+    if pr is None:
+        raise UsageError("--post needs the pull request: --pr N (or a pull_request event)")
+    return github.GitHub.from_env(), pr
 
 
 def _hand_over(folder: Path, pr: int, reports: Sequence[ModelReport]) -> int:
