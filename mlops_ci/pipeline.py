@@ -22,6 +22,7 @@ from mlops_ci import atomic
 from mlops_ci.errors import EXIT_OK, EXIT_USAGE, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.manifest import MODEL_NAME, Manifest, find_repo_root
 from mlops_ci.report import json as report_json
+from mlops_ci.report import units
 from mlops_ci.resources import MANIFEST_SCHEMA
 
 
@@ -225,8 +226,7 @@ def run(
             outcome = Outcome(True, "valid")
             print(f"  ✓ {name:<24} {result.shown}", file=say, flush=True)
         else:
-            n = len(result.problems)
-            outcome = Outcome(False, f"{n} problem{'s' if n != 1 else ''}")
+            outcome = Outcome(False, units.plural(len(result.problems), "problem"))
             print(f"  ✗ {name:<24} {result.shown}", file=say, flush=True)
             for problem in result.problems:
                 print(f"      {problem}", file=say, flush=True)

@@ -195,7 +195,7 @@ def test_github_format_prints_annotations_and_writes_the_summary(
         "(did you mean 'sklearn'?)"
     ) in out.splitlines()
     text = summary.read_text()
-    assert "❌ 1 of 1 manifests invalid" in text
+    assert "❌ 1 of 1 manifest invalid" in text
     assert "<code>broken/25-framework-typo.yaml:9</code>" in text
 
 

@@ -76,7 +76,9 @@ def for_run(registry: str | Path, out: Path, repo: Path) -> str:
         return f"Catalog: not written: {exc}"
     except Exception as exc:  # a bug here must not cost the run its table and exit code
         return f"Catalog: not written: internal error: {type(exc).__name__}: {exc}"
-    return f"Catalog: {index} ({len(catalog.models)} models)"
+    from mlops_ci.report.units import plural
+
+    return f"Catalog: {index} ({plural(len(catalog.models), 'model')})"
 
 
 def _summary(catalog: Catalog, states: dict[str, int]) -> None:

@@ -37,7 +37,7 @@ def validation(results: Sequence[Checked]) -> str:
     if not bad:
         head += f"✅ {units.plural(len(results), 'manifest')} valid\n\n"
     else:
-        head += f"❌ {len(bad)} of {len(results)} manifests invalid\n\n"
+        head += f"❌ {len(bad)} of {units.plural(len(results), 'manifest')} invalid\n\n"
     rows = ["| Manifest | Model | Result |", "|---|---|---|"]
     for r in results:
         name = r.name or ""
