@@ -905,22 +905,33 @@ def test_control_a_torch_save_member_nobody_classifies_would_call_os_system(
     assert not marker.exists()
 
 
+def _hidden_payload(tmp_path: Path, kind: str) -> tuple[Path, bytes]:
+    """The marker an executed payload would create, and a torch.save archive whose
+    unclassified member `extra_state` holds the payload (`kind`)."""
+    marker = tmp_path / "pwned"
+    payload = unclassified_member_payloads(tmp_path, marker)[kind]
+    carrier = torch_save_with(tmp_path / "inputs.pt", lambda _n, d: d, {"extra_state": payload})
+    return marker, carrier.read_bytes()
+
+
+def _refusal(evil: Path, fmt: str) -> str:
+    with pytest.raises(CheckFailed) as info:
+        load("pytorch", evil, fmt)
+    return str(info.value)
+
+
 @pytest.mark.parametrize("kind", ["bare pickle", "nested torch.save"])
 def test_pt2_whose_torch_save_member_hides_a_pickle_in_an_unclassified_member_is_refused(
     kind: str, torch_archives: dict[str, Path], tmp_path: Path
 ) -> None:
-    marker = tmp_path / "pwned"
-    payload = unclassified_member_payloads(tmp_path, marker)[kind]
-    carrier = torch_save_with(tmp_path / "inputs.pt", lambda _n, d: d, {"extra_state": payload})
+    marker, carrier = _hidden_payload(tmp_path, kind)
     evil = rewrite_zip(
         torch_archives["pt2"],
         tmp_path / "model.pt2",
-        lambda n, d: carrier.read_bytes() if n.endswith("sample_inputs/model.pt") else d,
+        lambda n, d: carrier if n.endswith("sample_inputs/model.pt") else d,
         {},
     )
-    with pytest.raises(CheckFailed) as info:
-        load("pytorch", evil, "torch-export")
-    message = str(info.value)
+    message = _refusal(evil, "torch-export")
     assert message.startswith(f"{evil}: refusing to load: member ")
     assert "/sample_inputs/model.pt!" in message and "/extra_state" in message
     assert "would import os.system, which is not on the allow-list" in message
@@ -931,20 +942,16 @@ def test_pt2_whose_torch_save_member_hides_a_pickle_in_an_unclassified_member_is
 def test_torchscript_with_a_pickle_in_a_member_it_cannot_classify_is_refused(
     kind: str, torch_archives: dict[str, Path], tmp_path: Path
 ) -> None:
-    marker = tmp_path / "pwned"
-    payload = unclassified_member_payloads(tmp_path, marker)[kind]
-    # the payload one level down: a torch.save archive stored as a member of the TorchScript one
-    carrier = torch_save_with(tmp_path / "inputs.pt", lambda _n, d: d, {"extra_state": payload})
+    marker, carrier = _hidden_payload(tmp_path, kind)
+    # the carrier one level down: stored as a member of the TorchScript archive
     prefix = zipfile.ZipFile(torch_archives["pt"]).namelist()[0].split("/")[0]
     evil = rewrite_zip(
         torch_archives["pt"],
         tmp_path / "model.pt",
         lambda _n, d: d,
-        {f"{prefix}/hidden/inputs.pt": carrier.read_bytes()},
+        {f"{prefix}/hidden/inputs.pt": carrier},
     )
-    with pytest.raises(CheckFailed) as info:
-        load("pytorch", evil, "torchscript")
-    message = str(info.value)
+    message = _refusal(evil, "torchscript")
     assert message.startswith(f"{evil}: refusing to load: member {prefix}/hidden/inputs.pt!")
     assert "would import os.system, which is not on the allow-list" in message
     assert not marker.exists()

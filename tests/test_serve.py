@@ -21,6 +21,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 from serve_registry import ExampleModel, ServeProcess, publish
+from uvicorn_thread import uvicorn_thread
 
 OIP = (
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "oip" / "open_inference_rest.yaml"
@@ -65,7 +66,6 @@ def server(registry: Path) -> Iterator[ServeProcess]:
 def naive_server() -> Iterator[str]:
     """Plain uvicorn (httptools, same idle timeout) with an app that reads any body and says
     200: what the defences below are measured against."""
-    import uvicorn
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -77,26 +77,15 @@ def naive_server() -> Iterator[str]:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
+    with uvicorn_thread(
         app,
         http="httptools",
         loop="uvloop",
         lifespan="off",
         log_level="critical",
         timeout_keep_alive=IDLE_TIMEOUT_S,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(5)
+    ) as hostport:
+        yield hostport
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from serve_registry import ExampleModel, publish, with_sample_rate
+from uvicorn_thread import uvicorn_thread
 
 TUMOR = "tumor-classifier"
 
@@ -47,28 +45,11 @@ def session_runs(tumor: ExampleModel, monkeypatch: pytest.MonkeyPatch) -> list[l
 def _serving(registry: Path, log: Path) -> Iterator[str]:
     """`serve`'s ASGI app under uvicorn in a thread; on the way out the lifespan's shutdown
     flushes the prediction log, as SIGTERM does."""
-    import uvicorn
-
     from mlops_ci.serve.app import App, Settings
 
     app = App(Settings(registry=str(registry), prediction_log=str(log)))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, http="httptools", loop="asyncio", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
-    assert not thread.is_alive(), "the server did not stop"
+    with uvicorn_thread(app, http="httptools", loop="asyncio", log_level="warning") as hostport:
+        yield hostport
 
 
 def _infer(hostport: str, path: str, x: np.ndarray, outputs: list[str]) -> dict[str, Any]:
