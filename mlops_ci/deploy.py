@@ -3,9 +3,9 @@
 A publish holds the registry lock and writes in one order: the version folder (staged, then
 renamed; on S3 its `release.json` last), the audit record, then `config.pbtxt` (and the KServe
 InferenceService beside it) alongside the log's head. Reads that decide a publish go together
-(`Registry.gather`: on S3, one round trip's wait for all of them). A kill at any point leaves
-the old version serving, and the next run converges: the serving version is always what the
-model's last deploy or rollback record says. Re-verifying a push's approvals against GitHub
+(`Registry.gather`: on S3 their round trips overlap). A kill at any point leaves the old or the
+new version serving, complete, and the next run converges: the serving version is always what
+the model's last deploy or rollback record says. Re-verifying a push's approvals against GitHub
 lives in `reverify.py`.
 """
 
@@ -343,7 +343,7 @@ def publish(
     the registry (same artifact: nothing changes; different artifact: refused, exit 1)."""
     name = cand.name
     with reg.store.lock(lock_timeout_s):
-        # Everything the publish decides on, read together: one round trip's wait on S3.
+        # Everything the publish decides on, read together: on S3 the round trips overlap.
         previous, versions, end, isvc = reg.gather(
             lambda: reg.serving_version(name),
             lambda: _read_versions(reg, name),

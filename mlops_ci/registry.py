@@ -712,7 +712,7 @@ class Registry:
 
     def gather(self, *reads: Callable[[], Any]) -> list[Any]:
         """The results of independent calls (reads, or writes whose order does not matter):
-        together on S3 (one round trip's wait for all of them), one after the other on a
+        together on S3 (their round trips overlap), one after the other on a
         folder. The first failure in argument order is raised, once every call has ended."""
         if not self.store.concurrent or len(reads) < 2:
             return [read() for read in reads]
