@@ -24,7 +24,7 @@ _RANK = {tier: i for i, tier in enumerate(TIERS)}
 #: author_association values of people with a standing in the repository. Others (CONTRIBUTOR,
 #: FIRST_TIMER, NONE, ...) cannot approve, just as GitHub counts only reviewers with write access.
 TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
-_OWNER = re.compile(r"^@[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
+_OWNER = re.compile(r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?")
 
 # Why a review did not count, in words a reviewer understands.
 AUTHOR = "is the pull request's author"
@@ -152,7 +152,7 @@ def manifest_side(path: str, data: Any, problems: Sequence[object] = ()) -> Mani
     if not (
         isinstance(owners, list)
         and owners
-        and all(isinstance(o, str) and _OWNER.match(o) for o in owners)
+        and all(isinstance(o, str) and _OWNER.fullmatch(o) for o in owners)
     ):
         problem = problem or f"{path}: metadata.owners must list @users or @org/teams"
         owners = []

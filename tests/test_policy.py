@@ -16,6 +16,7 @@ from mlops_ci.policy import (
     PullFacts,
     Rule,
     decide,
+    manifest_side,
     membership_queries,
     parse_policy,
     status_line,
@@ -330,3 +331,12 @@ def test_status_line_never_exceeds_140_characters():
     line = status_line(d)
     assert len(line) <= 140
     assert line.endswith("…")
+
+
+@pytest.mark.parametrize("owner", ["@alice\n", "@acme/risk-ml\n", "alice", "@"])
+def test_an_owner_that_is_no_handle_makes_the_side_unreadable(owner):
+    """Python's `$` matches before a final newline; an owner must be a handle and nothing more."""
+    data = {"metadata": {"name": "m", "risk": "low", "owners": [owner]}}
+    got = manifest_side("m/model.yaml", data)
+    assert got.problem and "must list @users" in got.problem
+    assert got.owners == () and got.tier == "high"

@@ -266,3 +266,19 @@ def test_every_schema_property_is_documented() -> None:
     for name in (MANIFEST_SCHEMA, "policy.v1.json"):
         undocumented = [f for f, _, _, text in schemadoc.fields(load_schema(name)) if not text]
         assert undocumented == [], name
+
+
+def test_a_file_the_fast_validator_refuses_is_refused_even_unexplained(monkeypatch) -> None:
+    """Were the two validators ever to disagree again (a newline after a name passed the
+    detailed one), the file is refused, not waved through for want of an explanation."""
+    from mlops_ci.manifest import schema
+
+    class Lenient:
+        def iter_errors(self, data):
+            return iter(())
+
+    monkeypatch.setattr(schema, "detailed_validator", lambda name: Lenient())
+    path = CORPUS / "broken" / "18-name-uppercase.yaml"
+    data, root, _ = manifest.parse_document(path.read_bytes(), path.name)
+    [problem] = schema.schema_problems(data, root, path.name, MANIFEST_SCHEMA)
+    assert "the schema refuses it" in problem.message and "must match pattern" in problem.message

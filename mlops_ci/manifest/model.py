@@ -179,9 +179,9 @@ _SEMVER = re.compile(
 
 def semver_key(version: str) -> tuple[Any, ...]:
     """Sort key with semver 2.0 precedence (build metadata ignored); ValueError if not semver."""
-    match = _SEMVER.match(version)
+    match = _SEMVER.fullmatch(version)  # `$` alone would let a trailing newline through
     if not match:
-        raise ValueError(f"'{version}' is not a semantic version")
+        raise ValueError(f"{version!r} is not a semantic version")
     major, minor, patch, pre = match.groups()
     core = (int(major), int(minor), int(patch))
     if pre is None:

@@ -32,7 +32,7 @@ from mlops_ci.manifest.problem import Problem, dotted, pointer
 from mlops_ci.manifest.safe_yaml import is_plain_scalar, locate
 from mlops_ci.manifest.schema import did_you_mean, type_name
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".sav", ".bin", ".pth"}
 # Numbers YAML 1.1 reads as strings: an exponent without a dot in the mantissa (2e-06).
 _YAML11_FLOAT_TEXT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
@@ -131,7 +131,7 @@ def pinned_files_exist_and_match(ctx: Context) -> Iterator[Problem]:
             yield ctx.problem([*parts, "path"], f"file '{ref['path']}' does not exist")
             continue
         expected = ref.get("sha256")
-        if isinstance(expected, str) and _SHA256.match(expected):
+        if isinstance(expected, str) and _SHA256.fullmatch(expected):
             actual = _digest_keeping_head(ctx, resolved)
             if actual != expected:
                 yield ctx.problem(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import Any
 
@@ -45,13 +46,17 @@ def schema_problems(data: Any, root_node: Any, path: str, schema_name: str) -> l
     try:
         fast_validator(schema_name)(data)
         return []
-    except Exception:  # noqa: S110 - any failure of the fast path means: explain in detail
-        pass
+    except Exception as exc:  # any failure of the fast path means: explain in detail
+        fast_error = exc
     problems = []
     for error in detailed_validator(schema_name).iter_errors(data):
         for parts, at_key, message in explain(error, lambda p: scalar_text(root_node, p)):
             line, col = locate(root_node, parts, key=at_key)
             problems.append(Problem(path, line, col, pointer(parts), message))
+    if not problems:
+        # The two validators disagree: the file is refused all the same (fail closed), in the
+        # fast validator's words.
+        problems.append(Problem(path, None, None, "", f"the schema refuses it: {fast_error}"))
     return sorted(set(problems), key=lambda p: (p.line or 0, p.column or 0, p.message))
 
 
@@ -73,7 +78,29 @@ def detailed_validator(schema_name: str) -> Any:
     """The jsonschema validator that explains: imported and built only when a file fails."""
     import jsonschema
 
-    return jsonschema.Draft202012Validator(load_schema(schema_name))
+    # JSON Schema's patterns are ECMA-262's, where `$` is the end of the string; Python's `$`
+    # also matches before a final newline, so jsonschema's own `pattern` let "iris\n" through
+    # as a name (and the file through as valid: the fast path failed and found nothing to
+    # explain). `$` is read as `\Z` here, as fastjsonschema reads it.
+    validator = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, {"pattern": _ecma_pattern}
+    )
+    return validator(load_schema(schema_name))
+
+
+_DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped `$`, as fastjsonschema finds it
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    from jsonschema import ValidationError
+
+    if validator.is_type(instance, "string") and not _ecma(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@cache
+def _ecma(pattern: str) -> re.Pattern[str]:
+    return re.compile(_DOLLAR.sub(r"\\Z", pattern))
 
 
 def did_you_mean(word: Any, options: Iterable[Any]) -> str:
