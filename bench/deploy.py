@@ -5,12 +5,13 @@
    on a folder, against a bare `write()` of the same bytes from memory (what a publish, which
    holds the checked bytes, cannot do with less) (target: ≤ 3× the copy);
 2. deploy and rollback time in a registry of 1 model × 5 versions against 1,000 models × 5
-   versions, measured in turns (target: within 1.5×);
+   versions, measured in turns (target: within 1.5×), and (2b) against 1 model × 500 versions;
 3. `audit verify` throughput on 100,000 records (target: ≥ 100,000 records/s);
 4. on S3 behind a proxy that adds 10 ms a round trip: a publish whose independent reads go
    together against the same publish making them one after another.
 
-Run: .venv/bin/python bench/deploy.py [--models 1000] [--records 100000] [--repeat 15]
+Run: .venv/bin/python bench/deploy.py [--models 1000] [--versions 500] [--records 100000]
+     [--repeat 15]
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def populate(root: Path, models: int, versions: int = 5) -> Registry:
                 "audit": {"sha256": prev},
             }
             (folder / "release.json").write_text(json.dumps(release))
+            (root / name / registry.release_marker(n, f"1.{n}.0")).touch()
         files = deploy.serving_files(reg, name, versions, base.manifest_data)
         for fname, data in files.items():
             (root / name / fname).write_bytes(data)
@@ -203,31 +205,32 @@ def upload(root: Path, uri: str) -> Registry:
     return reg
 
 
-def flatness(tmp: Path, models: int, repeat: int, s3_uri: str | None) -> None:
-    """Deploy and rollback in a registry of 1 model and in one of `models` models, both
-    populated first, then measured in turns (as `side_by_side`), so both meet the same load."""
+def flatness(tmp: Path, models: int, versions: int, repeat: int, s3_uri: str | None) -> None:
+    """Deploy and rollback in a registry of 1 model × 5 versions and in one of `models` ×
+    `versions`, both populated first, then measured in turns (as `side_by_side`), so both meet
+    the same load."""
     backends = [("folder", None)] + ([("S3", s3_uri)] if s3_uri else [])
+    small, big = "1 model × 5 versions", f"{models:,} model{'s' * (models > 1)} × {versions}"
+    if versions > 1:
+        big += " versions"
     for label, uri in backends:
-        regs = {}
-        for count in (1, models):
-            root = tmp / f"flat-{label}-{count}"
-            regs[count] = populate(root, count)
+        regs = []
+        for count, n in ((1, 5), (models, versions)):
+            root = tmp / f"flat-{label}-{models}x{versions}-{count}x{n}"
+            regs.append(populate(root, count, n))
             if uri is not None:
                 t0 = time.perf_counter()
-                regs[count] = upload(root, f"{uri}-flat-{count}")
+                regs[-1] = upload(root, f"{uri}-{root.name}")
                 took = time.perf_counter() - t0
-                if count > 1:
-                    print(f"  (uploaded {count:,} models × 5 versions to S3 in {took:.0f} s)")
+                if count * n > 5:
+                    print(f"  (uploaded {big} to S3 in {took:.0f} s)")
         os.sync()  # the populated files' write-back must not land inside the measurement
-        (d1, r1), (dn, rn) = _in_turns(regs[1], regs[models], repeat)
-        print(
-            f"  {label:6s} deploy:   {d1 * 1e3:6.1f} ms with 1 model, {dn * 1e3:6.1f} ms with "
-            f"{models:,} models × 5 versions   ratio {dn / d1:4.2f}×  (target ≤ 1.5×)"
-        )
-        print(
-            f"  {label:6s} rollback: {r1 * 1e3:6.1f} ms with 1 model, {rn * 1e3:6.1f} ms with "
-            f"{models:,} models × 5 versions   ratio {rn / r1:4.2f}×  (target ≤ 1.5×)"
-        )
+        (d1, r1), (dn, rn) = _in_turns(regs[0], regs[1], repeat)
+        for what, one, many in (("deploy", d1, dn), ("rollback", r1, rn)):
+            print(
+                f"  {label:6s} {what + ':':9s} {one * 1e3:6.1f} ms with {small}, "
+                f"{many * 1e3:6.1f} ms with {big}   ratio {many / one:4.2f}×  (target ≤ 1.5×)"
+            )
 
 
 def _in_turns(small: Registry, big: Registry, repeat: int) -> list[tuple[float, float]]:
@@ -333,6 +336,7 @@ def verify_rate(records: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--versions", type=int, default=500, help="of one model, for 2b")
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--no-s3", action="store_true", help="skip SeaweedFS")
@@ -362,7 +366,9 @@ def main() -> None:
             for mb in args.sizes:
                 publish_vs_copy(tmp, mb, args.repeat, uri, put)
             print("2. deploy and rollback time against registry size")
-            flatness(tmp, args.models, args.repeat, uri)
+            flatness(tmp, args.models, 5, args.repeat, uri)
+            print("2b. deploy and rollback time against the number of a model's versions")
+            flatness(tmp, 1, args.versions, args.repeat, uri)
             print("3. audit verify")
             verify_rate(args.records)
             if uri is not None:

@@ -20,8 +20,14 @@ from typing import Any
 
 from mlops_ci import audit, kserve, triton
 from mlops_ci.errors import CheckFailed, UsageError
-from mlops_ci.manifest import Manifest
-from mlops_ci.registry import Registry, RegistryError, sha256_hex
+from mlops_ci.manifest import Manifest, semver_key
+from mlops_ci.registry import (
+    Registry,
+    RegistryError,
+    VersionFolders,
+    release_marker,
+    sha256_hex,
+)
 
 #: How long a deploy waits for another to release the registry lock.
 LOCK_TIMEOUT_S = 600.0
@@ -322,39 +328,30 @@ def _release(cand: Candidate, n: int, prov: Provenance, time: str, record_sha: s
 # --- publish -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Versions:
-    """A model's version folders from one listing, and their releases."""
-
-    numbers: list[int]  # complete versions (with release.json), ascending
-    releases: list[dict[str, Any]]  # release.json of each, in the same order
-    highest: int  # the highest numbered folder, complete or not (0: none)
-
-
-def _read_versions(reg: Registry, model: str) -> _Versions:
-    numbers, highest = reg.version_folders(model)
-    return _Versions(numbers, reg.releases(model, numbers), highest)
-
-
 def publish(
     reg: Registry, cand: Candidate, prov: Provenance, *, lock_timeout_s: float = LOCK_TIMEOUT_S
 ) -> Published:
     """Publish `cand` as the model's next version, or converge when its semver is already in
     the registry (same artifact: nothing changes; different artifact: refused, exit 1)."""
     name = cand.name
+    try:
+        semver_key(cand.version)  # it names a file: a manifest's check, made again here
+    except ValueError as exc:
+        raise CheckFailed(f"{name}: {exc}") from None
     with reg.store.lock(lock_timeout_s):
         # Everything the publish decides on, read together: on S3 the round trips overlap.
         previous, versions, end, isvc = reg.gather(
             lambda: reg.serving_version(name),
-            lambda: _read_versions(reg, name),
+            lambda: reg.version_folders(name),
             lambda: audit.read_end(reg),
             lambda: reg.read_bytes(f"{name}/inferenceservice.yaml"),
         )
-        existing = _find_semver(cand, versions)
+        existing = _find_semver(reg, cand, versions)
         if existing is not None:
-            return _republish(reg, cand, prov, existing, previous, end, isvc)
-        if versions.numbers and versions.numbers[-1] != previous:
-            _retire_if_unrecorded(reg, name, versions.numbers[-1], versions.releases[-1])
+            return _republish(reg, cand, prov, existing, versions, previous, end, isvc)
+        last = versions.numbers[-1] if versions.numbers else None
+        if last is not None and last != previous and last not in versions.marked:
+            _retire_if_unrecorded(reg, name, last)  # a marked version is recorded: it stays
         n = versions.highest + 1  # one past every numbered folder, complete or not
         digests = {"artifact": cand.artifact_sha256, "onnx": cand.onnx_sha256}
         pending = audit.prepare(
@@ -368,7 +365,12 @@ def publish(
         # Build the serving files before anything is written: a bad signature writes nothing.
         serving = serving_files(reg, name, n, cand.manifest_data)
         reg.store.put_folder(f"{name}/{n}", files, last="release.json")
-        audit.commit(reg, pending, lambda: _write_serving(reg, name, serving, isvc))
+        audit.commit(
+            reg,
+            pending,
+            lambda: _write_serving(reg, name, serving, isvc),
+            lambda: _mark(reg, name, n, cand.version),
+        )
         return Published(
             name,
             cand.version,
@@ -380,17 +382,28 @@ def publish(
         )
 
 
-def _retire_if_unrecorded(reg: Registry, model: str, n: int, release: dict[str, Any]) -> None:
+def _mark(reg: Registry, model: str, n: int, semver: str) -> None:
+    """Write version n's release marker (`registry.RELEASE_MARKER`): it is complete and
+    recorded."""
+    reg.store.put_if_absent(f"{model}/{release_marker(n, semver)}", b"")
+
+
+def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> None:
     """A version folder that a killed deploy renamed but never recorded, and that a different
     semver now supersedes, stops being a version (its number stays taken). It never served."""
-    sha = (release.get("audit") or {}).get("sha256")
+    sha = (reg.release(model, n).get("audit") or {}).get("sha256")
     if not isinstance(sha, str) or not audit.is_recorded(audit.read_log(reg) or b"", sha):
         reg.store.delete(f"{model}/{n}/release.json")
 
 
-def _find_semver(cand: Candidate, versions: _Versions) -> tuple[int, dict[str, Any]] | None:
-    """The version already published with the candidate's semver, and its release."""
-    for n, release in reversed(list(zip(versions.numbers, versions.releases, strict=True))):
+def _find_semver(
+    reg: Registry, cand: Candidate, versions: VersionFolders
+) -> tuple[int, dict[str, Any]] | None:
+    """The version already published with the candidate's semver, and its release. The
+    folders' markers answer from the listing; release.json is read for a marker that names the
+    semver, and for a folder without a marker."""
+    asked = [n for n in versions.numbers if versions.semvers.get(n, cand.version) == cand.version]
+    for n, release in reversed(list(zip(asked, reg.releases(cand.name, asked), strict=True))):
         if release.get("version") != cand.version:
             continue
         published = (release.get("artifact") or {}).get("sha256")
@@ -409,17 +422,21 @@ def _republish(
     cand: Candidate,
     prov: Provenance,
     existing: tuple[int, dict[str, Any]],
+    versions: VersionFolders,
     previous: int | None,
     end: audit.End,
     isvc: bytes | None,
 ) -> Published:
     """The candidate's semver is version `n` already: converge, or complete a deploy that a
-    kill interrupted. `previous`, `end`, `isvc`: what `publish` read under the lock."""
+    kill interrupted. `versions`, `previous`, `end`, `isvc`: what `publish` read under the
+    lock."""
     n, release = existing
     sha = (release.get("audit") or {}).get("sha256")
     log = audit.read_log(reg) or b""
     if isinstance(sha, str) and audit.is_recorded(log, sha):
         serving = _converge(reg, cand.name, log, previous, isvc)
+        if n not in versions.marked:  # a kill came between the record and the marker
+            _mark(reg, cand.name, n, cand.version)
         note = "" if serving == n else f" (version {serving} serves: a rollback stands)"
         return Published(
             cand.name,
@@ -443,7 +460,12 @@ def _republish(
         f"{cand.name}/{n}/release.json",
         (json.dumps(release, indent=2, sort_keys=True) + "\n").encode(),
     )
-    audit.commit(reg, pending, lambda: _write_serving(reg, cand.name, files, isvc))
+    audit.commit(
+        reg,
+        pending,
+        lambda: _write_serving(reg, cand.name, files, isvc),
+        lambda: _mark(reg, cand.name, n, cand.version),
+    )
     return Published(
         cand.name,
         cand.version,

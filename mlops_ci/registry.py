@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -39,6 +40,19 @@ DEFAULT_LOCK_TTL_S = 600.0
 
 #: A version folder's name as Triton reads one: a positive number, no leading zero.
 VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
+
+#: An empty file beside a model's version folders, `<model>/.release-<n>-<semver>`, written once
+#: version n is complete and recorded: its name tells one listing of the model's folder (not of
+#: every version folder in it) that n is a complete version and which semver it holds, so a
+#: publish reads no release.json to find out whether its semver is published. Triton and KServe
+#: ignore it. A version without one (a kill came first, or it was written by hand) is asked its
+#: release.json.
+RELEASE_MARKER = re.compile(r"\.release-([1-9][0-9]{0,17})-(.+)")
+
+
+def release_marker(n: int, semver: str) -> str:
+    return f".release-{n}-{semver}"
+
 
 #: On S3 a log that is appended to (the audit trail) is kept in segments: `<key>` holds its
 #: first SEGMENT_LINES lines, `<key>.000001` the next ones, and so on. S3 has no append, so an
@@ -63,6 +77,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+FolderNames = list[str]
+#: The names of the folders and of the files directly in a folder, each sorted.
+FolderListing = tuple[FolderNames, FolderNames]
+
+
 class Store(Protocol):
     """The storage primitives a backend provides. `token`s are opaque change markers (an S3 ETag,
     or the file's inode, time and size on a folder) for compare-and-swap writes."""
@@ -83,6 +102,7 @@ class Store(Protocol):
     def delete(self, key: str) -> None: ...
     def configs(self) -> list[str]: ...
     def list(self, prefix: str) -> list[str]: ...
+    def folder(self, prefix: str) -> FolderListing: ...
     def stamp(self, key: str) -> str | None: ...
     def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None: ...
     def lock(self, timeout_s: float) -> contextlib.AbstractContextManager[None]: ...
@@ -201,6 +221,21 @@ class FileStore:
                     continue  # a write in progress (or a crashed one)
                 keys.append(f"{rel}/{name}" if rel else name)
         return sorted(keys)
+
+    def folder(self, prefix: str) -> FolderListing:
+        """The names of the folders and of the files directly in `prefix`, sorted."""
+        folders, files = [], []
+        try:
+            with os.scandir(self._path(prefix)) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        if not entry.name.startswith(".staging-"):
+                            folders.append(entry.name)
+                    elif not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                        files.append(entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        return sorted(folders), sorted(files)
 
     def stamp(self, key: str) -> str | None:
         try:
@@ -511,6 +546,25 @@ class S3Store:
             full = self.prefix + "/"
         return self._list_raw(full, full + start_after if start_after else "")
 
+    def folder(self, prefix: str) -> FolderListing:
+        # One level (Delimiter "/"): a store that keeps folders (SeaweedFS's filer) reads one
+        # directory, not every version folder below it.
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self._key(prefix.strip("/")) + "/"
+        folders: FolderNames = []
+        files: FolderNames = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+                folders.extend(
+                    p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+                )
+                files.extend(obj["Key"][len(full) :] for obj in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, f"list {prefix}") from exc
+        return sorted(f for f in folders if f), sorted(f for f in files if f)
+
     def stamp(self, key: str) -> str | None:
         from botocore.exceptions import ClientError
 
@@ -684,6 +738,16 @@ def _lock_is_stale(body: bytes) -> bool:
 # --- the registry ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class VersionFolders:
+    """A model's numbered folders, as one listing saw them."""
+
+    numbers: list[int]  # complete versions (holding release.json), ascending
+    highest: int  # the highest numbered folder, complete or not (0: none)
+    semvers: dict[int, str]  # the semver of each complete version (when it could be read)
+    marked: frozenset[int]  # the versions that have their release marker
+
+
 class Registry:
     """Storage primitives plus the model view of DESIGN.md's "Registry" layout."""
 
@@ -749,20 +813,36 @@ class Registry:
             raise RegistryError(f"{self.uri_of(model + '/config.pbtxt')}: {exc}") from exc
 
     def versions(self, model: str) -> list[int]:
-        return self.version_folders(model)[0]
+        return self.version_folders(model).numbers
 
-    def version_folders(self, model: str) -> tuple[list[int], int]:
-        """From one listing: the model's versions (numbered folders holding `release.json`) and
-        the highest numbered folder, complete or not (0 when there is none)."""
-        found, highest = set(), 0
-        for key in self.store.list(model):
-            parts = key.split("/")
-            if len(parts) < 3 or not VERSION_DIR.fullmatch(parts[1]):
-                continue
-            highest = max(highest, int(parts[1]))
-            if len(parts) == 3 and parts[2] == "release.json":
-                found.add(int(parts[1]))
-        return sorted(found), highest
+    def version_folders(self, model: str) -> VersionFolders:
+        """The model's version folders, from one listing of its folder: the release markers
+        answer for the versions that have one; the others' release.json is read (none, unless
+        a kill or a hand left a version unmarked)."""
+        folders, files = self.store.folder(model)
+        numbered = sorted(int(name) for name in folders if VERSION_DIR.fullmatch(name))
+        marked = {}
+        for name in files:
+            if m := RELEASE_MARKER.fullmatch(name):
+                marked[int(m.group(1))] = m.group(2)
+        semvers = {n: marked[n] for n in numbered if n in marked}
+        unmarked = [n for n in numbered if n not in marked]
+        complete = set(semvers)
+        for n, data in zip(
+            unmarked,
+            self.store.get_many([f"{model}/{n}/release.json" for n in unmarked]),
+            strict=True,
+        ):
+            if data is None:
+                continue  # incomplete: its number is taken, it is no version
+            complete.add(n)
+            with contextlib.suppress(ValueError, AttributeError):  # unreadable: asked again on use
+                version = json.loads(data).get("version")
+                if isinstance(version, str):
+                    semvers[n] = version
+        return VersionFolders(
+            sorted(complete), numbered[-1] if numbered else 0, semvers, frozenset(marked) & complete
+        )
 
     def release(self, model: str, n: int) -> dict[str, Any]:
         return self._release_doc(model, n, self.read_bytes(f"{model}/{n}/release.json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -68,6 +69,66 @@ def test_the_same_semver_with_other_bytes_is_refused(registry_uri: str) -> None:
         deploy.publish(reg, candidate(version="1.0.0", salt="other bytes"), LOCAL)
     assert reg.versions("iris") == [1]
     assert len(audit.records(reg)) == 1
+
+
+def test_a_publish_reads_no_other_versions_release(registry_uri: str) -> None:
+    """Each version's release marker names its semver, so finding out whether a semver is
+    published costs one listing of the model's folder, not a read per version (a round trip
+    each on S3)."""
+    reg = open_registry(registry_uri)
+    for i in range(4):
+        deploy.publish(reg, candidate(version=f"1.{i}.0", salt=str(i)), LOCAL)
+    assert "iris/.release-3-1.2.0" in reg.list_keys("iris")
+    read: list[str] = []
+    get = reg.store.get  # every read of an object, get_many's too, comes through it
+    reg.store.get = lambda key: read.append(key) or get(key)  # type: ignore[method-assign]
+    deploy.publish(reg, candidate(version="1.4.0", salt="4"), LOCAL)
+    assert [k for k in read if k.endswith("release.json")] == []
+    # A semver already there is found, and its release alone is read.
+    read.clear()
+    again = deploy.publish(reg, candidate(version="1.2.0", salt="2"), LOCAL)
+    assert (again.registry_version, again.changed) == (3, False)
+    assert [k for k in read if k.endswith("release.json")] == ["iris/3/release.json"]
+
+
+def test_a_version_folder_without_a_marker_is_asked_its_release(registry_uri: str) -> None:
+    """A folder written by hand, or by an older mlops-ci, has no marker: its release.json still
+    decides whether the semver is published."""
+    reg = open_registry(registry_uri)
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    reg.store.delete("iris/.release-1-1.0.0")
+    with pytest.raises(CheckFailed, match=r"higher metadata\.version"):
+        deploy.publish(reg, candidate(version="1.0.0", salt="other bytes"), LOCAL)
+    again = deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    assert (again.registry_version, again.changed) == (1, False)
+    assert reg.versions("iris") == [1]
+    assert "iris/.release-1-1.0.0" in reg.list_keys("iris")  # and now it has its marker
+
+
+def test_after_a_rollback_a_publish_reads_no_whole_log(registry_uri: str) -> None:
+    """After a rollback the newest version does not serve; its marker says it is recorded, so
+    the publish that follows does not read the whole audit log to find out."""
+    reg = open_registry(registry_uri)
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
+    deploy.rollback(reg, "iris", 1, "bad", LOCAL)
+    read_log = reg.store.read_log
+    reads: list[str] = []
+    reg.store.read_log = lambda key: reads.append(key) or read_log(key)  # type: ignore[method-assign]
+    assert deploy.publish(reg, candidate(version="1.2.0", salt="c"), LOCAL).registry_version == 3
+    assert reads == []
+    assert reg.versions("iris") == [1, 2, 3]
+
+
+@pytest.mark.parametrize("version", ["1.0.0/../../escape", "1.0.0\n", "latest"])
+def test_a_version_that_is_no_semver_is_refused_before_a_write(tmp_path: Path, version) -> None:
+    """The semver names a file (the marker): a candidate that skipped the manifest's check
+    must not write outside its folder."""
+    reg = open_registry(tmp_path / "registry")
+    with pytest.raises(CheckFailed, match="not a semantic version"):
+        deploy.publish(reg, dataclasses.replace(candidate(), version=version), LOCAL)
+    assert not (tmp_path / "registry").exists() or reg.list_keys("") == []
+    assert not (tmp_path / "escape").exists()
 
 
 def test_rollback_switches_the_version_and_a_redeploy_leaves_it_standing(registry_uri: str) -> None:
@@ -403,7 +464,8 @@ def test_a_publish_stopped_at_each_of_its_writes_converges(registry_uri: str, k:
     deploy.publish(open_registry(registry_uri), candidate(version="1.0.0"), LOCAL)
     new = candidate(version="1.1.0", salt="b")
     reg = open_registry(registry_uri)
-    _stopped_at_write(reg, k, lambda: deploy.publish(reg, new, LOCAL))
+    hit = _stopped_at_write(reg, k, lambda: deploy.publish(reg, new, LOCAL))
+    assert k < 9 or not hit, "the publish has more writes than the range covers"
     reg, log = _chain_verifies(registry_uri)
     serving = reg.serving_version("iris")
     assert audit.is_recorded(log, reg.release("iris", serving)["audit"]["sha256"])
@@ -418,7 +480,8 @@ def test_a_rollback_stopped_at_each_of_its_writes_converges(registry_uri: str, k
     reg = open_registry(registry_uri)
     deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
     deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
-    _stopped_at_write(reg, k, lambda: deploy.rollback(reg, "iris", 1, "bad", LOCAL))
+    hit = _stopped_at_write(reg, k, lambda: deploy.rollback(reg, "iris", 1, "bad", LOCAL))
+    assert k < 4 or not hit, "the rollback has more writes than the range covers"
     reg, log = _chain_verifies(registry_uri)
     serving = reg.serving_version("iris")
     assert serving in (1, 2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlops_ci import triton
-from mlops_ci.registry import RegistryError, open_registry
+from mlops_ci.registry import RegistryError, VersionFolders, open_registry
 
 T = triton.Tensor
 
@@ -22,6 +22,7 @@ def _publish(reg, model: str, n: int, onnx: bytes = b"onnx-bytes") -> None:
     release = {
         "model": model,
         "registry_version": n,
+        "version": f"{n}.0.0",
         "onnx": {"sha256": hashlib.sha256(onnx).hexdigest()},
     }
     reg.store.put_folder(
@@ -108,8 +109,13 @@ def test_versions_ignore_incomplete_folders(registry_uri: str) -> None:
     reg.write_bytes("m/notaversion/release.json", b"{}")
     reg.write_bytes("m/07/release.json", b"{}")  # Triton reads no leading zero as a version
     assert reg.versions("m") == [1]
-    # The next number goes past the incomplete folder: numbers only grow.
-    assert reg.version_folders("m") == ([1], 2)
+    # The next number goes past the incomplete folder: numbers only grow. Version 1 has no
+    # release marker: its release.json was read.
+    assert reg.version_folders("m") == VersionFolders([1], 2, {1: "1.0.0"}, frozenset())
+    reg.write_bytes("m/.release-1-1.0.1", b"")  # the marker answers, unread
+    reg.write_bytes("m/.release-3-3.0.0", b"")  # a marker without its folder names nothing
+    reg.write_bytes("m/1/.release-9-9.0.0", b"")  # nor one inside a version folder
+    assert reg.version_folders("m") == VersionFolders([1], 2, {1: "1.0.1"}, frozenset({1}))
     assert [r["registry_version"] for r in reg.releases("m", [1])] == [1]
     with pytest.raises(RegistryError, match="has no version 2"):
         reg.releases("m", [1, 2])
