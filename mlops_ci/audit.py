@@ -409,7 +409,7 @@ def show(reg: Registry, model: str, at: datetime | None = None) -> dict[str, Any
     serving: dict[str, Any] | None = None
     if record is not None:
         n = record.get("registry_version")
-        release = reg.release(model, n) if isinstance(n, int) and n in reg.versions(model) else {}
+        release = (reg.find_release(model, n) if isinstance(n, int) else None) or {}
         serving = {
             "registry_version": n,
             "version": release.get("version", record.get("version")),

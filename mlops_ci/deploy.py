@@ -495,19 +495,19 @@ def rollback(
     if not reason.strip():
         raise UsageError("a rollback needs --reason TEXT")
     with reg.store.lock(lock_timeout_s):
-        versions, previous, end, isvc = reg.gather(
-            lambda: reg.versions(model),
+        release, previous, end, isvc = reg.gather(
+            lambda: reg.find_release(model, to) if to > 0 else None,
             lambda: reg.serving_version(model),
             lambda: audit.read_end(reg),
             lambda: reg.read_bytes(f"{model}/inferenceservice.yaml"),
         )
-        if not versions:  # a typo must not read as "that version is missing"
-            known = ", ".join(reg.models()) or "none"
-            raise UsageError(f"{reg.uri}: no model named {model!r} (models: {known})")
-        if to not in versions:
-            have = ", ".join(map(str, versions)) or "none"
+        if release is None:  # the listing, only to say what there is
+            versions = reg.versions(model)
+            if not versions:  # a typo must not read as "that version is missing"
+                known = ", ".join(reg.models()) or "none"
+                raise UsageError(f"{reg.uri}: no model named {model!r} (models: {known})")
+            have = ", ".join(map(str, versions))
             raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")
-        release = reg.release(model, to)
         _, manifest = reg.gather(
             lambda: reg.model_onnx(model, to, release),  # RegistryError when it does not verify
             lambda: _deployed_manifest(reg, model, to),

@@ -847,6 +847,12 @@ class Registry:
     def release(self, model: str, n: int) -> dict[str, Any]:
         return self._release_doc(model, n, self.read_bytes(f"{model}/{n}/release.json"))
 
+    def find_release(self, model: str, n: int) -> dict[str, Any] | None:
+        """release.json of version n; None when n is no complete version (one read: asking
+        for one version costs the same however many the model has)."""
+        data = self.read_bytes(f"{model}/{n}/release.json")
+        return None if data is None else self._release_doc(model, n, data)
+
     def releases(self, model: str, ns: list[int]) -> list[dict[str, Any]]:
         """`release(model, n)` for each n, fetched together (concurrently on S3)."""
         got = self.store.get_many([f"{model}/{n}/release.json" for n in ns])

@@ -120,6 +120,22 @@ def test_after_a_rollback_a_publish_reads_no_whole_log(registry_uri: str) -> Non
     assert reg.versions("iris") == [1, 2, 3]
 
 
+def test_a_rollback_lists_no_versions(registry_uri: str) -> None:
+    """A rollback reads the release.json of the version it is asked for; only a version that
+    is not there makes it list the others, to name them."""
+    reg = open_registry(registry_uri)
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
+    listed: list[str] = []
+    folder = reg.store.folder
+    reg.store.folder = lambda prefix: listed.append(prefix) or folder(prefix)  # type: ignore[method-assign]
+    assert deploy.rollback(reg, "iris", 1, "bad", LOCAL).registry_version == 1
+    assert listed == []
+    with pytest.raises(UsageError, match=r"has no version 3 .*\(versions: 1, 2\)"):
+        deploy.rollback(reg, "iris", 3, "bad", LOCAL)
+    assert listed == ["iris"]
+
+
 @pytest.mark.parametrize("version", ["1.0.0/../../escape", "1.0.0\n", "latest"])
 def test_a_version_that_is_no_semver_is_refused_before_a_write(tmp_path: Path, version) -> None:
     """The semver names a file (the marker): a candidate that skipped the manifest's check
