@@ -91,6 +91,17 @@ def test_a_publish_reads_no_other_versions_release(registry_uri: str) -> None:
     assert [k for k in read if k.endswith("release.json")] == ["iris/3/release.json"]
 
 
+def test_a_semver_with_pre_release_and_build_metadata_survives_its_marker(registry_uri) -> None:
+    """'+' is a space in a URL's query, and '-' splits the marker's name: both stay intact."""
+    reg = open_registry(registry_uri)
+    for version in ("1.0.0+build.5", "1.0.1-rc.1+b-2"):
+        deploy.publish(reg, candidate(version=version, salt=version), LOCAL)
+    found = reg.version_folders("iris")
+    assert (found.semvers, found.marked) == ({1: "1.0.0+build.5", 2: "1.0.1-rc.1+b-2"}, {1, 2})
+    again = deploy.publish(reg, candidate(version="1.0.0+build.5", salt="1.0.0+build.5"), LOCAL)
+    assert (again.registry_version, again.changed) == (1, False)
+
+
 def test_a_version_folder_without_a_marker_is_asked_its_release(registry_uri: str) -> None:
     """A folder written by hand, or by an older mlops-ci, has no marker: its release.json still
     decides whether the semver is published."""
