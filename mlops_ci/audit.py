@@ -81,10 +81,11 @@ def _lines(data: bytes) -> list[bytes]:
 _TAIL_BYTES = 1 << 16
 
 
-def _last_lines(reg: Registry) -> list[bytes]:
+def _last_lines(reg: Registry, records: int | None = None) -> list[bytes]:
     """The log's last two records (fewer when it is shorter), read from its end, so appending
-    costs the same at any length of the log."""
-    tail = reg.store.tail(LOG_KEY, _TAIL_BYTES)
+    costs the same at any length of the log. `records`: how many the head says there are (a
+    hint: on S3 it names the last segment)."""
+    tail = reg.store.tail(LOG_KEY, _TAIL_BYTES, records)
     if not tail:
         return []
     lines = _lines(tail)
@@ -104,9 +105,16 @@ class End:
 
 
 def read_end(reg: Registry) -> End:
-    """The log's end and its head, read together (one round trip's wait on S3)."""
-    lines, head = reg.gather(lambda: _last_lines(reg), lambda: reg.read_bytes(HEAD_KEY))
-    return End(lines, head)
+    """The log's end and its head: the head first, since on S3 its seq names the segment that
+    ends the log (two reads one after the other, where a listing would come before the read)."""
+    head = reg.read_bytes(HEAD_KEY)
+    return End(_last_lines(reg, _head_seq(head)), head)
+
+
+def _head_seq(head: bytes | None) -> int | None:
+    """The seq a head file names (None: no head, or not one)."""
+    seq = (head or b"").split(b" ", 1)[0]
+    return int(seq) if seq.isdigit() and 0 < len(seq) < 19 else None
 
 
 def _settle_head(reg: Registry, end: End) -> None:

@@ -93,7 +93,7 @@ class Store(Protocol):
 
     def get(self, key: str) -> tuple[bytes, str] | None: ...
     def get_many(self, keys: list[str]) -> list[bytes | None]: ...
-    def tail(self, key: str, nbytes: int) -> bytes | None: ...
+    def tail(self, key: str, nbytes: int, lines: int | None = None) -> bytes | None: ...
     def put(self, key: str, data: bytes) -> None: ...
     def put_if_absent(self, key: str, data: bytes) -> bool: ...
     def put_if_match(self, key: str, data: bytes, token: str) -> bool: ...
@@ -145,7 +145,9 @@ class FileStore:
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         return [None if (got := self.get(key)) is None else got[0] for key in keys]
 
-    def tail(self, key: str, nbytes: int) -> bytes | None:
+    def tail(self, key: str, nbytes: int, lines: int | None = None) -> bytes | None:
+        """The last `nbytes` of a log (None: no log). `lines`: how many lines the caller
+        believes it has, a hint a store may use to find its end (a folder needs none)."""
         try:
             with open(self._path(key), "rb") as fh:
                 size = fh.seek(0, os.SEEK_END)
@@ -430,8 +432,28 @@ class S3Store:
                 return segments, got[0], got[1]
         raise RegistryError(f"{self.uri}/{key}: its segments keep changing while read")
 
-    def tail(self, key: str, nbytes: int) -> bytes | None:
-        last = self._last_segment(key)
+    def _segment_key(self, key: str, index: int) -> str:
+        return key if index == 0 else f"{key}.{index:06d}"
+
+    def _hinted_segment(self, key: str, lines: int) -> tuple[list[str], bytes, str] | None:
+        """The last segment of a log that has `lines` or `lines + 1` lines, found without a
+        listing (segment i holds lines i·SEGMENT_LINES + 1 onwards); None when the segment
+        there does not bear the hint out, or is full (a successor only a listing would show)."""
+        index = (lines - 1) // SEGMENT_LINES
+        got = self.get(self._segment_key(key, index))
+        if got is None:
+            return None
+        body, etag = got
+        count = body.count(b"\n")
+        if count >= SEGMENT_LINES or index * SEGMENT_LINES + count not in (lines, lines + 1):
+            return None
+        keys = [self._segment_key(key, i) for i in range(max(0, index - 1), index + 1)]
+        return keys, body, etag  # the last two segments' keys are all that tail and append use
+
+    def tail(self, key: str, nbytes: int, lines: int | None = None) -> bytes | None:
+        # With a hint (the audit head's seq), the end is one read, not a listing and a read.
+        last = self._hinted_segment(key, lines) if lines else None
+        last = last or self._last_segment(key)
         if last is None:
             return None
         self._log_cache[key] = last  # for the append that usually follows
@@ -457,7 +479,7 @@ class S3Store:
                 else:
                     m = _SEGMENT_SUFFIX.fullmatch(segments[-1][len(key) :])
                     index = int(m.group(1)) + 1 if m else 1
-                    if self.put_if_absent(f"{key}.{index:06d}", data):
+                    if self.put_if_absent(self._segment_key(key, index), data):
                         return
             # The condition failed: another writer came first, or our own write landed and
             # its response was lost, so botocore's retry found the condition gone. Appended

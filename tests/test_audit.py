@@ -350,6 +350,33 @@ def test_a_head_left_behind_at_a_segment_boundary_is_settled(segmented: Registry
     assert result.ok and result.records == 11, result
 
 
+def test_an_s3_append_finds_the_log_s_end_from_the_head(segmented: Registry) -> None:
+    """The head's seq names the segment that ends the log, so an append reads it without
+    listing the segments: only when that segment is full (a successor only a listing would
+    show), or the head does not bear out, are they listed."""
+    from mlops_ci.errors import UsageError
+
+    store, listed = segmented.store, []
+    list_raw = store._list_raw
+    store._list_raw = lambda full, start_after="": (
+        listed.append(full) or list_raw(full, start_after)
+    )
+
+    def refuse_and_count() -> int:
+        deploy.refuse(segmented, ["wine"], "no approval", LOCAL)
+        return len([full for full in listed if full.endswith(audit.LOG_KEY)])
+
+    assert refuse_and_count() == 0  # record 9: the head says 8, .000002 holds 7–8
+    assert refuse_and_count() == 1  # record 10: .000002 is full (7–9), so it was listed
+    assert refuse_and_count() == 1  # record 11: the head says 10, .000003 holds 10
+    assert audit.verify(segmented).ok
+    # A head that runs past the log: the listing decides, and the head disagrees with it.
+    segmented.write_bytes(audit.HEAD_KEY, f"40 {'ab' * 32}\n".encode())
+    with pytest.raises(UsageError, match="disagrees with the log"):
+        refuse_and_count()
+    assert [r["seq"] for r in audit.records(segmented)][-1] == 11
+
+
 def test_the_catalog_reads_an_s3_log_across_its_segments(segmented: Registry) -> None:
     from mlops_ci.catalog.read import read_catalog
 
