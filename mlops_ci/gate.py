@@ -97,7 +97,9 @@ def collect_facts(gh: GitHub, pull: PullRequest, files: list[ChangedFile]) -> Pu
         head_sha=head,
         models=tuple(sorted(models, key=lambda m: m.path)),
         policy_changed=policy_changed,
-        committers=gh.commit_logins(pull.number),
+        committers=gh.commit_logins(pull.number, pull.commits),
+        base_branch=pull.base_ref,
+        default_branch=pull.default_branch,
     )
 
 

@@ -92,6 +92,9 @@ class PullRequest:
     head_repo: str | None  # full name; None when the fork was deleted
     base_repo: str
     changed_files: int = 0  # GitHub's count, which its files list may fall short of
+    commits: int = 0  # GitHub's count, which its commits list may fall short of (250 at most)
+    base_ref: str = ""  # the branch it merges into ("" when the reply left it out)
+    default_branch: str = ""  # the base repository's default branch ("" likewise)
 
     @property
     def from_fork(self) -> bool:
@@ -319,6 +322,9 @@ class GitHub:
             head_repo=(head.get("repo") or {}).get("full_name"),
             base_repo=str((base.get("repo") or {}).get("full_name") or self.repository),
             changed_files=int(raw.get("changed_files") or 0),
+            commits=int(raw.get("commits") or 0),
+            base_ref=str(base.get("ref") or ""),
+            default_branch=str((base.get("repo") or {}).get("default_branch") or ""),
         )
 
     def pull_files(self, number: int) -> list[ChangedFile]:
@@ -448,17 +454,29 @@ class GitHub:
                 )
             return out
 
-    def commit_logins(self, number: int) -> frozenset[str]:
-        """Logins of everyone who authored or committed a commit of the pull request."""
+    def commit_logins(self, number: int, expected: int = 0) -> frozenset[str]:
+        """Logins of everyone who authored or committed a commit of the pull request.
+
+        GitHub lists at most 250 commits of a pull request: when the list falls short of
+        `expected` (the pull request's `commits`), someone who pushed a later commit would go
+        unseen, so that fails closed."""
+        listed = 0
         with _api(f"listing the commits of pull request #{number}"):
             logins: set[str] = set()
             for c in self._repo.get_pull(number).get_commits():
+                listed += 1
                 # Attributes, not raw_data: raw_data would GET every commit to "complete" it.
                 for user in (c.author, c.committer):
                     login = user.login if user is not None else None
                     if login and login not in _BOTS_WITHOUT_TYPE:
                         logins.add(str(login))
-            return frozenset(logins)
+        if listed < expected:
+            raise MlopsCiError(
+                f"pull request #{number} has {expected} commits but GitHub lists {listed} "
+                "(250 at most), so who pushed the others cannot be seen; the gate fails closed "
+                "(squash its commits, or split it)"
+            )
+        return frozenset(logins)
 
     # -- contents ------------------------------------------------------------------------------
 

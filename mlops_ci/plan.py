@@ -248,8 +248,16 @@ def _read(raw: bytes, path: str) -> tuple[dict[str, Any] | None, list[Problem], 
     return (data, [], node) if readable else parse_document(raw, path)
 
 
+def _field(data: Any, *keys: str) -> Any:
+    """data[k1][k2]..., or None where a level is missing or not a mapping."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
 def _meta(data: dict[str, Any], key: str) -> str:
-    return str(data.get("metadata", {}).get(key, ""))
+    value = _field(data, "metadata", key)
+    return "" if value is None else str(value)
 
 
 def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
@@ -281,13 +289,25 @@ def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
             if path in found.changed:
                 problems.extend(errors)
             continue
-        heads.setdefault(_meta(data, "name"), (path, data, node))
+        name = _meta(data, "name")
+        if name in heads:  # one row would be picked silently: validate's rule, among these
+            line, col = locate(node, ["metadata", "name"])
+            message = (
+                f"metadata.name: {name!r} is also the name of {heads[name][0]}; "
+                "names must be unique in the repository"
+            )
+            problems.append(Problem(path, line, col, "/metadata/name", message))
+            continue
+        heads[name] = (path, data, node)
     bases: dict[str, tuple[str, dict[str, Any]]] = {}
     for path in base_paths:
         raw = texts.get(found.at_base.get(path, ""))
         data = _read(raw, path)[0] if raw is not None else None
-        if data is not None:
-            bases.setdefault(_meta(data, "name"), (path, data))
+        name = _field(data, "metadata", "name")
+        # A base manifest is only matched by a readable name; the rest of it may be broken
+        # (the pull request that fixes it), so it is read with `_field` alone.
+        if data is not None and isinstance(name, str) and name:
+            bases.setdefault(name, (path, data))
 
     changed: list[ChangedModel] = []
     versioned: list[tuple[str, dict[str, Any], Any, str, dict[str, Any]]] = []
@@ -349,11 +369,11 @@ def _version_problems(
 
 
 def _artifact(data: dict[str, Any]) -> str:
-    return str(data.get("spec", {}).get("artifact", {}).get("sha256"))
+    return str(_field(data, "spec", "artifact", "sha256"))
 
 
 def _artifact_path(data: dict[str, Any], manifest_path: str) -> str:
-    relative = str(data.get("spec", {}).get("artifact", {}).get("path", ""))
+    relative = str(_field(data, "spec", "artifact", "path") or "")
     return posixpath.normpath(posixpath.join(posixpath.dirname(manifest_path), relative))
 
 
@@ -411,5 +431,6 @@ def main(repo: Path, *, base: str, head: str = "HEAD", fmt: str = "text") -> int
         )
         for p in result.problems:
             gha.annotation("error", p.message, file=p.path, line=p.line, title="mlops-ci plan")
-        gha.write_summary("### mlops-ci plan\n\n```\n" + _text(result) + "\n```")
+        # names, versions and paths are the pull request's: a fence they cannot close
+        gha.write_summary("### mlops-ci plan\n\n" + gha.code_block(_text(result)))
     return EXIT_VERDICT if result.problems else EXIT_OK

@@ -184,8 +184,9 @@ class ModelChange:
     @property
     def owners(self) -> tuple[str, ...]:
         """Owners as of base: a pull request cannot appoint the owners who approve it. Only a
-        new model (or one whose base manifest is unreadable) takes its owners from head."""
-        if self.base is not None and self.base.owners:
+        new model takes its owners from head; a model whose owners cannot be read at base has
+        none (`_targets` lets the policy's owners stand in)."""
+        if self.base is not None:
             return self.base.owners
         return self.head.owners if self.head is not None else ()
 
@@ -200,6 +201,10 @@ class PullFacts:
     models: tuple[ModelChange, ...] = ()
     policy_changed: bool = False
     committers: frozenset[str] = frozenset()  # logins that authored or committed its commits
+    # The branch it merges into and the repository's default branch, as the API names them
+    # (None: not asked, as in unit tests of the other rules).
+    base_branch: str | None = None
+    default_branch: str | None = None
 
 
 # --- the decision -------------------------------------------------------------------------------
@@ -410,7 +415,16 @@ def _targets(policy: Policy, facts: PullFacts) -> list[_Target]:
                 notes.append(
                     f"cannot read the manifest at {label} ({side.problem}): treated as high risk"
                 )
-        targets.append(_Target(model.name, model.path, model.tier, model.owners, tuple(notes)))
+        owners = model.owners
+        if base is not None and not owners and policy.owners:
+            # The pull request may not name them, and nobody at all would leave the fix of a
+            # broken manifest to an administrator's override: those who own the rules decide.
+            owners = policy.owners
+            notes.append(
+                f"its owners cannot be read at base: the policy's owners "
+                f"({', '.join(owners)}) stand in"
+            )
+        targets.append(_Target(model.name, model.path, model.tier, owners, tuple(notes)))
     if facts.policy_changed:
         notes = ["a change to the policy itself needs the highest tier"]
         if policy.high.from_owners and not policy.owners:
@@ -475,6 +489,22 @@ def decide(
     (lowercased) to their repository permission; give it whenever it can be read (see
     `_no_write_access`)."""
     reviews = list(reviews)
+    if facts.base_branch is not None and (
+        not facts.base_branch or facts.base_branch != facts.default_branch
+    ):
+        # A commit status belongs to the head commit, so it counts for every pull request from
+        # that head: judged against a branch its author controls (its policy, its manifests, or
+        # simply no difference), a `success` would let the same head merge into the default
+        # branch. Only the default branch's pull requests are judged.
+        into = facts.base_branch or "a branch the API did not name"
+        default = facts.default_branch or "which the API did not name"
+        return Decision(
+            False,
+            f"Not approved: only pull requests into the default branch ({default}) are "
+            f"judged; this one is into {into}",
+            facts.head_sha,
+            policy.source,
+        )
     standing = _standing(facts, reviews, permissions)
     ignored = list(standing.ignored)
     outcomes: list[Outcome] = []
@@ -582,7 +612,7 @@ def status_line(decision: Decision, limit: int = 140) -> str:
             text = f"Approved: {len(names)} models"
     else:
         missing = decision.missing
-        text = missing[0] if missing else "Not approved"
+        text = missing[0] if missing else decision.reason or "Not approved"
         if len(missing) > 1:
             text += f" (+{len(missing) - 1} more)"
     from mlops_ci.report.escape import status

@@ -45,6 +45,7 @@ MAX_STATUS_DESCRIPTION = 140
 
 
 MAX_LISTED_FILES = 3000  # GitHub's pull-request files list stops here
+MAX_LISTED_COMMITS = 250  # and its commits list here (the pull request's `commits` counts all)
 
 
 def _now() -> str:
@@ -876,7 +877,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif sub == "/reviews":
                 _paginate(self, pull.reviews, query)
             else:
-                _paginate(self, pull.commits, query)
+                _paginate(self, pull.commits[:MAX_LISTED_COMMITS], query)  # GitHub: 250 at most
             return
         m = re.fullmatch(r"/contents(?:/(.*))?", rest)
         if m and method == "GET":

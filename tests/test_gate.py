@@ -897,3 +897,85 @@ def test_truncated_tree_fails_closed_saying_why(ghserver, capsys):
     assert code == 2 and decision == {}
     assert "truncated the git tree" in err and "fails closed" in err
     assert last_status(ghserver)["state"] == "failure"
+
+
+def test_pull_request_into_another_branch_is_never_approved(ghserver, capsys):
+    """A commit status belongs to the head commit, not to one pull request. A pull request from
+    the same head into a branch its author controls (where the policy and the manifests say
+    what they like, or where nothing even differs) must not post `success` there: GitHub would
+    count it for the pull request into the default branch too."""
+    lax = policy_yaml("  high:\n    approvals: 0\n")
+    text = manifest("fraud-detector", "high")
+    pull = open_pull(
+        ghserver,
+        {".mlops/policy.yaml": lax, "models/fraud/model.yaml": text},
+        {".mlops/policy.yaml": lax, "models/fraud/model.yaml": version_bump(text)},
+    )
+    pull.base_ref = "evil"
+    code, decision = run_gate(capsys)
+    assert code == 1
+    assert decision["approved"] is False
+    assert "only pull requests into the default branch (main)" in decision["reason"]
+    status = last_status(ghserver)
+    assert status["state"] == "failure"
+    assert "default branch" in status["description"]
+    # Nothing to approve against that base changes nothing: it is the same head commit.
+    open_pull(ghserver, {"README.md": "a"}, {"README.md": "b"}, number=8).base_ref = "evil"
+    code, decision = run_gate(capsys, number=8)
+    assert code == 1
+    assert decision["approved"] is False
+
+
+def test_deploy_refuses_a_merge_into_another_branch_pushed_to_the_default_one(ghserver):
+    """The merge commit of a pull request into a branch its author controls, then pushed to
+    the default branch: re-verification on deploy judges that pull request only as one into the
+    default branch, so the other branch's lax policy approves nothing."""
+    from mlops_ci.github import GitHub
+    from mlops_ci.reverify import ModelFiles, Refused, reverify
+
+    lax = policy_yaml("  high:\n    approvals: 0\n")
+    text = manifest("fraud-detector", "high")
+    base = {".mlops/policy.yaml": lax, "models/fraud/model.yaml": text}
+    base["models/fraud/model.onnx"] = "onnx bytes"
+    head = {**base, "models/fraud/model.yaml": version_bump(text)}
+    pull = open_pull(ghserver, base, head)
+    pull.base_ref = "evil"
+    sha = pull.merge()
+    with pytest.raises(Refused, match="only pull requests into the default branch"):
+        reverify(
+            GitHub.from_env(REPO),
+            sha,
+            [ModelFiles("fraud-detector", "models/fraud/model.yaml", "models/fraud/model.onnx")],
+        )
+
+
+def test_a_co_author_past_the_250_commits_github_lists_fails_closed(ghserver, capsys):
+    """GitHub lists at most 250 commits of a pull request; whoever pushed the 251st is still a
+    co-author, so a list that falls short of the pull request's `commits` is not seen whole."""
+    pull = model_change(ghserver)
+    for _ in range(250):
+        pull.add_commit("carol")
+    pull.add_commit("alice")  # the 252nd commit: past the list
+    pull.add_review("alice", "APPROVED")
+    code, decision = run_gate(capsys)
+    assert code == 2
+    assert decision == {}
+    status = last_status(ghserver)
+    assert status["state"] == "failure"
+    assert "252 commits but GitHub lists 250" in status["description"]
+    assert "252 commits but GitHub lists 250" in capsys.readouterr().err
+
+
+def test_owners_unreadable_at_base_are_not_replaced_by_the_pull_requests(ghserver, capsys):
+    """An owner written `"@alice\\n"` (which validate let through before owners were fully
+    matched) reads as no owners at base; the pull request may not appoint its approvers."""
+    base = manifest("fraud-detector", "high", ("@alice\\n",))
+    head = version_bump(manifest("fraud-detector", "high", ("@dave", "@erin")))
+    pull = open_pull(ghserver, {"models/fraud/model.yaml": base}, {"models/fraud/model.yaml": head})
+    pull.add_review("dave", "APPROVED")
+    pull.add_review("erin", "APPROVED")
+    code, decision = run_gate(capsys)
+    assert code == 1
+    assert decision["approvals_counted"] == []
+    assert "from its owners (none could be read)" in decision["missing"][0]
+    assert last_status(ghserver)["state"] == "failure"

@@ -273,3 +273,46 @@ def test_a_changed_manifest_missing_what_plan_reads_is_a_problem_with_its_line(
     assert [(p["path"], p["line"], p["message"]) for p in plan["problems"]] == [
         ("models/alpha/model.yaml", 3, "metadata: missing required field 'risk'")
     ]
+
+
+def test_fixing_a_manifest_that_was_broken_at_base_plans_instead_of_crashing(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base manifest whose metadata or spec is not a mapping (the pull request that fixes it):
+    plan reads what it can of the base and never stops with an internal error."""
+    alpha, beta = repo / "models/alpha/model.yaml", repo / "models/beta/model.yaml"
+    good_alpha, good_beta = alpha.read_text(), beta.read_text()
+    alpha.write_text("apiVersion: mlops-ci/v1\nkind: Model\nmetadata: 5\n")
+    beta.write_text(
+        "apiVersion: mlops-ci/v1\nkind: Model\n"
+        "metadata: {name: beta, version: 1.0.0, risk: low, owners: ['@a']}\nspec: 5\n"
+    )
+    base = _commit(repo, "broken manifests")
+    alpha.write_text(good_alpha)
+    beta.write_text(good_beta.replace("version: 1.0.0", "version: 1.1.0"))
+    _commit(repo, "fixed")
+    code, plan = _plan(repo, base, capsys)
+    assert code == 0, plan["problems"]
+    rows = {m["name"]: (m["status"], m["previous_version"]) for m in plan["matrix"]["include"]}
+    assert rows == {"alpha": ("added", None), "beta": ("modified", "1.0.0")}
+    assert plan["deleted"] == []
+
+
+def test_two_changed_manifests_with_one_name_are_a_problem_not_one_silent_row(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The matrix (and the deploy, which plans the push) must not pick one of them quietly."""
+    base = _git(repo, "rev-parse", "HEAD")
+    _write_model(repo, "models/alpha", "alpha", "1.1.0", b"alpha v2")
+    _write_model(repo, "models/alpha-copy", "alpha", "9.0.0", b"another alpha")
+    _commit(repo, "two alphas")
+    code, plan = _plan(repo, base, capsys)
+    assert code == 1
+    assert [(p["path"], p["line"], p["message"]) for p in plan["problems"]] == [
+        (
+            "models/alpha/model.yaml",
+            4,
+            "metadata.name: 'alpha' is also the name of models/alpha-copy/model.yaml; "
+            "names must be unique in the repository",
+        )
+    ]

@@ -340,3 +340,23 @@ def test_an_owner_that_is_no_handle_makes_the_side_unreadable(owner):
     got = manifest_side("m/model.yaml", data)
     assert got.problem and "must list @users" in got.problem
     assert got.owners == () and got.tier == "high"
+
+
+def test_a_pull_request_cannot_appoint_owners_when_those_at_base_cannot_be_read():
+    """`@alice\\n` passed validate before its owners were fully matched; at base it now reads as
+    no owners. The pull request's own owners list must not stand in for them."""
+    base = manifest_side(
+        "m/model.yaml", {"metadata": {"name": "m", "risk": "high", "owners": ["@alice\n"]}}
+    )
+    head = side("m", "high", ("@dave", "@erin"))
+    change = ModelChange("m/model.yaml", "modified", base, head)
+    assert change.owners == ()
+    d = decide(DEFAULT_POLICY, facts(change), [review("dave"), review("erin")], {})
+    assert not d.approved
+    assert "from its owners (none could be read)" in d.missing[0]
+    # The policy's owners, who own the rules, stand in for owners that cannot be read.
+    rules = Policy(low=Rule(1), medium=Rule(1, True), high=Rule(1, True), owners=("@acme/gov",))
+    d = decide(rules, facts(change), [review("dave")], {("@acme/gov", "dave"): True})
+    assert d.approved, d.reason
+    assert "the policy's owners (@acme/gov) stand in" in d.outcomes[0].notes[-1]
+    assert not decide(rules, facts(change), [review("erin")], {}).approved
