@@ -80,7 +80,33 @@ def _changed_models(repo: Path, base: str, sha: str) -> tuple[list[Any], list[st
             manifests.append(load(repo / changed.manifest, repo))
         except MlopsCiError as exc:
             problems.append(str(exc))
-    return manifests, problems
+    return manifests, problems + _names_taken(repo, manifests)
+
+
+def _names_taken(repo: Path, manifests: Sequence[Any]) -> list[str]:
+    """A changed manifest whose name another manifest in the pushed tree has too. The approval
+    was for that file (its owners, its risk at base), while the name picks the registry's
+    model: renaming a low-risk model to a high-risk one's name would publish over it on the
+    wrong approval. validate refuses duplicates on the pull request; a push is checked again
+    here, since a required check's status can be forged or skipped."""
+    from mlops_ci.manifest import find_manifests, parse_document
+
+    changed = {m.path.absolute(): m for m in manifests}
+    by_name = {m.name: m for m in manifests}
+    problems = []
+    for path in find_manifests(repo):
+        if path.absolute() in changed:
+            continue
+        data, _, _ = parse_document(path.read_bytes(), str(path))
+        metadata = data.get("metadata") if isinstance(data, dict) else None
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        if isinstance(name, str) and name in by_name:
+            mine = by_name[name].path.absolute().relative_to(repo.absolute()).as_posix()
+            problems.append(
+                f"{mine}: model {name!r} is also the name of "
+                f"{path.relative_to(repo).as_posix()}; names must be unique in the repository"
+            )
+    return problems
 
 
 def _build_folder(builds: Path, name: str) -> Path:

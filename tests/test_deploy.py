@@ -748,6 +748,37 @@ def test_an_artifact_changed_after_the_approval_is_refused(gh_env, tmp_path: Pat
     assert open_registry(registry).models() == []
 
 
+def test_a_model_renamed_to_another_model_s_name_is_refused(gh_env, tmp_path: Path, capsys) -> None:
+    """wine (low risk, owner @alice) renamed to iris, which the registry serves for other
+    owners: its pull request was approved as wine's, so the push must not publish over iris."""
+    import yaml
+
+    repo, before, _ = _merged_push(tmp_path)
+    _git(repo, "checkout", "-q", "-b", "rename", before)
+    wine = write_model(repo, "wine")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "wine")
+    before = _git(repo, "rev-parse", "HEAD")
+    doc = yaml.safe_load(wine.read_text())
+    doc["metadata"]["name"] = "iris"
+    doc["metadata"]["version"] = "9.0.0"
+    wine.write_text(yaml.safe_dump(doc, sort_keys=False))
+    _git(repo, "commit", "-q", "-am", "wine is iris now")
+    after = _git(repo, "rev-parse", "HEAD")
+    pull, _ = _pull(gh_env, repo, before, after)
+    pull.add_review("bob", "APPROVED")
+    pull.merge(after, files=_tree(repo, after))
+    registry = tmp_path / "registry"
+    assert _deploy(tmp_path, repo, before, after, registry) == 1
+    [record] = audit.records(open_registry(registry))
+    assert record["action"] == "refused"
+    assert (
+        "models/wine/model.yaml: model 'iris' is also the name of models/iris/model.yaml"
+        in (record["reason"])
+    )
+    assert open_registry(registry).models() == []
+
+
 # --- `mlops-ci run`'s deploy stage ----------------------------------------------------------------
 
 
