@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from catalog_data import HOSTILE, HOSTILE_TEXT, RegistryWriter, render_naively, sample_registry
+from catalog_data import (
+    HOSTILE,
+    HOSTILE_TEXT,
+    RegistryWriter,
+    config_pbtxt,
+    render_naively,
+    sample_registry,
+)
 
 from mlops_ci import cli
 from mlops_ci.catalog import build
@@ -192,6 +201,78 @@ def test_broken_records_are_listed_and_the_rest_still_renders(tmp_path: Path) ->
     assert names == sorted([HOSTILE, "churn-predictor", "fraud-detector"])
 
 
+def test_numbers_beyond_any_float_are_unknown_not_a_crash(tmp_path: Path) -> None:
+    """JSON integers have no size limit and Python's json reads them all: a metric or a drift
+    statistic of 1 and 400 zeros is as unknown as a string there, and so is a drifted share far
+    beyond 1 (as a percentage it is infinite): never the end of the site."""
+    writer = sample_registry(tmp_path / "registry")
+    huge = 10**400
+    path = writer.root / "churn-predictor" / "1" / "release.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    accuracy = next(c for c in doc["results"]["test"]["checks"] if c["name"] == "accuracy")
+    accuracy["value"] = huge
+    doc["results"]["bench"]["measurements"][0]["p50_ms"] = huge
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    run = next((writer.root / ".mlops" / "monitor" / "churn-predictor").glob("*.json"))
+    verdict = json.loads(run.read_text(encoding="utf-8"))
+    verdict["drift"]["columns"][0]["statistic"] = huge
+    verdict["drift"].update(share=1e307, dataset_drift=True)  # a share is a fraction: not this
+    run.write_text(json.dumps(verdict), encoding="utf-8")
+
+    _, index = build(writer.root, tmp_path / "site")
+
+    churn = _models(index.parent)["churn-predictor"]
+    (version,) = churn["versions"]
+    assert next(m for m in version["metrics"] if m["name"] == "accuracy")["value"] is None
+    assert version["latency"][0]["p50_ms"] is None
+    assert churn["monitor"][-1]["columns"][0]["statistic"] is None
+    assert churn["monitor"][-1]["drift_share"] is None
+    assert (index.parent / "models" / "churn-predictor.html").is_file()
+
+
+def test_a_record_holding_what_utf8_cannot_still_gives_every_page(tmp_path: Path) -> None:
+    """`\\ud800` is valid JSON, and a lone surrogate is no UTF-8: a metric, a commit and a
+    drifted column holding one are written as "?", and every model's page is there."""
+    writer = sample_registry(tmp_path / "registry")
+    path = writer.root / "churn-predictor" / "1" / "release.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["results"]["test"]["checks"][1]["name"] = "accuracy\ud800"
+    doc["commit"] = "c0ffee\ud800"  # linked into the pull request's repository: a URL too
+    path.write_text(json.dumps(doc), encoding="utf-8")  # ASCII: the escape, as JSON allows
+    assert "\\ud800" in path.read_text(encoding="utf-8")
+    run = next((writer.root / ".mlops" / "monitor" / "fraud-detector").glob("*.json"))
+    verdict = json.loads(run.read_text(encoding="utf-8"))
+    verdict["drift"]["columns"][0]["name"] = "bad \udcff byte"
+    run.write_text(json.dumps(verdict), encoding="utf-8")
+
+    _, index = build(writer.root, tmp_path / "site")
+
+    site = index.parent
+    churn = (site / "models" / "churn-predictor.html").read_text(encoding="utf-8")
+    assert "accuracy?" in churn and "/commit/c0ffee%3F" in churn
+    assert "bad ? byte" in (site / "models" / "fraud-detector.html").read_text(encoding="utf-8")
+    assert len(list((site / "models").glob("*.html"))) == 3
+    assert "accuracy?" in json.dumps(_models(site)["churn-predictor"], ensure_ascii=False)
+
+
+def test_a_model_folder_whose_name_is_not_utf8_gets_its_page(tmp_path: Path) -> None:
+    """A folder made by a tool that writes Latin-1 (`caf\\xe9`): Python names it with a lone
+    surrogate, which has no UTF-8 to hash or to write; the model still gets a page."""
+    writer = sample_registry(tmp_path / "registry")
+    folder = os.path.join(os.fsencode(writer.root), b"caf\xe9")
+    os.mkdir(folder)
+    with open(os.path.join(folder, b"config.pbtxt"), "w", encoding="utf-8") as fh:
+        fh.write(config_pbtxt("cafe", 1))
+
+    catalog, index = build(writer.root, tmp_path / "site")
+
+    (cafe,) = [m for m in catalog.models if m.name.startswith("caf")]
+    page = index.parent / "models" / cafe.page
+    assert cafe.page.startswith("model-") and page.is_file()
+    assert "<h1>caf? " in page.read_text(encoding="utf-8")
+    assert len(list(page.parent.glob("*.html"))) == len(catalog.models) == 4
+
+
 def test_repo_models_not_in_the_registry_are_listed_as_not_deployed(tmp_path: Path) -> None:
     writer = sample_registry(tmp_path / "registry")
     catalog, _ = build(writer.root, tmp_path / "site", repo=EXAMPLE_REPO)
@@ -278,6 +359,20 @@ def test_axis_ticks_are_round_and_labelled_with_units() -> None:
     )
     assert "p50 &lt;by&gt; version" in svg and ">ms</text>" in svg and "max 0.05" in svg
     assert svg.count("<circle") == 2 and "style=" not in svg
+
+
+@pytest.mark.parametrize(
+    "values",
+    [(1.7e308,), (-1.7e308, 1.7e308), (0.0, 5e-324), (-5e-324,)],
+    ids=["largest", "widest", "finest", "tiniest"],
+)
+def test_floats_at_their_limits_still_get_an_axis(values: tuple[float, ...]) -> None:
+    """A metric's values are any finite floats: padding or rounding the axis past the largest
+    float, or dividing the smallest span into five, must not end the catalog."""
+    ticks, step = nice_ticks(min(values), max(values))
+    assert all(math.isfinite(t) for t in ticks) and step > 0 and len(ticks) >= 2
+    svg = str(line_chart("m", [f"v{i}" for i in range(len(values))], [Series("m", values)], ""))
+    assert svg.count("<circle") == len(values)
 
 
 def test_run_writes_the_catalog_of_its_local_registry_and_prints_where(tmp_path: Path) -> None:

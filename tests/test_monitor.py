@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -613,7 +614,9 @@ def test_production_values_in_the_issue_cannot_mention_or_inject():
     naive = f"| {col.bins[0]} |"
     assert "@acme/everyone" in naive and "<img" in naive  # a live mention, live HTML
     shown = render._summary(col)
-    assert shown.startswith("<code>&#64;acme/everyone &lt;img src=x&gt; &#96;&#96; &#91;x&#93;")
+    assert shown.startswith(
+        "<code>&#64;\u200bacme/everyone &lt;img src=x&gt; &#96;&#96; &#91;x&#93;"
+    )
     assert "@" not in shown and "<img" not in shown and "`" not in shown and "[x]" not in shown
     assert "@" not in render._label(evil) and "<" in render._label("<1")  # chart labels
 
@@ -645,9 +648,44 @@ def test_issue_body_stays_within_githubs_limit():
     )
     result = DriftResult(cols, 0.0, 0.5, False, "none", 100)
     stale = staleness.judge(NOW, refresh_by=None, max_age_days=1, now=NOW + dt.timedelta(days=2))
-    v = Verdict("m", "1.0.0", 1, ("@a",), stale, result, None, None, "x")
+    v = Verdict("m", "1.0.0", 1, ("@a",), stale, result, result, None, "x")
     body = render.issue_body(v, "<!-- m -->")
-    assert len(body) <= 65536 and "table rows left out" in body
+    assert len(body) <= 65536
+    # whole rows are left out, and said so; every section after the tables is still there
+    shown = body.count("\n| <code>feature")
+    left_out = int(re.search(r"_(\d+) table rows left out", body).group(1))  # type: ignore[union-attr]
+    assert shown > 100 and shown + left_out == 2 * len(cols)
+    assert "### Prediction drift" in body and "### What to do" in body
+    assert all(line.endswith("|") for line in body.splitlines() if line.startswith("| <code>"))
+
+
+def test_the_job_summary_of_ten_thousand_models_fits_the_runners_limit():
+    """The runner drops a step's summary over 1 MiB whole. Ten thousand models (names may be
+    63 characters) are over it: the ones that need someone are kept, the rest counted."""
+    from mlops_ci.monitor import staleness
+    from mlops_ci.monitor.check import Verdict
+    from mlops_ci.monitor.drift import DriftResult
+
+    fresh = staleness.judge(NOW, refresh_by=None, max_age_days=30, now=NOW)
+    stale = staleness.judge(NOW, refresh_by=None, max_age_days=1, now=NOW + dt.timedelta(days=2))
+    calm = DriftResult((), 0.0, 0.5, False, "none", 100)
+    verdicts = [
+        Verdict(f"m{i:05d}-" + "x" * 50, "1.0.0", 1, ("@a",), fresh, calm, None, None, "x")
+        for i in range(10_000)
+    ]
+    verdicts.append(Verdict("z-stale", "2.0.0", 2, ("@a",), stale, calm, None, None, "x"))
+    # armed: one row per model is more than the runner keeps
+    row = render.summary(verdicts[:1]).splitlines()[-1]
+    assert row.startswith("| <code>m00000") and len(row.encode()) * 10_000 > 2**20
+
+    text = render.summary(verdicts, errors=[("z-broken", "no such column")])
+
+    assert len(text.encode()) <= render.SUMMARY_BYTES < 2**20
+    assert "<code>z-stale</code>" in text and "<code>z-broken</code>" in text
+    shown = text.count("| <code>m")
+    assert 8_000 < shown < 10_000
+    assert f"… {10_000 - shown} more models not listed here" in text
+    assert "not listed" not in render.summary(verdicts[:10])  # a small registry: every row
 
 
 def test_a_one_wide_logged_output_keeps_the_name_its_reference_has():
@@ -765,7 +803,7 @@ def test_names_in_the_issues_verdict_lines_are_inert():
     v = Verdict("m", "1.0.0", 1, ("@a",), fresh, drifted, drifted, None, "x", notes=(evil,))
     body = render.issue_body(v, "<!-- m -->")
     verdicts = body.split("### Verdicts\n\n", 1)[1].split("\n\n", 1)[0]  # its list
-    assert "prediction drift" in verdicts and "&#64;acme/everyone" in verdicts
+    assert "prediction drift" in verdicts and "&#64;\u200bacme/everyone" in verdicts
     assert "@acme" not in verdicts and "<img" not in verdicts and "[click]" not in verdicts
 
 

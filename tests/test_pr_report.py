@@ -10,6 +10,7 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sklearn import datasets
 from sklearn.ensemble import RandomForestClassifier
 
 from mlops_ci import bench, cli, convert, evaluate, manifest
-from mlops_ci.report import charts, comment, escape, markdown, results, units
+from mlops_ci.report import annotate, charts, comment, escape, markdown, results, units
 from tests.ghserver import GitHubServer
 from tests.stage_models import make_repo
 from tests.system import CHROMIUM, CHROMIUM_ARGS, require
@@ -283,6 +284,34 @@ def test_thousands_of_models_still_fit_by_listing_what_fits(
     assert "[the workflow run](http://run/1)" in body
 
 
+def test_the_job_summary_fits_githubs_limit_in_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runner drops a step's summary over 1 MiB whole, and counts bytes: a report of
+    Japanese case names and messages is three bytes a character."""
+    detail = "予測値が期待値と一致しません" * 14
+    for i in range(30):
+        checks = [
+            {"kind": "case", "name": f"ケース {k}", "status": "fail", "detail": detail}
+            for k in range(120)
+        ]
+        doc = {"model": f"m{i:02d}", "version": "1.0.0", "passed": False, "checks": checks}
+        (tmp_path / f"m{i:02d}").mkdir()
+        (tmp_path / f"m{i:02d}" / "test.json").write_text(json.dumps(doc), encoding="utf-8")
+    # armed: in characters the whole report is under the limit, in bytes twice over it
+    full = markdown.render(results.gather(tmp_path))
+    assert len(full) < comment.SUMMARY_LIMIT < 2 * 2**20 < len(full.encode())
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+
+    assert cli.main(["report", "--dir", str(tmp_path)]) == 0
+
+    written = summary.read_bytes()
+    assert len(written) <= comment.SUMMARY_LIMIT < 2**20
+    assert "Summarised" in written.decode() and "<code>m29</code>" in written.decode()
+    capsys.readouterr()
+
+
 def test_fork_pull_request_results_are_prepared_then_rendered_and_posted_by_workflow_run(
     stage_docs: dict[str, Any], github: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,7 +353,7 @@ def test_fork_pull_request_results_are_prepared_then_rendered_and_posted_by_work
     body = posted["body"]
     assert body.startswith(MARKER) and "#### Benchmark" in body and "model-0001" in body
     assert "@acme" not in body and "<img" not in body
-    assert "&#64;acme/everyone &lt;img src=x&gt;" in body
+    assert "&#64;\u200bacme/everyone &lt;img src=x&gt;" in body
 
 
 @pytest.mark.parametrize(
@@ -596,7 +625,7 @@ def test_text_from_the_pull_request_has_no_effect_in_the_comment(
     body = posted["body"]
     assert body.count(MARKER) == 1 and body.startswith(MARKER)
     assert "<img" not in body and "@acme" not in body and "<!-- mlops" not in body[1:]
-    assert "&lt;img src=x onerror=alert(1)&gt; &#64;acme/everyone" in body
+    assert "&lt;img src=x onerror=alert(1)&gt; &#64;\u200bacme/everyone" in body
     row = next(line for line in body.splitlines() if "onerror" in line)
     assert row.count("|") == 4  # still one row of three cells
     assert "a&#92;n&#35;&#35; heading&#92;r&#92;n::error::x" in row  # shows as a\n## heading…
@@ -696,7 +725,8 @@ def test_report_renders_with_readable_charts_in_a_browser(
     assert "p50 latency at batch 1" in latency["text"] and latency["bars"] == 2
     assert all(h > 5 for h in latency["heights"])  # both bars visible, neither flattened
     assert found["images"] == 0  # the hostile name's <img> stayed text
-    assert "<img src=x onerror=alert(1)> @acme/everyone" in found["text"]
+    # shown as typed, but for the zero-width space that keeps GitHub from reading a mention
+    assert "<img src=x onerror=alert(1)> @\u200bacme/everyone" in found["text"]
 
 
 def test_a_forged_regression_verdict_is_shown_inert() -> None:
@@ -707,7 +737,80 @@ def test_a_forged_regression_verdict_is_shown_inert() -> None:
     evil = "@acme/admins <!-- mlops-ci:report --> [click](http://e) <img src=x>"
     shown = regression_text({"verdict": evil, "batch_size": 1}, markdown=True)
     assert "@acme" not in shown and "<!--" not in shown and "<img" not in shown
-    assert "[click]" not in shown and "&#64;acme/admins" in shown
+    assert "[click]" not in shown and "&#64;\u200bacme/admins" in shown
+
+
+class _GitHubText(HTMLParser):
+    """What GitHub looks at after its Markdown renderer: links, images, and the text nodes
+    outside `<code>`, `<pre>` and `<a>`, where it finds @mentions (on the decoded text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.links: list[str] = []
+        self.images = 0
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.links.append(dict(attrs).get("href") or "")
+        self.images += tag == "img"
+        if tag not in ("br", "img", "hr"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.open:
+            del self.open[len(self.open) - 1 - self.open[::-1].index(tag) :]
+
+    def handle_data(self, data: str) -> None:
+        if not {"code", "pre", "a"} & set(self.open):
+            self.text.append(data)
+
+    def mentions(self) -> list[str]:
+        # GitHub's mention pattern: `@login` or `@org/team` after a non-word character
+        return re.findall(r"(?:^|\W)@([a-z0-9][a-z0-9-]*(?:/[a-z0-9][a-z0-9_.-]*)?)",
+                          "".join(self.text), re.I)  # fmt: skip
+
+
+def github_sees(source: str) -> _GitHubText:
+    """`source` rendered by cmark-gfm, GitHub's own Markdown library, and read as GitHub's
+    mention and link filters read the result."""
+    import cmarkgfm  # the dev extra's; GitHub renders comments with cmark-gfm
+    from cmarkgfm.cmark import Options
+
+    seen = _GitHubText()
+    seen.feed(cmarkgfm.github_flavored_markdown_to_html(source, options=Options.CMARK_OPT_UNSAFE))
+    return seen
+
+
+def test_no_mention_or_link_survives_githubs_renderer() -> None:
+    """An entity is decoded before GitHub looks for mentions and e-mail links in the text; a URL
+    is linked wherever it stands, in `<code>` too. Neither may come from a pull request."""
+    evil = (
+        "ask @acme/everyone or x@evil.example at https://evil.example/fix, "
+        "www.evil.example, ftp://evil.example or mailto:y@evil.example"
+    )
+    # armed: the entity alone still pings the team and links the addresses
+    entity_only = github_sees(f"| {evil.replace('@', '&#64;')} |\n|---|\n| x |")
+    assert "acme/everyone" in entity_only.mentions()
+    assert any("evil.example" in href for href in entity_only.links)
+
+    report = "\n".join(
+        [
+            "| Check | Result |",
+            "|---|---|",
+            f"| {escape.code(evil)} | {escape.cell(evil)} |",
+            "",
+            f"- {escape.cell(evil)}",
+            f"<details><summary>{escape.code(evil)}</summary>",
+            "",
+            "</details>",
+        ]
+    )
+    seen = github_sees(report)
+    assert seen.links == [] and seen.images == 0 and seen.mentions() == []
+    shown = "".join(seen.text).replace("\u200b", "")
+    assert "ask @acme/everyone or x@evil.example at https://evil.example/fix" in shown
 
 
 def test_stage_documents_with_non_objects_in_their_lists_still_render() -> None:
@@ -718,3 +821,80 @@ def test_stage_documents_with_non_objects_in_their_lists_still_render() -> None:
     assert markdown._bench_cell(bench) == "✅"
     assert markdown._regression_cell(bench) == markdown._ICON[None]
     assert validate_status({"manifests": ["x"]}) == "fail"
+
+
+_PREPARED = {
+    "name": "m",
+    "validate": {"manifests": [{"path": "m.yaml", "valid": False, "errors": [{"line": 3}]}]},
+    "convert": {
+        "model": {"name": "m", "version": "1.0.0", "framework": "sklearn"},
+        "onnx": {"converter": "skl2onnx", "opset": 17, "checker": "passed"},
+        "signature": {"problems": ["p"]},
+        "parity": {
+            "status": "failed",
+            "tolerances": {"atol": 1e-5, "rtol": 1e-4, "min_label_agreement": 0.99},
+            "outputs": [{"name": "label", "max_abs_diff": 0.1, "label_agreement": 0.9}],
+            "worst_rows": [{"row": 1, "output": "label", "native": [1.0], "onnx": [1.1]}],
+        },
+    },
+    "test": {
+        "model": "m",
+        "version": "1.0.0",
+        "manifest": "m.yaml",
+        "checks": [
+            {"kind": "case", "name": "c", "status": "fail", "detail": "d", "line": 4},
+            {"kind": "metric", "name": "accuracy", "status": "fail", "value": 0.5, "min": 0.8},
+        ],
+    },
+    "bench": {
+        "measurements": [
+            {"engine": "onnx", "batch_size": 1, "p50_ms": 0.1, "throughput": 1e4},
+            {"engine": "native", "batch_size": 1, "p50_ms": 1, "throughput": 1e3},
+        ],
+        "budgets": [{"batch_size": 1, "metric": "p99_ms", "value": 0.3, "limit": 0.2}],
+        "regression": [{"batch_size": 1, "verdict": "regression", "ci_low": 1.5, "ratio": 2.0}],
+        "notes": ["regression not measured: x"],
+        "machine": {"cpu": "x", "usable_cores": 2, "onnxruntime": "1"},
+        "settings": {"intra_op_threads": 1},
+    },
+    "baseline": {"version": "0.9", "results": {"test": {"checks": [{
+        "kind": "metric", "name": "accuracy", "value": 0.6}]}}},
+}  # fmt: skip
+
+
+def _paths(doc: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if at:
+        yield at
+    items = (
+        doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    )
+    for key, value in items:
+        yield from _paths(value, (*at, key))
+
+
+def test_a_prepared_report_of_any_shape_renders_and_never_crashes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr-comment.json comes from a fork's run, which writes what it likes: every value of
+    every stage document replaced by another JSON type (an integer beyond any float too) still
+    renders, and annotates, instead of an internal error in the base repository's job."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    odd: list[Any] = [None, 7, "x", [], {}, [1], ["x"], [{}], 10**400, float("nan"), True]
+    tried = 0
+    for path in _paths(_PREPARED):
+        for value in odd:
+            doc = copy.deepcopy(_PREPARED)
+            parent = doc
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = value
+            try:
+                report = results.ModelReport.from_prepared(doc)
+            except ValueError:
+                continue  # refused whole, with a message (a stage that is not an object)
+            body = markdown.render([report], limit=comment.COMMENT_LIMIT)
+            annotate.models([report])
+            assert body.startswith(MARKER), (path, value)
+            tried += 1
+    assert tried > 500
+    capsys.readouterr()

@@ -39,14 +39,21 @@ class Limit:
     value: float
 
 
+_WIDEST, _FINEST = 1e300, 1e-290
+
+
 def nice_ticks(lo: float, hi: float, count: int = 5) -> tuple[list[float], float]:
     """Round tick values covering [lo, hi] (1, 2, 2.5 or 5 times a power of ten apart)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         lo, hi = 0.0, 1.0
     if hi < lo:
         lo, hi = hi, lo
-    if hi == lo:
-        pad = abs(lo) * 0.1 or 1.0
+    # Floats at their limits: past ±1e300 the padding and the round ends overflow, and a span
+    # under 1e-290 has a fifth that is 0 (no step, no log). The axis stops at ±1e300 (a value
+    # beyond is drawn off it), and so small a span reads as one value.
+    lo, hi = (min(max(v, -_WIDEST), _WIDEST) for v in (lo, hi))
+    if hi - lo < _FINEST:
+        pad = abs(lo) * 0.1 if abs(lo) > _FINEST else 1.0
         lo, hi = lo - pad, hi + pad
     span = hi - lo
     magnitude = 10 ** math.floor(math.log10(span / count))

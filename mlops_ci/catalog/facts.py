@@ -198,13 +198,15 @@ class Model:
         """File name of the model's page: its name when that is a safe file name, else a hash.
 
         Names come from folder names in the registry, which anyone with write access to it can
-        choose; a page name must never escape `models/` or need escaping in a link.
+        choose; a page name must never escape `models/` or need escaping in a link. A folder
+        name that is not UTF-8 reaches Python with surrogates in it, hashed as they are.
         """
         if _SAFE_NAME.fullmatch(self.name):
             return f"{self.name}.html"
         import hashlib
 
-        return f"model-{hashlib.sha256(self.name.encode()).hexdigest()[:16]}.html"
+        raw = self.name.encode("utf-8", "surrogatepass")
+        return f"model-{hashlib.sha256(raw).hexdigest()[:16]}.html"
 
     @cached_property
     def release(self) -> Version | None:

@@ -98,12 +98,19 @@ def _float(value: Any) -> float | None:
     kind = type(value)
     if kind is float:
         return value if math.isfinite(value) else None
-    if kind is int:
-        return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # JSON integers have no limit: 1 and 400 zeros is beyond any float
+        return None
     return number if math.isfinite(number) else None
+
+
+def _fraction(value: Any) -> float | None:
+    """A share (0 to 1), as the monitor writes the drifted columns' share and its threshold."""
+    number = _float(value)
+    return number if number is not None and 0 <= number <= 1 else None
 
 
 def _bool(value: Any) -> bool | None:
@@ -326,8 +333,8 @@ def monitor_run(name: str, key: str, doc: Mapping[str, Any]) -> MonitorRun:
         stale=doc.get("stale") is True,
         stale_warning=status == "warning",
         stale_detail=_str(staleness.get("reason")) if status in ("warning", "stale") else None,
-        drift_share=_float(drift.get("share")),
-        share_threshold=_float(drift.get("share_threshold")),
+        drift_share=_fraction(drift.get("share")),
+        share_threshold=_fraction(drift.get("share_threshold")),
         dataset_drift=drift.get("dataset_drift") is True,
         columns=columns,
         prediction_drift=_bool(doc.get("prediction_drift")),

@@ -150,7 +150,7 @@ def commit_link(sha: str | None, pr: PullRequest | None) -> Markup | str:
     base = repo_url(pr.url) if pr is not None else None
     if base is None:
         return Markup(f"<code>{short}</code>")  # noqa: S704
-    href = escape(f"{base}/commit/{quote(sha, safe='')}")
+    href = escape(f"{base}/commit/{quote(sha, safe='', errors='replace')}")
     return Markup(f'<a href="{href}"><code>{short}</code></a>')  # noqa: S704
 
 
@@ -415,6 +415,13 @@ class Stream:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def _write(path: Path, text: str) -> None:
+    """A page or a share of catalog.json, in UTF-8. A JSON record may hold what UTF-8 cannot
+    (a lone surrogate: the escape `\\ud800` is valid JSON): it is written as "?", so one odd
+    record never costs every model its page."""
+    path.write_text(text, encoding="utf-8", errors="replace")
+
+
 def _model_pages(
     catalog: Catalog, models: Sequence[Model], folder: Path, total: int | None = None
 ) -> None:
@@ -432,7 +439,7 @@ def _model_pages(
             events=list(reversed(model.events)),
             root="../",
         )
-        (folder / "models" / model.page).write_text(html, encoding="utf-8")
+        _write(folder / "models" / model.page, html)
 
 
 #: Models per task: small enough that the workers finish together, large enough to be cheap.
@@ -475,7 +482,7 @@ def _json_part(models: Sequence[Model], start: int, folder: Path) -> None:
     """catalog.json's entries of `models` (the ones from `start` on), joined in order later."""
     # dumps, not dump: dump encodes in pure Python, dumps with the C encoder (10x faster).
     part = json.dumps([m.to_json() for m in models], ensure_ascii=False, separators=(",", ":"))
-    (folder / _PARTS / f"{start:012d}.json").write_text(part[1:-1], encoding="utf-8")
+    _write(folder / _PARTS / f"{start:012d}.json", part[1:-1])
 
 
 def _streamed(
@@ -544,7 +551,7 @@ def _render(catalog: Catalog, folder: Path, page_rows: int, *, pages_done: bool 
     text = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
     parts = sorted((folder / _PARTS).iterdir())
     with (folder / "catalog.json").open("wb") as out:
-        out.write(text.encode("utf-8") + b',"models":[')
+        out.write(text.encode("utf-8", errors="replace") + b',"models":[')
         for k, part in enumerate(parts):
             chunk = part.read_bytes()
             out.write(b"," + chunk if k and chunk else chunk)
@@ -586,4 +593,4 @@ class _Index:
             page=number,
             root="",
         )
-        (folder / self.pages[number - 1]).write_text(html, encoding="utf-8")
+        _write(folder / self.pages[number - 1], html)

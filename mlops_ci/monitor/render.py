@@ -226,40 +226,68 @@ def _next_steps() -> str:
     )
 
 
+_ROW = "| " + code("")[: len("<code>")]
+
+
 def _fit(body: str) -> str:
     """Keep within GitHub's body limit: drop table rows from the end, say how many."""
     if len(body) <= MAX_BODY:
         return body
     lines = body.split("\n")
-    dropped = 0
-    while len("\n".join(lines)) > MAX_BODY - 200:
-        rows = [i for i, line in enumerate(lines) if line.startswith("| `")]
-        if not rows:
-            lines = [body[: MAX_BODY - 200]]
+    excess = len(body) - (MAX_BODY - 200)
+    left_out: set[int] = set()
+    # a table row of a column or metric: its first cell is a name, shown by `code`
+    for i in reversed([i for i, line in enumerate(lines) if line.startswith(_ROW)]):
+        if excess <= 0:
             break
-        del lines[rows[-1]]
-        dropped += 1
-    lines.append(f"\n_{dropped} table rows left out to fit GitHub's limit; see the run's JSON._")
-    return "\n".join(lines)
+        left_out.add(i)
+        excess -= len(lines[i]) + 1
+    if excess > 0:
+        lines, left_out = [body[: MAX_BODY - 200]], set()
+    kept = [line for i, line in enumerate(lines) if i not in left_out]
+    kept.append(
+        f"\n_{len(left_out)} table rows left out to fit GitHub's limit; see the run's JSON._"
+    )
+    return "\n".join(kept)
+
+
+#: The runner drops a step's job summary over 1 MiB whole (it counts bytes): stay below it.
+SUMMARY_BYTES = 1_000_000
 
 
 def summary(verdicts: Sequence[Verdict], errors: Sequence[tuple[str, str]] = ()) -> str:
-    """The job summary: one row per model."""
-    rows = [
+    """The job summary: one row per model; past the runner's limit (a registry of thousands),
+    the models that need someone first, then as many healthy ones as fit."""
+    head = [
         "### mlops-ci monitor",
         "",
         "| model | version | verdict | stale | drifted columns | predictions | decay |",
         "|---|---|---|---|---|---|---|",
     ]
+    rows: list[tuple[bool, str]] = []
     for v in verdicts:
         drifted = f"{len(v.drift.drifted)}/{len(v.drift.columns)}" if v.drift else "–"
         rows.append(
-            f"| {code(v.name)} | {escape.cell(v.version)} | "
-            f"{'❌ needs attention' if v.needs_attention else '✅ ok'} | "
-            f"{v.staleness.status} | {drifted} | "
-            f"{'drifted' if v.prediction_drift else ('stable' if v.prediction else '–')} | "
-            f"{'decayed' if v.decayed else ('ok' if v.decay else '–')} |"
+            (
+                v.needs_attention,
+                f"| {code(v.name)} | {escape.cell(v.version)} | "
+                f"{'❌ needs attention' if v.needs_attention else '✅ ok'} | "
+                f"{v.staleness.status} | {drifted} | "
+                f"{'drifted' if v.prediction_drift else ('stable' if v.prediction else '–')} | "
+                f"{'decayed' if v.decayed else ('ok' if v.decay else '–')} |",
+            )
         )
     for name, error in errors:
-        rows.append(f"| {code(name)} | – | ⚠️ {code(error)} | | | | |")
-    return "\n".join(rows) + "\n"
+        rows.append((True, f"| {code(name)} | – | ⚠️ {code(error)} | | | | |"))
+    text = "\n".join([*head, *(row for _, row in rows)]) + "\n"
+    if len(text.encode("utf-8", errors="replace")) <= SUMMARY_BYTES:
+        return text
+    budget = SUMMARY_BYTES - 200 - len("\n".join(head).encode("utf-8", errors="replace"))
+    kept: list[str] = []
+    for _, row in sorted(rows, key=lambda r: not r[0]):  # stable: the registry's order within
+        budget -= len(row.encode("utf-8", errors="replace")) + 1
+        if budget < 0:
+            break
+        kept.append(row)
+    left_out = plural(len(rows) - len(kept), "more model")
+    return "\n".join([*head, *kept, "", f"… {left_out} not listed here: `--format json` has all."])

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from mlops_ci import gha
 from mlops_ci.manifest import Checked
+from mlops_ci.report import markdown
 from mlops_ci.report.markdown import budget_text, regression_text
 from mlops_ci.report.results import ModelReport
 
@@ -30,8 +31,8 @@ def models(reports: Sequence[ModelReport]) -> None:
     metric points at its own line there."""
     for r in reports:
         title = f"{r.model} {r.version}".strip()
-        for check in (r.test or {}).get("checks", []):
-            if not isinstance(check, dict) or check.get("status") != "fail":
+        for check in markdown._entries(r.test, "checks"):
+            if check.get("status") != "fail":
                 continue
             line = check.get("line")
             gha.annotation(
@@ -41,16 +42,16 @@ def models(reports: Sequence[ModelReport]) -> None:
                 line=line if isinstance(line, int) and not isinstance(line, bool) else None,
                 title=f"{title}: test failed",
             )
-        for b in (r.bench or {}).get("budgets", []):
-            if isinstance(b, dict) and not b.get("passed"):
+        for b in markdown._entries(r.bench, "budgets"):
+            if not b.get("passed"):
                 gha.annotation(
                     "error",
                     f"missed the budget: {budget_text(b)}",
                     file=r.manifest,
                     title=f"{title}: benchmark budget",
                 )
-        for x in (r.bench or {}).get("regression", []):
-            if isinstance(x, dict) and not x.get("passed"):
+        for x in markdown._entries(r.bench, "regression"):
+            if not x.get("passed"):
                 gha.annotation(
                     "error",
                     regression_text(x),

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 #: GitHub rejects issue comments longer than this (characters).
 COMMENT_LIMIT = 65_536
-#: The job summary's limit is 1 MiB per step; stay well below it.
+#: The job summary's limit is 1 MiB per step, in bytes (the runner drops a larger one whole);
+#: stay well below it.
 SUMMARY_LIMIT = 1_000_000
 PREPARED_FILE = "pr-comment.json"
 
@@ -45,7 +46,7 @@ def main(folder: Path, *, pr: int | None, post: bool, out: Path | None) -> int:
     print(full)
     if out is not None:
         atomic.write_text(out, full)
-    gha.write_summary(markdown.render(reports, limit=SUMMARY_LIMIT))
+    gha.write_summary(markdown.render(reports, limit=SUMMARY_LIMIT, size=markdown.utf8_bytes))
     if gha.in_actions():  # workflow commands are noise in a terminal
         annotate.models(reports)
     if gh is None or pr is None:

@@ -20,12 +20,20 @@ STATUS_LIMIT = 140
 # What GitHub's Markdown would act on inside a table cell: HTML (raw tags, comments, so forged
 # markers), entities, pipes that end the cell, @mentions that ping people and teams, and the
 # link/image/emphasis syntax that could dress text up as ours.
+#
+# An entity alone does not defuse what GitHub finds in the rendered *text*: `&#64;` is decoded
+# before mentions and e-mail autolinks are looked for (github/cmark-gfm#181), so an `@` is
+# followed by a zero-width space, which neither a login nor a domain may start with. URL
+# autolinks are found in the source (at `://`, at `www.`), so an entity there is enough, inside
+# `<code>` too.
 _CELL = {
     "&": "&amp;",
     "<": "&lt;",
     ">": "&gt;",
     "|": "&#124;",
-    "@": "&#64;",
+    "@": "&#64;\u200b",
+    "://": "&#58;//",
+    "www.": "www&#46;",
     "`": "&#96;",
     "[": "&#91;",
     "]": "&#93;",

@@ -124,18 +124,21 @@ def render(
     limit: int | None = None,
     details_url: str | None = None,
     context: Context = "pull request",
+    size: Callable[[str], int] = len,
 ) -> str:
     """The Markdown report, starting with the sticky-comment marker.
 
     With `limit`, detail is dropped step by step (passing models first, then charts, then
     passing checks) until the text fits; as a last resort the table lists as many models as fit
     and says how many it left out. `details_url` (the workflow run) is linked when summarised.
+    `size` measures the text against `limit`: characters (a comment), or `utf8_bytes` (a job
+    summary, whose limit is in bytes: a CJK character is three).
     """
     ordered = sorted(reports, key=lambda r: (r.passed, r.model))
     for i, (label, detail_for) in enumerate(_LEVELS):
         note = None if i == 0 else label
         text = _document(ordered, detail_for, note=note, details_url=details_url, context=context)
-        if limit is None or len(text) <= limit:
+        if limit is None or size(text) <= limit:
             return text
 
     # even the bare table is too long: list as many models as fit (failing ones come first)
@@ -152,11 +155,15 @@ def render(
     fits, too_many = 0, len(ordered)
     while too_many - fits > 1:  # binary search: table_of(fits) fits, table_of(too_many) not
         middle = (fits + too_many) // 2
-        if len(table_of(middle)) <= (limit or 0):
+        if size(table_of(middle)) <= (limit or 0):
             fits = middle
         else:
             too_many = middle
     return table_of(fits)
+
+
+def utf8_bytes(text: str) -> int:
+    return len(text.encode("utf-8", errors="replace"))
 
 
 def _headline(reports: Sequence[ModelReport], total: int, context: Context) -> str:
@@ -220,7 +227,7 @@ def _table(reports: Sequence[ModelReport]) -> str:
 def _own_checks(r: ModelReport) -> list[Mapping[str, Any]]:
     """The test stage's checks, without the parity verdict when the conversion shows it: a
     parity failure is counted once, under conversion."""
-    checks = [c for c in (r.test or {}).get("checks", []) if isinstance(c, Mapping)]
+    checks = _entries(r.test, "checks")
     if r.convert is not None:
         checks = [c for c in checks if c.get("kind") != "parity"]
     return checks
@@ -248,7 +255,7 @@ def _bench_cell(doc: Mapping[str, Any] | None) -> str:
     if doc is None:
         return _ICON[None]
     onnx = [m for m in _entries(doc, "measurements") if m.get("engine") == "onnx"]
-    first = min(onnx, key=lambda m: m.get("batch_size", 0), default=None)
+    first = min(onnx, key=lambda m: units.finite(m.get("batch_size")) or 0, default=None)
     failed = [b for b in _entries(doc, "budgets") if not b.get("passed")]
     icon = "❌" if failed else "✅"
     if first is None:
@@ -263,7 +270,7 @@ def _regression_cell(doc: Mapping[str, Any] | None) -> str:
     regressions = _entries(doc, "regression")
     if not regressions:
         return _ICON[None]
-    worst = max(regressions, key=lambda r: r.get("ci_low", 0))
+    worst = max(regressions, key=lambda r: units.finite(r.get("ci_low")) or 0)
     icon = "❌" if any(not r.get("passed") for r in regressions) else "✅"
     return f"{icon} {units.ratio(worst.get('ratio'))}"
 
@@ -297,7 +304,7 @@ def _validation_md(r: ModelReport, d: _Detail) -> list[str]:
     lines = ["#### Validation", ""]
     if validate_status(doc) == "pass":
         return [*lines, "✅ manifest valid", ""]
-    errors = list((validate_entry(doc) or {}).get("errors") or [])
+    errors = _entries(validate_entry(doc), "errors")
     limit = d.max_items or len(errors)
     for e in errors[:limit]:
         where = f"line {e['line']}: " if isinstance(e.get("line"), int) else ""
@@ -326,7 +333,7 @@ def _convert_md(r: ModelReport, d: _Detail) -> list[str]:
     signature: Mapping[str, Any] = (
         doc["signature"] if isinstance(doc.get("signature"), Mapping) else {}
     )
-    lines += [f"- ❌ signature: {cell(p)}" for p in signature.get("problems") or []]
+    lines += [f"- ❌ signature: {cell(p)}" for p in _list(signature.get("problems"))]
     parity = doc.get("parity")
     if isinstance(parity, Mapping):
         model = _mapping(doc.get("model"))
@@ -336,6 +343,10 @@ def _convert_md(r: ModelReport, d: _Detail) -> list[str]:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def conversion(result: ConvertResult) -> str:
@@ -372,7 +383,7 @@ def parity_md(
     if status not in ("passed", "failed"):
         return [f"➖ parity not run: {cell(parity.get('reason') or 'no reason given')}"]
     tol = _mapping(parity.get("tolerances"))
-    outputs = [o for o in parity.get("outputs") or [] if isinstance(o, Mapping)]
+    outputs = _entries(parity, "outputs")
     rows = f"{cell(parity.get('rows'))} rows of {code(parity.get('data') or 'data')}"
     rule = (
         f"|native − ONNX| ≤ {units.number(tol.get('atol'))} + "
@@ -404,7 +415,7 @@ def parity_md(
             if o.get("problem"):
                 lines.append(f"| | | {cell(o['problem'])} | | | | |")
         lines.append("")
-    worst_rows = [w for w in parity.get("worst_rows") or [] if isinstance(w, Mapping)]
+    worst_rows = _entries(parity, "worst_rows")
     if worst_rows:
         lines += [
             "Worst rows:",
@@ -436,7 +447,7 @@ def _tests_md(r: ModelReport, d: _Detail) -> list[str]:
         out += ["#### Tests", "", "| | Check | Result |", "|:-:|---|---|"]
         for c in cases[:limit]:
             out.append(
-                f"| {_ICON.get(c.get('status'), '·')} | {cell(c.get('kind'))} "
+                f"| {_ICON.get(str(c.get('status')), '·')} | {cell(c.get('kind'))} "
                 f"{code(c.get('name'))} | {cell(c.get('detail', ''))} |"
             )
         if limit is not None and len(cases) > limit:
@@ -456,7 +467,7 @@ def _tests_md(r: ModelReport, d: _Detail) -> list[str]:
             value = units.number(c.get("value")) if "value" in c else cell(c.get("detail", ""))
             rows = c.get("rows")
             out.append(
-                f"| {_ICON.get(c.get('status'), '·')} | {code(c.get('name'))} | {value} "
+                f"| {_ICON.get(str(c.get('status')), '·')} | {code(c.get('name'))} | {value} "
                 f"| {bounds} | {f'{rows:,}' if isinstance(rows, int) else ''} |"
             )
         if limit is not None and len(metrics) > limit:
@@ -470,18 +481,14 @@ def _tests_md(r: ModelReport, d: _Detail) -> list[str]:
 def _metric_deltas(r: ModelReport) -> list[str]:
     """Each metric beside the serving version's value from its release.json."""
     base = r.baseline or {}
-    serving = ((base.get("results") or {}).get("test") or {}).get("checks") or []
-    before = {
-        c.get("name"): c.get("value")
-        for c in serving
-        if isinstance(c, Mapping) and c.get("kind") == "metric"
-    }
+    serving = _entries(_mapping(_mapping(base.get("results")).get("test")), "checks")
+    before = {str(c.get("name")): c.get("value") for c in serving if c.get("kind") == "metric"}
     lines = []
-    for c in (r.test or {}).get("checks") or []:
-        if not isinstance(c, Mapping) or c.get("kind") != "metric":
+    for c in _entries(r.test, "checks"):
+        if c.get("kind") != "metric":
             continue
-        old, new = before.get(c.get("name")), c.get("value")
-        if isinstance(old, int | float) and isinstance(new, int | float):
+        old, new = units.finite(before.get(str(c.get("name")))), units.finite(c.get("value"))
+        if old is not None and new is not None:
             lines.append(
                 f"- {code(c.get('name'))}: {new:.4g} (deployed {old:.4g}, {new - old:+.3g})"
             )
@@ -525,15 +532,15 @@ def _bench_md(r: ModelReport, d: _Detail) -> list[str]:
         reason = (r.baseline or {}).get("reason")
         out.append(f"- ➖ {cell(reason) if reason else 'no deployed version to compare with'}")
     out += _metric_deltas(r)
-    for note in doc.get("notes", []):
+    for note in _list(doc.get("notes")):
         if str(note).startswith("regression not measured"):
             out.append(f"- ➖ {cell(note)}")
     if d.chart:
         for chart in (charts.speedup(measurements), charts.latency_beside_deployed(regressions)):
             if chart:
                 out += ["", chart]
-    machine = doc.get("machine") or {}
-    settings = doc.get("settings") or {}
+    machine = _mapping(doc.get("machine"))
+    settings = _mapping(doc.get("settings"))
     if machine:
         out.append(
             f"\n<sub>{cell(machine.get('cpu', '?'))} · {cell(machine.get('usable_cores', '?'))} "

@@ -18,9 +18,13 @@ def plural(n: int, word: str) -> str:
 
 def finite(value: Any) -> float | None:
     """`value` as a float when it is a finite number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float (JSON sets no limit on digits)
+        return None
+    return number if math.isfinite(number) else None
 
 
 def number(value: Any, digits: int = 4) -> str:
