@@ -589,7 +589,7 @@ class GitHub:
         return self._login
 
     def own_comment(self, pr_number: int, marker: str) -> int | None:
-        """The id of the comment holding `marker` that this token's user wrote, or None.
+        """The id of the comment starting with `marker` that this token's user wrote, or None.
 
         Only our own comments count: anyone can type the marker into a comment of theirs, and
         editing that one would publish our report under their name (or let them steer it).
@@ -599,7 +599,9 @@ class GitHub:
             for comment in self._repo.get_issue(pr_number).get_comments():
                 # attributes, not raw_data: raw_data would GET every comment to "complete" it
                 author = str(comment.user.login if comment.user else "").lower()
-                if author == me and marker in (comment.body or ""):
+                # Starts with it: another workflow posting as the same bot may quote a pull
+                # request that typed the marker, and that comment is not ours to overwrite.
+                if author == me and (comment.body or "").startswith(marker):
                     return int(comment.id)
         return None
 
@@ -619,7 +621,7 @@ class GitHub:
     def upsert_comment(self, pr_number: int, marker: str, body: str) -> tuple[int, bool]:
         """Our one comment holding `marker` (a hidden `<!-- ... -->`): edited in place if we
         wrote it before, else created. Returns (comment id, created)."""
-        if marker not in body:
+        if not body.startswith(marker):
             body = f"{marker}\n{body}"
         found = self.own_comment(pr_number, marker)
         if found is not None:

@@ -140,6 +140,19 @@ def test_sticky_comment_is_created_once_then_edited_even_past_the_first_page(ghs
     assert ghserver.calls("PATCH", rf"/repos/{REPO}/issues/comments/{comment_id}")
 
 
+def test_a_comment_quoting_the_marker_is_not_taken_for_ours(ghserver, gh):
+    """Another workflow posting as the same bot may quote a pull request that typed our
+    marker: that comment is not ours to overwrite."""
+    ghserver.repos[REPO].add_pull(3)
+    marker = "<!-- mlops-ci:report -->"
+    quoted = f"Thanks! You wrote:\n> {marker} please merge"
+    other = gh._repo.get_issue(3).create_comment(quoted)
+    comment_id, created = gh.upsert_comment(3, marker, "report")
+    assert created and comment_id != other.id
+    bodies = {c["id"]: c["body"] for c in ghserver.repos[REPO].comments}
+    assert bodies[other.id] == quoted and bodies[comment_id] == f"{marker}\nreport"
+
+
 def test_server_errors_are_retried_then_reported_in_one_line(ghserver, gh):
     ghserver.repos[REPO].add_pull(3)
     ghserver.fail(rf"/repos/{REPO}/pulls/3", 503, times=2)
