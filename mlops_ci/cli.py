@@ -400,7 +400,8 @@ def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
         default=D.idle_timeout_s,
         metavar="SECONDS",
         help="close a connection idle (or stalled inside a request's headers) this long "
-        "(%(default)g); a request body that stalls twice as long gets 408",
+        "(%(default)g); a request body that stalls twice as long gets 408, and a client "
+        "that reads nothing of its reply that long is disconnected",
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=_serve)

@@ -196,3 +196,39 @@ class ServeProcess:
             self._stderr.close()
             if self.proc.stdout:
                 self.proc.stdout.close()
+
+
+def two_identities_onnx() -> bytes:
+    """An ONNX model that hands back its two inputs: `x` of any width, `z` of any length; a
+    model may take tensors of unequal batch sizes, as this one does."""
+    from onnx import TensorProto, helper
+
+    def tensor(name: str, dims: list[str]) -> object:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["z"], ["w"])],
+        "identities",
+        [tensor("x", ["n", "m"]), tensor("z", ["k"])],
+        [tensor("y", ["n", "m"]), tensor("w", ["k"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def constant_onnx() -> bytes:
+    """An ONNX model without inputs: it answers [[1, 2]] whatever it is asked."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    value = numpy_helper.from_array(np.array([[1.0, 2.0]], dtype=np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value=value)],
+        "constant",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())

@@ -5,6 +5,7 @@ the Open Inference Protocol's OpenAPI file."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import http.client
 import json
 import socket
@@ -20,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
-from serve_registry import ExampleModel, ServeProcess, publish
+from serve_registry import EXAMPLES, ExampleModel, ServeProcess, publish, two_identities_onnx
 from uvicorn_thread import uvicorn_thread
 
 OIP = (
@@ -189,6 +190,29 @@ def test_tritonclient_sync_answers_equal_onnxruntime_in_all_four_encodings(
         result = client.infer(name, tensors)
         for output_name, want in expected.items():
             np.testing.assert_array_equal(result.as_numpy(output_name), want)
+    finally:
+        client.close()
+
+
+def test_tritonclient_compressing_its_request_is_told_415(server: ServeProcess) -> None:
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    x = np.ones((2, 10), dtype=np.float32)
+    client = triton.InferenceServerClient(server.hostport)
+    try:
+        for binary in (False, True):
+            tensor = triton.InferInput("input", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x, binary_data=binary)
+            for algorithm in ("gzip", "deflate"):
+                with pytest.raises(InferenceServerException) as err:
+                    client.infer(
+                        "disease-progression", [tensor], request_compression_algorithm=algorithm
+                    )
+                assert err.value.status() == "415", err.value
+                assert f"Content-Encoding '{algorithm}' is not supported" in err.value.message()
+            plain = client.infer("disease-progression", [tensor])
+            assert plain.as_numpy("variable").shape == (2, 1)
     finally:
         client.close()
 
@@ -368,6 +392,8 @@ HOSTILE = {
     "truncated binary part": (*_binary_body(40, b"\0" * 20), 400),
     "nested too deep": (b"[" * 100_000 + b"]" * 100_000, {}, 400),
     "huge declared shape": (_json_body(shape=[1 << 40, 10]), {}, 400),
+    # Read as it is, a compressed body was refused for a wrong length or as invalid JSON.
+    "compressed body": (gzip.compress(_json_body()), {"Content-Encoding": "gzip"}, 415),
 }
 
 
@@ -394,6 +420,11 @@ def test_unknown_model_or_version_is_404(server: ServeProcess, oip_validator: An
         "/v2/models/nope/infer",
         "/v2/models/disease-progression/versions/9/infer",
         "/v2/models/disease-progression/versions/x/infer",
+        # Digits to str.isdigit() but not versions: "²" made int() raise (a 500), "١" aliased 1.
+        "/v2/models/disease-progression/versions/%C2%B2/infer",
+        "/v2/models/disease-progression/versions/%C2%B2",
+        "/v2/models/disease-progression/versions/%D9%A1/infer",
+        "/v2/models/disease-progression/versions/%D9%A1/ready",
         "/v2/models/nope",
         "/v2/models/disease-progression/versions/2",
         "/v2/models/nope/ready",
@@ -404,6 +435,33 @@ def test_unknown_model_or_version_is_404(server: ServeProcess, oip_validator: An
         assert status == 404, path
         schema = "inference_error_response" if "infer" in path else "metadata_model_error_response"
         oip_validator(json.loads(reply), schema)
+
+
+def test_a_wrong_method_is_405_with_allow_on_what_exists_and_404_elsewhere(
+    server: ServeProcess,
+) -> None:
+    for method, path, allow in (
+        ("POST", "/v2/health/ready", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("PUT", "/v2/models/disease-progression", "GET, HEAD"),
+        ("POST", "/v2/models/disease-progression/versions/1/ready", "GET, HEAD"),
+        ("GET", "/v2/models/disease-progression/infer", "POST"),
+        ("HEAD", "/v2/models/disease-progression/versions/1/infer", "POST"),
+    ):
+        status, headers, _ = _request(server, method, path)
+        assert (status, headers.get("allow")) == (405, allow), (method, path)
+    # A 405 says the resource exists: tritonclient's get_model_repository_index (a POST to an
+    # extension this server lacks) was told 405, as was any method on an unknown model.
+    for method, path in (
+        ("POST", "/v2/repository/index"),
+        ("POST", "/v2/nothing"),
+        ("PUT", "/v2/models/nope"),
+        ("GET", "/v2/models/nope/infer"),
+        ("POST", "/v2/models/disease-progression/versions/9/ready"),
+    ):
+        status, headers, reply = _request(server, method, path)
+        assert (status, "allow" in headers) == (404, False), (method, path, reply)
+        assert set(json.loads(reply)) == {"error"}
 
 
 def test_body_over_the_limit_is_413_declared_or_streamed(
@@ -477,17 +535,21 @@ def test_stalled_requests_are_cut_off(server: ServeProcess, naive_server: str) -
     path = b"/v2/models/disease-progression/infer"
     half_headers = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n"
     half_body = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+    no_body = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
 
     def connect(hostport: str) -> socket.socket:
         host, port = hostport.split(":")
         return socket.create_connection((host, int(port)), timeout=10)
 
-    naive = [connect(naive_server) for _ in range(2)]
-    ours = [connect(server.hostport) for _ in range(3)]
+    naive = [connect(naive_server) for _ in range(3)]
+    ours = [connect(server.hostport) for _ in range(4)]
     try:
         naive[1].sendall(half_headers)
+        naive[2].sendall(no_body)
         ours[1].sendall(half_headers)
         ours[2].sendall(half_body)
+        # Whole headers, then not one byte of the body: the transport's timer has stopped.
+        ours[3].sendall(no_body)
         time.sleep(IDLE_TIMEOUT_S + 0.5)
         # The naive way, a connection that sends nothing, or half a request, stays open.
         for sock in naive:
@@ -497,8 +559,9 @@ def test_stalled_requests_are_cut_off(server: ServeProcess, naive_server: str) -
         # Ours closes both; a stalled body gets 408 once it has been silent for 2x the timeout.
         assert ours[0].recv(100) == b""
         assert ours[1].recv(100) == b""
-        reply = ours[2].recv(1000)
-        assert reply.startswith(b"HTTP/1.1 408"), reply
+        for sock in ours[2:]:
+            reply = sock.recv(1000)
+            assert reply.startswith(b"HTTP/1.1 408"), reply
     finally:
         for sock in naive + ours:
             sock.close()
@@ -616,6 +679,9 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Path, server: Se
         (["--registry", str(tmp_path), "--port", port], "cannot listen on 127.0.0.1:" + port),
         (["--registry", "ftp://x/y"], "a registry is a folder"),
         (["--registry", str(tmp_path), "--prediction-log", "ftp://x/y"], "--prediction-log"),
+        # The log's folders beside the models: Triton would read them as models.
+        (["--registry", str(tmp_path), "--prediction-log", str(tmp_path)], "inside the registry"),
+        (["--registry", str(tmp_path), "--prediction-log", f"file://{tmp_path}/logs"], "inside"),
     ):
         done = serve(*args)
         assert done.returncode == 2, done.stderr
@@ -639,3 +705,94 @@ def test_an_empty_registry_is_served_and_said_to_be_empty(tmp_path: Path) -> Non
         assert "no model in file://" in note and "picked up" in note, note
     finally:
         proc.terminate()
+
+
+def test_the_url_printed_for_an_ipv6_address_works(tmp_path: Path) -> None:
+    import urllib.request
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    (tmp_path / "registry").mkdir()
+    # ServeProcess reads the URL serve prints and polls it: "http://::1:port" is no URL.
+    proc = ServeProcess(tmp_path / "registry", "--host", "::1")
+    try:
+        assert proc.url.startswith("http://[::1]:"), proc.url
+        with urllib.request.urlopen(proc.url + "/v2/health/live", timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        proc.terminate()
+
+
+def test_an_unexpected_error_is_a_json_500_and_one_logged_traceback(
+    registry: Path, oip_validator: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    from mlops_ci.serve import app as app_module
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app_module, "_metadata", broken)
+    app = app_module.App(app_module.Settings(registry=str(registry), prediction_log=""))
+    with uvicorn_thread(app, http="httptools", loop="asyncio", log_level="critical") as hostport:
+        conn = http.client.HTTPConnection(hostport, timeout=10)
+        conn.request("GET", "/v2/models/disease-progression")
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.request("GET", "/v2/health/live")  # the connection and the server carry on
+        assert conn.getresponse().status == 200
+        conn.close()
+    assert (resp.status, resp.getheader("content-type")) == (500, "application/json"), body
+    oip_validator(json.loads(body), "metadata_model_error_response")
+    logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
+    assert [r.getMessage() for r in logged] == ["GET /v2/models/disease-progression failed"]
+
+
+def test_a_client_that_stops_reading_its_reply_is_cut_off(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    manifest = (EXAMPLES / "models" / "tumor-classifier" / "model.yaml").read_text("utf-8")
+    publish(root, "identities", two_identities_onnx(), manifest)
+    proc = ServeProcess(root, "--idle-timeout", "1", "--prediction-log", "off")
+    n = 4_000_000  # a reply of 16 MB: more than the kernel's socket buffers hold
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [1, n], "datatype": "FP32",
+                 "parameters": {"binary_data_size": 4 * n}},
+                {"name": "z", "shape": [1], "datatype": "FP32", "data": [0.0]},
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    ).encode()  # fmt: skip
+    body = header + bytes(4 * n)
+    request = (
+        b"POST /v2/models/identities/infer HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: %d\r\nInference-Header-Content-Length: %d\r\n\r\n"
+        % (len(body), len(header))
+    ) + body
+    host, port = proc.hostport.split(":")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(2):  # each never reads its reply, which uvicorn would hold for ever
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            sock.sendall(request)
+            socks.append(sock)
+        time.sleep(2 * 1 + 1.5)  # the deadline: twice the idle timeout without reading
+        for sock in socks:
+            sock.settimeout(5)
+            got = 0
+            try:
+                while data := sock.recv(1 << 20):
+                    got += len(data)
+            except ConnectionResetError:
+                pass
+            assert got < 4 * n, "the whole reply was held for a client that did not read it"
+        assert _request(proc, "GET", "/v2/health/live")[0] == 200
+    finally:
+        for sock in socks:
+            sock.close()
+        assert proc.terminate() == 0, proc.stderr()

@@ -139,6 +139,35 @@ def test_requested_outputs_keep_their_order_and_binary_flag() -> None:
             "whole numbers",
         ),
         ({"id": 7, "inputs": []}, "'id' must be a string"),
+        ({"id": "\ud800", "inputs": []}, "'id' must be a string of Unicode text"),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+                ],
+                "outputs": [{"name": ["label"]}],  # unhashable: was a TypeError, not a refusal
+            },
+            "unknown output ['label']",
+        ),
+        # Truthiness read the string "false" as true: binary data the client did not ask for.
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+                ],
+                "outputs": [{"name": "label", "parameters": {"binary_data": "false"}}],
+            },
+            "binary_data must be true or false, not 'false'",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+                ],
+                "parameters": {"binary_data_output": "false"},
+            },
+            "binary_data_output must be true or false, not 'false'",
+        ),
         ([1, 2], "must be a JSON object"),
         (
             {
@@ -248,6 +277,38 @@ def test_malformed_binary_requests_are_refused_with_400(make, message: str) -> N
         parse_request(body, header_length, [X], OUTPUTS)
     assert err.value.status == 400
     assert message in err.value.message
+
+
+def test_a_shape_without_elements_is_bounded_like_one_with_them() -> None:
+    any_shape = TensorMeta("input", "FP32", (-1, -1))
+    for shape in ([0, 10**30], [0, 1 << 62], [1 << 40, 0], [1 << 29, 0]):
+        for binary in (False, True):
+            tensor: dict[str, object] = {"name": "input", "shape": shape, "datatype": "FP32"}
+            if binary:
+                tensor["parameters"] = {"binary_data_size": 0}
+            else:
+                tensor["data"] = []
+            body = _json({"inputs": [tensor]})
+            with pytest.raises(ProtocolError, match="is too large") as err:
+                parse_request(body, len(body) if binary else None, [any_shape], OUTPUTS)
+            assert err.value.status == 400
+    # An empty batch stays a valid request.
+    ok = {"inputs": [{"name": "input", "shape": [0, 3], "datatype": "FP32", "data": []}]}
+    assert parse_request(_json(ok), None, [any_shape], OUTPUTS).inputs["input"].shape == (0, 3)
+
+
+def test_bytes_json_text_that_utf8_cannot_carry_is_refused() -> None:
+    # The binary form must be UTF-8; JSON's \\udc00 escape makes a lone surrogate, which
+    # onnxruntime failed on ("inference failed") instead of the protocol refusing it.
+    for values in (["\udc00"], ["ok", "\ud83d", "\ude00"]):
+        doc = {"inputs": [{"name": "word", "shape": [len(values), 1], "datatype": "BYTES",
+                           "data": values}]}  # fmt: skip
+        with pytest.raises(ProtocolError, match="BYTES values must be UTF-8 text"):
+            parse_request(_json(doc), None, [WORD], OUTPUTS)
+    doc = {
+        "inputs": [{"name": "word", "shape": [1, 1], "datatype": "BYTES", "data": ["\ud83d\ude00"]}]
+    }
+    assert parse_request(_json(doc), None, [WORD], OUTPUTS).inputs["word"][0, 0] == "\U0001f600"
 
 
 def test_truncated_bytes_element_is_refused() -> None:

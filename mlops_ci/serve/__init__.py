@@ -53,9 +53,19 @@ def main(
         from mlops_ci.errors import MlopsCiError
 
         try:
-            open_registry(prediction_log)
+            log_uri = open_registry(prediction_log).uri
         except MlopsCiError as exc:
             raise UsageError(f"--prediction-log: {exc}") from None
+        # Beside the models, the log's folders would be models to Triton and KServe, which read
+        # the same tree (a folder without config.pbtxt stops Triton's start), and KServe would
+        # download the log with the model.
+        if (log_uri + "/").startswith(reg.uri + "/") and not log_uri.startswith(
+            reg.uri + "/.mlops/"
+        ):
+            raise UsageError(
+                f"--prediction-log {prediction_log} is inside the registry, beside its models; "
+                "leave it out to log under the registry's .mlops/predictions"
+            )
     settings = Settings(
         registry=registry,
         prediction_log=prediction_log,
@@ -79,7 +89,8 @@ def main(
         "timeout_graceful_shutdown": drain_s,
         "server_header": False,
     }
-    print(f"mlops-ci serve: http://{host}:{bound} (registry {reg.uri})", flush=True)
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
+    print(f"mlops-ci serve: http://{shown}:{bound} (registry {reg.uri})", flush=True)
     if not found:  # a wrong --registry (the model repository, say) would otherwise look fine
         print(
             f"mlops-ci serve: no model in {reg.uri} yet; deploys are picked up as they land",

@@ -32,6 +32,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 EXTENSIONS = ["binary_tensor_data", "model_repository_health"]
 _JSON = [(b"content-type", b"application/json")]
 _NOT_READY = protocol.error_body("the server is loading its models")
+_INTERNAL = protocol.error_body("internal error; the server's log has the details")
+#: The endpoints outside /v2/models/, all GET (and HEAD).
+_FIXED = frozenset({"/v2/health/live", "/v2/health/ready", "/v2", "/v2/", "/metrics"})
+_READ = "GET, HEAD"
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,10 @@ class App:
         try:
             if path.startswith("/v2/models/"):
                 await self._model_route(scope, path[11:].split("/"), method, receive, send)
+            elif path not in _FIXED:  # before the method: 405 says the resource exists
+                raise ProtocolError(f"no such endpoint: {path}", 404)
             elif method not in ("GET", "HEAD"):
-                raise ProtocolError(f"{method} is not allowed on {path}", 405)
+                raise ProtocolError(f"{method} is not allowed on {path}", 405, allow=_READ)
             elif path == "/v2/health/live":
                 await _reply(send, 200, b"")
             elif path == "/v2/health/ready":
@@ -145,10 +151,15 @@ class App:
                     self.metrics.exposition(),
                     [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
                 )
-            else:
-                raise ProtocolError(f"no such endpoint: {path}", 404)
         except ProtocolError as exc:
-            await _reply(send, exc.status, protocol.error_body(exc.message))
+            # RFC 9110 §15.5.6: a 405 names the methods the resource takes.
+            headers = _JSON if exc.allow is None else [*_JSON, (b"allow", exc.allow.encode())]
+            await _reply(send, exc.status, protocol.error_body(exc.message), headers)
+        except Exception:
+            # A bug, not the client's doing: still the error object every client parses (not
+            # uvicorn's text/plain 500), and the traceback once, in the server's log.
+            log.exception("%s %s failed", method, path)
+            await _reply(send, 500, _INTERNAL)
 
     async def _model_route(
         self, scope: Scope, parts: list[str], method: str, receive: Receive, send: Send
@@ -167,13 +178,13 @@ class App:
             raise ProtocolError(f"no such endpoint: {scope['path']}", 404)
         action = rest[0] if rest else ""
         name = parts[0]
+        allow = "POST" if action == "infer" else _READ
+        if method not in allow.split(", "):
+            store.check(name, version)  # an unknown model or version is 404, whatever the method
+            raise ProtocolError(f"{method} is not allowed here; use {allow}", 405, allow=allow)
         if action == "infer":
-            if method != "POST":
-                raise ProtocolError("inference takes POST", 405)
             await self._infer(scope, store, name, version, receive, send)
             return
-        if method not in ("GET", "HEAD"):
-            raise ProtocolError(f"{method} is not allowed here", 405)
         model = _model(store, name, version) or await _load(store, name, version)
         if action == "ready":
             await _reply(send, 200, b"")
@@ -196,6 +207,14 @@ class App:
                 header_length = _int_header(value, "Inference-Header-Content-Length")
             elif key == b"content-length":
                 declared = _int_header(value, "Content-Length")
+            elif key == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                # tritonclient's request_compression_algorithm: read as it is, a gzip body was
+                # refused for a wrong header length or as invalid JSON (RFC 9110 §15.5.16).
+                raise ProtocolError(
+                    f"Content-Encoding {value.decode('latin-1')!r} is not supported; "
+                    "send the body uncompressed",
+                    415,
+                )
         limit = self.settings.max_body_bytes
         if declared is not None and declared > limit:
             raise ProtocolError(f"the body is {declared} bytes; the limit is {limit}", 413)
@@ -271,7 +290,9 @@ def _metadata(model: LoadedModel, store: ModelStore) -> dict[str, Any]:
 
 
 async def _read_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
-    message = await receive()
+    # A client that stops sending, half-way or before the first byte of its body (headers
+    # only), must not hold the request for ever: the transport's timer stops at the headers.
+    message = await _receive_within(receive, timeout_s)
     if message["type"] == "http.disconnect":
         raise ProtocolError("the client went away", 400)
     body: bytes = message.get("body", b"")
@@ -281,11 +302,7 @@ async def _read_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
         return body  # the usual case: the whole body arrived with the headers
     chunks, size = [body], len(body)
     while True:
-        try:
-            # A client that stops sending half-way must not hold the request for ever.
-            message = await asyncio.wait_for(receive(), timeout_s)
-        except TimeoutError:
-            raise ProtocolError(f"the body did not arrive within {timeout_s:g} s", 408) from None
+        message = await _receive_within(receive, timeout_s)
         if message["type"] == "http.disconnect":
             raise ProtocolError("the client went away", 400)
         chunk = message.get("body", b"")
@@ -295,6 +312,14 @@ async def _read_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _receive_within(receive: Receive, timeout_s: float) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(timeout_s):  # no task per call, unlike wait_for on 3.11
+            return await receive()
+    except TimeoutError:
+        raise ProtocolError(f"the body did not arrive within {timeout_s:g} s", 408) from None
 
 
 def _int_header(value: bytes, name: str) -> int:

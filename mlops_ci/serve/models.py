@@ -85,6 +85,12 @@ class ModelStore:
             raise ProtocolError(f"unknown model {model!r}", 404)
         return state.versions
 
+    def check(self, model: str, version: str | None = None) -> None:
+        """ProtocolError 404 unless the model, and the version when given, are published."""
+        versions = self.versions(model)
+        if version is not None and _version_number(model, version) not in versions:
+            raise ProtocolError(f"model {model!r} has no version {version}", 404)
+
     def get(self, model: str, version: str | None = None) -> LoadedModel:
         """The serving version, or a listed version already loaded; ProtocolError 404 when the
         model or version is unknown, 503 when it is known but not loaded yet."""
@@ -233,7 +239,9 @@ class ModelStore:
 
 
 def _version_number(model: str, version: str) -> int:
-    if not version.isdigit() or len(version) > 18:
+    # ASCII only: str.isdigit() is also true of "²" (which int() refuses: a 500) and of "١"
+    # (which int() reads as 1: an alias of version 1 nobody published).
+    if not (version.isascii() and version.isdigit()) or len(version) > 18:
         raise ProtocolError(f"model {model!r} has no version {version!r}", 404)
     return int(version)
 

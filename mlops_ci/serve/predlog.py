@@ -70,12 +70,15 @@ class _Entry:
     inputs: Mapping[str, np.ndarray]
     outputs: Mapping[str, np.ndarray]
     rows: int
+    #: Each tensor's shape past the batch axis: only entries alike share a Parquet file.
+    row_shapes: tuple[tuple[int, ...], ...]
 
 
 class PredictionLog:
     """Buffers sampled requests and writes them as Parquet every `flush_s` seconds, when
-    `max_rows` rows wait, and on `close()`. Beyond `max_buffered` rows, samples are dropped
-    (and counted) rather than let memory grow."""
+    `max_rows` rows wait, and on `close()`. Beyond `max_buffered` rows, or `max_id_bytes` of
+    request ids as written (one copy per row), samples are dropped (and counted) rather than
+    let memory grow."""
 
     def __init__(
         self,
@@ -86,6 +89,7 @@ class PredictionLog:
         flush_s: float = DEFAULTS.log_flush_s,
         max_rows: int = 50_000,
         max_buffered: int = 200_000,
+        max_id_bytes: int = 64 << 20,
     ) -> None:
         self._sink = sink
         self._prefix = prefix
@@ -93,8 +97,10 @@ class PredictionLog:
         self._flush_s = flush_s
         self._max_rows = max_rows
         self._max_buffered = max_buffered
+        self._max_id_bytes = max_id_bytes
         self._buffer: list[_Entry] = []
         self._buffered_rows = 0
+        self._buffered_id_bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -112,24 +118,32 @@ class PredictionLog:
         outputs: Mapping[str, np.ndarray],
     ) -> None:
         """Queue one request (called on the request path: no copying, no I/O)."""
-        first = next(iter(inputs.values()))
-        rows = int(first.shape[0]) if first.ndim else 1
-        if self._buffered_rows + rows > self._max_buffered:
+        # A model may take no input at all (a constant): next() without a default raised
+        # StopIteration, which the event loop turned into a 500 for each sampled request.
+        first = next(iter(inputs.values()), None)
+        rows = int(first.shape[0]) if first is not None and first.ndim else 1
+        tensors = (*inputs.values(), *outputs.values())
+        if any((a.shape[0] if a.ndim else 1) != rows for a in tensors):
+            # Tensors of unequal batch sizes (a model may take them) make no table of rows.
             self._metrics.log_dropped += rows
             return
-        entry = _Entry(
-            dt.datetime.now(dt.UTC),
-            model,
-            version,
-            request_id if request_id is not None else uuid.uuid4().hex,
-            layout,
-            inputs,
-            outputs,
-            rows,
-        )
+        rid = request_id if request_id is not None else uuid.uuid4().hex
+        # The id is the client's, of any length, and the log repeats it on each of the
+        # request's rows: a long id times a large batch would be gigabytes at the next flush.
+        id_bytes = rows * len(rid)
+        if (
+            self._buffered_rows + rows > self._max_buffered
+            or self._buffered_id_bytes + id_bytes > self._max_id_bytes
+        ):
+            self._metrics.log_dropped += rows
+            return
+        now = dt.datetime.now(dt.UTC)
+        shapes = tuple(a.shape[1:] for a in tensors)
+        entry = _Entry(now, model, version, rid, layout, inputs, outputs, rows, shapes)
         with self._lock:
             self._buffer.append(entry)
             self._buffered_rows += rows
+            self._buffered_id_bytes += id_bytes
         if self._buffered_rows >= self._max_rows:
             self._wake.set()
 
@@ -150,11 +164,15 @@ class PredictionLog:
     def flush(self) -> None:
         with self._lock:
             entries, self._buffer = self._buffer, []
-            self._buffered_rows = 0
-        groups: dict[tuple[str, int, str], list[_Entry]] = {}
+            self._buffered_rows = self._buffered_id_bytes = 0
+        # By shape too: a model with a dynamic axis past the batch takes requests of several
+        # widths, which stack into no one column; one request's width must not cost the rows
+        # of all the others.
+        groups: dict[tuple[str, int, str, tuple[tuple[int, ...], ...]], list[_Entry]] = {}
         for e in entries:
-            groups.setdefault((e.model, e.version, e.time.strftime("%Y-%m-%d")), []).append(e)
-        for (model, version, day), group in groups.items():
+            key = (e.model, e.version, e.time.strftime("%Y-%m-%d"), e.row_shapes)
+            groups.setdefault(key, []).append(e)
+        for (model, version, day, _), group in groups.items():
             try:
                 data = _parquet(group)
                 self._part += 1
@@ -163,10 +181,9 @@ class PredictionLog:
                 self._sink.write_bytes(f"{self._prefix}{model}/date={day}/{name}", data)
                 self._metrics.log_rows += sum(e.rows for e in group)
             except Exception as exc:  # the log must never take the server down
-                self._metrics.log_dropped += sum(e.rows for e in group)
-                log.error(
-                    "prediction log: could not write %s rows of %s: %s", len(group), model, exc
-                )
+                rows = sum(e.rows for e in group)
+                self._metrics.log_dropped += rows
+                log.error("prediction log: could not write %s rows of %s: %s", rows, model, exc)
 
 
 def _parquet(entries: Sequence[_Entry]) -> bytes:
@@ -177,10 +194,14 @@ def _parquet(entries: Sequence[_Entry]) -> bytes:
 
     layout = entries[0].layout
     counts = [e.rows for e in entries]
+    # Each entry's values repeated on its rows, by index into one value per entry: numpy
+    # would build the ids as fixed-width text, every row padded to the longest id, 4 bytes a
+    # character.
+    row_entry = pa.array(np.repeat(np.arange(len(entries)), counts))
     columns: dict[str, Any] = {
-        "time": pa.array(np.repeat([e.time for e in entries], counts), pa.timestamp("us", "UTC")),
+        "time": pa.array([e.time for e in entries], pa.timestamp("us", "UTC")).take(row_entry),
         "model_version": pa.array(np.repeat([e.version for e in entries], counts), pa.int64()),
-        "request_id": pa.array(np.repeat([e.request_id for e in entries], counts), pa.string()),
+        "request_id": pa.array([e.request_id for e in entries], pa.string()).take(row_entry),
     }
     for name, features in layout.inputs:
         stacked = _stack([e.inputs[name] for e in entries])
@@ -204,12 +225,13 @@ def _column(values: np.ndarray) -> Any:
     only when it is a feature, since DESIGN.md makes every 2-D output a list."""
     import pyarrow as pa
 
-    if values.dtype == object:
-        values = values.astype(str)
+    # BYTES (object arrays of str) straight to Arrow strings: as numpy text (astype(str)), one
+    # long value would pad every row of the flush to its length, 4 bytes a character.
+    kind = pa.string() if values.dtype == object else None
     if values.ndim == 1:
-        return pa.array(values)
+        return pa.array(values, kind)
     flat = values.reshape(values.shape[0], -1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), kind), flat.shape[1])
 
 
 def _write(pa: Any, pq: Any, table: Any) -> bytes:

@@ -59,10 +59,11 @@ _LENGTH = struct.Struct("<I")
 class ProtocolError(Exception):
     """A request the server refuses: HTTP `status` and a message for `{"error": ...}`."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, *, allow: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.allow = allow  # a 405's Allow header: the methods the resource takes
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,8 @@ def parse_request(
     if not isinstance(doc, dict):
         raise ProtocolError("the request must be a JSON object")
     request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError("'id' must be a string")
+    if request_id is not None and not (isinstance(request_id, str) and _is_text(request_id)):
+        raise ProtocolError("'id' must be a string of Unicode text")
     params = _parameters(doc.get("parameters"), "request")
     if params.get("classification"):
         raise ProtocolError("the classification extension is not supported")
@@ -126,8 +127,29 @@ def parse_request(
     return InferenceRequest(
         request_id,
         arrays,
-        _requested_outputs(doc.get("outputs"), bool(params.get("binary_data_output")), outputs),
+        _requested_outputs(
+            doc.get("outputs"), _flag(params, "binary_data_output", "request") or False, outputs
+        ),
     )
+
+
+def _is_text(value: str) -> bool:
+    """False for a string with a lone surrogate, which JSON's \\ud800 escape makes and UTF-8
+    cannot carry: onnxruntime and Parquet (the prediction log) both refuse it, the log a whole
+    flush of other requests' rows with it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _flag(params: Mapping[str, Any], key: str, where: str) -> bool | None:
+    """A boolean parameter, or None when absent. Not truthiness: the string "false" is true."""
+    value = params.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ProtocolError(f"the {where}'s {key} must be true or false, not {value!r}")
+    return value
 
 
 def _not_json(token: str) -> Any:
@@ -203,7 +225,10 @@ def _shape(raw: Any, meta: TensorMeta) -> tuple[int, ...]:
             f"input {meta.name!r} has shape {list(shape)}; the model expects "
             f"{list(meta.shape)} (-1: any size)"
         )
-    if _count(shape) > MAX_ELEMENTS:
+    # Zeros count as ones: [0, 10**30] holds no element, but numpy cannot make the array (an
+    # error that reached the client as "inference failed"), and [2**40, 0] counted 2**40
+    # inferences in nv_inference_count for a request without a byte of data.
+    if _count([max(d, 1) for d in shape]) > MAX_ELEMENTS:
         raise ProtocolError(f"input {meta.name!r}: shape {list(shape)} is too large")
     return shape
 
@@ -222,6 +247,8 @@ def _from_json(data: Any, shape: tuple[int, ...], meta: TensorMeta) -> np.ndarra
         array = np.array(_flat(data), dtype=object)
         if not all(isinstance(v, str) for v in array):
             raise ProtocolError(f"input {meta.name!r}: BYTES data must be strings")
+        if not _is_text("".join(array)):  # as the binary form, which must be UTF-8
+            raise ProtocolError(f"input {meta.name!r}: BYTES values must be UTF-8 text")
     else:
         array = _numbers(data, meta)
     if array.size != _count(shape):
@@ -316,7 +343,7 @@ def _requested_outputs(
     wanted: list[tuple[str, bool]] = []
     for index, out in enumerate(raw):
         name = out.get("name") if isinstance(out, dict) else None
-        if name not in known:
+        if not isinstance(name, str) or name not in known:  # a list is unhashable: a TypeError
             raise ProtocolError(
                 f"outputs[{index}]: unknown output {name!r}; the model's outputs are "
                 f"{', '.join(m.name for m in metas)}"
@@ -324,7 +351,7 @@ def _requested_outputs(
         params = _parameters(out.get("parameters"), f"output {name!r}")
         if params.get("classification"):
             raise ProtocolError("the classification extension is not supported")
-        binary = params.get("binary_data")
+        binary = _flag(params, "binary_data", f"output {name!r}")
         wanted.append((name, binary_default if binary is None else bool(binary)))
     return tuple(wanted)
 

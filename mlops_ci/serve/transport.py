@@ -1,8 +1,10 @@
 """uvicorn's httptools protocol with the limits a server facing untrusted clients needs: a cap on
-the request line and headers, and a deadline for a request that starts and stalls.
+the request line and headers, a deadline for a request that starts and stalls, and one for a
+client that stops reading its reply.
 
-uvicorn bounds neither: httptools accumulates any header size, and a connection that sends half
-a request, or nothing, is kept open for ever.
+uvicorn bounds none of them: httptools accumulates any header size, a connection that sends half
+a request, or nothing, is kept open for ever, and so is one whose reply the client never reads
+(with the reply held in memory, which even closing the transport keeps until it is sent).
 """
 
 from __future__ import annotations
@@ -24,6 +26,28 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_bytes = 0
+        self._write_timer: Any = None
+
+    def pause_writing(self) -> None:
+        # The transport's buffer is full: the client is not reading. As a stalled request body
+        # (app.py), it has twice the idle timeout of silence to read some, or the connection
+        # is dropped, reply and all.
+        super().pause_writing()
+        self._cancel_write_timer()
+        self._write_timer = self.loop.call_later(2 * self.timeout_keep_alive, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        self._cancel_write_timer()
+        super().resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_write_timer()
+        super().connection_lost(exc)
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
