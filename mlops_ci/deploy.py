@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_ci import audit, kserve, triton
+from mlops_ci import audit, kserve, runtime, triton
 from mlops_ci.errors import CheckFailed, UsageError
 from mlops_ci.manifest import Manifest, semver_key
 from mlops_ci.registry import (
@@ -589,7 +589,6 @@ def smoke_test(reg: Registry, model: str, n: int | None = None) -> SmokeResult:
     call (whose replies must come from the serving version), or on `/versions/n` for an `n`
     that does not serve. The local onnxruntime session only reads the columns `convert`
     recorded in the model's metadata."""
-    import onnxruntime as ort
 
     from mlops_ci import data, evaluate
     from mlops_ci.serve.client import RemoteSession, ServeError, running
@@ -603,11 +602,7 @@ def smoke_test(reg: Registry, model: str, n: int | None = None) -> SmokeResult:
     manifest_data = _deployed_manifest(reg, model, n)
     manifest = Manifest(Path(f"{model}/{n}/model.yaml"), Path(), manifest_data)
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(
-            onnx, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = runtime.session(onnx)
     except Exception as exc:  # onnxruntime's own exception types
         return SmokeResult(False, f"{model} version {n}: onnxruntime cannot load it: {exc}")
     stage = data.stage_manifest(manifest, session)

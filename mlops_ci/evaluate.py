@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_ci import atomic, data
+from mlops_ci import atomic, data, runtime
 from mlops_ci.errors import CheckFailed, MlopsCiError, UsageError
 
 if TYPE_CHECKING:
@@ -213,17 +213,14 @@ def onnx_session(path: Path, threads: int | None = None) -> Any:
     one inter-op thread, sequential execution) so numbers are comparable between runs."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    options = runtime.options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        return runtime.session(str(path), options)
     except Exception as exc:  # onnxruntime raises its own exception types for bad models
         raise CheckFailed(f"onnxruntime cannot load the model: {exc}", path=path) from None
 

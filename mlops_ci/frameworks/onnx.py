@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops_ci import runtime
 from mlops_ci.digest import verify_digest
 from mlops_ci.errors import CheckFailed
 from mlops_ci.frameworks import Artifact, Batch, Exported
@@ -153,14 +154,10 @@ def feature_names(model: onnx.ModelProto) -> None:
 
 def predict(model: onnx.ModelProto, batch: Batch, signature: Signature) -> dict[str, np.ndarray]:
     """The given model on onnxruntime: the reference the written model.onnx must match."""
-    import onnxruntime as ort
-
     from mlops_ci.dtypes import NUMPY_DTYPES
 
     if not _SESSION or _SESSION[0][0] is not model:
-        session = ort.InferenceSession(
-            model.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
+        session = runtime.session(model.SerializeToString())
         _SESSION[:] = [(model, session)]
     session = _SESSION[0][1]
     feeds: dict[str, np.ndarray] = {

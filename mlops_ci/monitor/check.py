@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_ci import runtime
 from mlops_ci.errors import MlopsCiError, UsageError
 from mlops_ci.manifest import Manifest, find_manifests, parse_document
 from mlops_ci.monitor import drift, reader, staleness
@@ -313,7 +314,6 @@ def _reference_outputs(
 ) -> Any:
     """The serving model's outputs on the reference data: the baseline of prediction drift."""
     import numpy as np
-    import onnxruntime as ort
     import pyarrow as pa
 
     from mlops_ci import data as mdata
@@ -323,9 +323,7 @@ def _reference_outputs(
         table = mdata.parse_csv(reference.raw, reference.path)
         target = manifest.section("evaluation").get("target")
         feeds = mdata.feeds(table, manifest.signature, target=target)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+        session = runtime.session(onnx)
         names = [o.name for o in session.get_outputs()]
         values = session.run(names, feeds)
     except MlopsCiError as exc:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlops_ci import runtime
 from mlops_ci.serve.defaults import DEFAULTS
 from mlops_ci.serve.metrics import Metrics, VersionStats
 from mlops_ci.serve.predlog import Layout, Sampler, layout_for, sample_rate
@@ -182,7 +183,6 @@ class ModelStore:
             return loaded
 
     def _build(self, name: str, n: int) -> LoadedModel:
-        import onnxruntime as ort
         import yaml
 
         data = self.registry.model_onnx(name, n)  # sha256 checked against release.json
@@ -190,12 +190,12 @@ class ModelStore:
             manifest = yaml.safe_load(self.registry.manifest_text(name, n))
         except Exception:
             manifest = None  # serving needs no manifest; the log then uses the defaults
-        options = ort.SessionOptions()
+        options = runtime.options()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         # Spinning threads burn a core between requests; a server has other work for it.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        session = runtime.session(data, options)
         inputs = tuple(_meta(t) for t in session.get_inputs())
         outputs = tuple(_meta(t) for t in session.get_outputs())
         rate = sample_rate(manifest, self.default_sample_rate) if self.log_enabled else 0.0
