@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import sys
 import time
 import traceback
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_ci import __version__, atomic, data, digest
+from mlops_ci import __version__, atomic, data, digest, runtime
 from mlops_ci.errors import CheckFailed, MlopsCiError, UsageError
 from mlops_ci.manifest.model import EXTRA_BY_FRAMEWORK
 
@@ -423,12 +424,24 @@ def write_reports(result: ConvertResult, out: Path) -> None:
 
 def _tolerances(m: Manifest) -> tuple[float, float, float, int]:
     p = m.section("conversion").get("parity") or {}
-    return (
-        float(p.get("atol", DEFAULT_ATOL)),
-        float(p.get("rtol", DEFAULT_RTOL)),
-        float(p.get("min_label_agreement", DEFAULT_MIN_LABEL_AGREEMENT)),
-        min(int(p.get("samples", MAX_SAMPLES)), MAX_SAMPLES),
+    atol, rtol, agreement = (
+        float(p.get(name, default))
+        for name, default in (
+            ("atol", DEFAULT_ATOL),
+            ("rtol", DEFAULT_RTOL),
+            ("min_label_agreement", DEFAULT_MIN_LABEL_AGREEMENT),
+        )
     )
+    # YAML's .nan passes the schema's `minimum` (NaN < 0 is false), and no difference exceeds
+    # a NaN tolerance: parity would pass whatever the ONNX model computes
+    for name, value in (("atol", atol), ("rtol", rtol), ("min_label_agreement", agreement)):
+        if math.isnan(value):
+            raise CheckFailed(
+                f"spec.conversion.parity.{name} is NaN, which no difference exceeds, so parity "
+                "could never fail; give a number",
+                path=m.path,
+            )
+    return atol, rtol, agreement, min(int(p.get("samples", MAX_SAMPLES)), MAX_SAMPLES)
 
 
 def _not_run(m: Manifest, reason: str) -> Parity:
@@ -528,7 +541,6 @@ def check_parity(
 ) -> Parity:
     """Run the native and the ONNX model on the same rows and compare every compared output
     (the evaluation rows are read here unless the caller passes them)."""
-    import onnxruntime as ort
 
     from mlops_ci.frameworks import Batch
 
@@ -544,7 +556,7 @@ def check_parity(
     native_feeds = data.feeds(table, _widened(rows.signature), target=target)
 
     try:
-        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        session = runtime.session(onnx_bytes)
         names = [o.name for o in session.get_outputs()]
         onnx_out = dict(zip(names, session.run(None, onnx_feeds), strict=True))
     except Exception as exc:  # onnxruntime raises its own exception types

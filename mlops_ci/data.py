@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 _MISSING = frozenset({"", "nan", "NaN", "NA", "N/A", "null", "NULL"})
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
+#: A column is a fixed-width numpy array: every value is padded to the column's longest, at 4
+#: bytes a character, so one long value in a column of many rows asks for gigabytes from a few
+#: kilobytes of CSV. A table that would take more than this many bytes, or MAX_EXPANSION times
+#: the file's size where that is more, is refused before a column is built.
+MAX_TABLE_BYTES = 1 << 30
+MAX_EXPANSION = 64
 
 
 class InputSpec(Protocol):
@@ -138,8 +144,36 @@ def parse_csv(raw: bytes, path: Path) -> Table:
                 )
             rows.append(row)
             lines.append(line)
-    columns = {name: np.array([r[i] for r in rows], dtype=str) for i, name in enumerate(names)}
+    columns = _text_columns(
+        {name: [r[i] for r in rows] for i, name in enumerate(names)},
+        len(raw),
+        lambda row: {"path": path, "line": lines[row]},
+    )
     return Table(columns, len(rows), str(path), np.array(lines, dtype=np.int64))
+
+
+def _text_columns(
+    values: Mapping[str, list[str]], size: int, where: Callable[[int], dict[str, Any]]
+) -> dict[str, np.ndarray]:
+    """The columns as fixed-width text arrays; refused, naming the longest value (`where` its
+    row is, as CheckFailed's keywords), when padding would take more than the budget."""
+    budget = max(MAX_TABLE_BYTES, MAX_EXPANSION * size)
+    total = 0
+    columns: dict[str, np.ndarray] = {}
+    for name, column in values.items():
+        longest = max(map(len, column), default=0)
+        total += 4 * max(longest, 1) * len(column)
+        if total > budget:
+            row = next(k for k, v in enumerate(column) if len(v) == longest)
+            raise CheckFailed(
+                f"column {name!r} holds a value of {longest:,} characters; every value of a "
+                f"column is held at the length of its longest, so the table would take over "
+                f"{total:,} bytes in memory for {size:,} bytes of data (at most {budget:,}). "
+                "Shorten the value or drop the column",
+                **where(row),
+            )
+        columns[name] = np.array(column, dtype=str)
+    return columns
 
 
 def _check_header(names: list[str], path: Path) -> None:
@@ -161,7 +195,9 @@ def rows_table(rows: Sequence[Mapping[str, object]], *, source: str = "test case
         missing = [n for n in names if n not in row]
         if missing:
             raise CheckFailed(f"{source} row {i + 1} lacks column(s) {', '.join(missing)}")
-    columns = {name: np.array([_to_text(row[name]) for row in rows], dtype=str) for name in names}
+    texts = {name: [_to_text(row[name]) for row in rows] for name in names}
+    size = sum(len(v) for column in texts.values() for v in column)
+    columns = _text_columns(texts, size, lambda row: {"path": f"{source} row {row + 1}"})
     return Table(columns, len(rows), source)
 
 

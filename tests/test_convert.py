@@ -22,6 +22,7 @@ from onnx import helper
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris
 
 from mlops_ci import cli, convert, manifest
+from mlops_ci.errors import CheckFailed
 from mlops_ci.manifest import Manifest
 from mlops_ci.report import markdown as report_md
 from mlops_ci.report import terminal
@@ -506,6 +507,46 @@ def test_model_altered_after_conversion_fails_parity_with_worst_rows(
         convert.ConvertResult(**{**result.__dict__, "parity": parity})  # type: ignore[arg-type]
     )
     assert "Worst rows" in section and "❌ **parity failed**" in section
+
+
+@pytest.mark.parametrize("field", ["atol", "rtol"])
+def test_nan_tolerance_cannot_pass_a_model_whose_outputs_differ(
+    field: str,
+    request: pytest.FixtureRequest,
+    converted: dict[str, convert.ConvertResult],
+    repo: Path,
+    tmp_path: Path,
+) -> None:
+    from mlops_ci import frameworks
+
+    m, result = converted_result(request, converted, "sklearn_regressor", repo / "out")
+    assert result.onnx_path is not None
+    model = onnx.load(str(result.onnx_path))
+    regressor = next(n for n in model.graph.node if n.op_type == "LinearRegressor")
+    coefficients = next(a for a in regressor.attribute if a.name == "coefficients")
+    coefficients.floats[:] = [c * 1.5 for c in coefficients.floats]  # the tampering
+    # the same model and data, with a tolerance of NaN (YAML .nan: the schema's minimum: 0
+    # does not refuse it, since NaN < 0 is false)
+    parity = {"atol": 1e-3, "rtol": 1e-4, field: float("nan")}
+    folder = tmp_path / "diabetes-ridge"
+    folder.mkdir()
+    text = m.path.read_text().replace("rtol: 0.0001", f"rtol: {parity['rtol']}")
+    text = text.replace("atol: 0.001", f"atol: {parity['atol']}").replace("nan", ".nan")
+    (folder / "model.yaml").write_text(text)
+    for name in ("model.skops", "eval.csv"):
+        (folder / name).write_bytes((m.path.parent / name).read_bytes())
+    nan_manifest = manifest.load(folder / "model.yaml", root=tmp_path)
+    assert nan_manifest.section("conversion")["parity"][field] != parity[field]  # NaN
+    framework = frameworks.get("sklearn")
+    native = framework.load(
+        frameworks.Artifact(m.artifact_path, m.artifact_sha256, m.artifact_format)
+    )
+    tampered = model.SerializeToString()
+    assert convert.check_parity(m, framework, native, tampered, m.signature).status == "failed"
+    with pytest.raises(CheckFailed, match=rf"spec\.conversion\.parity\.{field} is NaN"):
+        convert.check_parity(nan_manifest, framework, native, tampered, m.signature)
+    refused = convert.run(nan_manifest, tmp_path / "out")
+    assert not refused.passed and f"parity.{field} is NaN" in (refused.error or "")
 
 
 @pytest.mark.parametrize(("dtype", "passes"), [("float32", False), ("float64", True)])

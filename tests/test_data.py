@@ -175,3 +175,46 @@ def test_take_and_select_keep_line_numbers(iris_csv: tuple[Path, str]) -> None:
     picked = table.select(data.target(table, "species") == 2)
     assert picked.n_rows == 50
     assert picked.where(0) == f"{iris_csv[0]}:102"
+
+
+def padded_csv(path: Path, rows: int, longest: int) -> tuple[Path, str]:
+    """`rows` short rows and, last, one row whose `text` value has `longest` characters."""
+    return write_csv(path, "id,text\n" + "1,a\n" * rows + "2," + "x" * longest + "\n")
+
+
+def test_control_numpy_pads_every_value_of_a_column_to_its_longest(tmp_path: Path) -> None:
+    path, _ = padded_csv(tmp_path / "small.csv", 1_000, 5_000)
+    column = np.array(["a"] * 1_000 + ["x" * 5_000], dtype=str)
+    # 4 bytes a character for every row: a 9 kB file becomes a 20 MB column, and the ratio
+    # grows with both the row count and the longest value
+    assert column.itemsize == 4 * 5_000
+    assert column.nbytes == 1_001 * 20_000 > 2_000 * path.stat().st_size
+
+
+def test_csv_whose_one_long_value_would_pad_a_column_to_gigabytes_is_refused(
+    tmp_path: Path,
+) -> None:
+    import tracemalloc
+
+    # 130 kB of CSV that a fixed-width text column would turn into 4 GB
+    path, sha = padded_csv(tmp_path / "eval.csv", 20_000, 50_000)
+    assert path.stat().st_size < 140_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckFailed) as info:
+            data.load_csv(path, sha)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20  # refused before the column is built
+    message = str(info.value)
+    assert message.startswith(f"{path}:20002: column 'text' holds a value of 50,000 characters")
+    assert "would take over 4,000,280,004 bytes in memory for 130,011 bytes of data" in message
+
+
+def test_test_case_rows_whose_one_long_value_would_pad_to_gigabytes_are_refused() -> None:
+    rows: list[dict[str, object]] = [{"id": 1, "text": "a"} for _ in range(20_000)]
+    rows.append({"id": 2, "text": "x" * 50_000})
+    with pytest.raises(CheckFailed, match=r"^test cases row 20001: column 'text' holds a value"):
+        data.rows_table(rows)
+    assert data.rows_table(rows[:3]).columns["text"].tolist() == ["a", "a", "a"]

@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import pickletools
+import re
 import struct
 import subprocess
 import sys
@@ -238,6 +239,240 @@ def test_skops_transformer_holding_a_dangerous_function_is_refused(
     with pytest.raises(CheckFailed, match="not trusted") as info:
         load("sklearn", path, "skops")
     assert func.__name__ in str(info.value)
+
+
+def file_reading_text_model(kind: str, path: Path) -> Path:
+    """A text regressor, all of it types skops trusts by default, whose vectorizer opens the
+    file each input names (`input='filename'`) instead of reading the input as the text.
+    "hidden": set only on the fitted ColumnTransformer's `transformers_`, which predict uses,
+    while the parameters (`transformers`) a reviewer's get_params() shows stay clean."""
+    import pandas as pd
+    import skops.io as sio
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import (
+        CountVectorizer,
+        HashingVectorizer,
+        TfidfVectorizer,
+    )
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+
+    docs = ["aa bb", "bb cc", "cc dd aa", "dd dd"]
+    vectorizers = {"count": CountVectorizer, "tfidf": TfidfVectorizer}
+    vectorizers |= {"hashing": lambda: HashingVectorizer(n_features=16)}
+    if kind == "hidden":
+        columns = ColumnTransformer([("text", CountVectorizer(), "text")])
+        model = make_pipeline(columns, LinearRegression())
+        model.fit(pd.DataFrame({"text": docs}), [1.0, 2.0, 3.0, 4.0])
+    else:
+        model = make_pipeline(vectorizers[kind](), LinearRegression())
+        model.fit(docs, [1.0, 2.0, 3.0, 4.0])
+    vectorizer_of(model, kind).input = "filename"
+    sio.dump(model, path)
+    return path
+
+
+def vectorizer_of(model: Any, kind: str) -> Any:
+    first = model.steps[0][1]
+    return first.transformers_[0][1] if kind == "hidden" else first
+
+
+@pytest.mark.parametrize("kind", ["count", "tfidf", "hashing", "hidden"])
+def test_control_skops_text_model_reads_the_files_its_inputs_name(
+    kind: str, tmp_path: Path
+) -> None:
+    import pandas as pd
+    import skops.io as sio
+
+    path = file_reading_text_model(kind, tmp_path / "model.skops")
+    assert sio.get_untrusted_types(file=path) == []  # nothing to trust: skops loads it as is
+    model = sio.load(path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("dd dd dd aa")
+    rows = [str(secret), str(tmp_path / "absent")]
+    x: Any = pd.DataFrame({"text": rows}) if kind == "hidden" else rows
+    with pytest.raises(FileNotFoundError, match="absent"):
+        model.predict(x)
+    named = model.predict(x[:1])
+    # what the model predicts for the path is what it predicts for the file's content
+    vectorizer_of(model, kind).input = "content"
+    as_text = ["dd dd dd aa"]
+    assert named == pytest.approx(
+        model.predict(pd.DataFrame({"text": as_text}) if kind == "hidden" else as_text)
+    )
+    assert named != pytest.approx(model.predict(x[:1]))
+
+
+def with_nodes(tree: Any, edit: Callable[[Any], None], n_features: int | None = None) -> Any:
+    """A copy of a fitted sklearn Tree with its node array edited (and its width changed)."""
+    from sklearn.tree._tree import Tree
+
+    state = tree.__getstate__()
+    state["nodes"] = state["nodes"].copy()
+    edit(state["nodes"])
+    copy = Tree(n_features or tree.n_features, tree.n_classes, tree.n_outputs)
+    copy.__setstate__(state)
+    return copy
+
+
+def crafted_tree_model(kind: str, path: Path) -> Path:
+    """A tree model, nothing in it off skops' trusted list, whose arrays sklearn's compiled
+    code follows without bounds checks."""
+    import numpy as np
+    import skops.io as sio
+    from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingRegressor
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.tree import DecisionTreeRegressor
+
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    y = x[:, 0] * 2
+    model: Any
+    if kind == "boosting shape":  # 64 trees per stage for a model that predicts 1 value
+        model = GradientBoostingRegressor(n_estimators=20).fit(x, y)
+        model.estimators_ = np.repeat(model.estimators_, 64, axis=1)
+    elif kind == "boosting width":  # one tree reads 10**9 columns of the model's 3
+        model = GradientBoostingRegressor(n_estimators=20).fit(x, y)
+        second = model.estimators_[1, 0]  # the rows are checked against the first tree only
+        second.tree_ = with_nodes(
+            second.tree_, lambda n: n["feature"].__setitem__(0, 10**9 - 1), n_features=10**9
+        )
+        second.n_features_in_ = 10**9
+    elif kind.startswith("histogram"):  # the second iteration's tree of a fitted model
+        model = HistGradientBoostingRegressor(max_iter=5).fit(x, y)
+        nodes = model._predictors[1][0].nodes
+        if kind == "histogram child":
+            nodes["left"][0] = nodes["right"][0] = 10**9
+        elif kind == "histogram width":
+            nodes["feature_idx"][0] = 10**9
+        else:
+            nodes["is_categorical"][0], nodes["bitset_idx"][0] = 1, 10**9
+    elif kind.startswith(("kd_tree", "ball_tree")):  # a neighbour index's arrays
+        algorithm, _, what = kind.partition(" ")
+        model = KNeighborsRegressor(algorithm=algorithm).fit(x, y)
+        state = list(model._tree.__getstate__())
+        state[1], state[2] = state[1].copy(), state[2].copy()  # idx_array, node_data
+        if what == "points":
+            state[1][:] = 10**9
+        elif what == "ends":
+            state[2]["idx_end"][state[2]["is_leaf"] == 1] = 10**9
+        else:
+            state[2]["is_leaf"][:] = 0
+        model._tree.__setstate__(tuple(state))
+    elif kind == "tree width":  # the tree reads 10**9 columns of the estimator's 3
+        model = DecisionTreeRegressor(max_depth=3).fit(x, y)
+        model.tree_ = with_nodes(
+            model.tree_, lambda n: n["feature"].__setitem__(0, 10**9 - 1), n_features=10**9
+        )
+    else:
+        model = DecisionTreeRegressor(max_depth=3).fit(x, y)
+        edits = {
+            "feature": lambda n: n["feature"].__setitem__(0, 10**9),
+            "child": lambda n: [n[f].__setitem__(0, 10**9) for f in ("left_child", "right_child")],
+            "cycle": lambda n: [n[f].__setitem__(0, 0) for f in ("left_child", "right_child")],
+        }
+        model.tree_ = with_nodes(model.tree_, edits[kind])
+    sio.dump(model, path)
+    return path
+
+
+TREE_ATTACKS = {
+    "feature": r"\(Tree\) splits node 0 on feature 1000000000 of 3",
+    "child": r"\(Tree\) has node 0 whose left child is 1000000000 of \d+",
+    "cycle": r"\(Tree\) has node 0 whose left child is 0 of \d+",
+    "tree width": r"\(DecisionTreeRegressor\) takes 3 features but its tree reads 1000000000",
+    "boosting width": r"takes 3 features but its tree 1 takes 1000000000",
+    "histogram child": r"\(TreePredictor\) has node 0 whose left child is 1000000000 of \d+",
+    "histogram width": r"takes 3 features but a tree splits on a feature beyond them",
+    "histogram bitset": r"\(TreePredictor\) has a categorical split whose bitset it does not hold",
+    "kd_tree points": r"\(KDTree\) indexes points outside its 200 data points",
+    "ball_tree points": r"\(BallTree\) indexes points outside its 200 data points",
+    "kd_tree ends": r"\(KDTree\) has a node whose points lie outside its 200 data points",
+    "kd_tree children": r"\(KDTree\) has a node whose children lie outside its \d+ nodes",
+    "boosting shape": r"holds trees of shape \[20, 64\] for 1 outputs",
+}
+
+
+@pytest.mark.parametrize("kind", TREE_ATTACKS)
+def test_control_crafted_skops_tree_crashes_or_hangs_the_process_that_predicts(
+    kind: str, tmp_path: Path
+) -> None:
+    path = crafted_tree_model(kind, tmp_path / "model.skops")
+    code = (
+        "import numpy as np, skops.io as sio\n"
+        f"path = {str(path)!r}\n"
+        "model = sio.load(path, trusted=sio.get_untrusted_types(file=path))\n"
+        "x = np.random.default_rng(1).normal(size=(20000, 3))\n"
+        "for _ in range(20):\n"
+        "    model.predict(x)\n"
+        "print('finished')\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=8 if kind == "cycle" else 120,
+        )
+    except subprocess.TimeoutExpired:
+        assert kind == "cycle"  # a genuine tree answers in milliseconds
+        return
+    # killed by a signal: SIGSEGV (reading out of bounds) or SIGABRT (the heap overwritten)
+    assert done.returncode < 0 and "finished" not in done.stdout, (done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("kind", TREE_ATTACKS)
+def test_crafted_skops_tree_is_refused(kind: str, tmp_path: Path) -> None:
+    path = crafted_tree_model(kind, tmp_path / "model.skops")
+    with pytest.raises(CheckFailed, match=TREE_ATTACKS[kind]) as info:
+        load("sklearn", path, "skops")
+    assert str(info.value).startswith(f"{path}: refusing to load: the model")
+    assert "out of bounds or never finish" in str(info.value)
+
+
+def test_genuine_tree_models_pass_the_state_checks(tmp_path: Path) -> None:
+    import numpy as np
+    import skops.io as sio
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        HistGradientBoostingClassifier,
+        IsolationForest,
+        RandomForestClassifier,
+    )
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    x = np.random.default_rng(0).normal(size=(200, 4))
+    y = (x[:, 0] * 3).astype(int) % 3
+    models = [
+        DecisionTreeClassifier(max_leaf_nodes=8),
+        RandomForestClassifier(n_estimators=5),
+        ExtraTreesClassifier(n_estimators=5),
+        GradientBoostingClassifier(n_estimators=5),
+        HistGradientBoostingClassifier(max_iter=5, categorical_features=[3]),
+        IsolationForest(n_estimators=5, max_features=2),
+        KNeighborsClassifier(algorithm="kd_tree"),
+        KNeighborsClassifier(algorithm="ball_tree", leaf_size=3),
+    ]
+    for i, model in enumerate(models):
+        fit_x = x.copy()
+        if isinstance(model, HistGradientBoostingClassifier):
+            fit_x[:, 3] = np.abs(fit_x[:, 3] * 3).astype(int)
+        model.fit(fit_x, y)
+        path = tmp_path / f"{i}.skops"
+        sio.dump(model, path)
+        loaded = load("sklearn", path, "skops", tuple(sio.get_untrusted_types(file=path)))
+        assert np.array_equal(loaded.predict(fit_x), model.predict(fit_x))
+
+
+@pytest.mark.parametrize("kind", ["count", "tfidf", "hashing", "hidden"])
+def test_skops_text_model_that_reads_files_is_refused(kind: str, tmp_path: Path) -> None:
+    path = file_reading_text_model(kind, tmp_path / "model.skops")
+    with pytest.raises(CheckFailed, match=r"input='filename'") as info:
+        load("sklearn", path, "skops")
+    message = str(info.value)
+    assert message.startswith(f"{path}: refusing to load: ")
+    assert "opens the file each input names" in message
 
 
 def git(folder: Path, *args: str) -> str:
@@ -588,6 +823,41 @@ def test_pt2_graph_calling_a_python_function_is_refused(
         load("pytorch", evil, "torch-export")
 
 
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("member", "old", "new", "refusal"),
+    [
+        (
+            "/models/",
+            b'"torch.ops.aten.linear.default"',
+            b'"torch.ops.aten"',
+            "calls 'torch.ops.aten'",
+        ),
+        ("/models/", b'"torch.ops.aten.linear.default"', DEEP, "is not JSON"),
+        ("_weights_config.json", None, DEEP, "is not a payload config"),
+    ],
+    ids=["short operator name", "deeply nested graph", "deeply nested config"],
+)
+def test_pt2_with_malformed_json_is_refused_not_a_crash(
+    member: str,
+    old: bytes | None,
+    new: bytes,
+    refusal: str,
+    torch_archives: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    def edit(name: str, data: bytes) -> bytes:
+        if member in name and name.endswith(".json"):
+            return new if old is None else data.replace(old, new)
+        return data
+
+    evil = rewrite_zip(torch_archives["pt2"], tmp_path / "model.pt2", edit, {})
+    with pytest.raises(CheckFailed, match=re.escape(refusal)):
+        load("pytorch", evil, "torch-export")
+
+
 def test_control_torchscript_code_can_write_files(tmp_path: Path) -> None:
     import torch
 
@@ -823,6 +1093,65 @@ def test_torchscript_code_stored_in_upper_case_is_found_and_refused(tmp_path: Pa
     with pytest.raises(CheckFailed, match=r"\.PY uses from_file"):
         load("pytorch", path, "torchscript")
     assert not marker.exists()
+
+
+#: `torch.from_file` spelt so that the word never appears in the code: TorchScript's getattr
+#: takes the operator's name as a string literal, which its parser joins and unescapes.
+HIDDEN_FROM_FILE = {
+    "concatenated": 'getattr(torch, "from" "_fi" "le")',
+    "octal escape": 'getattr(torch, "from\\137file")',
+    "split over lines": 'getattr(torch,\n      "fr"\n      "om_file")',
+}
+
+
+def hidden_file_writer(marker: Path, folder: Path, spelling: str) -> Path:
+    """The file-writing module with `torch.from_file` in its code replaced by `spelling` (its
+    debug info dropped, which only maps the code back to the original source)."""
+    source = scripted_file_writer(marker, folder / "writer.pt")
+
+    def edit(name: str, data: bytes) -> bytes | None:
+        if name.endswith(".debug_pkl"):
+            return None
+        return data.replace(b"torch.from_file(", f"{spelling}(".encode())
+
+    path = rewrite_zip(source, folder / "model.pt", edit, {})
+    code = b"".join(zipfile.ZipFile(path).read(n) for n in zipfile.ZipFile(path).namelist())
+    assert b"from_file" not in code and spelling.encode() in code
+    return path
+
+
+@pytest.mark.parametrize("spelling", HIDDEN_FROM_FILE)
+def test_control_torchscript_code_naming_an_operator_by_a_string_writes_files(
+    spelling: str, tmp_path: Path, naive_torch: NaiveTorch
+) -> None:
+    marker = tmp_path / "pwned"
+    path = hidden_file_writer(marker, tmp_path, HIDDEN_FROM_FILE[spelling])
+    naive_torch.run(f"torch.jit.load({str(path)!r})(torch.zeros(2))")
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("spelling", HIDDEN_FROM_FILE)
+def test_torchscript_code_naming_a_file_operator_by_a_string_is_refused(
+    spelling: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    path = hidden_file_writer(marker, tmp_path, HIDDEN_FROM_FILE[spelling])
+    with pytest.raises(CheckFailed, match=r"code/__torch__/.*\.py uses from_file"):
+        load("pytorch", path, "torchscript")
+    assert not marker.exists()
+
+
+def test_torchscript_code_that_is_not_python_syntax_is_refused(
+    torch_archives: dict[str, Path], tmp_path: Path
+) -> None:
+    evil = rewrite_zip(
+        torch_archives["pt"],
+        tmp_path / "model.pt",
+        lambda n, d: d + b"\n  def (\n" if n.endswith(".py") else d,
+        {},
+    )
+    with pytest.raises(CheckFailed, match=r"TorchScript code in .*\.py cannot be read"):
+        load("pytorch", evil, "torchscript")
 
 
 def crafted_os_system(command: str) -> bytes:
@@ -1158,3 +1487,188 @@ def test_digest_is_verified_before_the_loader_reads_a_byte(tmp_path: Path) -> No
     with pytest.raises(CheckFailed, match="digest mismatch"):
         frameworks.get("sklearn").load(artifact)
     assert not marker.exists()
+
+
+# --- XGBoost -------------------------------------------------------------------------------------
+
+
+def crafted_xgboost(kind: str, path: Path) -> Path:
+    """A genuine XGBoost model whose JSON points outside its own arrays (second tree)."""
+    import numpy as np
+    import xgboost
+
+    x = np.random.default_rng(0).normal(size=(300, 4))
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 3},
+        xgboost.DMatrix(x, label=(x[:, 0] > 0).astype(int)),
+        num_boost_round=5,
+    )
+    doc = json.loads(booster.save_raw(raw_format="json"))
+    model = doc["learner"]["gradient_booster"]["model"]
+    tree = model["trees"][1]
+    if kind == "child":
+        tree["left_children"][0] = 10**6
+    elif kind == "feature":
+        tree["split_indices"][0] = 10**6
+    elif kind == "cycle":
+        tree["left_children"][0] = tree["right_children"][0] = 0
+    else:
+        model["tree_info"][1] = 10**6
+    path.write_text(json.dumps(doc))
+    return path
+
+
+XGBOOST_ATTACKS = {
+    "child": r"tree 1 whose node 0 has children 1000000 and \d+ of \d+",
+    "feature": r"tree 1 whose node 0 splits on feature 1000000 of 4",
+    "cycle": r"tree 1 whose node 0 has children 0 and 0 of \d+",
+    "output group": r"assigns its 5 trees to output groups outside its 1",
+}
+
+
+@pytest.mark.parametrize("kind", XGBOOST_ATTACKS)
+def test_control_crafted_xgboost_json_crashes_the_process_that_predicts(
+    kind: str, tmp_path: Path
+) -> None:
+    path = crafted_xgboost(kind, tmp_path / "model.json")
+    code = (
+        "import numpy as np, xgboost\n"
+        f"booster = xgboost.Booster(model_file={str(path)!r})\n"
+        "x = np.random.default_rng(1).normal(size=(2000, 4))\n"
+        "booster.predict(xgboost.DMatrix(x))\n"
+        "print('finished')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode < 0 and "finished" not in done.stdout, (done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("kind", XGBOOST_ATTACKS)
+def test_crafted_xgboost_json_is_refused(kind: str, tmp_path: Path) -> None:
+    path = crafted_xgboost(kind, tmp_path / "model.json")
+    with pytest.raises(CheckFailed, match=XGBOOST_ATTACKS[kind]) as info:
+        load("xgboost", path, "xgboost-json")
+    assert str(info.value).startswith(f"{path}: refusing to load: the model ")
+
+
+def test_genuine_xgboost_models_pass_the_structure_checks(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    three = (np.abs(x[:, 0]) * 2).astype(int) % 3
+    frame = pd.DataFrame({"a": x[:, 0], "c": pd.Categorical(three.astype(str))})
+    cases: list[tuple[dict[str, Any], Any, Any, str]] = [
+        ({"objective": "binary:logistic"}, x, (x[:, 0] > 0).astype(int), "json"),
+        ({"objective": "multi:softprob", "num_class": 3}, x, three, "ubj"),
+        ({"objective": "reg:squarederror", "booster": "dart"}, x, x[:, 1], "json"),
+        ({"objective": "reg:squarederror", "booster": "gblinear"}, x, x[:, 1], "json"),
+        ({"objective": "reg:squarederror", "max_cat_to_onehot": 1}, frame, x[:, 1], "json"),
+    ]
+    for i, (params, data, label, suffix) in enumerate(cases):
+        matrix = xgboost.DMatrix(data, label=label, enable_categorical=True)
+        booster = xgboost.train(params, matrix, num_boost_round=4)
+        path = tmp_path / f"{i}.{suffix}"
+        booster.save_model(str(path))
+        loaded = load("xgboost", path, f"xgboost-{suffix}")
+        assert np.allclose(loaded.predict(matrix), booster.predict(matrix))
+
+
+# --- LightGBM ------------------------------------------------------------------------------------
+
+
+def crafted_lightgbm(kind: str, path: Path) -> Path:
+    """A genuine LightGBM text model whose first tree points outside its own arrays."""
+    import lightgbm
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(300, 4))
+    params = {"objective": "binary", "num_leaves": 4, "verbose": -1}
+    booster = lightgbm.train(params, lightgbm.Dataset(x, (x[:, 0] > 0).astype(int)), 5)
+    lines = booster.model_to_string().splitlines()
+
+    def first(key: str, value: str) -> None:  # the first tree's first value of `key`
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
+        lines[i] = f"{key}={' '.join([value, *lines[i].split('=', 1)[1].split()[1:]])}"
+
+    if kind == "child":
+        first("left_child", "1000000")
+    elif kind == "leaf":
+        first("left_child", "-1000000")
+    elif kind == "feature":
+        first("split_feature", "1000000")
+    else:
+        first("left_child", "0")
+        first("right_child", "0")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+LIGHTGBM_ATTACKS = {
+    "child": r"tree 0 whose node 0 has child 1000000 of 3 nodes",
+    "leaf": r"tree 0 whose node 0 has child -1000000 of 3 nodes",
+    "feature": r"tree 0 whose node 0 splits on feature 1000000 of 4",
+    "cycle": r"tree 0 whose node 0 has child 0 of 3 nodes",
+}
+
+
+@pytest.mark.parametrize("kind", LIGHTGBM_ATTACKS)
+def test_control_crafted_lightgbm_model_kills_or_hangs_the_process_that_predicts(
+    kind: str, tmp_path: Path
+) -> None:
+    path = crafted_lightgbm(kind, tmp_path / "model.txt")
+    code = (
+        "import numpy as np, lightgbm\n"
+        f"booster = lightgbm.Booster(model_file={str(path)!r})\n"
+        "booster.predict(np.random.default_rng(1).normal(size=(2000, 4)))\n"
+        "print('finished')\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=8 if kind == "cycle" else 60,
+        )
+    except subprocess.TimeoutExpired:
+        assert kind == "cycle"  # a genuine model answers in milliseconds
+        return
+    assert done.returncode < 0 and "finished" not in done.stdout, (done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("kind", LIGHTGBM_ATTACKS)
+def test_crafted_lightgbm_model_is_refused(kind: str, tmp_path: Path) -> None:
+    path = crafted_lightgbm(kind, tmp_path / "model.txt")
+    with pytest.raises(CheckFailed, match=LIGHTGBM_ATTACKS[kind]) as info:
+        load("lightgbm", path, "lightgbm-text")
+    assert str(info.value).startswith(f"{path}: refusing to load: the model ")
+
+
+def test_genuine_lightgbm_models_pass_the_structure_checks(tmp_path: Path) -> None:
+    import lightgbm
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    x[:, 3] = (np.abs(x[:, 3]) * 3).astype(int)
+    three = (np.abs(x[:, 0]) * 2).astype(int) % 3
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({"objective": "binary"}, (x[:, 0] > 0).astype(int)),
+        ({"objective": "multiclass", "num_class": 3}, three),
+        ({"objective": "regression", "linear_tree": True}, x[:, 1]),
+        ({"objective": "regression", "min_data_in_leaf": 1000}, x[:, 1]),  # one-leaf trees
+        (  # categorical splits, with their bitsets
+            {"objective": "regression", "min_data_per_group": 5, "max_cat_to_onehot": 1},
+            x[:, 1] + 5 * (x[:, 3] % 2),
+        ),
+    ]
+    for i, (params, label) in enumerate(cases):
+        data = lightgbm.Dataset(x, label, categorical_feature=[3])
+        booster = lightgbm.train({**params, "verbose": -1, "num_leaves": 8}, data, 4)
+        path = tmp_path / f"{i}.txt"
+        booster.save_model(str(path))
+        if i == len(cases) - 1:
+            assert "num_cat=1" in path.read_text()
+        loaded = load("lightgbm", path, "lightgbm-text")
+        assert np.allclose(loaded.predict(x), booster.predict(x))

@@ -7,6 +7,7 @@ allow-list; TorchScript code and torch.export graphs must not call operators tha
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import pickletools
@@ -258,7 +259,7 @@ def _payload_configs(
             continue
         try:
             config = json.loads(archive.read(info)).get("config", {})
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise CheckFailed(
                 f"refusing to load: {info.filename} is not a payload config", path=path
             ) from None
@@ -320,12 +321,13 @@ def _check_export_graph(data: bytes, member: str, path: Path) -> None:
     # graph could name torch.os.system: only operator overloads and plain arithmetic may appear.
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # json recurses once per level of nesting
         raise CheckFailed(f"refusing to load: {member} is not JSON ({exc})", path=path) from None
     for target in _targets(doc):
-        ok = (target.startswith("torch.ops.") and target.split(".")[3] not in _FILE_OPERATORS) or (
-            re.fullmatch(r"(_operator|math)\.[a-z_]+", target) is not None
-        )
+        parts = target.split(".")
+        ok = (
+            target.startswith("torch.ops.") and len(parts) > 3 and parts[3] not in _FILE_OPERATORS
+        ) or (re.fullmatch(r"(_operator|math)\.[a-z_]+", target) is not None)
         if not ok:
             raise CheckFailed(
                 f"refusing to load: the exported graph calls {target!r}, which is not an ONNX-"
@@ -336,15 +338,18 @@ def _check_export_graph(data: bytes, member: str, path: Path) -> None:
 
 
 def _targets(node: object) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "target" and isinstance(value, str):
-                yield value
-            else:
-                yield from _targets(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _targets(item)
+    # a loop, not recursion: the document's nesting is the archive's to choose
+    pending = [node]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "target" and isinstance(value, str):
+                    yield value
+                else:
+                    pending.append(value)
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -353,7 +358,23 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _check_torchscript_code(data: bytes, member: str, path: Path) -> None:
     # TorchScript code is compiled at load time and `__setstate__` runs during loading; code
     # that reads or writes files is refused before either happens.
-    words = set(_IDENT.findall(data.decode("utf-8", "replace")))
+    text = data.decode("utf-8", "replace")
+    words = set(_IDENT.findall(text))
+    # getattr(torch, "from" "_file") names an operator by a string literal, which TorchScript
+    # joins and unescapes first: the words of every literal's value count too. TorchScript
+    # code is Python syntax, and Python decodes every literal TorchScript accepts the same way
+    # (TorchScript knows no escapes Python lacks), so what cannot be parsed is refused.
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise CheckFailed(
+            f"refusing to load: TorchScript code in {member} cannot be read as Python syntax "
+            f"({type(exc).__name__}: {exc}), so what it calls cannot be checked",
+            path=path,
+        ) from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            words.update(_IDENT.findall(node.value))
     bad = sorted(words & (_FILE_OPERATORS | {"__setstate__"}))
     if bad:
         raise CheckFailed(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,11 +83,163 @@ def load(artifact: Artifact) -> Any:
             path=artifact.path,
         )
     try:
-        return sio.load(artifact.path, trusted=found)
+        model = sio.load(artifact.path, trusted=found)
     except Exception as exc:
         raise CheckFailed(
             f"skops could not load the model: {type(exc).__name__}: {exc}", path=artifact.path
         ) from exc
+    try:
+        problem = _unsafe_state(model)
+    except Exception as exc:  # state shaped so that even checking it fails: not a genuine fit
+        problem = f"the model's fitted state cannot be checked ({type(exc).__name__}: {exc})"
+    if problem:
+        raise CheckFailed(f"refusing to load: {problem}", path=artifact.path)
+    return model
+
+
+def _walk(model: Any) -> Iterator[tuple[str, Any]]:
+    """Every object reachable from the loaded model, each once, with where it sits. The whole
+    graph, not get_params(): predict uses fitted attributes (a ColumnTransformer's
+    `transformers_`, a forest's `estimators_`) that the parameters need not show."""
+    seen: set[int] = set()
+    pending: list[tuple[str, Any]] = [("the model", model)]
+    while pending:
+        where, item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield where, item
+        if isinstance(item, dict):
+            pending += [(f"{where}[{k!r}]", v) for k, v in item.items()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            pending += [(f"{where}[{i}]", v) for i, v in enumerate(item)]
+        elif isinstance(item, np.ndarray):
+            if item.dtype == object:
+                pending += [(f"{where}[{i}]", v) for i, v in enumerate(item.flat)]
+        elif not isinstance(item, type) and isinstance(getattr(item, "__dict__", None), dict):
+            pending += [(f"{where}.{k}", v) for k, v in vars(item).items()]
+
+
+def _unsafe_state(model: Any) -> str | None:
+    """Why the loaded model must not run, or None. skops rebuilds only trusted types, but their
+    state is the file's: a text vectorizer can be told to open the files its inputs name, and
+    scikit-learn's compiled tree code follows node ids and reads feature columns without
+    bounds checks, so a crafted tree reads memory out of bounds (a crash, or worse) or loops
+    forever."""
+    from sklearn.feature_extraction.text import _VectorizerMixin
+
+    for where, item in _walk(model):
+        if isinstance(item, _VectorizerMixin) and getattr(item, "input", None) != "content":
+            return (
+                f"{where} ({type(item).__name__}, input={item.input!r}) opens the file each "
+                "input names instead of reading the input as the text, so predicting would "
+                "read files of the machine that runs the check; set input='content' (the "
+                "default) and re-save the model"
+            )
+        problem = _tree_problem(item) or _width_problem(item)
+        if problem:
+            return (
+                f"{where} ({type(item).__name__}) {problem}; scikit-learn's compiled tree code "
+                "trusts these arrays, so it would read memory out of bounds or never finish. "
+                "Re-save the model from a genuine fit"
+            )
+    return None
+
+
+def _children_problem(left: np.ndarray, right: np.ndarray, inner: np.ndarray) -> str | None:
+    """Children of inner nodes must come after their parent (no cycles) and exist."""
+    index = np.arange(len(left))
+    for name, child in (("left", left), ("right", right)):
+        bad = inner & ((child <= index) | (child >= len(left)))
+        if bad.any():
+            node = int(np.flatnonzero(bad)[0])
+            return f"has node {node} whose {name} child is {int(child[node])} of {len(left)}"
+    return None
+
+
+def _tree_problem(item: Any) -> str | None:
+    """A fitted tree whose node arrays point outside themselves or outside the features."""
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.tree._tree import Tree
+
+    if isinstance(item, Tree):
+        state = item.__getstate__()
+        nodes = state["nodes"]
+        if state["node_count"] != len(nodes):
+            return f"claims {state['node_count']} nodes but holds {len(nodes)}"
+        left, right, feature = nodes["left_child"], nodes["right_child"], nodes["feature"]
+        inner = left != -1  # _tree.TREE_LEAF: a node is a leaf when its left child is
+        if (right[~inner] != -1).any():
+            return "has a leaf with a right child"
+        bad = inner & ((feature < 0) | (feature >= item.n_features))
+        if bad.any():
+            node = int(np.flatnonzero(bad)[0])
+            return f"splits node {node} on feature {int(feature[node])} of {item.n_features}"
+        return _children_problem(left, right, inner)
+    if _is_neighbour_index(item):
+        return _neighbour_index_problem(item)
+    if isinstance(item, TreePredictor):
+        nodes = item.nodes
+        inner = nodes["is_leaf"] == 0
+        categorical = inner & (nodes["is_categorical"] != 0)
+        bitsets = min(len(item.raw_left_cat_bitsets), len(item.binned_left_cat_bitsets))
+        if (categorical & (nodes["bitset_idx"] >= bitsets)).any():
+            return "has a categorical split whose bitset it does not hold"
+        return _children_problem(nodes["left"], nodes["right"], inner)
+    return None
+
+
+def _is_neighbour_index(item: Any) -> bool:
+    """A KDTree or BallTree (float64 or float32: the classes share no base class)."""
+    module = type(item).__module__
+    return module in ("sklearn.neighbors._kd_tree", "sklearn.neighbors._ball_tree") and hasattr(
+        item, "get_arrays"
+    )
+
+
+def _neighbour_index_problem(tree: Any) -> str | None:
+    """A KDTree / BallTree whose index arrays point outside its data: its queries follow them
+    unchecked."""
+    data, idx_array, node_data, _ = (np.asarray(a) for a in tree.get_arrays())
+    n = len(data)
+    if data.ndim != 2 or len(idx_array) != n or ((idx_array < 0) | (idx_array >= n)).any():
+        return f"indexes points outside its {n} data points"
+    start, end = node_data["idx_start"], node_data["idx_end"]
+    if ((start < 0) | (start > end) | (end > n)).any():
+        return f"has a node whose points lie outside its {n} data points"
+    inner = np.flatnonzero(node_data["is_leaf"] == 0)
+    if len(inner) and 2 * int(inner.max()) + 2 >= len(node_data):
+        return f"has a node whose children lie outside its {len(node_data)} nodes"
+    return None
+
+
+def _width_problem(item: Any) -> str | None:
+    """Trees read as many columns as their owner says it takes: the widths must agree where
+    scikit-learn checks the data against the owner only (a tree's `n_features_in_`, gradient
+    boosting's, which hands the rows to every tree unchecked)."""
+    from sklearn.ensemble._gb import BaseGradientBoosting
+    from sklearn.tree._tree import Tree
+
+    width = getattr(item, "n_features_in_", None)
+    tree = getattr(item, "tree_", None)
+    if isinstance(tree, Tree) and tree.n_features != width:
+        return f"takes {width} features but its tree reads {tree.n_features}"
+    if isinstance(item, BaseGradientBoosting):
+        shape = np.shape(item.estimators_)
+        if len(shape) != 2 or shape[1] != item.n_trees_per_iteration_:
+            return f"holds trees of shape {list(shape)} for {item.n_trees_per_iteration_} outputs"
+        for i, sub in enumerate(np.asarray(item.estimators_, dtype=object).flat):
+            if getattr(sub, "n_features_in_", None) != width:
+                return f"takes {width} features but its tree {i} takes {sub.n_features_in_}"
+    predictors = getattr(item, "_predictors", None)
+    if isinstance(predictors, list) and width is not None:
+        for stage in predictors:
+            for predictor in stage:
+                nodes = predictor.nodes
+                inner = nodes["is_leaf"] == 0
+                if (inner & (nodes["feature_idx"] >= width)).any():
+                    return f"takes {width} features but a tree splits on a feature beyond them"
+    return None
 
 
 def _tensor_type(dtype: str, shape: tuple[int, ...]) -> Any:

@@ -31,10 +31,85 @@ def load(artifact: Artifact) -> Any:
     import xgboost
 
     try:
-        return xgboost.Booster(model_file=str(artifact.path))
+        booster = xgboost.Booster(model_file=str(artifact.path))
+        doc = json.loads(booster.save_raw(raw_format="json"))
     except xgboost.core.XGBoostError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckFailed(f"XGBoost cannot read the model: {first}", path=artifact.path) from exc
+    try:
+        problem = _structure_problem(doc)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        problem = f"its trees cannot be checked ({type(exc).__name__}: {exc})"
+    if problem:
+        raise CheckFailed(
+            f"refusing to load: the model {problem}; XGBoost's predictor follows these arrays "
+            "without bounds checks, so it would read or write memory out of bounds (a crash, "
+            "or worse) or never finish. Re-save the model from a genuine training run",
+            path=artifact.path,
+        )
+    return booster
+
+
+def _structure_problem(doc: dict[str, Any]) -> str | None:
+    """What in the model's own JSON (XGBoost's, whatever format the file had) points outside
+    its arrays: a child id, a split feature, a category segment, a tree's output group."""
+    learner = doc["learner"]
+    params = learner["learner_model_param"]
+    n_features = int(params["num_feature"])
+    groups = max(int(params.get("num_class", 0)), int(params.get("num_target", 1)), 1)
+    booster = learner["gradient_booster"]
+    if booster.get("name") == "gblinear":
+        weights = booster["model"]["weights"]
+        if len(weights) != (n_features + 1) * groups:
+            return f"holds {len(weights)} linear weights for {n_features} features"
+        return None
+    model = booster["gbtree"]["model"] if "gbtree" in booster else booster["model"]
+    trees, info = model["trees"], model["tree_info"]
+    if len(info) != len(trees) or any(not 0 <= int(g) < groups for g in info):
+        return f"assigns its {len(trees)} trees to output groups outside its {groups}"
+    for t, tree in enumerate(trees):
+        problem = _tree_problem(tree, n_features)
+        if problem:
+            return f"has tree {t} {problem}"
+    return None
+
+
+def _tree_problem(tree: dict[str, Any], n_features: int) -> str | None:
+    n = int(tree["tree_param"]["num_nodes"])
+    per_node = (
+        "left_children",
+        "right_children",
+        "parents",
+        "split_indices",
+        "split_type",
+        "split_conditions",
+        "default_left",
+    )
+    if any(len(tree[key]) != n for key in per_node):
+        return f"whose node arrays do not all hold its {n} nodes"
+    for i, (left, right) in enumerate(
+        zip(tree["left_children"], tree["right_children"], strict=True)
+    ):
+        if left == -1:
+            if right != -1:
+                return f"whose leaf {i} has a right child"
+            continue
+        # children come after their parent: a loop, or a jump outside the tree, is refused
+        if not (i < left < n and i < right < n):
+            return f"whose node {i} has children {left} and {right} of {n}"
+        if not 0 <= tree["split_indices"][i] < n_features:
+            return f"whose node {i} splits on feature {tree['split_indices'][i]} of {n_features}"
+    nodes, starts, sizes = (
+        tree[k] for k in ("categories_nodes", "categories_segments", "categories_sizes")
+    )
+    if not len(nodes) == len(starts) == len(sizes):
+        return "whose categorical splits are incomplete"
+    for node, start, size in zip(nodes, starts, sizes, strict=True):
+        if not (
+            0 <= node < n and start >= 0 and size >= 0 and start + size <= len(tree["categories"])
+        ):
+            return f"whose categorical split at node {node} lies outside its categories"
+    return None
 
 
 _OBJECTIVES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
