@@ -257,6 +257,27 @@ def numbers_not_read_as_text(ctx: Context) -> Iterator[Problem]:
                     )
 
 
+def numbers_are_finite(ctx: Context) -> Iterator[Problem]:
+    """`.nan` and `.inf` are YAML numbers but no JSON ones, and the schema's bounds cannot see
+    them (NaN is neither below a minimum nor above a maximum): a NaN tolerance made every parity
+    check pass. Only a test case's inputs and expectations may hold them (a missing value)."""
+
+    def walk(value: Any, where: list[str | int]) -> Iterator[list[str | int]]:
+        if isinstance(value, float) and not math.isfinite(value):
+            yield where
+        elif isinstance(value, dict):
+            case = len(where) == 4 and where[:3] == ["spec", "tests", "cases"]
+            for key, item in value.items():
+                if not (case and key in ("input", "expect")):
+                    yield from walk(item, [*where, key])
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from walk(item, [*where, i])
+
+    for where in walk(ctx.data, []):
+        yield ctx.problem(where, "must be a finite number (not .nan or .inf)")
+
+
 def metrics_fit_task(ctx: Context) -> Iterator[Problem]:
     """A regression metric on a classifier (or the reverse), with the task written or inferred."""
     tests = ctx.spec.get("tests")
@@ -448,6 +469,7 @@ CHECKS: tuple[Check, ...] = (
     output_roles_unique,
     case_expectations_name_outputs,
     numbers_not_read_as_text,
+    numbers_are_finite,
     metrics_fit_task,
     metrics_need_evaluation,
     evaluation_target_in_header,
