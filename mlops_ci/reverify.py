@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mlops_ci.errors import CheckFailed
@@ -50,6 +51,23 @@ def merged_pull(gh: GitHub, sha: str) -> dict[str, Any]:
     )
 
 
+def before_merge(reviews: Sequence[Review], merged_at: Any) -> list[Review]:
+    """The reviews submitted by the time of the merge (GitHub's times, to the second); one
+    without a time, or a merge without one, counts for nothing."""
+    merged = _time(merged_at)
+    if merged is None:
+        return []
+    return [r for r in reviews if (t := _time(r.submitted_at)) is not None and t <= merged]
+
+
+def _time(text: Any) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
 def approvers(reviews: Sequence[Review], decision: Decision) -> tuple[dict[str, Any], ...]:
     """Each counted approver's latest approving review of the head commit."""
     out = []
@@ -74,7 +92,9 @@ def reverify(gh: GitHub, sha: str, models: Sequence[ModelFiles]) -> Approval:
     found = merged_pull(gh, sha)
     number = int(found["number"])
     pull = gh.pull_request(number)
-    reviews = gh.reviews(number)  # judged by the gate, then named in the release
+    # Judged by the gate, then named in the release: the reviews as they stood at merge. An
+    # approval given after an admin merge must not let a re-run of the publish deploy it.
+    reviews = before_merge(gh.reviews(number), found.get("merged_at"))
     decision = gate.evaluate(gh, pull, reviews)
     if not decision.approved:
         raise Refused(

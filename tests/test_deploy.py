@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -719,6 +720,26 @@ def test_an_admin_merge_without_approval_is_refused_and_recorded(
     assert "#7 was merged without the approvals" in record["reason"]
     [deployment] = gh_env.repos[REPO].deployments
     assert [s["state"] for s in deployment["statuses"]] == ["in_progress", "failure"]
+
+
+def test_an_approval_given_after_an_admin_merge_does_not_deploy_it(
+    gh_env, tmp_path: Path, capsys
+) -> None:
+    """The gate's decision as it stood at merge: an owner approving the merged pull request
+    afterwards must not let a re-run of the publish deploy what was merged without approval."""
+    repo, before, after = _merged_push(tmp_path)
+    pull, _ = _pull(gh_env, repo, before, after)
+    pull.merge(after, files=_tree(repo, after))  # an admin merge, no approval
+    late = pull.add_review("bob", "APPROVED")
+    merged = datetime.fromisoformat(pull.merged_at)
+    late["submitted_at"] = (merged + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    registry = tmp_path / "registry"
+    assert _deploy(tmp_path, repo, before, after, registry) == 1
+    assert "merged without the approvals" in capsys.readouterr().out
+    assert open_registry(registry).models() == []
+    # The same approval given before the merge deploys.
+    late["submitted_at"] = pull.merged_at
+    assert _deploy(tmp_path, repo, before, after, registry) == 0
 
 
 def test_a_direct_push_is_refused(gh_env, tmp_path: Path, capsys) -> None:
