@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -74,6 +75,22 @@ def write_text(path: Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(doc: Any, indent: int | None = 2) -> str:
+    """`doc` as JSON that any parser reads: a NaN or an infinity (which Python writes as bare
+    words that jq, JavaScript and the JSON standard refuse) becomes null."""
+    return json.dumps(_finite(doc), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_json(path: Path, doc: Any) -> Path:
     """Write `doc` as indented JSON to `path` atomically."""
-    return write_text(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    return write_text(path, json_text(doc) + "\n")

@@ -247,3 +247,24 @@ def test_an_invalid_manifests_name_never_names_a_folder_outside_the_reports(
     assert report["valid"] is True and report["path"].endswith("diabetes-risk/model.yaml")
     assert len(list(out.glob("*/validate.json"))) == 7
     assert "../../../victim" in printed  # still shown under its name
+
+
+def test_stage_json_holds_no_nan_that_other_parsers_refuse(tmp_path: Path) -> None:
+    """Python writes NaN and Infinity as bare words; jq, JavaScript and the JSON standard
+    refuse them. What mlops-ci writes says null instead."""
+    import json
+
+    from mlops_ci import atomic
+
+    doc = {"r2": float("nan"), "p99": [1.0, float("inf")], "nested": {"x": -float("inf")}}
+    path = atomic.write_json(tmp_path / "test.json", doc)
+
+    def refuse(word: str) -> None:
+        raise ValueError(word)
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "r2": None,
+        "p99": [1.0, None],
+        "nested": {"x": None},
+    }
+    assert "NaN" in json.dumps(doc)  # what json.dumps alone writes

@@ -7,13 +7,12 @@ line, so a run that fails half-way (GitHub down) records nothing and the next ru
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlops_ci import gha
+from mlops_ci import atomic, gha
 from mlops_ci.errors import EXIT_OK, EXIT_USAGE, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.monitor import check, render
 
@@ -105,9 +104,9 @@ def main(
             if action.action != "none":
                 print(f"issue #{action.number} {action.action}: {action.model}", file=sys.stderr)
     if record:
-        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        stamp, time = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y-%m-%dT%H:%M:%SZ")
         for v in verdicts:
-            payload = json.dumps({**v.to_json(), "time": now.strftime("%Y-%m-%dT%H:%M:%SZ")})
+            payload = atomic.json_text({**v.to_json(), "time": time}, indent=None)
             reg.write_bytes(f".mlops/monitor/{v.name}/{stamp}.json", payload.encode() + b"\n")
     if errors:
         return EXIT_USAGE

@@ -8,10 +8,10 @@ request sends can become a mention, a link or HTML in an issue.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from mlops_ci import atomic
 from mlops_ci.monitor.check import Verdict
 from mlops_ci.monitor.decay import bounds_text
 from mlops_ci.monitor.drift import ColumnDrift, DriftResult
@@ -27,7 +27,7 @@ def to_json(verdicts: Sequence[Verdict], errors: Sequence[tuple[str, str]] = ())
     doc: dict[str, Any] = {"models": [v.to_json() for v in verdicts]}
     if errors:
         doc["errors"] = [{"name": n, "error": e} for n, e in errors]
-    return json.dumps(doc, indent=2, ensure_ascii=False)
+    return atomic.json_text(doc)
 
 
 def text(verdicts: Sequence[Verdict], errors: Sequence[tuple[str, str]] = ()) -> str:
