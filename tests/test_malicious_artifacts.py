@@ -392,6 +392,23 @@ TREE_ATTACKS = {
 }
 
 
+def _crashes_or_hangs(code: str, *, hangs: bool, timeout_s: float) -> None:
+    """Run `code` (which prints 'finished' at its end) in a child: it must be killed by a signal
+    (SIGSEGV reading out of bounds, SIGABRT on a heap it overwrote), or, when `hangs`, never
+    finish (a genuine model answers in milliseconds)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=8 if hangs else timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        assert hangs
+        return
+    assert done.returncode < 0 and "finished" not in done.stdout, (done.returncode, done.stderr)
+
+
 @pytest.mark.parametrize("kind", TREE_ATTACKS)
 def test_control_crafted_skops_tree_crashes_or_hangs_the_process_that_predicts(
     kind: str, tmp_path: Path
@@ -406,18 +423,7 @@ def test_control_crafted_skops_tree_crashes_or_hangs_the_process_that_predicts(
         "    model.predict(x)\n"
         "print('finished')\n"
     )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=8 if kind == "cycle" else 120,
-        )
-    except subprocess.TimeoutExpired:
-        assert kind == "cycle"  # a genuine tree answers in milliseconds
-        return
-    # killed by a signal: SIGSEGV (reading out of bounds) or SIGABRT (the heap overwritten)
-    assert done.returncode < 0 and "finished" not in done.stdout, (done.returncode, done.stderr)
+    _crashes_or_hangs(code, hangs=kind == "cycle", timeout_s=120)
 
 
 @pytest.mark.parametrize("kind", TREE_ATTACKS)
@@ -1538,8 +1544,7 @@ def test_control_crafted_xgboost_json_crashes_the_process_that_predicts(
         "booster.predict(xgboost.DMatrix(x))\n"
         "print('finished')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode < 0 and "finished" not in done.stdout, (done.returncode, done.stderr)
+    _crashes_or_hangs(code, hangs=False, timeout_s=60)
 
 
 @pytest.mark.parametrize("kind", XGBOOST_ATTACKS)
@@ -1624,17 +1629,7 @@ def test_control_crafted_lightgbm_model_kills_or_hangs_the_process_that_predicts
         "booster.predict(np.random.default_rng(1).normal(size=(2000, 4)))\n"
         "print('finished')\n"
     )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=8 if kind == "cycle" else 60,
-        )
-    except subprocess.TimeoutExpired:
-        assert kind == "cycle"  # a genuine model answers in milliseconds
-        return
-    assert done.returncode < 0 and "finished" not in done.stdout, (done.returncode, done.stderr)
+    _crashes_or_hangs(code, hangs=kind == "cycle", timeout_s=60)
 
 
 @pytest.mark.parametrize("kind", LIGHTGBM_ATTACKS)
