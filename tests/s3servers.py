@@ -148,6 +148,11 @@ class SeaweedFS:
             f"-admin.port={ports['admin']}", f"-s3.port.iceberg={ports['iceberg']}",
             f"-s3.port.lance={ports['lance']}", f"-metricsPort={ports['metrics']}",
             f"-s3.config={config}", "-webdav=false", "-admin.ui=false",
+            # Every bucket (one a test) takes a volume of its own. Left to itself, weed allows
+            # free disk / 1 GiB of them: 48 here, fewer on a fuller disk, and a long session
+            # then fails its next write with "no free volumes left". Volumes are sparse files:
+            # small ones, and many, cost only what is written into them.
+            "-master.volumeSizeLimitMB=32", "-volume.max=2000",
         ]  # fmt: skip
         env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
         log = self.workdir / "weed.log"
