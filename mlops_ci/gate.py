@@ -202,6 +202,15 @@ def main(
             # "success" standing on this commit after, say, a new request for changes.
             _set_status(gh, head_sha, "pending", "Checking approvals…")
         decision = evaluate(gh, pull)
+        # The files and commits lists describe the pull request as it is when listed, its
+        # manifests the head read above: after a push in between (and a force-push back), a
+        # decision on other files would stand on this head. One head is judged, or none.
+        now = gh.pull_request(number).head_sha
+        if now != pull.head_sha:
+            raise MlopsCiError(
+                f"pull request #{number} moved from {pull.head_sha[:12]} to {now[:12]} while "
+                "it was judged; the run for its new head decides"
+            )
     except Exception as exc:  # every error, even a bug, fails closed
         _fail_closed(gh, head_sha, exc, post_status)
         raise

@@ -597,7 +597,8 @@ def test_server_error_then_success_is_retried(ghserver, capsys):
         500,
         200,
     ]
-    assert [r.status for r in ghserver.calls("GET", rf"/repos/{REPO}/pulls/7")] == [502, 200]
+    # read again after the lists, to know the head did not move meanwhile
+    assert [r.status for r in ghserver.calls("GET", rf"/repos/{REPO}/pulls/7")] == [502, 200, 200]
 
 
 def test_rate_limit_403_with_reset_header_is_waited_out(ghserver, capsys):
@@ -979,3 +980,30 @@ def test_owners_unreadable_at_base_are_not_replaced_by_the_pull_requests(ghserve
     assert decision["approvals_counted"] == []
     assert "from its owners (none could be read)" in decision["missing"][0]
     assert last_status(ghserver)["state"] == "failure"
+
+
+def test_a_push_while_the_gate_runs_leaves_no_decision_on_the_old_head(
+    ghserver, capsys, monkeypatch
+):
+    """The files list describes the pull request as it is when listed: after a push that
+    reverts the model's change (and a force-push back), a decision on the README alone would
+    have stood as `success` on the head that changes the model."""
+    from mlops_ci import github
+
+    pull = model_change(ghserver)  # changes fraud-detector; nobody approved
+    old = pull.head_sha
+    real = github.GitHub.pull_files
+
+    def racing(self, number):
+        if pull.head_sha == old:
+            pull.push()  # the author's next push touches the README only
+            pull.files.clear()
+            pull.add_file("README.md", "modified")
+        return real(self, number)
+
+    monkeypatch.setattr(github.GitHub, "pull_files", racing)
+    code, _ = run_gate(capsys)
+    assert code == 2
+    on_old = [s for s in statuses(ghserver) if s["sha"] == old]
+    assert on_old and all(s["state"] != "success" for s in on_old)
+    assert "moved from" in on_old[-1]["description"]
