@@ -75,10 +75,12 @@ def write_text(path: Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def json_text(doc: Any, indent: int | None = 2) -> str:
+def json_text(doc: Any, indent: int | None = 2, *, sort_keys: bool = False) -> str:
     """`doc` as JSON that any parser reads: a NaN or an infinity (which Python writes as bare
     words that jq, JavaScript and the JSON standard refuse) becomes null."""
-    return json.dumps(_finite(doc), indent=indent, ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        _finite(doc), indent=indent, ensure_ascii=False, allow_nan=False, sort_keys=sort_keys
+    )
 
 
 def _finite(value: Any) -> Any:

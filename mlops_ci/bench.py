@@ -521,7 +521,7 @@ def _run(
         baseline=str(baseline) if baseline is not None else None,
         notes=tuple(notes),
     )
-    atomic.write_json(out / "bench.json", _finite(result.to_json()))
+    atomic.write_json(out / "bench.json", result.to_json())
     return result
 
 
@@ -545,17 +545,6 @@ def main(
     )
     print(terminal.bench(result))
     return 0 if result.passed else 1
-
-
-def _finite(doc: Any) -> Any:
-    """JSON has no NaN: unmeasured numbers become null."""
-    if isinstance(doc, float) and not math.isfinite(doc):
-        return None
-    if isinstance(doc, dict):
-        return {k: _finite(v) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [_finite(v) for v in doc]
-    return doc
 
 
 def _budget_value(m: Measurement, key: str) -> float:

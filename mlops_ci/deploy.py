@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_ci import audit, kserve, runtime, triton
+from mlops_ci import atomic, audit, kserve, runtime, triton
 from mlops_ci.errors import CheckFailed, UsageError
 from mlops_ci.manifest import Manifest, semver_key
 from mlops_ci.registry import (
@@ -29,6 +29,8 @@ from mlops_ci.registry import (
     sha256_hex,
 )
 
+#: The longest semver published (the manifest schema's maxLength): it names the release marker.
+MAX_SEMVER = 128
 #: How long a deploy waits for another to release the registry lock.
 LOCK_TIMEOUT_S = 600.0
 _ONNX_MAGIC = b"\x08"  # an ONNX ModelProto starts with field 1 (ir_version), varint
@@ -322,7 +324,7 @@ def _release(cand: Candidate, n: int, prov: Provenance, time: str, record_sha: s
         "source": prov.source,
         "audit": {"sha256": record_sha},
     }
-    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    return (atomic.json_text(doc, sort_keys=True) + "\n").encode()
 
 
 # --- publish -----------------------------------------------------------------------------------
@@ -335,9 +337,11 @@ def publish(
     the registry (same artifact: nothing changes; different artifact: refused, exit 1)."""
     name = cand.name
     try:
-        semver_key(cand.version)  # it names a file: a manifest's check, made again here
+        semver_key(cand.version)  # it names a file: a manifest's checks, made again here
     except ValueError as exc:
         raise CheckFailed(f"{name}: {exc}") from None
+    if len(cand.version) > MAX_SEMVER:  # the marker's name must fit a file name (255 bytes)
+        raise CheckFailed(f"{name}: metadata.version is longer than {MAX_SEMVER} characters")
     with reg.store.lock(lock_timeout_s):
         # Everything the publish decides on, read together: on S3 the round trips overlap.
         previous, versions, end, isvc = reg.gather(
@@ -350,8 +354,17 @@ def publish(
         if existing is not None:
             return _republish(reg, cand, prov, existing, versions, previous, end, isvc)
         last = versions.numbers[-1] if versions.numbers else None
-        if last is not None and last != previous and last not in versions.marked:
-            _retire_if_unrecorded(reg, name, last)  # a marked version is recorded: it stays
+        # The newest version, when it does not serve: a marked one is recorded and stays. An
+        # unmarked one is retired unless the log records it (a kill came between its record
+        # and its marker); then it gets its marker, so that no publish need ask again.
+        if (
+            last is not None
+            and last != previous
+            and last not in versions.marked
+            and _retire_if_unrecorded(reg, name, last)
+            and last in versions.semvers
+        ):
+            _mark(reg, name, last, versions.semvers[last])
         n = versions.highest + 1  # one past every numbered folder, complete or not
         digests = {"artifact": cand.artifact_sha256, "onnx": cand.onnx_sha256}
         pending = audit.prepare(
@@ -388,12 +401,15 @@ def _mark(reg: Registry, model: str, n: int, semver: str) -> None:
     reg.store.put_if_absent(f"{model}/{release_marker(n, semver)}", b"")
 
 
-def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> None:
+def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> bool:
     """A version folder that a killed deploy renamed but never recorded, and that a different
-    semver now supersedes, stops being a version (its number stays taken). It never served."""
+    semver now supersedes, stops being a version (its number stays taken). It never served.
+    Returns whether version n is recorded (and so stays)."""
     sha = (reg.release(model, n).get("audit") or {}).get("sha256")
-    if not isinstance(sha, str) or not audit.is_recorded(audit.read_log(reg) or b"", sha):
-        reg.store.delete(f"{model}/{n}/release.json")
+    if isinstance(sha, str) and audit.is_recorded(audit.read_log(reg) or b"", sha):
+        return True
+    reg.store.delete(f"{model}/{n}/release.json")
+    return False
 
 
 def _find_semver(
@@ -458,7 +474,7 @@ def _republish(
     files = serving_files(reg, cand.name, n, _deployed_manifest(reg, cand.name, n))
     reg.write_bytes(
         f"{cand.name}/{n}/release.json",
-        (json.dumps(release, indent=2, sort_keys=True) + "\n").encode(),
+        (atomic.json_text(release, sort_keys=True) + "\n").encode(),
     )
     audit.commit(
         reg,

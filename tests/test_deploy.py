@@ -148,6 +148,31 @@ def test_a_rollback_lists_no_versions(registry_uri: str) -> None:
     assert listed == ["iris"]
 
 
+def test_a_semver_too_long_to_name_its_marker_is_refused_before_a_write(registry_uri) -> None:
+    """A semver is valid at any length, but it names the release marker: one of 250
+    characters made the marker's write fail after the version was serving."""
+    reg = open_registry(registry_uri)
+    version = "2.0.0-" + "a" * 250
+    with pytest.raises(CheckFailed, match="longer than 128 characters"):
+        deploy.publish(reg, dataclasses.replace(candidate(), version=version), LOCAL)
+    assert reg.list_keys("") == []
+
+
+def test_a_recorded_version_left_without_its_marker_gets_it_from_the_next_publish(
+    registry_uri: str,
+) -> None:
+    """A kill between version 2's record and its marker, then a rollback: the next publish of
+    another semver finds version 2 recorded, keeps it, and marks it."""
+    reg = open_registry(registry_uri)
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
+    reg.store.delete("iris/.release-2-1.1.0")
+    deploy.rollback(reg, "iris", 1, "bad", LOCAL)
+    assert deploy.publish(reg, candidate(version="1.2.0", salt="c"), LOCAL).registry_version == 3
+    assert reg.versions("iris") == [1, 2, 3]
+    assert "iris/.release-2-1.1.0" in reg.list_keys("iris")
+
+
 @pytest.mark.parametrize("version", ["1.0.0/../../escape", "1.0.0\n", "latest"])
 def test_a_version_that_is_no_semver_is_refused_before_a_write(tmp_path: Path, version) -> None:
     """The semver names a file (the marker): a candidate that skipped the manifest's check
