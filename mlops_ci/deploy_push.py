@@ -89,7 +89,8 @@ def _names_taken(repo: Path, manifests: Sequence[Any]) -> list[str]:
     model: renaming a low-risk model to a high-risk one's name would publish over it on the
     wrong approval. validate refuses duplicates on the pull request; a push is checked again
     here, since a required check's status can be forged or skipped."""
-    from mlops_ci.manifest import find_manifests, parse_document
+    from mlops_ci.manifest import find_manifests
+    from mlops_ci.manifest.safe_yaml import YamlInvalid, read
 
     changed = {m.path.absolute(): m for m in manifests}
     by_name = {m.name: m for m in manifests}
@@ -97,7 +98,10 @@ def _names_taken(repo: Path, manifests: Sequence[Any]) -> list[str]:
     for path in find_manifests(repo):
         if path.absolute() in changed:
             continue
-        data, _, _ = parse_document(path.read_bytes(), str(path))
+        try:
+            data, _ = read(path.read_bytes())  # only the name is wanted: no schema check
+        except YamlInvalid:
+            continue  # no name can be read: validate names the file
         metadata = data.get("metadata") if isinstance(data, dict) else None
         name = metadata.get("name") if isinstance(metadata, dict) else None
         if isinstance(name, str) and name in by_name:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import secrets
 import sys
 from collections.abc import Iterator
@@ -135,15 +134,6 @@ def write_summary(markdown: str) -> bool:
     with Path(target).open("a", encoding="utf-8") as fh:
         fh.write(markdown.rstrip("\n") + "\n\n")
     return True
-
-
-def code_block(text: str) -> str:
-    """`text` as a fenced Markdown code block that nothing in it can close: the fence is longer
-    than any run of backticks in the text (a fence closes only on one at least as long), so
-    names and paths from a pull request stay text, never HTML, a heading or a mention."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}\n{text}\n{fence}"
 
 
 def set_output(name: str, value: str) -> bool:

@@ -81,6 +81,10 @@ def _issue(raw: Any) -> Issue:
     )
 
 
+#: GitHub lists at most this many commits of a pull request.
+MAX_LISTED_COMMITS = 250
+
+
 @dataclass(frozen=True)
 class PullRequest:
     """The facts of a pull request that the gate needs."""
@@ -471,10 +475,15 @@ class GitHub:
                     if login and login not in _BOTS_WITHOUT_TYPE:
                         logins.add(str(login))
         if listed < expected:
-            raise MlopsCiError(
-                f"pull request #{number} has {expected} commits but GitHub lists {listed} "
+            why = (
                 "(250 at most), so who pushed the others cannot be seen; the gate fails closed "
                 "(squash its commits, or split it)"
+                if listed >= MAX_LISTED_COMMITS
+                else "while it was read: it changed meanwhile, and the run for its new head "
+                "decides"
+            )
+            raise MlopsCiError(
+                f"pull request #{number} has {expected} commits but GitHub lists {listed} {why}"
             )
         return frozenset(logins)
 

@@ -30,6 +30,7 @@ from mlops_ci.manifest import (
     safe_yaml,
     semver_key,
 )
+from mlops_ci.report import escape
 
 #: git's empty tree: the base of a push that creates a branch.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -432,5 +433,5 @@ def main(repo: Path, *, base: str, head: str = "HEAD", fmt: str = "text") -> int
         for p in result.problems:
             gha.annotation("error", p.message, file=p.path, line=p.line, title="mlops-ci plan")
         # names, versions and paths are the pull request's: a fence they cannot close
-        gha.write_summary("### mlops-ci plan\n\n" + gha.code_block(_text(result)))
+        gha.write_summary("### mlops-ci plan\n\n" + escape.fence(_text(result)))
     return EXIT_VERDICT if result.problems else EXIT_OK

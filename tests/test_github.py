@@ -252,3 +252,14 @@ def test_team_listing_forbidden_raises_with_the_teams_token_hint(ghserver, gh):
     ghserver.add_team_member("@acme/gov", "dave")
     with pytest.raises(MlopsCiError, match=r"403.*MLOPS_CI_TEAMS_TOKEN"):
         gh.team_members("@acme/gov")
+
+
+def test_a_commits_list_short_of_its_count_below_githubs_cap_says_the_pull_request_moved(
+    ghserver, gh
+):
+    """Short of the count, but under the 250 GitHub lists: a push came between reading the pull
+    request and listing its commits, and squashing would be the wrong advice."""
+    pull = ghserver.repos[REPO].add_pull(3)
+    with pytest.raises(MlopsCiError, match="changed meanwhile") as raised:
+        gh.commit_logins(3, expected=len(pull.commits) + 2)
+    assert "squash" not in str(raised.value)

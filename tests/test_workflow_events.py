@@ -677,7 +677,8 @@ def test_a_pull_request_moved_to_another_base_is_judged_again() -> None:
     caller = load(CALLER)
     assert "edited" in caller[True]["pull_request"]["types"]  # YAML 1.1 reads `on` as True
     retarget = _pr_event("edited", changes={"base": {"ref": {"from": "lenient"}}})
-    assert _jobs_that_run(load(), retarget) == {"gate"}
+    # ... and its changes now count from another merge base: checked again, not only judged
+    assert {"validate", "plan", "gate", "checks"} <= _jobs_that_run(load(), retarget)
     # A title edit too re-judges (cheap: the API only) and runs nothing else.
     assert _jobs_that_run(load(), _pr_event("edited", changes={"title": {"from": "x"}})) == {"gate"}
     assert {"validate", "plan", "gate", "checks"} <= _jobs_that_run(load(), _pr_event("opened"))
@@ -687,5 +688,8 @@ def test_an_edit_does_not_cancel_the_checks_of_a_push() -> None:
     block = load(CALLER)["concurrency"]
     runs = [_pr_event("synchronize"), _pr_event("edited", changes={"title": {"from": "x"}})]
     assert _dropped(block, runs) == []
+    # a move to another base supersedes the checks of the old one
+    moved = _pr_event("edited", changes={"base": {"ref": {"from": "lenient"}}})
+    assert _dropped(block, [_pr_event("synchronize"), moved]) == [0]
     # and a push still cancels the checks of the one before
     assert _dropped(block, [_pr_event("synchronize"), _pr_event("synchronize")]) == [0]

@@ -75,6 +75,15 @@ _COMMAND_START = re.compile(r"^(\s*):(?=:)", re.MULTILINE)
 _LEGACY_COMMAND = re.compile(r"##\[")
 
 
+def fence(text: str) -> str:
+    """`text` as a fenced Markdown code block that nothing in it can close: the fence is longer
+    than any run of backticks in the text (a fence closes only on one at least as long), so
+    names and paths from a pull request stay text, never HTML, a heading or a mention."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    marks = "`" * max(3, longest + 1)
+    return f"{marks}\n{text}\n{marks}"
+
+
 def terminal(text: str) -> str:
     """Text for a runner's log: no line can be read as a workflow command."""
     lines = _NEWLINES.split(text)
