@@ -458,6 +458,23 @@ class GitHub:
                 )
             return out
 
+    def dismissals(self, number: int) -> dict[int, tuple[str, str]]:
+        """The reviews dismissed on the pull request, by review id: the state each had before
+        (upper-case, as a review's `state`) and when it was dismissed. A dismissed review
+        keeps its `submitted_at`; only the issue timeline says when it stopped counting."""
+        out: dict[int, tuple[str, str]] = {}
+        with _api(f"reading the timeline of pull request #{number}"):
+            for event in self._repo.get_issue(number).get_timeline():
+                raw = event.raw_data
+                if raw.get("event") != "review_dismissed":
+                    continue
+                dismissed = raw.get("dismissed_review") or {}
+                review_id, state = dismissed.get("review_id"), dismissed.get("state")
+                when = raw.get("created_at")
+                if isinstance(review_id, int) and isinstance(state, str) and isinstance(when, str):
+                    out[review_id] = (state.upper(), when)
+        return out
+
     def commit_logins(self, number: int, expected: int = 0) -> frozenset[str]:
         """Logins of everyone who authored or committed a commit of the pull request.
 
@@ -479,8 +496,7 @@ class GitHub:
                 "(250 at most), so who pushed the others cannot be seen; the gate fails closed "
                 "(squash its commits, or split it)"
                 if listed >= MAX_LISTED_COMMITS
-                else "while it was read: it changed meanwhile, and the run for its new head "
-                "decides"
+                else "while it was read: it changed meanwhile, and the run for its new head decides"
             )
             raise MlopsCiError(
                 f"pull request #{number} has {expected} commits but GitHub lists {listed} {why}"

@@ -7,8 +7,8 @@ pushed commit are the very blobs of the approved head. Anything else is refused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,13 +51,27 @@ def merged_pull(gh: GitHub, sha: str) -> dict[str, Any]:
     )
 
 
-def before_merge(reviews: Sequence[Review], merged_at: Any) -> list[Review]:
-    """The reviews submitted by the time of the merge (GitHub's times, to the second); one
-    without a time, or a merge without one, counts for nothing."""
+def as_at_merge(
+    reviews: Sequence[Review], dismissals: Mapping[int, tuple[str, str]], merged_at: Any
+) -> list[Review]:
+    """The reviews as they stood at the merge (GitHub's times, to the second): those submitted
+    by then, and a review dismissed after it with the state it had (a change request that
+    blocked the merge still blocks). A review without a time, or a merge without one, counts
+    for nothing."""
     merged = _time(merged_at)
     if merged is None:
         return []
-    return [r for r in reviews if (t := _time(r.submitted_at)) is not None and t <= merged]
+    out = []
+    for review in reviews:
+        submitted = _time(review.submitted_at)
+        if submitted is None or submitted > merged:
+            continue
+        before, when = dismissals.get(review.id, ("", None))
+        dismissed = _time(when)
+        if review.state == "DISMISSED" and before and (dismissed is None or dismissed > merged):
+            review = replace(review, state=before)
+        out.append(review)
+    return out
 
 
 def _time(text: Any) -> datetime | None:
@@ -94,7 +108,7 @@ def reverify(gh: GitHub, sha: str, models: Sequence[ModelFiles]) -> Approval:
     pull = gh.pull_request(number)
     # Judged by the gate, then named in the release: the reviews as they stood at merge. An
     # approval given after an admin merge must not let a re-run of the publish deploy it.
-    reviews = before_merge(gh.reviews(number), found.get("merged_at"))
+    reviews = as_at_merge(gh.reviews(number), gh.dismissals(number), found.get("merged_at"))
     decision = gate.evaluate(gh, pull, reviews)
     if not decision.approved:
         raise Refused(

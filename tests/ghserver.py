@@ -138,6 +138,7 @@ class Pull:
         self.files: list[dict[str, Any]] = []
         self.reviews: list[dict[str, Any]] = []
         self.commits: list[dict[str, Any]] = []
+        self.timeline: list[dict[str, Any]] = []  # the issue timeline's events (dismissals)
 
     # -- set-up helpers ------------------------------------------------------------------------
 
@@ -204,10 +205,33 @@ class Pull:
         self.reviews.append(review)
         return review
 
-    def dismiss(self, review: Mapping[str, Any]) -> None:
-        """What GitHub does on dismissal: that review's state becomes DISMISSED."""
+    def dismiss(
+        self, review: Mapping[str, Any], *, at: str | None = None, by: str = "maintainer"
+    ) -> None:
+        """What GitHub does on dismissal: that review's state becomes DISMISSED (its
+        `submitted_at` stays), and the issue timeline gains a `review_dismissed` event."""
+        server = self.repo.server
         for r in self.reviews:
             if r["id"] == review["id"]:
+                event_id = next(server.ids)
+                self.timeline.append(
+                    {
+                        "id": event_id,
+                        "node_id": f"RDE_{event_id}",
+                        "url": f"{self.repo.api}/issues/events/{event_id}",
+                        "actor": server.user_json(by),
+                        "event": "review_dismissed",
+                        "commit_id": None,
+                        "commit_url": None,
+                        "created_at": at or _now(),
+                        "dismissed_review": {
+                            "state": str(r["state"]).lower(),
+                            "review_id": r["id"],
+                            "dismissal_message": "dismissed",
+                            "dismissal_commit_id": None,
+                        },
+                    }
+                )
                 r["state"] = "DISMISSED"
 
     def add_commit(self, author: str | None, committer: str | None = None, sha: str = "") -> str:
@@ -962,6 +986,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if rest == "/issues" or re.fullmatch(r"/issues/\d+", rest):
             self._issues(repo, method, rest, query, body)
+            return
+        m = re.fullmatch(r"/issues/(\d+)/timeline", rest)
+        if m and method == "GET":
+            pull = repo.pulls.get(int(m.group(1)))
+            _paginate(self, pull.timeline if pull else [], query)
             return
         m = re.fullmatch(r"/issues/(\d+)/comments", rest)
         if m:

@@ -767,6 +767,27 @@ def test_an_approval_given_after_an_admin_merge_does_not_deploy_it(
     assert _deploy(tmp_path, repo, before, after, registry) == 0
 
 
+def test_a_change_request_dismissed_after_an_admin_merge_still_blocks_it(
+    gh_env, tmp_path: Path, capsys
+) -> None:
+    """A dismissed review keeps its `submitted_at`: only the timeline says when it stopped
+    counting. One that blocked at the merge still blocks a re-run of the publish."""
+    repo, before, after = _merged_push(tmp_path)
+    pull, _ = _pull(gh_env, repo, before, after)
+    pull.add_review("bob", "APPROVED")
+    blocking = pull.add_review("dave", "CHANGES_REQUESTED")
+    pull.merge(after, files=_tree(repo, after))  # an admin merge over the change request
+    merged = datetime.fromisoformat(pull.merged_at)
+    registry = tmp_path / "registry"
+    assert _deploy(tmp_path, repo, before, after, registry) == 1
+    pull.dismiss(blocking, at=(merged + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert _deploy(tmp_path, repo, before, after, registry) == 1
+    assert open_registry(registry).models() == []
+    # Dismissed before the merge, it did not block the merge, nor does it block the deploy.
+    pull.timeline[-1]["created_at"] = (merged - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert _deploy(tmp_path, repo, before, after, registry) == 0, capsys.readouterr()
+
+
 def test_a_direct_push_is_refused(gh_env, tmp_path: Path, capsys) -> None:
     repo, before, after = _merged_push(tmp_path)
     pull, _ = _pull(gh_env, repo, before, after)
