@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
-import signal
-import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ci.errors import EXIT_OK, UsageError
 from mlops_ci.serve import defaults
 from mlops_ci.serve.defaults import DEFAULTS
+
+if TYPE_CHECKING:
+    import socket
+
+# logging, signal and socket are imported where a server starts: every command's parser reads
+# this package's defaults, and `mlops-ci validate` must not pay for a server it never runs.
 
 
 def main(
@@ -76,6 +79,9 @@ def main(
         log_flush_s=log_flush_s,
         body_timeout_s=defaults.body_timeout_s(idle_timeout_s),
     )
+    import logging
+    import signal
+
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     logging.basicConfig(level=logging.INFO, format="mlops-ci serve: %(message)s")
@@ -127,6 +133,8 @@ def main(
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    import socket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
