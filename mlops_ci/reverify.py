@@ -108,7 +108,10 @@ def reverify(gh: GitHub, sha: str, models: Sequence[ModelFiles]) -> Approval:
     pull = gh.pull_request(number)
     # Judged by the gate, then named in the release: the reviews as they stood at merge. An
     # approval given after an admin merge must not let a re-run of the publish deploy it.
-    reviews = as_at_merge(gh.reviews(number), gh.dismissals(number), found.get("merged_at"))
+    listed = gh.reviews(number)
+    # the timeline only says when a review was dismissed: read it only when one was
+    dismissed = gh.dismissals(number) if any(r.state == "DISMISSED" for r in listed) else {}
+    reviews = as_at_merge(listed, dismissed, found.get("merged_at"))
     decision = gate.evaluate(gh, pull, reviews)
     if not decision.approved:
         raise Refused(
