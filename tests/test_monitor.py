@@ -919,3 +919,21 @@ def test_a_corrupt_log_file_is_named_on_every_registry_backend(
     assert code == 2, out + err
     assert f"ERROR      fraud: {bad} is not a Parquet file, or is truncated (Parquet magic" in out
     assert reg.list_keys(".mlops/monitor") == []
+
+
+def test_monitor_json_says_null_where_a_statistic_is_not_a_number() -> None:
+    """`monitor --format json` (and the verdict files) must parse with jq and JavaScript,
+    which refuse Python's bare NaN."""
+    import json
+
+    from mlops_ci.monitor import render
+
+    class Found:  # what render reads of a verdict
+        def to_json(self) -> dict[str, object]:
+            return {"name": "m", "drift": {"psi": float("nan"), "ks": float("inf")}}
+
+    def refuse(word: str) -> None:
+        raise ValueError(word)
+
+    doc = json.loads(render.to_json([Found()]), parse_constant=refuse)  # type: ignore[list-item]
+    assert doc["models"][0]["drift"] == {"psi": None, "ks": None}
