@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -39,6 +38,7 @@ from mlops_ci.catalog.facts import (
 from mlops_ci.errors import MlopsCiError
 from mlops_ci.manifest.paths import find_manifests
 from mlops_ci.registry import VERSION_DIR
+from mlops_ci.report.units import finite
 
 if TYPE_CHECKING:
     from mlops_ci.registry import Registry
@@ -94,22 +94,9 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def _float(value: Any) -> float | None:
-    kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # JSON integers have no limit: 1 and 400 zeros is beyond any float
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _fraction(value: Any) -> float | None:
     """A share (0 to 1), as the monitor writes the drifted columns' share and its threshold."""
-    number = _float(value)
+    number = finite(value)
     return number if number is not None and 0 <= number <= 1 else None
 
 
@@ -166,14 +153,14 @@ def bench_latency(bench: Mapping[str, Any]) -> tuple[Latency, ...]:
         if size is None or m.get("engine", "onnx") != "onnx":
             continue
         for key in (*_LATENCY_KEYS, "throughput"):
-            value = _float(m.get(key))
+            value = finite(m.get(key))
             if value is not None:
                 rows[size][key] = value
     if not rows:
         for budget in _list(bench.get("budgets")):
             budget = _obj(budget)
             size, metric = _int(budget.get("batch_size")), budget.get("metric")
-            value = _float(budget.get("value"))
+            value = finite(budget.get("value"))
             if size is not None and metric in _LATENCY_KEYS and value is not None:
                 rows[size][str(metric)] = value
     return tuple(
@@ -191,9 +178,9 @@ def version_from_release(n: int, release: Mapping[str, Any]) -> Version:
     metrics = tuple(
         Metric(
             str(check.get("name")),
-            _float(check.get("value")),
-            _float(check.get("min")),
-            _float(check.get("max")),
+            finite(check.get("value")),
+            finite(check.get("min")),
+            finite(check.get("max")),
             check.get("passed") is not False and check.get("status") != "fail",
         )
         for check in _list(test.get("checks"))
@@ -318,8 +305,8 @@ def monitor_run(name: str, key: str, doc: Mapping[str, Any]) -> MonitorRun:
         ColumnDrift(
             str(c.get("name")),
             _str(c.get("test")),
-            _float(c.get("statistic")),
-            _float(c.get("threshold")),
+            finite(c.get("statistic")),
+            finite(c.get("threshold")),
             c.get("drifted") is True,
         )
         for c in _list(drift.get("columns"))

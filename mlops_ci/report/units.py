@@ -18,6 +18,8 @@ def plural(n: int, word: str) -> str:
 
 def finite(value: Any) -> float | None:
     """`value` as a float when it is a finite number (not a bool), else None."""
+    if type(value) is float:  # the common case first: the catalog asks this of every number
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
