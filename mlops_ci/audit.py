@@ -104,11 +104,31 @@ class End:
     head: bytes | None
 
 
-def read_end(reg: Registry) -> End:
+class Unread:
+    """`read_end`'s default: no head was read beforehand."""
+
+
+UNREAD = Unread()
+
+
+def read_end(reg: Registry, early: bytes | Unread | None = UNREAD) -> End:
     """The log's end and its head: the head first, since on S3 its seq names the segment that
-    ends the log (two reads one after the other, where a listing would come before the read)."""
-    head = reg.read_bytes(HEAD_KEY)
-    return End(_last_lines(reg, _head_seq(head)), head)
+    ends the log (two reads one after the other, where a listing would come before the read).
+
+    `early`: the head as read while the registry lock was being taken (`Store.lock`'s
+    `meanwhile`), which saves one of those round trips. Another deploy may have moved the head
+    since: it is read again when it does not name the log's last record."""
+    head = reg.read_bytes(HEAD_KEY) if isinstance(early, Unread) else early
+    lines = _last_lines(reg, _head_seq(head))
+    if not isinstance(early, Unread) and lines and head != _head_of(lines[-1]):
+        head = reg.read_bytes(HEAD_KEY)
+    return End(lines, head)
+
+
+def _head_of(last: bytes) -> bytes:
+    """The head that names `last` as the log's last record."""
+    seq = _field(last, b"seq") or b"?"
+    return f"{seq.decode()} {digest(last)}\n".encode()
 
 
 def _head_seq(head: bytes | None) -> int | None:
@@ -125,7 +145,7 @@ def _settle_head(reg: Registry, end: End) -> None:
         return
     last = lines[-1]
     seq = _field(last, b"seq") or b"?"
-    wanted = f"{seq.decode()} {digest(last)}\n".encode()
+    wanted = _head_of(last)
     if head == wanted:
         return
     behind = (

@@ -1,7 +1,7 @@
 """Publishing into the registry, rolling back, and the smoke test of what was published.
 
 A publish holds the registry lock and writes in one order: the version folder (staged, then
-renamed; on S3 its `release.json` last), the audit record, then `config.pbtxt` (and the KServe
+renamed; on S3 its objects together), the audit record, then `config.pbtxt` (and the KServe
 InferenceService beside it) alongside the log's head. Reads that decide a publish go together
 (`Registry.gather`: on S3 their round trips overlap). A kill at any point leaves the old or the
 new version serving, complete, and the next run converges: the serving version is always what
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,13 +253,21 @@ def _deployed_manifest(reg: Registry, model: str, n: int) -> dict[str, Any]:
     return data
 
 
-def _write_serving(
-    reg: Registry, model: str, files: dict[str, bytes], isvc_now: bytes | None
-) -> None:
-    """Write the serving files; `isvc_now` is the InferenceService the registry holds now."""
+#: Whether the registry holds these bytes as the model's InferenceService already.
+Holds = Callable[[bytes], bool]
+
+
+def _listed_isvc(reg: Registry, model: str, versions: VersionFolders) -> Holds:
+    """`Holds` from the listing of the model's folder: on S3 its ETag answers, with no read."""
+    name = "inferenceservice.yaml"
+    return lambda data: reg.store.holds(f"{model}/{name}", data, versions.tags.get(name))
+
+
+def _write_serving(reg: Registry, model: str, files: dict[str, bytes], holds: Holds) -> None:
+    """Write the serving files; `holds` says whether the registry has the InferenceService."""
     # The InferenceService first: config.pbtxt is the switch, so it is written last. The
     # InferenceService names the model's folder, not a version, so it rarely changes.
-    if isvc_now != files["inferenceservice.yaml"]:
+    if not holds(files["inferenceservice.yaml"]):
         reg.write_bytes(f"{model}/inferenceservice.yaml", files["inferenceservice.yaml"])
     reg.write_bytes(f"{model}/config.pbtxt", files["config.pbtxt"])
 
@@ -272,18 +280,18 @@ def _intended(records: list[dict[str, Any]]) -> int | None:
 
 
 def _converge(
-    reg: Registry, model: str, log: bytes, serving: int | None, isvc: bytes | None
+    reg: Registry, model: str, log: bytes, serving: int | None, holds: Holds
 ) -> int | None:
     """Rewrite config.pbtxt when a kill left it behind the log (or it was changed by hand);
-    returns the serving version. `serving` and `isvc`: the version config.pbtxt names and the
-    InferenceService, as the caller read them under the lock."""
+    returns the serving version. `serving`: the version config.pbtxt names, as the caller read
+    it under the lock."""
     intended = _intended(audit.model_records(log, model))
     if intended is None:
         return serving
     manifest = _deployed_manifest(reg, model, intended)
     files = serving_files(reg, model, intended, manifest)
     if reg.read_bytes(f"{model}/config.pbtxt") != files["config.pbtxt"]:
-        _write_serving(reg, model, files, isvc)
+        _write_serving(reg, model, files, holds)
     return intended
 
 
@@ -342,17 +350,19 @@ def publish(
         raise CheckFailed(f"{name}: {exc}") from None
     if len(cand.version) > MAX_SEMVER:  # the marker's name must fit a file name (255 bytes)
         raise CheckFailed(f"{name}: metadata.version is longer than {MAX_SEMVER} characters")
-    with reg.store.lock(lock_timeout_s):
+    with reg.store.lock(lock_timeout_s, meanwhile=lambda: reg.read_bytes(audit.HEAD_KEY)) as held:
         # Everything the publish decides on, read together: on S3 the round trips overlap.
-        previous, versions, end, isvc = reg.gather(
+        previous, versions, end = reg.gather(
             lambda: reg.serving_version(name),
             lambda: reg.version_folders(name),
-            lambda: audit.read_end(reg),
-            lambda: reg.read_bytes(f"{name}/inferenceservice.yaml"),
+            lambda: audit.read_end(reg, held.early),
         )
         existing = _find_semver(reg, cand, versions)
         if existing is not None:
-            return _republish(reg, cand, prov, existing, versions, previous, end, isvc)
+            done = _republish(reg, cand, prov, existing, versions, previous, end)
+            if done is not None:
+                return done
+            versions = versions.without(existing[0])  # it was incomplete: retired
         last = versions.numbers[-1] if versions.numbers else None
         # The newest version, when it does not serve: a marked one is recorded and stays. An
         # unmarked one is retired unless the log records it (a kill came between its record
@@ -377,13 +387,15 @@ def publish(
         }
         # Build the serving files before anything is written: a bad signature writes nothing.
         serving = serving_files(reg, name, n, cand.manifest_data)
-        reg.store.put_folder(f"{name}/{n}", files, last="release.json")
+        reg.store.put_folder(f"{name}/{n}", files)
         audit.commit(
             reg,
             pending,
-            lambda: _write_serving(reg, name, serving, isvc),
-            lambda: _mark(reg, name, n, cand.version),
+            lambda: _write_serving(reg, name, serving, _listed_isvc(reg, name, versions)),
         )
+        # The marker goes out with the lock's release: a holder that comes first sees version n
+        # without it and asks its release.json, as for any version without a marker.
+        held.on_release.append(lambda: _mark(reg, name, n, cand.version))
         return Published(
             name,
             cand.version,
@@ -441,16 +453,16 @@ def _republish(
     versions: VersionFolders,
     previous: int | None,
     end: audit.End,
-    isvc: bytes | None,
-) -> Published:
+) -> Published | None:
     """The candidate's semver is version `n` already: converge, or complete a deploy that a
-    kill interrupted. `versions`, `previous`, `end`, `isvc`: what `publish` read under the
-    lock."""
+    kill interrupted. `versions`, `previous`, `end`: what `publish` read under the
+    lock. None: the folder was never recorded and is incomplete, so it is retired (and the
+    candidate is to be published anew)."""
     n, release = existing
     sha = (release.get("audit") or {}).get("sha256")
     log = audit.read_log(reg) or b""
     if isinstance(sha, str) and audit.is_recorded(log, sha):
-        serving = _converge(reg, cand.name, log, previous, isvc)
+        serving = _converge(reg, cand.name, log, previous, _listed_isvc(reg, cand.name, versions))
         if n not in versions.marked:  # a kill came between the record and the marker
             _mark(reg, cand.name, n, cand.version)
         note = "" if serving == n else f" (version {serving} serves: a rollback stands)"
@@ -463,8 +475,12 @@ def _republish(
             f"{cand.name} {cand.version} is already version {n}{note}",
             previous,
         )
-    # A deploy was killed after its folder was renamed and before its record: record it now,
-    # pointing release.json at the new record first (the version has never served).
+    # A deploy was killed after its folder was written and before its record: record it now,
+    # pointing release.json at the new record first (the version has never served). On S3 the
+    # kill may have come while the folder's objects were being written: then it is retired.
+    if not _whole(reg, cand, n, release):
+        reg.store.delete(f"{cand.name}/{n}/release.json")
+        return None
     digests = {"artifact": release["artifact"]["sha256"], "onnx": release["onnx"]["sha256"]}
     pending = audit.prepare(
         reg, _record("deploy", cand.name, cand.version, n, prov, digests=digests), end
@@ -479,7 +495,7 @@ def _republish(
     audit.commit(
         reg,
         pending,
-        lambda: _write_serving(reg, cand.name, files, isvc),
+        lambda: _write_serving(reg, cand.name, files, _listed_isvc(reg, cand.name, versions)),
         lambda: _mark(reg, cand.name, n, cand.version),
     )
     return Published(
@@ -491,6 +507,17 @@ def _republish(
         f"published {cand.name} {cand.version} as version {n} (completed an interrupted deploy)",
         previous,
     )
+
+
+def _whole(reg: Registry, cand: Candidate, n: int, release: dict[str, Any]) -> bool:
+    """Whether unrecorded version n holds the candidate whole: its model.onnx matches the
+    digest release.json names, and its model.yaml is the candidate's manifest (a stray second
+    writer of the same number could have written one object and not the other)."""
+    try:
+        reg.model_onnx(cand.name, n, release)
+    except RegistryError:
+        return False
+    return reg.read_bytes(f"{cand.name}/{n}/model.yaml") == cand.manifest_text
 
 
 # --- rollback and refusal ----------------------------------------------------------------------
@@ -510,11 +537,11 @@ def rollback(
     version policy after an audit record naming the actor and the reason."""
     if not reason.strip():
         raise UsageError("a rollback needs --reason TEXT")
-    with reg.store.lock(lock_timeout_s):
+    with reg.store.lock(lock_timeout_s, meanwhile=lambda: reg.read_bytes(audit.HEAD_KEY)) as held:
         release, previous, end, isvc = reg.gather(
             lambda: reg.find_release(model, to) if to > 0 else None,
             lambda: reg.serving_version(model),
-            lambda: audit.read_end(reg),
+            lambda: audit.read_end(reg, held.early),
             lambda: reg.read_bytes(f"{model}/inferenceservice.yaml"),
         )
         if release is None:  # the listing, only to say what there is
@@ -558,7 +585,9 @@ def rollback(
             previous=previous,
         )
         pending = audit.prepare(reg, fields, end)
-        audit.commit(reg, pending, lambda: _write_serving(reg, model, serving, isvc))
+        audit.commit(
+            reg, pending, lambda: _write_serving(reg, model, serving, lambda data: data == isvc)
+        )
     was = previous if previous != to else f"{previous}, but the log said {logged}"
     return Published(
         model,

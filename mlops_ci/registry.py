@@ -19,11 +19,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 
 from mlops_ci import atomic
@@ -78,8 +78,21 @@ def sha256_hex(data: bytes) -> str:
 
 
 FolderNames = list[str]
-#: The names of the folders and of the files directly in a folder, each sorted.
-FolderListing = tuple[FolderNames, FolderNames]
+#: The names of the folders directly in a folder, sorted, and of its files, each with the tag
+#: its store lists for it ("" when the store lists none; on S3 the ETag, see `Store.holds`).
+FolderListing = tuple[FolderNames, dict[str, str]]
+
+
+@dataclass
+class Held:
+    """The registry lock, held. `early`: what the lock's `meanwhile` read while the lock was
+    being taken (only a hint: the last holder may have written since). `on_release`: writes
+    that go out as the lock is released, on S3 together with its release (a round trip less):
+    only writes that the next holder does without, should it come first: a release marker (a
+    version without one is asked its release.json)."""
+
+    early: Any = None
+    on_release: list[Callable[[], object]] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -104,8 +117,11 @@ class Store(Protocol):
     def list(self, prefix: str) -> list[str]: ...
     def folder(self, prefix: str) -> FolderListing: ...
     def stamp(self, key: str) -> str | None: ...
-    def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None: ...
-    def lock(self, timeout_s: float) -> contextlib.AbstractContextManager[None]: ...
+    def put_folder(self, prefix: str, files: dict[str, bytes]) -> None: ...
+    def holds(self, key: str, data: bytes, tag: str | None) -> bool: ...
+    def lock(
+        self, timeout_s: float, meanwhile: Callable[[], Any] | None = None
+    ) -> contextlib.AbstractContextManager[Held]: ...
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]: ...
     def child_uri(self, key: str) -> str: ...
 
@@ -225,8 +241,8 @@ class FileStore:
         return sorted(keys)
 
     def folder(self, prefix: str) -> FolderListing:
-        """The names of the folders and of the files directly in `prefix`, sorted."""
-        folders, files = [], []
+        """The folders and the files directly in `prefix` (a directory lists no tags)."""
+        folders, files = [], {}
         try:
             with os.scandir(self._path(prefix)) as entries:
                 for entry in entries:
@@ -234,10 +250,16 @@ class FileStore:
                         if not entry.name.startswith(".staging-"):
                             folders.append(entry.name)
                     elif not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-                        files.append(entry.name)
+                        files[entry.name] = ""
         except (FileNotFoundError, NotADirectoryError):
             pass
-        return sorted(folders), sorted(files)
+        return sorted(folders), dict(sorted(files.items()))
+
+    def holds(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Whether `key` holds `data`; `tag`, what a listing said of it, tells a folder
+        nothing: the file is read."""
+        got = self.get(key)
+        return got is not None and got[0] == data
 
     def stamp(self, key: str) -> str | None:
         try:
@@ -245,7 +267,7 @@ class FileStore:
         except OSError:
             return None
 
-    def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None:
+    def put_folder(self, prefix: str, files: dict[str, bytes]) -> None:
         target = self._path(prefix)
         if target.exists():
             raise RegistryError(f"{target} exists already; versions are never overwritten")
@@ -270,9 +292,14 @@ class FileStore:
             raise
 
     @contextlib.contextmanager
-    def lock(self, timeout_s: float) -> Iterator[None]:
+    def lock(self, timeout_s: float, meanwhile: Callable[[], Any] | None = None) -> Iterator[Held]:
+        """Hold the registry's lock (`Held`); `meanwhile` runs once it is held, and the
+        `on_release` writes just before it is released."""
         with self._flock(self.root / LOCK_KEY, timeout_s):
-            yield
+            held = Held(None if meanwhile is None else meanwhile())
+            yield held
+            for write in held.on_release:
+                write()
 
     @staticmethod
     @contextlib.contextmanager
@@ -317,8 +344,8 @@ def _stamp(st: os.stat_result) -> str:
 
 class S3Store:
     """A bucket and prefix on any S3-compatible store (AWS_ENDPOINT_URL and the usual AWS
-    variables pick it). S3 has no rename: a version folder's objects are put one by one with the
-    marker (`release.json`) last, and only a complete folder is ever named by config.pbtxt.
+    variables pick it). S3 has no rename: a version folder's objects are put together, and
+    only a complete folder (model.onnx as release.json says) is ever named by config.pbtxt.
     Exclusive writes are conditional puts (`If-None-Match: *`, `If-Match: <etag>`)."""
 
     concurrent = True
@@ -386,10 +413,8 @@ class S3Store:
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         # One round trip's latency for many small objects, not one each.
-        if len(keys) < 2:
-            return [None if (got := self.get(key)) is None else got[0] for key in keys]
-        with ThreadPoolExecutor(max_workers=min(16, len(keys))) as pool:
-            return [None if got is None else got[0] for got in pool.map(self.get, keys)]
+        got = together([functools.partial(self.get, key) for key in keys], threads=15)
+        return [None if one is None else one[0] for one in got]
 
     def _range(self, key: str, nbytes: int) -> bytes | None:
         """The last `nbytes` of an object (None when it is absent)."""
@@ -575,17 +600,26 @@ class S3Store:
 
         full = self._key(prefix.strip("/")) + "/"
         folders: FolderNames = []
-        files: FolderNames = []
+        files: dict[str, str] = {}
         try:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
                 folders.extend(
                     p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])
                 )
-                files.extend(obj["Key"][len(full) :] for obj in page.get("Contents", []))
+                files.update(
+                    (obj["Key"][len(full) :], str(obj.get("ETag", "")))
+                    for obj in page.get("Contents", [])
+                )
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc, f"list {prefix}") from exc
-        return sorted(f for f in folders if f), sorted(f for f in files if f)
+        return sorted(f for f in folders if f), {f: files[f] for f in sorted(files) if f}
+
+    def holds(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Whether `key` holds `data`, from the ETag a listing gave (`tag`, None: absent), with
+        no read: a single-part upload's ETag is its MD5. An ETag of another kind (multipart,
+        SSE-KMS) never matches, and the caller writes the same bytes again."""
+        return tag == f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
     def stamp(self, key: str) -> str | None:
         from botocore.exceptions import ClientError
@@ -598,14 +632,21 @@ class S3Store:
             raise self._fail(exc, f"stat {key}") from exc
         return str(resp["ETag"])
 
-    def put_folder(self, prefix: str, files: dict[str, bytes], last: str) -> None:
+    def put_folder(self, prefix: str, files: dict[str, bytes]) -> None:
         # Every object is created, never replaced (If-None-Match: *): a stray second writer of
-        # the same version fails before the marker instead of mixing two versions' bytes, and
-        # no listing beforehand costs a round trip. The others go together, the marker last.
-        rest = [(f"{prefix}/{name}", data) for name, data in files.items() if name != last]
-        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as pool:
-            created = list(pool.map(lambda item: self._create(*item), rest))
-        if not all(created) or not self._create(f"{prefix}/{last}", files[last]):
+        # the same version fails instead of overwriting, and no listing beforehand costs a
+        # round trip. They all go together, release.json too: one round trip, not two (it
+        # went last once, a round trip of ~3 ms). So a kill can leave release.json without
+        # model.onnx: a folder is a whole version once model.onnx matches release.json's
+        # digest, which every read checks and a publish completing an unrecorded folder
+        # checks first (`deploy._republish`). config.pbtxt names a version only after this.
+        created = together(
+            [
+                functools.partial(self._create, f"{prefix}/{name}", data)
+                for name, data in files.items()
+            ]
+        )
+        if not all(created):
             raise RegistryError(
                 f"{self.uri}/{prefix} exists already; versions are never overwritten"
             )
@@ -619,7 +660,27 @@ class S3Store:
         return self.stamp(key) == f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
     @contextlib.contextmanager
-    def lock(self, timeout_s: float) -> Iterator[None]:
+    def lock(self, timeout_s: float, meanwhile: Callable[[], Any] | None = None) -> Iterator[Held]:
+        """Hold the registry's lock (`Held`). `meanwhile` runs while the lock is being taken,
+        and the `on_release` writes go out with its release: a round trip less each."""
+        pool = ThreadPoolExecutor(max_workers=1) if meanwhile is not None else None
+        try:
+            early = pool.submit(meanwhile) if pool is not None and meanwhile is not None else None
+            mine, lock_id = self._acquire(timeout_s)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        try:
+            held = Held(None if early is None else early.result())
+            yield held
+        except BaseException:
+            self._unlock(mine, lock_id)
+            raise
+        calls: list[Callable[[], object]] = [functools.partial(self._unlock, mine, lock_id)]
+        together(calls + held.on_release)
+
+    def _acquire(self, timeout_s: float) -> tuple[str, str]:
+        """Take the lock: (its ETag, our id in it)."""
         ttl = float(os.environ.get("MLOPS_CI_LOCK_TTL", DEFAULT_LOCK_TTL_S))
         lock_id = uuid.uuid4().hex
         me = {"host": _machine(), "pid": os.getpid(), "id": lock_id}
@@ -644,10 +705,7 @@ class S3Store:
                     f"{timeout_s:.0f} s"
                 )
             time.sleep(0.02)
-        try:
-            yield
-        finally:
-            self._unlock(mine, lock_id)
+        return mine, lock_id
 
     def _unlock(self, etag: str, me: str) -> None:
         """Delete the lock only if it is still ours: one conditional delete where the store
@@ -757,6 +815,25 @@ def _lock_is_stale(body: bytes) -> bool:
     return False
 
 
+T = TypeVar("T")
+
+
+def together(calls: Sequence[Callable[[], T]], threads: int | None = None) -> list[T]:
+    """The results of `calls`, run at once: the first in this thread, the others in up to
+    `threads` threads (one thread fewer to start and to hand the result back). The first
+    failure in argument order is raised, once every call has ended."""
+    if len(calls) < 2:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=min(threads or len(calls), len(calls) - 1)) as pool:
+        futures = [pool.submit(call) for call in calls[1:]]
+        try:
+            first = calls[0]()
+        except BaseException:
+            wait(futures)
+            raise
+        return [first, *(future.result() for future in futures)]
+
+
 # --- the registry ------------------------------------------------------------------------------
 
 
@@ -768,6 +845,19 @@ class VersionFolders:
     highest: int  # the highest numbered folder, complete or not (0: none)
     semvers: dict[int, str]  # the semver of each complete version (when it could be read)
     marked: frozenset[int]  # the versions that have their release marker
+    #: the files beside the version folders, with the tags the listing gave them
+    tags: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def without(self, n: int) -> VersionFolders:
+        """This listing once version n stops being one (its number stays taken)."""
+        semvers = {k: v for k, v in self.semvers.items() if k != n}
+        return VersionFolders(
+            [k for k in self.numbers if k != n],
+            self.highest,
+            semvers,
+            self.marked - {n},
+            self.tags,
+        )
 
 
 class Registry:
@@ -800,10 +890,9 @@ class Registry:
         """The results of independent calls (reads, or writes whose order does not matter):
         together on S3 (their round trips overlap), one after the other on a
         folder. The first failure in argument order is raised, once every call has ended."""
-        if not self.store.concurrent or len(reads) < 2:
+        if not self.store.concurrent:
             return [read() for read in reads]
-        with ThreadPoolExecutor(max_workers=len(reads)) as pool:
-            return list(pool.map(lambda read: read(), reads))
+        return together(reads)
 
     def exists(self) -> bool:
         """Whether the registry is there: a folder must exist (an S3 prefix always does; a
@@ -863,7 +952,11 @@ class Registry:
                 if isinstance(version, str):
                     semvers[n] = version
         return VersionFolders(
-            sorted(complete), numbered[-1] if numbered else 0, semvers, frozenset(marked) & complete
+            sorted(complete),
+            numbered[-1] if numbered else 0,
+            semvers,
+            frozenset(marked) & complete,
+            files,
         )
 
     def release(self, model: str, n: int) -> dict[str, Any]:

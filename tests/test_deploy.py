@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from deploy_models import candidate, write_build, write_model
 from ghserver import fake_sha
 
@@ -51,6 +52,53 @@ def test_publish_writes_a_complete_version_then_names_it(registry_uri: str) -> N
     assert (second.registry_version, second.previous) == (2, 1)
     assert reg.serving_version("iris") == 2
     assert reg.versions("iris") == [1, 2]
+
+
+def test_the_inference_service_is_written_when_it_changes_and_only_then(registry_uri) -> None:
+    """The listing of the model's folder says (on S3 by its ETag, with no read) whether the
+    InferenceService is the one a publish would write; a rollback writes back its version's."""
+    reg = open_registry(registry_uri)
+    key = "iris/inferenceservice.yaml"
+    writes: list[str] = []
+    put = reg.store.put
+    reg.store.put = lambda k, data: (writes.append(k), put(k, data))[1]  # type: ignore[method-assign]
+
+    def replicas() -> int:
+        return yaml.safe_load(reg.read_bytes(key))["spec"]["predictor"]["minReplicas"]
+
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    assert writes.count(key) == 1
+    deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
+    assert writes.count(key) == 1  # the same InferenceService: not written again
+    scaled = candidate(version="1.2.0", salt="c")
+    scaled.manifest_data["spec"]["serving"] = {"min_replicas": 2, "max_replicas": 3}
+    deploy.publish(reg, scaled, LOCAL)
+    assert writes.count(key) == 2 and replicas() == 2
+    deploy.rollback(reg, "iris", 2, "bad", LOCAL)
+    assert writes.count(key) == 3 and replicas() != 2
+
+
+def test_the_head_read_while_the_lock_is_taken_is_only_a_hint(registry_uri: str) -> None:
+    """A publish reads the audit head while it takes the lock (a round trip less on S3), so it
+    may read it before the last holder moved it: such a head is read again, never trusted."""
+    reg = open_registry(registry_uri)
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    stale = reg.read_bytes(audit.HEAD_KEY)
+    deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
+    deploy.publish(reg, candidate(version="1.2.0", salt="c"), LOCAL)
+    assert audit.read_end(reg, stale).head == reg.read_bytes(audit.HEAD_KEY)
+    lock = reg.store.lock
+
+    def lock_reading(head: bytes | None):
+        return lambda timeout_s, meanwhile=None: lock(timeout_s, lambda: head)
+
+    for early in (stale, None):  # two records behind; read before the log had a head
+        reg.store.lock = lock_reading(early)  # type: ignore[method-assign]
+        done = deploy.publish(
+            reg, candidate(version=f"2.0.{int(early is None)}", salt=str(early)), LOCAL
+        )
+        assert reg.serving_version("iris") == done.registry_version
+    assert audit.verify(reg).ok
 
 
 def test_the_same_commit_again_changes_nothing(registry_uri: str) -> None:
@@ -171,6 +219,35 @@ def test_a_recorded_version_left_without_its_marker_gets_it_from_the_next_publis
     assert deploy.publish(reg, candidate(version="1.2.0", salt="c"), LOCAL).registry_version == 3
     assert reg.versions("iris") == [1, 2, 3]
     assert "iris/.release-2-1.1.0" in reg.list_keys("iris")
+
+
+@pytest.mark.parametrize("missing", ["model.onnx", "model.yaml"])
+def test_a_folder_a_kill_left_without_all_its_objects_is_published_anew(
+    registry_uri: str, missing: str
+) -> None:
+    """On S3 a version folder's objects are written together, so a kill can leave release.json
+    without model.onnx or model.yaml. The re-run does not record that folder (version 2 would
+    serve without its bytes): it retires it and publishes the candidate as version 3."""
+    reg = open_registry(registry_uri)
+    deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
+    new = candidate(version="1.1.0", salt="b")
+
+    def killed(*args: object) -> None:
+        raise _Killed("append")
+
+    reg.store.append = killed  # the kill comes before the record
+    with pytest.raises(_Killed):
+        deploy.publish(reg, new, LOCAL)
+    reg = open_registry(registry_uri)
+    assert reg.versions("iris") == [1, 2] and reg.serving_version("iris") == 1
+    reg.store.delete(f"iris/2/{missing}")
+    again = deploy.publish(reg, new, LOCAL)
+    assert (again.registry_version, again.changed) == (3, True)
+    assert reg.versions("iris") == [1, 3] and reg.serving_version("iris") == 3
+    assert reg.model_onnx("iris", 3) == new.onnx
+    assert reg.manifest_text("iris", 3).encode() == new.manifest_text
+    assert audit.verify(reg).ok
+    assert deploy.publish(reg, new, LOCAL).changed is False
 
 
 @pytest.mark.parametrize("version", ["1.0.0/../../escape", "1.0.0\n", "latest"])

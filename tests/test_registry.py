@@ -32,7 +32,6 @@ def _publish(reg, model: str, n: int, onnx: bytes = b"onnx-bytes") -> None:
             "model.yaml": b"name: x\n",
             "release.json": json.dumps(release).encode(),
         },
-        last="release.json",
     )
     cfg = triton.build(model, [T("x", "float32", (-1, 2))], [T("y", "float32", (-1,))], n)
     reg.write_bytes(f"{model}/config.pbtxt", triton.to_text(cfg).encode())
@@ -140,9 +139,7 @@ def test_a_version_folder_is_never_overwritten(registry_uri: str) -> None:
     reg = open_registry(registry_uri)
     _publish(reg, "m", 1, b"first")
     with pytest.raises(RegistryError, match="never overwritten"):
-        reg.store.put_folder(
-            "m/1", {"model.onnx": b"x", "release.json": b"{}"}, last="release.json"
-        )
+        reg.store.put_folder("m/1", {"model.onnx": b"x", "release.json": b"{}"})
     assert reg.model_onnx("m", 1) == b"first"
 
 
