@@ -435,6 +435,103 @@ def test_crafted_skops_tree_is_refused(kind: str, tmp_path: Path) -> None:
     assert "out of bounds or never finish" in str(info.value)
 
 
+def crafted_neighbour_model(kind: str, path: Path) -> Path:
+    """A neighbours model, nothing in it off skops' trusted list, whose distance code reads
+    per feature from arrays the file sized for fewer: a KDTree's / BallTree's node bounds,
+    the Minkowski weights of a BallTree's metric, or a brute-force Mahalanobis `VI`."""
+    import numpy as np
+    import skops.io as sio
+    from sklearn.neighbors import KNeighborsRegressor
+
+    width = 6000 if kind == "mahalanobis" else 50
+    x = np.random.default_rng(0).normal(size=(8 if kind == "mahalanobis" else 300, width))
+    y = x[:, 0] * 2
+    model: Any
+    if kind == "mahalanobis":  # scipy's cdist reads VI as width × width
+        params = {"VI": np.eye(width)}
+        model = KNeighborsRegressor(2, algorithm="brute", metric="mahalanobis")
+        model.set_params(metric_params=params).fit(x, y)
+        model.metric_params = model.effective_metric_params_ = {"VI": np.eye(1)}
+    else:
+        algorithm, _, what = kind.partition(" ")
+        if what == "weights":
+            model = KNeighborsRegressor(algorithm=algorithm, metric="minkowski", p=3)
+            model.set_params(metric_params={"w": np.ones(width)})
+        else:
+            model = KNeighborsRegressor(algorithm=algorithm, leaf_size=2)
+        model.fit(x, y)
+        state = list(model._tree.__getstate__())
+        if what == "weights":  # the metric's weights: one, for 50 features
+            metric = state[11]
+            metric.__setstate__((*metric.__getstate__()[:1], np.ones(1), np.zeros((1, 1))))
+        else:  # one bound of one feature, for every node and feature
+            state[3] = np.zeros((len(state[3]), 1, 1))
+        model._tree.__setstate__(tuple(state))
+    sio.dump(model, path)
+    return path
+
+
+NEIGHBOUR_ATTACKS = {
+    "kd_tree bounds": r"\(KDTree\) holds node bounds of shape \[2, 1, 1\] for \d+ nodes of 50",
+    "ball_tree bounds": r"\(BallTree\) holds node bounds of shape \[1, 1, 1\] for \d+ nodes",
+    "ball_tree weights": r"\(BallTree\) weighs 1 features of 50 in its MinkowskiDistance",
+    "mahalanobis": (
+        r"\(KNeighborsRegressor\) has metric_params\['VI'\] of shape \[1, 1\] for its 6000"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", [k for k in NEIGHBOUR_ATTACKS if k != "mahalanobis"])
+def test_control_crafted_neighbour_index_answers_from_memory_outside_its_arrays(
+    kind: str, tmp_path: Path
+) -> None:
+    """The index reads bounds / weights past their arrays: its neighbours are not those a
+    brute-force search finds with the model's own (intact) parameters, or it crashes."""
+    path = crafted_neighbour_model(kind, tmp_path / "model.skops")
+    code = (
+        "import numpy as np, skops.io as sio\n"
+        "from sklearn.base import clone\n"
+        f"path = {str(path)!r}\n"
+        "model = sio.load(path, trusted=sio.get_untrusted_types(file=path))\n"
+        "brute = clone(model).set_params(algorithm='brute').fit(model._fit_X, model._y)\n"
+        "x = np.random.default_rng(1).normal(size=(300, 50))\n"
+        "print('wrong', int((~np.isclose(model.predict(x), brute.predict(x))).sum()))\n"
+    )
+    # what lies past the arrays is whatever the heap holds: a BallTree's answers depend on it
+    # (KDTree's are wrong every time), so up to three fresh processes get their chance
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+        wrong = re.search(r"wrong (\d+)", done.stdout)
+        if done.returncode < 0 or (wrong and int(wrong.group(1)) > 0):
+            return
+    pytest.fail(f"the crafted index answered as a brute-force search: {done.stdout}{done.stderr}")
+
+
+def test_control_mahalanobis_matrix_smaller_than_the_features_crashes_the_prediction(
+    tmp_path: Path,
+) -> None:
+    path = crafted_neighbour_model("mahalanobis", tmp_path / "model.skops")
+    code = (
+        "import numpy as np, skops.io as sio\n"
+        f"path = {str(path)!r}\n"
+        "model = sio.load(path, trusted=sio.get_untrusted_types(file=path))\n"
+        "model.predict(np.random.default_rng(1).normal(size=(20, 6000)))\n"
+        "print('finished')\n"
+    )
+    _crashes_or_hangs(code, hangs=False, timeout_s=120)
+
+
+@pytest.mark.parametrize("kind", NEIGHBOUR_ATTACKS)
+def test_crafted_neighbour_metric_or_bounds_are_refused(kind: str, tmp_path: Path) -> None:
+    path = crafted_neighbour_model(kind, tmp_path / "model.skops")
+    with pytest.raises(CheckFailed, match=NEIGHBOUR_ATTACKS[kind]) as info:
+        load("sklearn", path, "skops")
+    assert str(info.value).startswith(f"{path}: refusing to load: the model")
+    assert "out of bounds or never finish" in str(info.value)
+
+
 def test_genuine_tree_models_pass_the_state_checks(tmp_path: Path) -> None:
     import numpy as np
     import skops.io as sio
@@ -459,6 +556,15 @@ def test_genuine_tree_models_pass_the_state_checks(tmp_path: Path) -> None:
         IsolationForest(n_estimators=5, max_features=2),
         KNeighborsClassifier(algorithm="kd_tree"),
         KNeighborsClassifier(algorithm="ball_tree", leaf_size=3),
+        KNeighborsClassifier(algorithm="kd_tree", metric="chebyshev"),
+        KNeighborsClassifier(algorithm="ball_tree", metric="minkowski", p=3),
+        KNeighborsClassifier(algorithm="ball_tree", metric_params={"w": np.arange(1.0, 5.0)}),
+        KNeighborsClassifier(
+            algorithm="brute", metric="mahalanobis", metric_params={"VI": np.eye(4)}
+        ),
+        KNeighborsClassifier(
+            algorithm="ball_tree", metric="seuclidean", metric_params={"V": np.ones(4)}
+        ),
     ]
     for i, model in enumerate(models):
         fit_x = x.copy()
@@ -1498,18 +1604,46 @@ def test_digest_is_verified_before_the_loader_reads_a_byte(tmp_path: Path) -> No
 # --- XGBoost -------------------------------------------------------------------------------------
 
 
-def crafted_xgboost(kind: str, path: Path) -> Path:
-    """A genuine XGBoost model whose JSON points outside its own arrays (second tree)."""
+def genuine_xgboost_doc(rounds: int = 5, *, depth: int = 3) -> dict[str, Any]:
+    """A genuine binary XGBoost model's JSON document (deep trees: a label they do not fit)."""
     import numpy as np
     import xgboost
 
     x = np.random.default_rng(0).normal(size=(300, 4))
+    label = x[:, 0] > 0 if depth <= 3 else np.random.default_rng(1).random(300) > 0.5
     booster = xgboost.train(
-        {"objective": "binary:logistic", "max_depth": 3},
-        xgboost.DMatrix(x, label=(x[:, 0] > 0).astype(int)),
-        num_boost_round=5,
+        {"objective": "binary:logistic", "max_depth": depth},
+        xgboost.DMatrix(x, label=label.astype(int)),
+        num_boost_round=rounds,
     )
-    doc = json.loads(booster.save_raw(raw_format="json"))
+    doc: dict[str, Any] = json.loads(booster.save_raw(raw_format="json"))
+    return doc
+
+
+def ubj(value: Any) -> bytes:
+    """UBJSON as XGBoost's reader takes it: int64 lengths, counted arrays, int64 / float64."""
+    if isinstance(value, dict):
+        items = b"".join(ubj_key(k) + ubj(v) for k, v in value.items())
+        return b"{" + items + b"}"
+    if isinstance(value, list):
+        return b"[#L" + struct.pack(">q", len(value)) + b"".join(ubj(v) for v in value)
+    if isinstance(value, bool):
+        return b"T" if value else b"F"
+    if isinstance(value, int):
+        return b"L" + struct.pack(">q", value)
+    if isinstance(value, float):
+        return b"D" + struct.pack(">d", value)
+    return b"S" + ubj_key(str(value))
+
+
+def ubj_key(key: str) -> bytes:
+    return b"L" + struct.pack(">q", len(key.encode())) + key.encode()
+
+
+def crafted_xgboost(kind: str, path: Path) -> Path:
+    """A genuine XGBoost model whose JSON points outside its own arrays (second tree), or
+    whose index arrays the loader itself follows (parents, category segments, leaf sizes)."""
+    doc = genuine_xgboost_doc()
     model = doc["learner"]["gradient_booster"]["model"]
     tree = model["trees"][1]
     if kind == "child":
@@ -1518,6 +1652,17 @@ def crafted_xgboost(kind: str, path: Path) -> Path:
         tree["split_indices"][0] = 10**6
     elif kind == "cycle":
         tree["left_children"][0] = tree["right_children"][0] = 0
+    elif kind == "iteration_indptr":  # the first iteration starts a million trees early
+        model["iteration_indptr"][0] = -(10**6)
+    elif kind == "parent":  # read while loading, before anything could check the result
+        tree["parents"][1] = 10**9
+    elif kind == "category segment":
+        tree["split_type"][0] = 1
+        tree.update(categories=[1], categories_nodes=[0], categories_sizes=[3])
+        tree["categories_segments"] = [10**9]
+    elif kind == "vector leaves":  # the loader then reads leaf weights the trees lack
+        for each in model["trees"]:
+            each["tree_param"]["size_leaf_vector"] = "1000000"
     else:
         model["tree_info"][1] = 10**6
     path.write_text(json.dumps(doc))
@@ -1529,6 +1674,13 @@ XGBOOST_ATTACKS = {
     "feature": r"tree 1 whose node 0 splits on feature 1000000 of 4",
     "cycle": r"tree 1 whose node 0 has children 0 and 0 of \d+",
     "output group": r"assigns its 5 trees to output groups outside its 1",
+    "iteration_indptr": (
+        r"has an iteration_indptr \(\[-1000000, 1, 2, 3, 4, 5\]\) that does not divide its "
+        r"5 trees into iterations"
+    ),
+    "parent": r"tree 1 whose node 1 has parent 1000000000 of \d+",
+    "category segment": r"tree 1 whose categorical split at node 0 lies outside its categories",
+    "vector leaves": r"tree 0 with vector leaves \(size_leaf_vector 1000000\)",
 }
 
 
@@ -1580,42 +1732,217 @@ def test_genuine_xgboost_models_pass_the_structure_checks(tmp_path: Path) -> Non
         assert np.allclose(loaded.predict(matrix), booster.predict(matrix))
 
 
+def crafted_ubj(kind: str, path: Path) -> Path:
+    """The 'parent' attack in XGBoost's binary format (the first tree with the second's
+    parents): plainly, or hidden behind a genuine
+    value of the same key, which XGBoost's UBJSON reader drops (it keeps a key's first value;
+    a reader that keeps the last would check the genuine one)."""
+    doc = genuine_xgboost_doc()
+    tree = doc["learner"]["gradient_booster"]["model"]["trees"][1]
+    crafted = [*tree["parents"][:1], 10**9, *tree["parents"][2:]]
+    data = ubj(doc)
+    genuine = ubj_key("parents") + ubj(tree["parents"])
+    assert data.count(genuine) >= 1
+    index = data.index(genuine)
+    evil = ubj_key("parents") + ubj(crafted)
+    data = (
+        data[:index]
+        + evil
+        + (genuine if kind == "shadowed" else b"")
+        + data[index + len(genuine) :]
+    )
+    path.write_bytes(data)
+    return path
+
+
+UBJ_ATTACKS = {
+    "plain": r"tree 0 whose node 1 has parent 1000000000 of \d+",
+    "shadowed": r"an object holds the key 'parents' twice",
+}
+
+
+@pytest.mark.parametrize("kind", UBJ_ATTACKS)
+def test_control_crafted_xgboost_ubj_crashes_the_process_that_loads_it(
+    kind: str, tmp_path: Path
+) -> None:
+    path = crafted_ubj(kind, tmp_path / "model.ubj")
+    code = f"import xgboost\nxgboost.Booster(model_file={str(path)!r})\nprint('finished')\n"
+    _crashes_or_hangs(code, hangs=False, timeout_s=60)
+
+
+@pytest.mark.parametrize("kind", UBJ_ATTACKS)
+def test_crafted_xgboost_ubj_is_refused_before_xgboost_reads_it(kind: str, tmp_path: Path) -> None:
+    path = crafted_ubj(kind, tmp_path / "model.ubj")
+    with pytest.raises(CheckFailed, match=UBJ_ATTACKS[kind]) as info:
+        load("xgboost", path, "xgboost-ubj")
+    assert str(info.value).startswith(f"{path}: refusing to load: the model ")
+
+
+_MEMORY_CAPPED = """
+import re, resource, numpy as np, xgboost
+x = np.random.default_rng(1).normal(size=(1000, 4))
+genuine = xgboost.Booster(model_file={genuine!r})
+genuine.set_param({{"nthread": 1}})
+genuine.predict(xgboost.DMatrix(x))
+status = open("/proc/self/status").read()
+size = int(re.search(r"VmSize:\\s+(\\d+)", status).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (384 << 20),) * 2)
+genuine.predict(xgboost.DMatrix(x))  # a genuine model still runs within the cap
+print("genuine ran", flush=True)
+booster = xgboost.Booster(model_file={crafted!r})
+booster.set_param({{"nthread": 1}})
+booster.predict(xgboost.DMatrix(x))
+print("finished")
+"""
+
+
+def crafted_xgboost_bomb(kind: str, folder: Path) -> tuple[Path, Path]:
+    """(genuine, crafted): a model of a few kilobytes that claims gigabytes, by outputs no
+    tree feeds (each row of a prediction holds one value per output) or by category bitsets
+    as wide as a category XGBoost allows (2 MB per split, allocated while loading)."""
+    doc = genuine_xgboost_doc(rounds=40, depth=6)
+    genuine = folder / "genuine.json"
+    genuine.write_text(json.dumps(doc))
+    if kind == "outputs":
+        doc["learner"]["learner_model_param"]["num_target"] = str(10**6)
+    else:
+        for tree in doc["learner"]["gradient_booster"]["model"]["trees"]:
+            inner = [i for i, left in enumerate(tree["left_children"]) if left != -1]
+            tree["split_type"] = [1 if i in inner else 0 for i in range(len(tree["split_type"]))]
+            tree.update(categories=[2**24 - 1] * len(inner), categories_nodes=inner)
+            tree.update(categories_segments=list(range(len(inner))))
+            tree["categories_sizes"] = [1] * len(inner)
+    crafted = folder / "model.json"
+    crafted.write_text(json.dumps(doc))
+    assert crafted.stat().st_size < 1 << 20
+    return genuine, crafted
+
+
+XGBOOST_BOMBS = {
+    "outputs": r"has 1000000 outputs, but its trees feed only 1",
+    "category bitsets": r"whose category bitsets would take far more memory than the file holds",
+}
+
+
+@pytest.mark.parametrize("kind", XGBOOST_BOMBS)
+def test_control_xgboost_model_claiming_gigabytes_exhausts_memory(
+    kind: str, tmp_path: Path
+) -> None:
+    # the child's address space is capped a little above what it uses, so the claim fails
+    # there (std::bad_alloc) instead of taking the machine's memory
+    genuine, crafted = crafted_xgboost_bomb(kind, tmp_path)
+    code = _MEMORY_CAPPED.format(genuine=str(genuine), crafted=str(crafted))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert "genuine ran" in done.stdout, done.stderr[-2000:]
+    assert "finished" not in done.stdout
+    assert "bad_alloc" in done.stderr or "MemoryError" in done.stderr or done.returncode < 0
+
+
+@pytest.mark.parametrize("kind", XGBOOST_BOMBS)
+def test_xgboost_model_claiming_gigabytes_is_refused(kind: str, tmp_path: Path) -> None:
+    _, crafted = crafted_xgboost_bomb(kind, tmp_path)
+    with pytest.raises(CheckFailed, match=XGBOOST_BOMBS[kind]) as info:
+        load("xgboost", crafted, "xgboost-json")
+    assert str(info.value).startswith(f"{crafted}: refusing to load: the model ")
+
+
 # --- LightGBM ------------------------------------------------------------------------------------
 
 
-def crafted_lightgbm(kind: str, path: Path) -> Path:
-    """A genuine LightGBM text model whose first tree points outside its own arrays."""
+def lightgbm_lines(linear: bool = False) -> list[str]:
+    """A genuine LightGBM text model's lines (linear trees: leaves that list features)."""
     import lightgbm
     import numpy as np
 
     x = np.random.default_rng(0).normal(size=(300, 4))
-    params = {"objective": "binary", "num_leaves": 4, "verbose": -1}
-    booster = lightgbm.train(params, lightgbm.Dataset(x, (x[:, 0] > 0).astype(int)), 5)
-    lines = booster.model_to_string().splitlines()
+    if linear:
+        params = {"objective": "regression", "linear_tree": True, "num_leaves": 4}
+        data = lightgbm.Dataset(x, x[:, 1] * 2 + x[:, 0])
+    else:
+        params = {"objective": "binary", "num_leaves": 4}
+        data = lightgbm.Dataset(x, (x[:, 0] > 0).astype(int))
+    booster = lightgbm.train({**params, "verbose": -1}, data, 5)
+    lines: list[str] = booster.model_to_string().splitlines()
+    return lines
 
-    def first(key: str, value: str) -> None:  # the first tree's first value of `key`
-        i = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
+
+def with_tree_sizes(lines: list[str]) -> str:
+    """The model text with `tree_sizes` recomputed, as LightGBM writes it: each tree's bytes
+    (LightGBM finds trees by these sizes, and one that lands elsewhere aborts the process)."""
+    text = "\n".join(lines) + "\n"
+    starts = [m.start() for m in re.finditer(r"(?m)^Tree=", text)]
+    ends = [*starts[1:], text.index("end of trees")]
+    sizes = " ".join(str(len(text[a:b].encode())) for a, b in zip(starts, ends, strict=True))
+    return re.sub(r"(?m)^tree_sizes=.*$", f"tree_sizes={sizes}", text, count=1)
+
+
+def crafted_lightgbm(kind: str, path: Path) -> Path:
+    """A genuine LightGBM text model whose first tree points outside its own arrays, hides
+    a crafted value from a parser that reads the text differently from LightGBM, or whose
+    header contradicts its trees."""
+    lines = lightgbm_lines(linear=kind == "linear feature")
+
+    def index(key: str, tree: int = 0) -> int:  # the line of `key` in tree `tree`
+        trees = [i for i, line in enumerate(lines) if line.startswith("Tree=")]
+        return next(i for i in range(trees[tree], len(lines)) if lines[i].startswith(f"{key}="))
+
+    def first(key: str, value: str, tree: int = 0) -> None:  # the first value of `key`
+        i = index(key, tree)
         lines[i] = f"{key}={' '.join([value, *lines[i].split('=', 1)[1].split()[1:]])}"
 
     if kind == "child":
         first("left_child", "1000000")
     elif kind == "leaf":
-        first("left_child", "-1000000")
+        first("left_child", "-1000000000")
     elif kind == "feature":
         first("split_feature", "1000000")
-    else:
+    elif kind == "cycle":
         first("left_child", "0")
         first("right_child", "0")
-    path.write_text("\n".join(lines) + "\n")
+    elif kind == "linear feature":  # tree 1's first leaf adds 10**8th feature of the row
+        first("leaf_features", "100000000", tree=1)
+    elif kind == "objective classes":  # softmax over 10**5 scores, in a buffer for one
+        i = next(i for i, line in enumerate(lines) if line.startswith("objective="))
+        lines[i] = "objective=multiclass num_class:100000"
+    elif kind == "no classes":  # trees per iteration divide the tree count
+        lines[lines.index("num_class=1")] = "num_class=0"
+        lines[lines.index("num_tree_per_iteration=1")] = "num_tree_per_iteration=0"
+    elif kind == "tab":  # Python splits on a tab, LightGBM reads 0 for every later child
+        i = index("left_child")
+        lines[i] = lines[i].replace(" ", "\t", 1)
+    else:  # a cycle LightGBM reads, then the genuine value where only a lenient parser looks
+        i = index("left_child")
+        genuine, lines[i] = lines[i], "left_child=0 -1 -2"
+        end = lines.index("", i)
+        if kind == "line 23":  # LightGBM reads 22 lines of a tree at most
+            tree_lines = end - index("num_leaves")
+            lines[end:end] = [f"pad{n}=0" for n in range(22 - tree_lines)] + [genuine]
+        else:  # "blank line": a tree ends at its first empty line
+            lines[end + 1 : end + 1] = [genuine]
+    path.write_text(with_tree_sizes(lines))
     return path
 
 
 LIGHTGBM_ATTACKS = {
     "child": r"tree 0 whose node 0 has child 1000000 of 3 nodes",
-    "leaf": r"tree 0 whose node 0 has child -1000000 of 3 nodes",
+    "leaf": r"tree 0 whose node 0 has child -1000000000 of 3 nodes",
     "feature": r"tree 0 whose node 0 splits on feature 1000000 of 4",
     "cycle": r"tree 0 whose node 0 has child 0 of 3 nodes",
+    "linear feature": r"tree 1 whose linear leaves read feature 100000000 of 4",
+    "objective classes": r"has an objective \(multiclass num_class:100000\) for another number",
+    "no classes": r"has 0 classes",
+    "tab": r"cannot be checked: left_child holds something other than integers",
+    "line 23": r"tree 0 whose node 0 has child 0 of 3 nodes",
+    "blank line": r"tree 0 whose node 0 has child 0 of 3 nodes",
 }
+#: The attacks that make LightGBM loop forever rather than crash.
+LIGHTGBM_HANGS = {"cycle", "tab", "line 23", "blank line"}
 
 
 @pytest.mark.parametrize("kind", LIGHTGBM_ATTACKS)
@@ -1629,7 +1956,7 @@ def test_control_crafted_lightgbm_model_kills_or_hangs_the_process_that_predicts
         "booster.predict(np.random.default_rng(1).normal(size=(2000, 4)))\n"
         "print('finished')\n"
     )
-    _crashes_or_hangs(code, hangs=kind == "cycle", timeout_s=60)
+    _crashes_or_hangs(code, hangs=kind in LIGHTGBM_HANGS, timeout_s=60)
 
 
 @pytest.mark.parametrize("kind", LIGHTGBM_ATTACKS)
@@ -1638,6 +1965,37 @@ def test_crafted_lightgbm_model_is_refused(kind: str, tmp_path: Path) -> None:
     with pytest.raises(CheckFailed, match=LIGHTGBM_ATTACKS[kind]) as info:
         load("lightgbm", path, "lightgbm-text")
     assert str(info.value).startswith(f"{path}: refusing to load: the model ")
+
+
+def test_control_lightgbm_tree_sizes_off_by_one_abort_the_process_that_loads(
+    tmp_path: Path,
+) -> None:
+    # LightGBM finds trees by the header's byte sizes, in parallel threads, where a tree it
+    # cannot read ends the process (std::terminate) instead of raising
+    text = with_tree_sizes(lightgbm_lines())
+    sizes = re.search(r"(?m)^tree_sizes=(\d+)", text)
+    assert sizes
+    path = tmp_path / "model.txt"
+    path.write_text(text.replace(sizes.group(0), f"tree_sizes={int(sizes.group(1)) + 1}", 1))
+    code = f"import lightgbm\nlightgbm.Booster(model_file={str(path)!r})\nprint('finished')\n"
+    _crashes_or_hangs(code, hangs=False, timeout_s=60)
+
+
+def test_lightgbm_loads_the_text_it_checked_tree_by_tree_whatever_tree_sizes_says(
+    tmp_path: Path,
+) -> None:
+    import lightgbm
+    import numpy as np
+
+    text = with_tree_sizes(lightgbm_lines())
+    sizes = re.search(r"(?m)^tree_sizes=(\d+)", text)
+    assert sizes
+    path = tmp_path / "model.txt"
+    path.write_text(text.replace(sizes.group(0), f"tree_sizes={int(sizes.group(1)) + 1}", 1))
+    loaded = load("lightgbm", path, "lightgbm-text")
+    x = np.random.default_rng(1).normal(size=(200, 4))
+    assert loaded.num_trees() == 5
+    assert np.allclose(loaded.predict(x), lightgbm.Booster(model_str=text).predict(x))
 
 
 def test_genuine_lightgbm_models_pass_the_structure_checks(tmp_path: Path) -> None:

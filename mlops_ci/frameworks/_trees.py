@@ -1,16 +1,30 @@
-"""What the XGBoost and LightGBM modules share: one float input, onnxmltools, class outputs."""
+"""What the XGBoost and LightGBM modules share: the pinned bytes of the model file, one float
+input, onnxmltools, class outputs."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops_ci.digest import verify_digest
 from mlops_ci.errors import CheckFailed
 
 if TYPE_CHECKING:
+    from mlops_ci.frameworks import Artifact
     from mlops_ci.manifest import Signature
+
+
+def pinned_bytes(artifact: Artifact) -> bytes:
+    """The artifact's bytes, read once and checked against its digest: the structure checks
+    and the loader then see the same bytes, whatever happens to the file in between."""
+    verify_digest(artifact.path, artifact.sha256, what="artifact")
+    raw = artifact.path.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != artifact.sha256.lower():
+        raise CheckFailed("artifact changed while it was being read", path=artifact.path)
+    return raw
 
 
 def initial_types(signature: Signature, framework: str) -> list[tuple[str, Any]]:

@@ -136,12 +136,12 @@ def _unsafe_state(model: Any) -> str | None:
                 "read files of the machine that runs the check; set input='content' (the "
                 "default) and re-save the model"
             )
-        problem = _tree_problem(item) or _width_problem(item)
+        problem = _tree_problem(item) or _width_problem(item) or _metric_params_problem(item)
         if problem:
             return (
-                f"{where} ({type(item).__name__}) {problem}; scikit-learn's compiled tree code "
-                "trusts these arrays, so it would read memory out of bounds or never finish. "
-                "Re-save the model from a genuine fit"
+                f"{where} ({type(item).__name__}) {problem}; scikit-learn's compiled tree, "
+                "neighbour and distance code (and SciPy's) trusts these arrays, so it would "
+                "read memory out of bounds or never finish. Re-save the model from a genuine fit"
             )
     return None
 
@@ -200,7 +200,7 @@ def _is_neighbour_index(item: Any) -> bool:
 def _neighbour_index_problem(tree: Any) -> str | None:
     """A KDTree / BallTree whose index arrays point outside its data: its queries follow them
     unchecked."""
-    data, idx_array, node_data, _ = (np.asarray(a) for a in tree.get_arrays())
+    data, idx_array, node_data, bounds = (np.asarray(a) for a in tree.get_arrays())
     n = len(data)
     if data.ndim != 2 or len(idx_array) != n or ((idx_array < 0) | (idx_array >= n)).any():
         return f"indexes points outside its {n} data points"
@@ -210,6 +210,55 @@ def _neighbour_index_problem(tree: Any) -> str | None:
     inner = np.flatnonzero(node_data["is_leaf"] == 0)
     if len(inner) and 2 * int(inner.max()) + 2 >= len(node_data):
         return f"has a node whose children lie outside its {len(node_data)} nodes"
+    # a node's bounds (KDTree: lower and upper corner; BallTree: centroid) per feature, read
+    # at [k, node, feature] for every node and feature
+    width = data.shape[1]
+    corners = 2 if type(tree).__module__ == "sklearn.neighbors._kd_tree" else 1
+    if np.shape(bounds) != (corners, len(node_data), width):
+        return (
+            f"holds node bounds of shape {list(np.shape(bounds))} for {len(node_data)} nodes "
+            f"of {width} features"
+        )
+    return _metric_problem(tree.__getstate__()[11], width)
+
+
+def _metric_problem(metric: Any, width: int) -> str | None:
+    """A DistanceMetric whose parameters do not fit the data's width: its distances read
+    them at every feature unchecked (only its `pairwise` checks, which the trees never call)."""
+    name = type(metric).__name__.rstrip("0123456789")
+    _, vec, mat = (np.asarray(v) for v in metric.__getstate__()[:3])
+    if name == "MinkowskiDistance" and vec.size not in (0, width):
+        return f"weighs {vec.size} features of {width} in its {name}"
+    if name == "SEuclideanDistance" and vec.shape != (width,):
+        return f"holds variances of shape {list(vec.shape)} for {width} features in its {name}"
+    if name == "MahalanobisDistance" and mat.shape != (width, width):
+        return f"holds a matrix of shape {list(mat.shape)} for {width} features in its {name}"
+    if name == "HaversineDistance" and width != 2:
+        return f"reads 2 features of {width} in its {name}"
+    return None
+
+
+#: Parameters of a neighbours estimator's metric that are read per feature, or per pair of
+#: features: scipy's cdist reads a Mahalanobis `VI` of any shape as width × width.
+_METRIC_ARRAYS = ("w", "V", "VI")
+
+
+def _metric_params_problem(item: Any) -> str | None:
+    """A neighbours estimator whose metric parameters do not fit the features it takes."""
+    width = getattr(item, "n_features_in_", None)
+    if not isinstance(width, int | np.integer):
+        return None
+    for attribute in ("metric_params", "effective_metric_params_"):
+        params = getattr(item, attribute, None)
+        if not isinstance(params, dict):
+            continue
+        for key in _METRIC_ARRAYS:
+            if params.get(key) is None:
+                continue
+            shape = np.shape(params[key])
+            square = (width, width)
+            if shape != square and (key == "VI" or shape != (width,)):
+                return f"has {attribute}[{key!r}] of shape {list(shape)} for its {width} features"
     return None
 
 
