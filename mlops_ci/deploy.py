@@ -352,10 +352,10 @@ def publish(
         raise CheckFailed(f"{name}: metadata.version is longer than {MAX_SEMVER} characters")
     with reg.store.lock(lock_timeout_s, meanwhile=lambda: reg.read_bytes(audit.HEAD_KEY)) as held:
         # Everything the publish decides on, read together: on S3 the round trips overlap.
-        previous, versions, end = reg.gather(
-            lambda: reg.serving_version(name),
-            lambda: reg.version_folders(name),
+        end, versions, previous = reg.gather(
             lambda: audit.read_end(reg, held.early),
+            lambda: reg.version_folders(name),
+            lambda: reg.serving_version(name),
         )
         existing = _find_semver(reg, cand, versions)
         if existing is not None:

@@ -819,19 +819,23 @@ T = TypeVar("T")
 
 
 def together(calls: Sequence[Callable[[], T]], threads: int | None = None) -> list[T]:
-    """The results of `calls`, run at once: the first in this thread, the others in up to
-    `threads` threads (one thread fewer to start and to hand the result back). The first
-    failure in argument order is raised, once every call has ended."""
+    """The results of `calls`, run at once and started in argument order (so pass the longest
+    first): all but the last in up to `threads` threads, the last in this thread (one thread
+    fewer to start and to hand its result back). The first failure in argument order is
+    raised, once every call has ended."""
     if len(calls) < 2:
         return [call() for call in calls]
     with ThreadPoolExecutor(max_workers=min(threads or len(calls), len(calls) - 1)) as pool:
-        futures = [pool.submit(call) for call in calls[1:]]
+        futures = [pool.submit(call) for call in calls[:-1]]
         try:
-            first = calls[0]()
+            last = calls[-1]()
         except BaseException:
             wait(futures)
+            for future in futures:
+                if future.exception() is not None:
+                    future.result()  # an earlier call's failure comes first
             raise
-        return [first, *(future.result() for future in futures)]
+        return [*(future.result() for future in futures), last]
 
 
 # --- the registry ------------------------------------------------------------------------------
@@ -888,8 +892,8 @@ class Registry:
 
     def gather(self, *reads: Callable[[], Any]) -> list[Any]:
         """The results of independent calls (reads, or writes whose order does not matter):
-        together on S3 (their round trips overlap), one after the other on a
-        folder. The first failure in argument order is raised, once every call has ended."""
+        together on S3 (their round trips overlap; started in argument order, so the longest
+        goes first), one after the other on a folder. The first failure in argument order is raised, once every call has ended."""
         if not self.store.concurrent:
             return [read() for read in reads]
         return together(reads)
