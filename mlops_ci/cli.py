@@ -367,6 +367,14 @@ def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
         "large batches, costs small requests a thread hand-off)",
     )
     p.add_argument(
+        "--version-cache",
+        type=int,
+        default=D.version_cache,
+        metavar="N",
+        help="versions other than the serving ones that each worker keeps loaded after a "
+        "request by path, least recently used out first (default %(default)s; 0: none)",
+    )
+    p.add_argument(
         "--prediction-log",
         metavar="URI",
         help="folder or s3:// prefix for the prediction log (default: REGISTRY/.mlops/"
@@ -415,6 +423,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError("--port must be between 0 and 65535")
     if not 1 <= args.threads <= 256:
         raise UsageError("--threads must be between 1 and 256")
+    if not 0 <= args.version_cache <= 1000:
+        raise UsageError("--version-cache must be between 0 and 1000")
     if not 0 <= args.sample_rate <= 1:
         raise UsageError("--sample-rate must be between 0 and 1")
     if not 0 < args.max_body_mb <= 4096:
@@ -430,6 +440,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         threads=args.threads,
+        version_cache=args.version_cache,
         prediction_log="" if log == "off" else log,
         max_body_bytes=max_body_bytes(args.max_body_mb),
         poll_s=args.poll,

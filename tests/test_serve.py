@@ -676,6 +676,7 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Path, server: Se
     for args, message in (
         (["--registry", str(tmp_path / "nope")], "no such registry folder"),
         (["--registry", str(tmp_path), "--port", "70000"], "--port must be"),
+        (["--registry", str(tmp_path), "--version-cache", "-1"], "--version-cache must be"),
         (["--registry", str(tmp_path), "--port", port], "cannot listen on 127.0.0.1:" + port),
         (["--registry", "ftp://x/y"], "a registry is a folder"),
         (["--registry", str(tmp_path), "--prediction-log", "ftp://x/y"], "--prediction-log"),

@@ -19,6 +19,7 @@ DOC_FLAGS = {
     "--port": "port",
     "--workers N": "workers",
     "--threads N": "threads",
+    "--version-cache N": "version_cache",
     "--sample-rate R": "sample_rate",
     "--max-body-mb MB": "max_body_mb",
     "--poll SECONDS": "poll_s",
@@ -43,6 +44,7 @@ def test_the_clis_defaults_are_the_sources() -> None:
         "port": args.port,
         "workers": args.workers,
         "threads": args.threads,
+        "version_cache": args.version_cache,
         "sample_rate": args.sample_rate,
         "max_body_mb": args.max_body_mb,
         "poll_s": args.poll,
@@ -52,6 +54,7 @@ def test_the_clis_defaults_are_the_sources() -> None:
         "port": DEFAULTS.port,
         "workers": DEFAULTS.workers,
         "threads": DEFAULTS.threads,
+        "version_cache": DEFAULTS.version_cache,
         "sample_rate": DEFAULTS.sample_rate,
         "max_body_mb": DEFAULTS.max_body_mb,
         "poll_s": DEFAULTS.poll_s,
@@ -67,7 +70,10 @@ def test_serve_main_settings_store_and_log_default_to_the_source() -> None:
     from mlops_ci.serve.predlog import PredictionLog
 
     main = _signature_defaults(serve.main)
-    for name in ("host", "port", "workers", "threads", "sample_rate", "poll_s", "drain_s"):
+    for name in (
+        *("host", "port", "workers", "threads", "version_cache"),
+        *("sample_rate", "poll_s", "drain_s"),
+    ):
         assert main[name] == getattr(DEFAULTS, name), name
     assert main["idle_timeout_s"] == DEFAULTS.idle_timeout_s
     assert main["log_flush_s"] == DEFAULTS.log_flush_s
@@ -77,20 +83,23 @@ def test_serve_main_settings_store_and_log_default_to_the_source() -> None:
     assert settings["max_body_bytes"] == max_body_bytes(DEFAULTS.max_body_mb)
     assert settings["poll_s"] == DEFAULTS.poll_s
     assert settings["threads"] == DEFAULTS.threads
+    assert settings["version_cache"] == DEFAULTS.version_cache
     assert settings["default_sample_rate"] == DEFAULTS.sample_rate
     assert settings["log_flush_s"] == DEFAULTS.log_flush_s
     # The one the review found: 30 s here against twice the idle timeout (10 s) in serve.main.
     assert settings["body_timeout_s"] == body_timeout_s(DEFAULTS.idle_timeout_s)
 
     store = _signature_defaults(ModelStore.__init__)
-    assert (store["threads"], store["default_sample_rate"]) == (
+    assert (store["threads"], store["default_sample_rate"], store["version_cache"]) == (
         DEFAULTS.threads,
         DEFAULTS.sample_rate,
+        DEFAULTS.version_cache,
     )
     assert _signature_defaults(PredictionLog.__init__)["flush_s"] == DEFAULTS.log_flush_s
 
 
 def test_serve_md_states_the_sources_numbers() -> None:
+    from mlops_ci.serve.app import LARGE_BODY_BYTES
     from mlops_ci.serve.predlog import PredictionLog
     from mlops_ci.serve.transport import MAX_HEADER_BYTES
 
@@ -115,5 +124,6 @@ def test_serve_md_states_the_sources_numbers() -> None:
     assert "a body that stalls for twice this gets 408" in text  # body_timeout_s, in words
     assert body_timeout_s(1.0) == 2.0
     assert stated(r"headers over ([\d.]+) KiB") * 1024 == MAX_HEADER_BYTES
+    assert stated(r"(?:body (?:is )?over|Below) ([\d.]+) KiB") * 1024 == LARGE_BODY_BYTES
     max_buffered = _signature_defaults(PredictionLog.__init__)["max_buffered"]
     assert stated(r"The\s+buffer is bounded \(([\d,]+) rows") == max_buffered

@@ -1,7 +1,8 @@
 """`mlops-ci serve`: the Open Inference Protocol v2 over the registry (uvicorn, a minimal ASGI app).
 
-`protocol` parses and encodes the wire format, `models` decides which version serves, `metrics`
-and `predlog` observe, `app` wires them into an ASGI callable, and `main` runs it under uvicorn.
+`protocol` parses and encodes the wire format (`offload`: for large requests, in a child process),
+`models` decides which version serves, `metrics` and `predlog` observe, `app` wires them into an
+ASGI callable, and `main` runs it under uvicorn.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main(
     port: int = DEFAULTS.port,
     workers: int = DEFAULTS.workers,
     threads: int = DEFAULTS.threads,
+    version_cache: int = DEFAULTS.version_cache,
     prediction_log: str | None = None,
     max_body_bytes: int = defaults.max_body_bytes(DEFAULTS.max_body_mb),
     poll_s: float = DEFAULTS.poll_s,
@@ -75,6 +77,7 @@ def main(
         max_body_bytes=max_body_bytes,
         poll_s=poll_s,
         threads=threads,
+        version_cache=version_cache,
         default_sample_rate=sample_rate,
         log_flush_s=log_flush_s,
         body_timeout_s=defaults.body_timeout_s(idle_timeout_s),

@@ -2,7 +2,9 @@
 lifespan (load on start, drain and flush the prediction log on stop).
 
 A plain ASGI callable, no framework: a request costs a path split, the protocol's parse, one
-`session.run` and the encode. Metrics and the prediction log wrap the call to the model.
+`session.run` and the encode, inline on the event loop; a large one is decoded and encoded in a
+child process (`offload`) and run on a thread beside the loop. Metrics and the prediction log
+wrap the call to the model.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from mlops_ci import __version__
 from mlops_ci.serve import defaults, protocol
 from mlops_ci.serve.defaults import DEFAULTS
 from mlops_ci.serve.metrics import Metrics
 from mlops_ci.serve.models import LoadedModel, ModelStore
+from mlops_ci.serve.offload import CodecProcess
 from mlops_ci.serve.predlog import PredictionLog
 from mlops_ci.serve.protocol import ProtocolError
 from mlops_ci.triton import PLATFORM
@@ -36,6 +40,13 @@ _INTERNAL = protocol.error_body("internal error; the server's log has the detail
 #: The endpoints outside /v2/models/, all GET (and HEAD).
 _FIXED = frozenset({"/v2/health/live", "/v2/health/ready", "/v2", "/v2/", "/metrics"})
 _READ = "GET, HEAD"
+#: Request bodies longer than this are decoded, and their replies encoded, in the worker's child
+#: process (`offload`), and run on a thread: not on the event loop. Decoding JSON costs about 12 ms
+#: a MB: a 48 MB body held the loop for seconds, and every other request of the worker (health
+#: probes too) waited. Below this a request holds the loop for a few milliseconds at most, and
+#: the child's round trip (about 1 ms) would be a large share of its latency: it stays inline.
+LARGE_BODY_BYTES = 256 << 10
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,7 @@ class Settings:
     max_body_bytes: int = defaults.max_body_bytes(DEFAULTS.max_body_mb)
     poll_s: float = DEFAULTS.poll_s
     threads: int = DEFAULTS.threads
+    version_cache: int = DEFAULTS.version_cache
     default_sample_rate: float = DEFAULTS.sample_rate
     log_flush_s: float = DEFAULTS.log_flush_s
     body_timeout_s: float = defaults.body_timeout_s(DEFAULTS.idle_timeout_s)
@@ -66,6 +78,11 @@ class App:
         self.metrics = Metrics(shared)
         self.store: ModelStore | None = None
         self.predlog: PredictionLog | None = None
+        # Large requests take turns, as they did on the loop (one in the child, one running), so
+        # a burst of them holds no more decoded copies at once than before; small ones no longer
+        # wait for them. onnxruntime lets go of the GIL while it runs.
+        self._codec = CodecProcess()
+        self._large: ThreadPoolExecutor | None = None
 
     # --- lifespan ------------------------------------------------------------------------------
 
@@ -96,6 +113,7 @@ class App:
             threads=s.threads,
             default_sample_rate=s.default_sample_rate,
             log_enabled=log_on,
+            version_cache=s.version_cache,
         )
         if log_on:
             if s.prediction_log is None:
@@ -113,6 +131,9 @@ class App:
     def stop(self) -> None:
         if self.store is not None:
             self.store.stop()
+        self._codec.close()
+        if self._large is not None:
+            self._large.shutdown(wait=False, cancel_futures=True)
         if self.predlog is not None:
             self.predlog.close()
         if self.metrics.shared is not None:  # last: the prediction log's final rows count too
@@ -221,8 +242,13 @@ class App:
         model = _model(store, name, version) or await _load(store, name, version)
         body = await _read_body(receive, limit, self.settings.body_timeout_s)
         started = time.perf_counter()
+        # A large body off the loop (LARGE_BODY_BYTES); the sampler and the counters stay on it.
+        large = len(body) > LARGE_BODY_BYTES
         try:
-            request = protocol.parse_request(body, header_length, model.inputs, model.outputs)
+            if large:
+                request = await self._codec.decode(body, header_length, model.inputs, model.outputs)
+            else:
+                request = protocol.parse_request(body, header_length, model.inputs, model.outputs)
             # The log holds every output: a sampled request computes them all in its one run,
             # and the reply takes those asked for. (A request that then fails has used its turn.)
             log_to = self.predlog if model.sampler is not None and model.sampler() else None
@@ -231,13 +257,19 @@ class App:
                 if log_to is not None
                 else [n for n, _ in request.outputs]
             )
-            results = dict(zip(names, model.session.run(names, request.inputs), strict=True))
-            reply, json_length = protocol.encode_response(
-                model.name,
-                model.version_text,
-                request.id,
-                [(n, results[n], b) for n, b in request.outputs],
-            )
+            if large:
+                results = await self._off_loop(_run, model, names, request.inputs)
+            else:
+                results = _run(model, names, request.inputs)
+            outputs = [(n, results[n], b) for n, b in request.outputs]
+            if large:
+                reply, json_length = await self._codec.encode(
+                    model.name, model.version_text, request.id, outputs
+                )
+            else:
+                reply, json_length = protocol.encode_response(
+                    model.name, model.version_text, request.id, outputs
+                )
         except ProtocolError:
             model.stats.failed()
             raise
@@ -261,12 +293,23 @@ class App:
             ]
         await _reply(send, 200, reply, headers)
 
+    async def _off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._large is None:
+            self._large = ThreadPoolExecutor(1, thread_name_prefix="large-requests")
+        return await asyncio.get_running_loop().run_in_executor(self._large, fn, *args)
+
+
+def _run(model: LoadedModel, names: list[str], inputs: dict[str, Any]) -> dict[str, Any]:
+    return dict(zip(names, model.session.run(names, inputs), strict=True))
+
 
 async def _load(store: ModelStore, name: str, version: str | None) -> LoadedModel:
-    """A listed version not loaded yet: load it off the event loop (the rare path of _model)."""
+    """A published version not loaded: loaded off the event loop, one load shared by all the
+    requests that wait for it (the rare path of _model)."""
     if version is None:
         raise ProtocolError(f"model {name!r} has no version that can serve", 503)
-    return await asyncio.to_thread(store.load_listed, name, version)
+    # Shielded: one waiter's cancellation must not cancel the load the others wait for.
+    return await asyncio.shield(asyncio.wrap_future(store.load(name, version)))
 
 
 def _model(store: ModelStore, name: str, version: str | None) -> LoadedModel | None:

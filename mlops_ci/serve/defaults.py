@@ -23,6 +23,11 @@ class ServeDefaults:
     #: Share of requests logged for a model whose deployed manifest sets no rate.
     sample_rate: float = 0.0
     max_body_mb: float = 64
+    #: Published versions other than the serving ones that a worker keeps loaded after a request
+    #: by path (least recently used out first; an evicted one is loaded again when asked for).
+    #: Each holds an onnxruntime session: without a bound, a client walking through versions
+    #: made a worker hold every one.
+    version_cache: int = 4
     poll_s: float = 0.5
     #: Keep-alive, and how long a client may take to send a request's headers.
     idle_timeout_s: float = 5.0

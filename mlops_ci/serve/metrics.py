@@ -66,6 +66,10 @@ class Metrics:
         self._stats: dict[tuple[str, str], VersionStats] = {}
         self.log_rows = 0
         self.log_dropped = 0
+        # Sessions built (serving versions and versions asked for by path), and versions by path
+        # dropped from the cache (--version-cache): bumped by the model store under its lock.
+        self.version_loads = 0
+        self.version_evictions = 0
         self.shared = shared
         self._registry: Any = None
 
@@ -83,15 +87,15 @@ class Metrics:
             "versions": [s.row() for s in list(self._stats.values())],
             "log_rows": self.log_rows,
             "log_dropped": self.log_dropped,
+            "version_loads": self.version_loads,
+            "version_evictions": self.version_evictions,
         }
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-        if self.shared is None:
-            versions, log_rows, log_dropped = _sum([self.snapshot()])
-        else:
-            versions, log_rows, log_dropped = _sum(self.shared.gather(self.snapshot))
+        snapshots = [self.snapshot()] if self.shared is None else self.shared.gather(self.snapshot)
+        versions, totals = _sum(snapshots)
         values = {
             "nv_inference_request_success": lambda v: v.success,
             "nv_inference_request_failure": lambda v: v.failure,
@@ -117,17 +121,10 @@ class Metrics:
                 cumulative.append((bound, float(running)))
             hist.add_metric([model, version], cumulative, v.duration_s)
         yield hist
-        rows = CounterMetricFamily(
-            "mlops_ci_prediction_log_rows", "Rows written to the prediction log"
-        )
-        rows.add_metric([], float(log_rows))
-        yield rows
-        dropped = CounterMetricFamily(
-            "mlops_ci_prediction_log_dropped_rows",
-            "Sampled rows dropped because the prediction log's buffer was full",
-        )
-        dropped.add_metric([], float(log_dropped))
-        yield dropped
+        for key, (name, doc) in _TOTALS.items():
+            total = CounterMetricFamily(name, doc)
+            total.add_metric([], float(totals[key]))
+            yield total
 
     def exposition(self) -> bytes:
         """The text format, with Triton's counter names exactly as Triton writes them."""
@@ -156,6 +153,24 @@ class Metrics:
         return text.encode()
 
 
+#: The process-wide counters of a snapshot -> (metric name, help).
+_TOTALS = {
+    "log_rows": ("mlops_ci_prediction_log_rows", "Rows written to the prediction log"),
+    "log_dropped": (
+        "mlops_ci_prediction_log_dropped_rows",
+        "Sampled rows dropped because the prediction log's buffer was full",
+    ),
+    "version_loads": (
+        "mlops_ci_model_version_loads",
+        "onnxruntime sessions loaded: serving versions, and versions asked for by path",
+    ),
+    "version_evictions": (
+        "mlops_ci_model_version_evictions",
+        "Versions loaded by path and unloaded again to stay within --version-cache",
+    ),
+}
+
+
 class _VersionSum:
     """One model version's counters added up over workers."""
 
@@ -170,11 +185,11 @@ class _VersionSum:
 
 def _sum(
     snapshots: Iterable[Snapshot],
-) -> tuple[dict[tuple[str, str], _VersionSum], int, int]:
+) -> tuple[dict[tuple[str, str], _VersionSum], dict[str, int]]:
     """The counters of several workers (`VersionStats.row` each) added up; one snapshot: that
-    process's own. Returns the per-version sums, the log's rows, the log's dropped rows."""
+    process's own. Returns the per-version sums and the process-wide counters' (`_TOTALS`)."""
     versions: dict[tuple[str, str], _VersionSum] = {}
-    log_rows = log_dropped = 0
+    totals = dict.fromkeys(_TOTALS, 0)
     for snap in snapshots:
         for model, version, success, failure, count, duration_s, buckets in snap["versions"]:
             total = versions.get((model, version))
@@ -185,13 +200,13 @@ def _sum(
             total.count += count
             total.durations.append(duration_s)
             total.buckets = [a + b for a, b in zip(total.buckets, buckets, strict=True)]
-        log_rows += snap["log_rows"]
-        log_dropped += snap["log_dropped"]
+        for key in totals:
+            totals[key] += snap[key]
     for total in versions.values():
         # fsum is exact before its one rounding, so the sum never dips by a rounding error when
         # the files come in another order or a worker joins.
         total.duration_s = math.fsum(total.durations)
-    return versions, log_rows, log_dropped
+    return versions, totals
 
 
 class _WithPid:

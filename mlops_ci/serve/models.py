@@ -1,5 +1,6 @@
 """Which model versions `serve` answers for: the registry's serving versions, kept current by a
-poller, one onnxruntime session per version, loaded only from digest-checked bytes.
+poller, one onnxruntime session per version, loaded only from digest-checked bytes; other
+published versions loaded by path into a small LRU cache.
 
 Swaps are single dictionary assignments, so a request sees the old version or the new one, never
 a mix; a version that fails to load (missing, half-written, wrong digest) is never served and
@@ -8,10 +9,13 @@ the version before it keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,17 +68,26 @@ class ModelStore:
         threads: int = DEFAULTS.threads,
         default_sample_rate: float = DEFAULTS.sample_rate,
         log_enabled: bool = True,
+        version_cache: int = DEFAULTS.version_cache,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.threads = threads
+        self.version_cache = version_cache
         self.default_sample_rate = default_sample_rate
         self.log_enabled = log_enabled
         self.ready = False
         self._models: Mapping[str, _ModelState] = {}
-        # (model, version) -> loaded; serving versions plus those asked for by path.
-        self._loaded: dict[tuple[str, int], LoadedModel] = {}
-        self._load_lock = threading.Lock()
+        # Published versions other than the serving ones, loaded by path (or serving until a
+        # deploy or rollback), least recently used first: at most `version_cache`, so a client
+        # walking through versions cannot make a worker hold a session for each.
+        self._cache: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        # Loads by path under way: the requests that ask for one version meanwhile share one.
+        self._loading: dict[tuple[str, int], Future[LoadedModel]] = {}
+        self._lock = threading.Lock()  # guards the two above; never held while loading
+        # One version loaded by path at a time: a worker holds at most one session beyond the
+        # cache and the serving versions, however many clients ask for others at once.
+        self._loader: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,7 +107,7 @@ class ModelStore:
 
     def get(self, model: str, version: str | None = None) -> LoadedModel:
         """The serving version, or a listed version already loaded; ProtocolError 404 when the
-        model or version is unknown, 503 when it is known but not loaded yet."""
+        model or version is unknown, 503 when it is known but not loaded (`load` it)."""
         state = self._models.get(model)
         if state is None:
             raise ProtocolError(f"unknown model {model!r}", 404)
@@ -107,21 +120,70 @@ class ModelStore:
             return state.serving
         if n not in state.versions:
             raise ProtocolError(f"model {model!r} has no version {version}", 404)
-        found = self._loaded.get((model, n))
+        key = (model, n)
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)  # the most recently used
         if found is None:
             raise ProtocolError(f"model {model!r} version {n} is not loaded", 503)
         return found
 
-    def load_listed(self, model: str, version: str) -> LoadedModel:
-        """Load a listed, not yet loaded version (blocking: call from a worker thread)."""
+    def load(self, model: str, version: str) -> Future[LoadedModel]:
+        """A published version by path, as a future: at once when it is loaded, else the load
+        under way for it, else a new one on the loader thread. It fails with ProtocolError 404
+        when the version is not published (or stops being so while it loads), 503 when it
+        cannot be loaded (its digest, say)."""
         n = _version_number(model, version)
-        if n not in self.versions(model):
+        state = self._models.get(model)
+        if state is None or n not in state.versions:
             raise ProtocolError(f"model {model!r} has no version {version}", 404)
+        key = (model, n)
+        with self._lock:
+            found = self._cache.get(key)
+            if found is None and state.serving is not None and state.serving.version == n:
+                found = state.serving  # it became the serving version meanwhile
+            if found is not None:
+                done: Future[LoadedModel] = Future()
+                done.set_result(found)
+                return done
+            future = self._loading.get(key)
+            if future is None or future.cancelled():
+                if self._loader is None:
+                    self._loader = ThreadPoolExecutor(1, thread_name_prefix="version-loader")
+                future = self._loading[key] = self._loader.submit(self._load_by_path, key)
+            return future
+
+    def loaded(self) -> list[tuple[str, int]]:
+        """The versions loaded by path (not serving), least recently used first."""
+        with self._lock:
+            return list(self._cache)
+
+    def _load_by_path(self, key: tuple[str, int]) -> LoadedModel:
+        model, n = key
         try:
-            return self._load(model, n)
+            loaded = self._build(model, n)
         except Exception as exc:
+            with self._lock:
+                del self._loading[key]  # the next request tries again
             log.error("could not load %s version %s: %s", model, n, exc)
             raise ProtocolError(f"model {model!r} version {n} cannot be loaded", 503) from None
+        with self._lock:
+            del self._loading[key]
+            state = self._models.get(model)
+            if state is None or n not in state.versions:  # unpublished while it loaded
+                raise ProtocolError(f"model {model!r} has no version {n}", 404)
+            self._keep(key, loaded)
+        return loaded
+
+    def _keep(self, key: tuple[str, int], loaded: LoadedModel) -> None:
+        """Cache a non-serving version as the most recently used; evict beyond the bound.
+        Called with the lock held. An evicted session is freed once the requests using it end."""
+        self._cache[key] = loaded
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.version_cache:
+            self._cache.popitem(last=False)
+            self.metrics.version_evictions += 1
 
     # --- keeping current -----------------------------------------------------------------------
 
@@ -144,13 +206,21 @@ class ModelStore:
                 current[name] = state
                 changed = True
         if changed:
-            self._models = current  # one assignment: requests see before or after
+            before_all, self._models = self._models, current  # requests see before or after
             listed = {(m, n) for m, s in current.items() for n in s.versions}
             serving = {(m, s.serving.version) for m, s in current.items() if s.serving}
-            with self._load_lock:
-                for key in list(self._loaded):
-                    if key not in listed and key not in serving:
-                        del self._loaded[key]
+            with self._lock:
+                for key in list(self._cache):  # unpublished, or serving now
+                    if key not in listed or key in serving:
+                        del self._cache[key]
+                for name, before in before_all.items():
+                    # A version that stopped serving and is still published stays loaded for a
+                    # while, as the most recently used by path: a rollback to it is instant.
+                    if before.serving is None:
+                        continue
+                    key = (name, before.serving.version)
+                    if key in listed and key not in serving:
+                        self._keep(key, before.serving)
 
     def _state(self, name: str, token: str, before: _ModelState | None) -> _ModelState:
         try:
@@ -162,7 +232,7 @@ class ModelStore:
         serving = before.serving if before else None
         if n is not None and n in versions and (serving is None or serving.version != n):
             try:
-                serving = self._load(name, n)
+                serving = self._load_serving(name, n)
                 log.info("%s: serving version %s", name, n)
             except Exception as exc:
                 # Keep what serves; the next change of config.pbtxt tries again.
@@ -173,14 +243,19 @@ class ModelStore:
                 serving = None
         return _ModelState(token, serving, versions)
 
-    def _load(self, name: str, n: int) -> LoadedModel:
-        with self._load_lock:
-            found = self._loaded.get((name, n))
-            if found is not None:
-                return found
-            loaded = self._build(name, n)
-            self._loaded[(name, n)] = loaded
-            return loaded
+    def _load_serving(self, name: str, n: int) -> LoadedModel:
+        """The version about to serve: taken out of the cache when loaded by path (or waited for
+        when a request is loading it), else loaded here, on the poller's thread."""
+        key = (name, n)
+        with self._lock:
+            found = self._cache.pop(key, None)
+            pending = self._loading.get(key)
+        if found is None and pending is not None:
+            with contextlib.suppress(Exception):  # then loaded below, its error logged there
+                found = pending.result()
+            with self._lock:
+                self._cache.pop(key, None)
+        return found if found is not None else self._build(name, n)
 
     def _build(self, name: str, n: int) -> LoadedModel:
         import yaml
@@ -196,6 +271,8 @@ class ModelStore:
         # Spinning threads burn a core between requests; a server has other work for it.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = runtime.session(data, options)
+        with self._lock:
+            self.metrics.version_loads += 1
         inputs = tuple(_meta(t) for t in session.get_inputs())
         outputs = tuple(_meta(t) for t in session.get_outputs())
         rate = sample_rate(manifest, self.default_sample_rate) if self.log_enabled else 0.0
@@ -236,6 +313,8 @@ class ModelStore:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._loader is not None:
+            self._loader.shutdown(wait=False, cancel_futures=True)
 
 
 def _version_number(model: str, version: str) -> int:

@@ -1,0 +1,235 @@
+"""Versions asked for by path (`/v2/models/{m}/versions/{v}/…`): a worker keeps at most
+`--version-cache` of them loaded besides the serving ones, however many a client walks through;
+one evicted is loaded again (its digest checked again) when asked for; concurrent requests for
+one version share one load; an unpublished version is never served. `serve`'s own App under
+uvicorn, a real filesystem registry, onnxruntime sessions counted in the process."""
+
+from __future__ import annotations
+
+import gc
+import http.client
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serve_registry import ExampleModel, ServeProcess, publish, rollback
+from uvicorn_thread import uvicorn_thread
+
+from mlops_ci.serve.app import App, Settings
+
+TUMOR = "tumor-classifier"
+BODY = json.dumps(
+    {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [1.0] * 30}]}
+).encode()
+
+
+@pytest.fixture(scope="module")
+def registry(
+    example_models: dict[str, ExampleModel], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """tumor-classifier published 8 times (versions 1–8, 8 serving)."""
+    root = tmp_path_factory.mktemp("versions") / "registry"
+    tumor = example_models[TUMOR]
+    manifest = tumor.manifest.read_text(encoding="utf-8")
+    for i in range(8):
+        publish(root, TUMOR, tumor.onnx.read_bytes(), manifest, semver=f"1.0.{i}")
+    return root
+
+
+def _sessions() -> int:
+    """onnxruntime sessions alive in this process."""
+    import onnxruntime as ort
+
+    gc.collect()
+    return sum(isinstance(o, ort.InferenceSession) for o in gc.get_objects())
+
+
+@contextmanager
+def _serving(root: Path, version_cache: int) -> Iterator[tuple[App, str]]:
+    app = App(
+        Settings(registry=str(root), prediction_log="", poll_s=0.1, version_cache=version_cache)
+    )
+    with uvicorn_thread(app, http="httptools", loop="asyncio", log_level="critical") as hostport:
+        yield app, hostport
+
+
+def _infer(hostport: str, version: int) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection(hostport, timeout=30)
+    try:
+        conn.request("POST", f"/v2/models/{TUMOR}/versions/{version}/infer", body=BODY)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def _counter(hostport: str, name: str) -> float:
+    conn = http.client.HTTPConnection(hostport, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    (value,) = [line.split()[1] for line in text.splitlines() if line.startswith(f"{name}_total ")]
+    return float(value)
+
+
+def _until(check: Any, what: str, timeout: float = 5.0) -> None:
+    """Wait for the registry poller to see a change (it re-lists versions every 10th poll)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _walk(root: Path, version_cache: int) -> tuple[int, list[tuple[str, int]], float, float]:
+    """Ask versions 1–7 by path once each: (sessions held, cached, loads, evictions)."""
+    before = _sessions()
+    with _serving(root, version_cache) as (app, hostport):
+        for v in range(1, 8):
+            status, reply = _infer(hostport, v)
+            assert (status, reply.get("model_version")) == (200, str(v)), reply
+        held = _sessions() - before
+        assert app.store is not None
+        cached = app.store.loaded()
+        loads = _counter(hostport, "mlops_ci_model_version_loads")
+        evictions = _counter(hostport, "mlops_ci_model_version_evictions")
+    return held, cached, loads, evictions
+
+
+def test_walking_through_versions_holds_at_most_the_cache_bound(registry: Path) -> None:
+    # The naive way (what serve did: keep every version asked for while it is published): a
+    # session per version walked through, plus the serving one.
+    held, cached, loads, evictions = _walk(registry, version_cache=1000)
+    assert (held, len(cached), loads, evictions) == (8, 7, 8, 0)
+
+    held, cached, loads, evictions = _walk(registry, version_cache=2)
+    assert held == 1 + 2, f"{held} sessions held after walking 7 versions"
+    assert cached == [(TUMOR, 6), (TUMOR, 7)]  # the two most recently used
+    assert (loads, evictions) == (8, 5)
+
+
+def test_an_evicted_version_loads_again_and_a_used_one_stays(registry: Path) -> None:
+    with _serving(registry, version_cache=2) as (app, hostport):
+        assert app.store is not None
+        for v in (1, 2, 1, 3):  # 1 used again before 3 arrives: 2 is the least recently used
+            assert _infer(hostport, v)[0] == 200
+        assert app.store.loaded() == [(TUMOR, 1), (TUMOR, 3)]
+        assert _counter(hostport, "mlops_ci_model_version_loads") == 1 + 3
+        status, reply = _infer(hostport, 2)  # evicted: loaded again
+        assert (status, reply["model_version"]) == (200, "2")
+        assert app.store.loaded() == [(TUMOR, 3), (TUMOR, 2)]
+        assert _counter(hostport, "mlops_ci_model_version_loads") == 1 + 4
+        assert _counter(hostport, "mlops_ci_model_version_evictions") == 2
+        assert _infer(hostport, 8)[1]["model_version"] == "8"  # the serving one is never cached
+        assert app.store.loaded() == [(TUMOR, 3), (TUMOR, 2)]
+
+
+def test_no_cache_loads_on_each_request_and_holds_nothing(registry: Path) -> None:
+    before = _sessions()
+    with _serving(registry, version_cache=0) as (app, hostport):
+        assert app.store is not None
+        for v in (1, 1, 2):
+            assert _infer(hostport, v)[1]["model_version"] == str(v)
+        assert app.store.loaded() == []
+        assert _sessions() - before == 1  # the serving version
+        assert _counter(hostport, "mlops_ci_model_version_loads") == 1 + 3
+
+
+def test_concurrent_requests_for_one_version_share_one_load(
+    registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlops_ci.serve.models import ModelStore
+
+    real = ModelStore._build
+    built: list[tuple[str, int]] = []
+
+    def slow_build(self: ModelStore, name: str, n: int) -> Any:
+        built.append((name, n))
+        if n == 5:
+            time.sleep(0.5)  # every request below arrives while version 5 loads
+        return real(self, name, n)
+
+    monkeypatch.setattr(ModelStore, "_build", slow_build)
+    with _serving(registry, version_cache=2) as (_, hostport):
+        start = threading.Barrier(8)
+        results: list[tuple[int, dict[str, Any]]] = []
+
+        def client() -> None:
+            start.wait()
+            results.append(_infer(hostport, 5))
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(30)
+        assert [(s, r.get("model_version")) for s, r in results] == [(200, "5")] * 8
+        assert built == [(TUMOR, 8), (TUMOR, 5)]  # the serving version, then 5 once
+        assert _counter(hostport, "mlops_ci_model_version_loads") == 2
+
+
+def test_an_evicted_version_is_digest_checked_again_and_an_unpublished_one_is_gone(
+    example_models: dict[str, ExampleModel], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "registry"
+    tumor = example_models[TUMOR]
+    manifest = tumor.manifest.read_text(encoding="utf-8")
+    for i in range(3):
+        publish(root, TUMOR, tumor.onnx.read_bytes(), manifest, semver=f"1.0.{i}")
+    with _serving(root, version_cache=1) as (app, hostport):
+        store = app.store
+        assert store is not None
+        assert _infer(hostport, 1)[0] == 200
+        assert _infer(hostport, 2)[0] == 200  # evicts 1
+        assert store.loaded() == [(TUMOR, 2)]
+        # Version 1's bytes change after its release.json pinned their digest; loaded again,
+        # it must be checked again, not trusted for having loaded once.
+        (root / TUMOR / "1" / "model.onnx").write_bytes(tumor.onnx.read_bytes() + b"\0")
+        status, reply = _infer(hostport, 1)
+        assert status == 503 and "cannot be loaded" in reply["error"]
+        assert "does not match" in caplog.text
+        assert store.loaded() == [(TUMOR, 2)]
+
+        # A cached version whose folder is removed is not served by path once the poller sees it.
+        shutil.rmtree(root / TUMOR / "2")
+        _until(lambda: store.loaded() == [], "version 2 stayed cached after its removal")
+        assert _infer(hostport, 2)[0] == 404
+
+
+def test_the_version_that_stopped_serving_stays_loaded_for_a_rollback(
+    example_models: dict[str, ExampleModel], tmp_path: Path
+) -> None:
+    root = tmp_path / "registry"
+    tumor = example_models[TUMOR]
+    manifest = tumor.manifest.read_text(encoding="utf-8")
+    for i in range(2):
+        publish(root, TUMOR, tumor.onnx.read_bytes(), manifest, semver=f"1.0.{i}")
+    with _serving(root, version_cache=2) as (app, hostport):
+        store = app.store
+        assert store is not None
+        rollback(root, TUMOR, 1)
+        # 2 no longer serves; it stays loaded
+        _until(lambda: store.loaded() == [(TUMOR, 2)], "version 2 was dropped")
+        rollback(root, TUMOR, 2)
+        _until(lambda: store.loaded() == [(TUMOR, 1)], "version 1 was dropped")
+        assert _counter(hostport, "mlops_ci_model_version_loads") == 2  # no load for the swaps
+        assert _infer(hostport, 1)[1]["model_version"] == "1"
+
+
+def test_the_flag_bounds_the_cache_of_a_served_registry(registry: Path) -> None:
+    server = ServeProcess(registry, "--version-cache", "1", "--prediction-log", "off")
+    try:
+        for v in (1, 2, 3):
+            assert _infer(server.hostport, v)[1]["model_version"] == str(v)
+        loads = _counter(server.hostport, "mlops_ci_model_version_loads")
+        evictions = _counter(server.hostport, "mlops_ci_model_version_evictions")
+    finally:
+        assert server.terminate() == 0, server.stderr()
+    assert (loads, evictions) == (1 + 3, 2)
