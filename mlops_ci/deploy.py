@@ -11,6 +11,7 @@ lives in `reverify.py`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -409,8 +410,10 @@ def publish(
 
 def _mark(reg: Registry, model: str, n: int, semver: str) -> None:
     """Write version n's release marker (`registry.RELEASE_MARKER`): it is complete and
-    recorded."""
-    reg.store.put_if_absent(f"{model}/{release_marker(n, semver)}", b"")
+    recorded. It only saves later reads (a version without one is asked its release.json),
+    so a marker that cannot be written does not fail the publish it follows."""
+    with contextlib.suppress(RegistryError):
+        reg.store.put_if_absent(f"{model}/{release_marker(n, semver)}", b"")
 
 
 def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> bool:
@@ -539,7 +542,7 @@ def rollback(
         raise UsageError("a rollback needs --reason TEXT")
     with reg.store.lock(lock_timeout_s, meanwhile=lambda: reg.read_bytes(audit.HEAD_KEY)) as held:
         release, previous, end, isvc = reg.gather(
-            lambda: reg.find_release(model, to) if to > 0 else None,
+            lambda: reg.find_release(model, to, whole=True) if to > 0 else None,
             lambda: reg.serving_version(model),
             lambda: audit.read_end(reg, held.early),
             lambda: reg.read_bytes(f"{model}/inferenceservice.yaml"),

@@ -40,6 +40,8 @@ DEFAULT_LOCK_TTL_S = 600.0
 
 #: A version folder's name as Triton reads one: a positive number, no leading zero.
 VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
+#: The files of a whole version: a folder holding all of them (or with its release marker) is one.
+VERSION_FILES = ("model.onnx", "model.yaml", "release.json")
 
 #: An empty file beside a model's version folders, `<model>/.release-<n>-<semver>`, written once
 #: version n is complete and recorded: its name tells one listing of the model's folder (not of
@@ -59,6 +61,8 @@ def release_marker(n: int, semver: str) -> str:
 #: append rewrites the last segment only, and its cost stays flat however long the log grows.
 SEGMENT_LINES = 256
 _SEGMENT_SUFFIX = re.compile(r"\.([0-9]{6})")
+#: An S3 ETag that is an MD5 of the object's bytes (single-part, no SSE-KMS), as listed.
+_MD5_ETAG = re.compile(r'"[0-9a-f]{32}"')
 
 
 class RegistryError(MlopsCiError):
@@ -618,8 +622,13 @@ class S3Store:
     def holds(self, key: str, data: bytes, tag: str | None) -> bool:
         """Whether `key` holds `data`, from the ETag a listing gave (`tag`, None: absent), with
         no read: a single-part upload's ETag is its MD5. An ETag of another kind (multipart,
-        SSE-KMS) never matches, and the caller writes the same bytes again."""
-        return tag == f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+        SSE-KMS) says nothing: then the object is read."""
+        if tag is None:
+            return False
+        if _MD5_ETAG.fullmatch(tag):
+            return tag == f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+        got = self.get(key)
+        return got is not None and got[0] == data
 
     def stamp(self, key: str) -> str | None:
         from botocore.exceptions import ClientError
@@ -845,7 +854,7 @@ def together(calls: Sequence[Callable[[], T]], threads: int | None = None) -> li
 class VersionFolders:
     """A model's numbered folders, as one listing saw them."""
 
-    numbers: list[int]  # complete versions (holding release.json), ascending
+    numbers: list[int]  # whole versions (marked, or holding all of VERSION_FILES), ascending
     highest: int  # the highest numbered folder, complete or not (0: none)
     semvers: dict[int, str]  # the semver of each complete version (when it could be read)
     marked: frozenset[int]  # the versions that have their release marker
@@ -893,7 +902,8 @@ class Registry:
     def gather(self, *reads: Callable[[], Any]) -> list[Any]:
         """The results of independent calls (reads, or writes whose order does not matter):
         together on S3 (their round trips overlap; started in argument order, so the longest
-        goes first), one after the other on a folder. The first failure in argument order is raised, once every call has ended."""
+        goes first), one after the other on a folder. The first failure in argument order is
+        raised, once every call has ended."""
         if not self.store.concurrent:
             return [read() for read in reads]
         return together(reads)
@@ -932,8 +942,9 @@ class Registry:
 
     def version_folders(self, model: str) -> VersionFolders:
         """The model's version folders, from one listing of its folder: the release markers
-        answer for the versions that have one; the others' release.json is read (none, unless
-        a kill or a hand left a version unmarked)."""
+        answer for the versions that have one (written once a version is whole and recorded);
+        the others (none, unless a kill, a publish under way or a hand left one unmarked) are
+        versions when all of VERSION_FILES are there, and their release.json is read."""
         folders, files = self.store.folder(model)
         numbered = sorted(int(name) for name in folders if VERSION_DIR.fullmatch(name))
         marked = {}
@@ -943,11 +954,7 @@ class Registry:
         semvers = {n: marked[n] for n in numbered if n in marked}
         unmarked = [n for n in numbered if n not in marked]
         complete = set(semvers)
-        for n, data in zip(
-            unmarked,
-            self.store.get_many([f"{model}/{n}/release.json" for n in unmarked]),
-            strict=True,
-        ):
+        for n, data in zip(unmarked, self._whole_releases(model, unmarked), strict=True):
             if data is None:
                 continue  # incomplete: its number is taken, it is no version
             complete.add(n)
@@ -963,13 +970,39 @@ class Registry:
             files,
         )
 
+    def _whole_releases(self, model: str, ns: list[int]) -> list[bytes | None]:
+        """release.json of each version n that holds all of VERSION_FILES, else None: on S3 a
+        version's objects are created together, so release.json alone says nothing (a kill,
+        or a publish under way, can leave it without the others)."""
+        calls: list[Callable[[], bytes | str | None]] = []
+        for n in ns:
+            calls.append(functools.partial(self.read_bytes, f"{model}/{n}/release.json"))
+            calls.extend(
+                functools.partial(self.store.stamp, f"{model}/{n}/{name}")
+                for name in VERSION_FILES
+                if name != "release.json"
+            )
+        got = self.gather(*calls)
+        per = len(VERSION_FILES)
+        out: list[bytes | None] = []
+        for i in range(len(ns)):
+            release, *others = got[i * per : (i + 1) * per]
+            whole = isinstance(release, bytes) and all(other is not None for other in others)
+            out.append(release if whole else None)
+        return out
+
     def release(self, model: str, n: int) -> dict[str, Any]:
         return self._release_doc(model, n, self.read_bytes(f"{model}/{n}/release.json"))
 
-    def find_release(self, model: str, n: int) -> dict[str, Any] | None:
-        """release.json of version n; None when n is no complete version (one read: asking
-        for one version costs the same however many the model has)."""
-        data = self.read_bytes(f"{model}/{n}/release.json")
+    def find_release(self, model: str, n: int, *, whole: bool = False) -> dict[str, Any] | None:
+        """release.json of version n; None when there is none (one read: asking for one
+        version costs the same however many the model has). `whole`: None too unless the
+        folder holds all of VERSION_FILES (asked together with the read, on S3)."""
+        data = (
+            self._whole_releases(model, [n])[0]
+            if whole
+            else self.read_bytes(f"{model}/{n}/release.json")
+        )
         return None if data is None else self._release_doc(model, n, data)
 
     def releases(self, model: str, ns: list[int]) -> list[dict[str, Any]]:

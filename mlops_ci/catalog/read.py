@@ -37,7 +37,7 @@ from mlops_ci.catalog.facts import (
 )
 from mlops_ci.errors import MlopsCiError
 from mlops_ci.manifest.paths import find_manifests
-from mlops_ci.registry import VERSION_DIR
+from mlops_ci.registry import VERSION_DIR, VERSION_FILES
 from mlops_ci.report.units import finite
 
 if TYPE_CHECKING:
@@ -449,7 +449,8 @@ def listing(reg: RegistryView) -> tuple[dict[str, list[int]], list[str]]:
     `Registry.models`) with its published versions, and the monitor's verdict files. One pass
     instead of one per model keeps 10,000 models cheap, on S3 most of all."""
     models: dict[str, list[int]] = {}
-    versions: dict[str, list[int]] = defaultdict(list)
+    #: (model, version) -> how many of VERSION_FILES its folder holds: a version holds them all
+    files: dict[tuple[str, int], int] = defaultdict(int)
     monitor: list[str] = []
     for key in reg.list_keys(""):
         parts = key.split("/")
@@ -459,10 +460,12 @@ def listing(reg: RegistryView) -> tuple[dict[str, list[int]], list[str]]:
             continue
         elif len(parts) == 2 and parts[1] == "config.pbtxt":
             models[parts[0]] = []
-        elif len(parts) == 3 and parts[2] == "release.json" and VERSION_DIR.fullmatch(parts[1]):
-            versions[parts[0]].append(int(parts[1]))
-    for name in models:
-        models[name] = sorted(versions.get(name, ()))
+        elif len(parts) == 3 and parts[2] in VERSION_FILES and VERSION_DIR.fullmatch(parts[1]):
+            files[parts[0], int(parts[1])] += 1
+    whole = sorted(mv for mv, count in files.items() if count == len(VERSION_FILES))
+    for name, n in whole:
+        if name in models:
+            models[name].append(n)
     return dict(sorted(models.items())), monitor
 
 
