@@ -86,13 +86,21 @@ def _add_plan(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--head", default="HEAD", help="head commit or ref (default HEAD)")
     p.add_argument("--repo", type=Path, default=Path(), help="the git checkout (default: .)")
     p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    p.add_argument(
+        "--registry",
+        metavar="URI",
+        help="on a push: start at the last commit this repository deployed into URI (its audit "
+        "log), as deploy does, instead of --base (kept when it records none)",
+    )
     p.set_defaults(handler=_plan)
 
 
 def _plan(args: argparse.Namespace) -> int:
     from mlops_ci import plan
 
-    return plan.main(args.repo, base=args.base, head=args.head, fmt=args.format)
+    return plan.main(
+        args.repo, base=args.base, head=args.head, fmt=args.format, registry=args.registry
+    )
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -258,8 +266,10 @@ def _add_gate(sub: argparse._SubParsersAction[_Parser]) -> None:
         description="Read the pull request through the GitHub REST API (GITHUB_API_URL, "
         "GITHUB_TOKEN, GITHUB_REPOSITORY; MLOPS_CI_TEAMS_TOKEN for team membership), apply "
         ".mlops/policy.yaml as of the base commit, and set the commit status "
-        "mlops-ci/governance on the head commit. Exit 0 approved, 1 not approved, 2 error "
-        "(fails closed). Nothing from the pull request is checked out or run.",
+        "mlops-ci/governance on the head commit ('mlops-ci/governance (B)' for a pull request "
+        "into a branch B other than the default one, judged by B's policy). Exit 0 approved, "
+        "1 not approved, 2 error (fails closed). Nothing from the pull request is checked out "
+        "or run.",
     )
     p.add_argument(
         "--pr",
@@ -292,7 +302,8 @@ def _add_checks(sub: argparse._SubParsersAction[_Parser]) -> None:
         description="Judge the workflow's jobs (MLOPS_CI_NEEDS, set to ${{ toJSON(needs) }}) "
         "and set the commit status mlops-ci/checks on the pull request's head commit: success "
         "only when every job succeeded (the model job may be skipped when no model changed). "
-        "Exit 0 passed, 1 not passed, 2 error.",
+        "A pull request into a branch B other than the default one gets "
+        "'mlops-ci/checks (B)' instead. Exit 0 passed, 1 not passed, 2 error.",
     )
     p.add_argument("--sha", metavar="SHA", help="commit to mark (default: the event's PR head)")
     p.add_argument("--no-status", action="store_true", help="judge and print, post nothing")
@@ -560,9 +571,11 @@ def _add_deploy(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser(
         "deploy",
         help="publish the models a push to the default branch changed, approvals re-verified",
-        description="For a push to the default branch (in a checkout of it): find the merged "
-        "pull request behind the pushed commit, re-run the gate's decision for it, require the "
-        "manifests and artifacts to be the approved blobs, then publish each changed model's "
+        description="For a push to the default branch (in a checkout of it): for every model "
+        "changed since the last commit whose deploy the registry records (--base when none), "
+        "find the merged pull requests that changed it, re-run the gate's decision for each, "
+        "require its manifest and artifact to be the last one's approved blobs, then publish "
+        "each such model's "
         "ONNX (from --builds DIR/<model>/) into the registry, record it in the audit log, "
         "create a GitHub Deployment and smoke-test it. Exit 0 deployed, 1 refused or the smoke "
         "test failed (rolled back), 2 usage or unreachable.",
@@ -577,7 +590,11 @@ def _add_deploy(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--repo", type=Path, default=Path(), help="the checkout (default: .)")
     p.add_argument("--sha", help="the pushed commit (default: the push event's `after`)")
-    p.add_argument("--base", help="the commit before the push (default: the event's `before`)")
+    p.add_argument(
+        "--base",
+        help="the commit before the push (default: the event's `before`): the start when the "
+        "registry records no earlier deploy",
+    )
     p.add_argument(
         "--environment",
         default="production",

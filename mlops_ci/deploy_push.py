@@ -1,9 +1,11 @@
 """`mlops-ci deploy`, `rollback` and `audit`: the commands over `deploy.py` and `audit.py`.
 
-`deploy` takes a push to the default branch: the models it changes (`plan` between the push's
-`before` and the pushed commit, in a checkout of it), their re-verified approval (`reverify`),
-the ONNX models the no-secrets build job made (`--builds DIR/<model>/`), then publish, a GitHub
-Deployment with its statuses, and the smoke test (rolled back when it fails).
+`deploy` takes a push to the default branch: the models changed since the last commit whose
+deploy the registry records for this repository (`deploy_range`; the push's `before` when none
+is), in a checkout of the pushed commit; each model's approval re-verified on its own against
+every commit of that range that changed it (`reverify.RangeJudge`); the ONNX models the
+no-secrets build job made (`--builds DIR/<model>/`), then publish, a GitHub Deployment with its
+statuses, and the smoke test (rolled back when it fails).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlops_ci import audit, deploy, gha
+from mlops_ci import audit, deploy, deploy_range, gha
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.registry import Registry, open_registry
 from mlops_ci.report import units
+
+if TYPE_CHECKING:
+    from mlops_ci.reverify import Baseline, Evidence, ModelFiles
 
 DEFAULT_ENVIRONMENT = "production"
 
@@ -67,8 +72,9 @@ def _payload(reg: Registry, done: deploy.Published, prov: deploy.Provenance) -> 
     }
 
 
-def _changed_models(repo: Path, base: str, sha: str) -> tuple[list[Any], list[str]]:
-    """(valid manifests of the models the push changes, problems that refuse the push)."""
+def _changed_models(repo: Path, base: str, sha: str) -> tuple[list[Any], list[str], list[str]]:
+    """(valid manifests of the models the range changes, problems that refuse the push, the
+    folders their manifests were in at `base`)."""
     from mlops_ci import plan
     from mlops_ci.manifest import load
 
@@ -80,7 +86,8 @@ def _changed_models(repo: Path, base: str, sha: str) -> tuple[list[Any], list[st
             manifests.append(load(repo / changed.manifest, repo))
         except MlopsCiError as exc:
             problems.append(str(exc))
-    return manifests, problems + _names_taken(repo, manifests)
+    before = [m.previous_manifest.rpartition("/")[0] for m in result.changed if m.previous_manifest]
+    return manifests, problems + _names_taken(repo, manifests), before
 
 
 def _names_taken(repo: Path, manifests: Sequence[Any]) -> list[str]:
@@ -124,6 +131,22 @@ def _build_folder(builds: Path, name: str) -> Path:
     )
 
 
+def _has_build(builds: Path, name: str) -> bool:
+    return any((builds / f).is_dir() for f in (name, f"mlops-ci-build-{name}"))
+
+
+def _published(reg: Registry, manifest: Any) -> int | None:
+    """The complete, recorded version (one with its release marker) holding the manifest's
+    semver and artifact, if there is one."""
+    versions = reg.version_folders(manifest.name)
+    for n in versions.marked:
+        if versions.semvers.get(n) == manifest.version:
+            release = reg.find_release(manifest.name, n) or {}
+            if (release.get("artifact") or {}).get("sha256") == manifest.artifact_sha256:
+                return n
+    return None
+
+
 def publish_models(
     reg: Registry,
     manifests: Sequence[Any],
@@ -140,6 +163,13 @@ def publish_models(
     error knows which models it stopped before."""
     outcomes = [] if outcomes is None else outcomes
     for manifest in manifests:
+        published = None if _has_build(builds, manifest.name) else _published(reg, manifest)
+        if published is not None:
+            # Changed in the range (its folder: a README, say) but not in what it publishes: a
+            # build that the plan of a narrower range did not make is not needed for it.
+            line = f"{manifest.name} {manifest.version} is already version {published}"
+            outcomes.append(Outcome(manifest.name, True, line))
+            continue
         cand = deploy.load_candidate(manifest, _build_folder(builds, manifest.name))
         done = deploy.publish(reg, cand, prov)
         if not done.changed:
@@ -197,7 +227,7 @@ def _fail_closed(
     still stops the deploy, and is left where a verdict would be: a `refused` audit record
     (when the registry can be written) and a failed Deployment (when GitHub answers)."""
     verdict = error.exit_code == EXIT_VERDICT  # e.g. a build that is not of the pinned artifact
-    reason = str(error) if verdict else f"deploy stopped by an error: {error}"
+    reason = str(error) if verdict else f"{deploy_range.ERROR_PREFIX} {error}"
     heads: list[str] = []
     _quietly(
         "record the refusal in the audit log",
@@ -227,8 +257,8 @@ def main(
     fmt: str = "text",
 ) -> int:
     """`mlops-ci deploy`: exit 0 deployed (or nothing to do), 1 refused or smoke-failed."""
-    from mlops_ci.github import GitHub, event_payload
-    from mlops_ci.reverify import ModelFiles, Refused, reverify
+    from mlops_ci.github import GitHub, event_payload, runs_url
+    from mlops_ci.reverify import Refused
 
     event = {} if local else event_payload()
     sha = sha or event.get("after")
@@ -241,28 +271,33 @@ def main(
     side = _GitHubSide(None, environment, sha)
     names: list[str] = []
     outcomes: list[Outcome] = []
+    note = ""
+    adopt: str | None = None  # a first deploy's start: the baseline a refusal suggests
     try:
         gh = None if local else GitHub.from_env()
         prov = replace(prov, run_url=gh.run_url() if gh else None)
         side = _GitHubSide(gh, environment, sha)
-        if set(base) == {"0"}:
-            raise UsageError("the push created the branch; there is no `before` commit to diff")
-        manifests, problems = _changed_models(repo, base, sha)
+        if gh is None:
+            if set(base) == {"0"}:
+                raise UsageError("the push created the branch; there is no `before` commit to diff")
+            begin = base
+        else:
+            # Everything merged since the last deploy the registry records, not `before`: a
+            # push's run may be the only one that ever sees the pushes before it.
+            start = deploy_range.start(reg, repo, sha, base, runs_url())
+            begin, note = start.commit, start.note
+            adopt = None if start.recorded else begin
+            print(note, file=sys.stderr if fmt == "json" else sys.stdout)
+        manifests, problems, before = _changed_models(repo, begin, sha)
         names = [m.name for m in manifests]
         if problems:
             raise Refused("; ".join(problems))
-        if gh is not None:
-            files = [
-                ModelFiles(
-                    m.name,
-                    m.path.relative_to(m.root).as_posix(),
-                    m.artifact_path.relative_to(m.root).as_posix(),
-                )
-                for m in manifests
-            ]
-            approval = reverify(gh, sha, files)
-            prov = replace(prov, pull_request=approval.pull_request, approvers=approval.approvers)
-        publish_models(reg, manifests, builds, prov, side, outcomes=outcomes)
+        if gh is None:
+            publish_models(reg, manifests, builds, prov, side, outcomes=outcomes)
+        else:
+            _deploy_range(
+                gh, reg, repo, (begin, sha), manifests, before, builds, prov, side, outcomes, adopt
+            )
     except Refused as exc:
         heads = deploy.refuse(reg, names, exc.message, prov)
         did = side.start(
@@ -279,13 +314,191 @@ def main(
         if pending or not names:  # a model that was handled has its records and Deployment
             _fail_closed(reg, pending, exc, prov, side)
         if outcomes:
-            _report(outcomes, fmt)
+            _report(outcomes, fmt, note)
         raise
-    _report(outcomes, fmt)
+    _report(outcomes, fmt, note)
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_VERDICT
 
 
-def _report(outcomes: Sequence[Outcome], fmt: str) -> None:
+def _deploy_range(
+    gh: Any,
+    reg: Registry,
+    repo: Path,
+    commits: tuple[str, str],
+    manifests: Sequence[Any],
+    before: Sequence[str],
+    builds: Path,
+    prov: deploy.Provenance,
+    side: _GitHubSide,
+    outcomes: list[Outcome],
+    adopt: str | None = None,
+) -> None:
+    """Judge each changed model on its own against the commits of the range that changed it
+    (`reverify.RangeJudge`): a refused model is recorded (a `refused` record and a failed
+    Deployment) and the others are published, each with the pull request that approved its
+    bytes. The refusals go first, so that they are on the record whatever follows. `adopt`:
+    a first deploy's start, which a refusal may suggest as the policy's baseline."""
+    from mlops_ci.reverify import ModelFiles, RangeJudge, Refused
+
+    begin, sha = commits
+    baseline = _baseline(repo, sha)
+    touching = deploy_range.touching(repo, begin, sha)
+    # every commit of the range: a rebase merge's last commit need not change a model
+    judge = RangeJudge(gh, sha, [c for c, _ in deploy_range.first_parents(repo, begin, sha)])
+    approved: list[tuple[Any, deploy.Provenance]] = []
+    for m in manifests:
+        files = ModelFiles(
+            m.name,
+            m.path.relative_to(m.root).as_posix(),
+            m.artifact_path.relative_to(m.root).as_posix(),
+        )
+        folders = [files.manifest.rpartition("/")[0], *before]
+        changed_in = [c.commit for c in deploy_range.commits_of(m.name, folders, touching)]
+        try:
+            evidence = _evidence(reg, repo, sha, files, baseline, adopt)
+            approval = judge.model(files, changed_in, evidence)
+        except Refused as exc:
+            head = deploy.refuse(reg, [m.name], exc.message, prov)[-1]
+            payload = {"refused": exc.message, "models": [m.name], "audit_head": head}
+            side.finish(side.start(payload, "refused"), False, f"refused: {exc.message}")
+            outcomes.append(Outcome(m.name, False, f"refused: {exc.message}"))
+            continue
+        who = replace(prov, pull_request=approval.pull_request, approvers=approval.approvers)
+        approved.append((m, who))
+    unbuilt: list[str] = []
+    for i, (m, who) in enumerate(approved):
+        if not _has_build(builds, m.name) and _published(reg, m) is None:
+            # Its build failed (or a narrower plan made none): it is left for the next push,
+            # on the record as an error, and the others are not held back by it.
+            try:
+                _build_folder(builds, m.name)
+            except UsageError as exc:
+                _fail_closed(reg, [m.name], exc, who, side)
+                outcomes.append(Outcome(m.name, False, f"not deployed: {exc}"))
+                unbuilt.append(str(exc))
+                continue
+        try:
+            publish_models(reg, [m], builds, who, side, outcomes=outcomes)
+        except MlopsCiError as exc:
+            # Fail closed on the record, each model not yet handled with the pull request that
+            # approved it; `main` then finds them handled, and exits as the error says.
+            handled = {o.model for o in outcomes}
+            for rest, its in approved[i:]:
+                if rest.name not in handled:
+                    _fail_closed(reg, [rest.name], exc, its, side)
+                    outcomes.append(Outcome(rest.name, False, f"not deployed: {exc}"))
+            raise
+    if unbuilt:
+        raise UsageError("; ".join(unbuilt))  # exit 2, once the others are published
+
+
+def _baseline(repo: Path, sha: str) -> Baseline | None:
+    """The adoption baseline `.mlops/policy.yaml` names at `sha` (`deploy.reviewed_at`), with
+    what the clone alone can tell: whether the policy is valid, whether the commit is on the
+    branch's first-parent history, and which first-parent commit set the line to this value
+    (`reverify.RangeJudge` then asks GitHub whether an approved pull request did). The policy
+    is read at the pushed commit, never trusted for it: what counts is who set the line."""
+    from mlops_ci.policy import POLICY_PATH, parse_policy, reviewed_at_of
+    from mlops_ci.reverify import Baseline
+
+    text = deploy_range.file_bytes(repo, sha, POLICY_PATH)
+    value = reviewed_at_of(text)
+    if text is None or value is None:
+        return None
+    parsed, problems = parse_policy(text, POLICY_PATH)
+    if parsed is None or parsed.reviewed_at is None:
+        first = problems[0] if problems else None
+        where = f"{POLICY_PATH}:{first.line}" if first and first.line else POLICY_PATH
+        why = f"the policy is invalid: {first.message if first else 'unreadable'}"
+        return Baseline(value, where, None, why)
+    named = parsed.reviewed_at
+    where = f"{POLICY_PATH}:{named.line}" if named.line else POLICY_PATH
+    if not deploy_range.on_first_parent_chain(repo, named.commit, sha):
+        why = (
+            f"{named.commit[:12]} is not a commit of the default branch's first-parent history "
+            f"up to {sha[:12]} (not in this clone, on another branch, or brought by a merged "
+            "branch); name a commit the branch itself pointed at (`git rev-parse origin/main`)"
+        )
+        return Baseline(named.commit, where, None, why)
+    return Baseline(named.commit, where, _line_set_by(repo, sha, named.commit))
+
+
+def _line_set_by(repo: Path, sha: str, value: str) -> str | None:
+    """The newest first-parent commit up to `sha` whose change to the policy set
+    `deploy.reviewed_at` to `value` (its first parent named another, or none)."""
+    from mlops_ci.policy import POLICY_PATH, reviewed_at_of
+
+    for commit in deploy_range.changes_of(repo, sha, POLICY_PATH):
+        parent = deploy_range.first_parent(repo, commit)
+        before = deploy_range.file_bytes(repo, parent, POLICY_PATH) if parent else None
+        if reviewed_at_of(before) != value:
+            return commit
+    return None
+
+
+def _evidence(
+    reg: Registry,
+    repo: Path,
+    sha: str,
+    files: ModelFiles,
+    baseline: Baseline | None = None,
+    adopt: str | None = None,
+) -> Evidence:
+    """`reverify.Evidence` for a model's files at `sha`: the registry's version that serves
+    and the one published last (the same, unless rolled back or smoke-failed; older ones are
+    not read: a file that returns to their bytes is vouched for by the pull request that last
+    changed it), the policy's adoption `baseline`, and the branch's history in the clone."""
+    from mlops_ci.reverify import Evidence
+
+    name = files.name
+    known: dict[str, list[int]] = {}
+
+    def versions() -> list[int]:  # read once, and only when asked
+        if "n" not in known:
+            newest = max(reg.version_folders(name).marked, default=None)
+            known["n"] = [n for n in dict.fromkeys((reg.serving_version(name), newest)) if n]
+        return known["n"]
+
+    def published(path: str, blob: str) -> bool:
+        if path == files.manifest:  # `<n>/model.yaml` is the manifest's bytes as deployed
+            return any(
+                (data := reg.read_bytes(f"{name}/{n}/model.yaml")) is not None
+                and deploy_range.git_blob_sha(data) == blob
+                for n in versions()
+            )
+        # release.json keeps the artifact's sha256: hash the pushed bytes, those GitHub named
+        data = deploy_range.file_bytes(repo, sha, path)
+        if data is None or deploy_range.git_blob_sha(data) != blob:
+            return False
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        return any(
+            ((reg.find_release(name, n) or {}).get("artifact") or {}).get("sha256") == digest
+            for n in versions()
+        )
+
+    def landed(commit: str, merge: str) -> bool:
+        return deploy_range.is_ancestor(repo, commit, merge) and deploy_range.is_ancestor(
+            repo, merge, sha
+        )
+
+    def same_at(commit: str, path: str, blob: str) -> bool:
+        data = deploy_range.file_bytes(repo, commit, path)
+        return data is not None and deploy_range.git_blob_sha(data) == blob
+
+    return Evidence(
+        published,
+        lambda path: deploy_range.last_change(repo, sha, path),
+        landed,
+        baseline=baseline,
+        same_at=same_at,
+        on_branch=lambda commit, tip: deploy_range.on_first_parent_chain(repo, commit, tip),
+        adopt=adopt,
+    )
+
+
+def _report(outcomes: Sequence[Outcome], fmt: str, note: str = "") -> None:
     if fmt == "json":
         print(json.dumps({"models": [o.__dict__ for o in outcomes]}, indent=2))
         return
@@ -299,7 +512,8 @@ def _report(outcomes: Sequence[Outcome], fmt: str) -> None:
     lines = "\n".join(
         f"- {'✅' if o.ok else '❌'} {code(o.model)}: {cell(o.line)}" for o in outcomes
     )
-    gha.write_summary(f"## Deploy\n\n{lines or 'No model changed.'}\n")
+    start = f"{cell(note)}\n\n" if note else ""
+    gha.write_summary(f"## Deploy\n\n{start}{lines or 'No model changed.'}\n")
 
 
 # --- rollback and audit ---------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 It reads files only through the contents API at the base and head SHAs and never checks out or
 runs anything from the pull request. It fails closed: an error posts a failing status when it
 still can, and exits 2.
+
+A pull request into another branch B is judged by B's policy and posts `mlops-ci/governance (B)`
+(`status_context`): a status belongs to the head commit, so the default branch's context is only
+ever written for a pull request into the default branch. `evaluate` itself (which deploy's
+re-verification calls) still approves only pull requests into the default branch.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import posixpath
 import sys
 
-from mlops_ci import gha, manifest, policy
+from mlops_ci import gha, manifest, policy, status_context
 from mlops_ci.changes import FileChange, touched_models
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.github import (
@@ -33,7 +38,8 @@ from mlops_ci.policy import (
 )
 from mlops_ci.report import escape, markdown, terminal
 
-CONTEXT = "mlops-ci/governance"
+#: The context of a pull request into the default branch (`status_context.for_base`).
+CONTEXT = status_context.GOVERNANCE
 
 
 class _Reader:
@@ -128,18 +134,27 @@ def load_policy(gh: GitHub, base_sha: str, facts: PullFacts) -> policy.Policy:
     )
 
 
-def evaluate(gh: GitHub, pull: PullRequest, reviews: list[Review] | None = None) -> Decision:
-    """Everything the decision needs, read through the API (the pull request's `reviews` when
-    the caller has already listed them), then the pure decision."""
+def evaluate(
+    gh: GitHub,
+    pull: PullRequest,
+    reviews: list[Review] | None = None,
+    files: list[ChangedFile] | None = None,
+    *,
+    any_base: bool = False,
+) -> Decision:
+    """Everything the decision needs, read through the API (the pull request's `reviews` and
+    `files` when the caller has already listed them), then the pure decision. Only a pull
+    request into the default branch can be approved unless `any_base` (the gate's own run, whose
+    status names the base branch; deploy never passes it)."""
     # every changed path, even past the files list's 3,000 (else fails closed)
-    files = gh.changed_files(pull)
+    files = gh.changed_files(pull) if files is None else files
     facts = collect_facts(gh, pull, files)
     rules = load_policy(gh, pull.base_sha, facts)
     reviews = gh.reviews(pull.number) if reviews is None else reviews
     # who may approve is asked exactly: author_association can hide a private org membership
     permissions = {login.lower(): gh.permission(login) for login in policy.review_logins(reviews)}
     memberships = _memberships(gh, rules, facts, reviews, permissions)
-    return policy.decide(rules, facts, reviews, memberships, permissions)
+    return policy.decide(rules, facts, reviews, memberships, permissions, any_base=any_base)
 
 
 #: Above this many reviewers to look up in one team, listing the team is fewer calls.
@@ -170,13 +185,29 @@ def _memberships(
 # --- the command --------------------------------------------------------------------------------
 
 
-def _event_head_sha(number: int) -> str | None:
-    """The head SHA the event names, used only to post a failure when the API cannot be read."""
+def _event_target(number: int) -> tuple[str | None, str]:
+    """The head SHA the event names and its base branch's context, used only to post a failure
+    when the API cannot be read (the default branch's context when the event names no base:
+    a failure there grants nothing)."""
     pr = event_payload().get("pull_request")
     if isinstance(pr, dict) and pr.get("number") == number:
         sha = (pr.get("head") or {}).get("sha")
-        return sha if isinstance(sha, str) else None
-    return None
+        base = pr.get("base") or {}
+        default = (base.get("repo") or {}).get("default_branch") if isinstance(base, dict) else ""
+        return (sha if isinstance(sha, str) else None), _context(
+            str(base.get("ref") or "") if isinstance(base, dict) else "", str(default or "")
+        )
+    return None, CONTEXT
+
+
+def _context(base: str, default: str) -> str:
+    """The base branch's context; the default branch's when either name is unknown, where
+    only a failure is ever posted (`policy.decide` refuses a pull request into an unnamed
+    branch)."""
+    try:
+        return status_context.for_base(CONTEXT, base, default)
+    except MlopsCiError:
+        return CONTEXT
 
 
 def main(
@@ -193,36 +224,47 @@ def main(
         raise UsageError(
             "no pull request: pass --pr N, or run on a pull_request or pull_request_review event"
         )
-    head_sha = _event_head_sha(number)
+    head_sha, context = _event_target(number)
     try:
         pull = gh.pull_request(number)
-        head_sha = pull.head_sha
+        head_sha, context = pull.head_sha, _context(pull.base_ref, pull.default_branch)
         if post_status:
             # A run that dies half-way (timeout, runner lost) must not leave an earlier
             # "success" standing on this commit after, say, a new request for changes.
-            _set_status(gh, head_sha, "pending", "Checking approvals…")
-        decision = evaluate(gh, pull)
+            _set_status(gh, head_sha, "pending", "Checking approvals…", context)
+        decision = evaluate(gh, pull, any_base=True)
         # The files and commits lists describe the pull request as it is when listed, its
         # manifests the head read above: after a push in between (and a force-push back), a
-        # decision on other files would stand on this head. One head is judged, or none.
-        now = gh.pull_request(number).head_sha
-        if now != pull.head_sha:
+        # decision on other files would stand on this head. One head is judged, or none. The
+        # same for the base: files counted from another base must not decide this one's context.
+        now = gh.pull_request(number)
+        if now.head_sha != pull.head_sha:
             raise MlopsCiError(
-                f"pull request #{number} moved from {pull.head_sha[:12]} to {now[:12]} while "
-                "it was judged; the run for its new head decides"
+                f"pull request #{number} moved from {pull.head_sha[:12]} to {now.head_sha[:12]} "
+                "while it was judged; the run for its new head decides"
+            )
+        if now.base_ref != pull.base_ref:
+            raise MlopsCiError(
+                f"pull request #{number} moved from the base branch {pull.base_ref} to "
+                f"{now.base_ref} while it was judged; the run for its new base decides"
             )
     except Exception as exc:  # every error, even a bug, fails closed
-        _fail_closed(gh, head_sha, exc, post_status)
+        _fail_closed(gh, head_sha, context, exc, post_status)
         raise
+    where = status_context.branch_words(pull.base_ref, pull.default_branch)
     if fmt == "json":
-        print(json.dumps(decision.to_json(), indent=2))
+        data = {**decision.to_json(), "base": pull.base_ref, "context": context}
+        print(json.dumps(data, indent=2))
     else:
-        print(terminal.gate(decision, pull))
-    gha.write_summary(markdown.gate(decision, pull))
+        posted = "" if post_status else " (not posted: --no-status)"
+        print(f"{terminal.gate(decision, pull)}\n  into {where}: status {context}{posted}")
+    summary = markdown.gate(decision, pull)
+    gha.write_summary(f"{summary.rstrip()}\n\nInto {escape.cell(where)}: status `{context}`.\n")
     gha.set_output("approved", "true" if decision.approved else "false")
+    gha.set_output("context", context)
     if post_status:
         state = "success" if decision.approved else "failure"
-        _set_status(gh, pull.head_sha, state, policy.status_line(decision))
+        _set_status(gh, pull.head_sha, state, policy.status_line(decision), context)
     return EXIT_OK if decision.approved else EXIT_VERDICT
 
 
@@ -230,14 +272,16 @@ class StatusWriteFailed(MlopsCiError):
     """The commit status itself could not be written (after the client's retries)."""
 
 
-def _set_status(gh: GitHub, sha: str, state: str, description: str) -> None:
+def _set_status(gh: GitHub, sha: str, state: str, description: str, context: str) -> None:
     try:
-        gh.set_status(sha, state, description, CONTEXT, gh.run_url())
+        gh.set_status(sha, state, description, context, gh.run_url())
     except MlopsCiError as exc:
-        raise StatusWriteFailed(f"could not set the commit status {CONTEXT}: {exc}") from exc
+        raise StatusWriteFailed(f"could not set the commit status {context}: {exc}") from exc
 
 
-def _fail_closed(gh: GitHub, head_sha: str | None, exc: Exception, post_status: bool) -> None:
+def _fail_closed(
+    gh: GitHub, head_sha: str | None, context: str, exc: Exception, post_status: bool
+) -> None:
     what = str(exc) if isinstance(exc, MlopsCiError) else f"internal error: {type(exc).__name__}"
     gha.write_summary(f"## ❌ Governance gate: error\n\n{escape.cell(what)}\n")
     gha.set_output("approved", "false")
@@ -246,6 +290,6 @@ def _fail_closed(gh: GitHub, head_sha: str | None, exc: Exception, post_status: 
         # the exit (2) past the point where anyone waits for it
         return
     try:
-        gh.set_status(head_sha, "failure", f"Gate error: {what}", CONTEXT, gh.run_url())
+        gh.set_status(head_sha, "failure", f"Gate error: {what}", context, gh.run_url())
     except MlopsCiError as status_exc:  # the original error is the one to report
         print(f"mlops-ci gate: could not post the failing status: {status_exc}", file=sys.stderr)

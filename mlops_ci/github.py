@@ -804,6 +804,17 @@ def event_payload(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def runs_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where this repository's workflow runs live (`{server}/{owner}/{repo}/actions/runs/`, the
+    start of each of its run URLs), on a runner; no token needed. Tells this repository's audit
+    records from those of others that share a registry."""
+    env = os.environ if environ is None else environ
+    server, repository = env.get("GITHUB_SERVER_URL"), env.get("GITHUB_REPOSITORY")
+    if not server or not repository:
+        return None
+    return f"{server.rstrip('/')}/{repository.strip('/')}/actions/runs/"
+
+
 def event_pull_number(environ: Mapping[str, str] | None = None) -> int | None:
     """The pull request's number from a pull_request / pull_request_review event.
 

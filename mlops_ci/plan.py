@@ -415,9 +415,48 @@ def _text(result: Plan) -> str:
     return "\n".join(lines)
 
 
-def main(repo: Path, *, base: str, head: str = "HEAD", fmt: str = "text") -> int:
+def deployed_base(
+    repo: Path, registry: str, base: str, head: str, *, annotate: bool = False
+) -> str:
+    """On a push: the last commit whose deploy `registry`'s audit log records for this
+    repository (an ancestor of `head`), so the build job converts what publish will deploy
+    (`deploy_range`); `base` (the push's `before`) when it records none or cannot be read."""
+    import sys
+
+    from mlops_ci import deploy_range
+    from mlops_ci.errors import MlopsCiError
+    from mlops_ci.github import runs_url
+    from mlops_ci.registry import open_registry
+
+    git = _Git(repo)
+    git.run("rev-parse", "--git-dir")
+    sha = git.commit(head)
+    try:
+        found = deploy_range.last_processed(open_registry(registry), repo, sha, runs_url())
+    except MlopsCiError as exc:
+        message = (
+            f"cannot read the registry ({exc}): planning the push's own change only; publish "
+            "deploys from the last deploy the registry records, and a model changed before this "
+            "push that it must publish has no build then (give this job the read-only key)"
+        )
+        if annotate:
+            gha.annotation("warning", message, title="mlops-ci plan")
+        print(f"warning: {message}", file=sys.stderr)
+        return base
+    if found is None:
+        print(f"the registry records no earlier deploy: planning {base}..{head}", file=sys.stderr)
+        return base
+    print(f"planning {found[:12]}..{sha[:12]}: the last commit deployed", file=sys.stderr)
+    return found
+
+
+def main(
+    repo: Path, *, base: str, head: str = "HEAD", fmt: str = "text", registry: str | None = None
+) -> int:
     if not repo.is_dir():
         raise UsageError(f"{repo}: no such folder")
+    if registry:
+        base = deployed_base(repo, registry, base, head, annotate=fmt == "github")
     result = plan(repo, base, head)
     if fmt == "json":
         print(json.dumps(result.to_json(), indent=2))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlops_ci import manifest
@@ -55,6 +55,15 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class ReviewedAt:
+    """`deploy.reviewed_at`: the commit whose files deploy counts as reviewed (the adoption
+    baseline; `reverify.RangeJudge` decides whether it may count), and the line naming it."""
+
+    commit: str  # a full SHA (the schema allows nothing else)
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     """The rules per tier, as of the pull request's base commit."""
 
@@ -63,6 +72,7 @@ class Policy:
     high: Rule
     owners: tuple[str, ...] = ()  # who owns the policy file itself
     source: str = "built-in default"
+    reviewed_at: ReviewedAt | None = None  # deploy's adoption baseline; never used by `decide`
 
     def rule(self, tier: str) -> Rule:
         rule: Rule = getattr(self, tier)
@@ -91,15 +101,44 @@ def policy_from_data(data: Mapping[str, Any], source: str = POLICY_PATH) -> Poli
             required_teams=tuple(spec.get("required_teams", ())),
             changes_requested_blocks=str(spec.get("changes_requested_blocks", "anyone")),
         )
-    return Policy(**rules, owners=tuple(data.get("owners", ())), source=source)
+    deploy = data.get("deploy") or {}
+    reviewed = deploy.get("reviewed_at")
+    return Policy(
+        **rules,
+        owners=tuple(data.get("owners", ())),
+        source=source,
+        reviewed_at=ReviewedAt(str(reviewed)) if reviewed else None,
+    )
 
 
 def parse_policy(text: str | bytes, path: str = POLICY_PATH) -> tuple[Policy | None, list[Problem]]:
     """Parse and schema-check policy YAML: (Policy, []) or (None, problems with lines)."""
-    data, problems, _ = manifest.parse_document(text, path, POLICY_SCHEMA)
+    data, problems, node = manifest.parse_document(text, path, POLICY_SCHEMA)
     if data is None or problems:
         return None, list(problems)
-    return policy_from_data(data, source=path), []
+    parsed = policy_from_data(data, source=path)
+    if parsed.reviewed_at is not None:
+        from mlops_ci.manifest.safe_yaml import locate
+
+        line, _ = locate(node, ["deploy", "reviewed_at"])
+        parsed = replace(parsed, reviewed_at=replace(parsed.reviewed_at, line=line))
+    return parsed, []
+
+
+def reviewed_at_of(text: str | bytes | None) -> str | None:
+    """The `deploy.reviewed_at` a policy text names, read without the schema (None: none, or
+    unreadable): for comparing the line across the file's history, not for trusting it."""
+    from mlops_ci.manifest.safe_yaml import YamlInvalid, read
+
+    if text is None:
+        return None
+    try:
+        data, _ = read(text)
+    except YamlInvalid:
+        return None
+    deploy = data.get("deploy") if isinstance(data, dict) else None
+    value = deploy.get("reviewed_at") if isinstance(deploy, dict) else None
+    return str(value) if value is not None else None
 
 
 # --- pull-request facts -------------------------------------------------------------------------
@@ -483,19 +522,26 @@ def decide(
     reviews: Iterable[Review],
     memberships: Mapping[tuple[str, str], bool],
     permissions: Mapping[str, str] | None = None,
+    *,
+    any_base: bool = False,
 ) -> Decision:
     """Approved or not. `memberships` maps (team "@org/slug" lowercased, login lowercased) to
     membership; a pair that is absent counts as "not a member". `permissions` maps reviewers
     (lowercased) to their repository permission; give it whenever it can be read (see
-    `_no_write_access`)."""
+    `_no_write_access`). A pull request into a branch other than the default one is judged
+    only with `any_base`: by the gate, whose status for it names that branch."""
     reviews = list(reviews)
     if facts.base_branch is not None and (
-        not facts.base_branch or facts.base_branch != facts.default_branch
+        not facts.base_branch
+        or not facts.default_branch
+        or (facts.base_branch != facts.default_branch and not any_base)
     ):
         # A commit status belongs to the head commit, so it counts for every pull request from
         # that head: judged against a branch its author controls (its policy, its manifests, or
-        # simply no difference), a `success` would let the same head merge into the default
-        # branch. Only the default branch's pull requests are judged.
+        # simply no difference), a `success` under the default branch's context would let the
+        # same head merge into the default branch. The gate posts such a decision under that
+        # branch's own context (`status_context`); anything else that approves (deploy's
+        # re-verification) approves only pull requests into the default branch.
         into = facts.base_branch or "a branch the API did not name"
         default = facts.default_branch or "which the API did not name"
         return Decision(

@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 MAX_STATUS_DESCRIPTION = 140
+MAX_STATUS_CONTEXT = 255  # a status context (compared case-insensitively, as GitHub does)
 
 
 MAX_LISTED_FILES = 3000  # GitHub's pull-request files list stops here
@@ -270,10 +271,12 @@ class Pull:
         *,
         by: str = "maintainer",
         files: Mapping[str, str | bytes] | None = None,
+        rebased: Iterable[str] = (),
     ) -> str:
         """Merge (merge, squash or rebase: GitHub reports each the same way): the PR closes and
         `merge_commit_sha` is the commit on the base branch, whose tree is `files` (default: the
-        head's). `GET /commits/{sha}/pulls` then answers this pull request."""
+        head's). `GET /commits/{sha}/pulls` then answers this pull request, as it does for each
+        of `rebased`: a rebase merge's other commits, which GitHub associates with it too."""
         sha = sha or fake_sha(f"{self.repo.full_name}#{self.number}:merge")
         self.state, self.merged_at, self.merged_by = "closed", _now(), by
         self.merge_commit_sha = sha
@@ -281,7 +284,8 @@ class Pull:
             self.repo.set_files(sha, files)
         elif self.head_sha in self.repo.trees:
             self.repo.trees[sha] = dict(self.repo.trees[self.head_sha])
-        self.repo.commit_pulls.setdefault(sha, []).append(self.number)
+        for commit in (*rebased, sha):
+            self.repo.commit_pulls.setdefault(commit, []).append(self.number)
         return sha
 
     def to_json(self) -> dict[str, Any]:
@@ -932,8 +936,9 @@ class _Handler(BaseHTTPRequestHandler):
             elif m.group(2) == "status":
                 latest: dict[str, dict[str, Any]] = {}
                 for s in repo.statuses:
-                    if s["sha"] == sha:
-                        latest[s["context"]] = s
+                    if s["sha"] == sha:  # GitHub's contexts are case-insensitive
+                        latest.pop(s["context"].lower(), None)
+                        latest[s["context"].lower()] = s
                 states = [s["state"] for s in latest.values()]
                 overall = (
                     "failure"
@@ -1387,6 +1392,11 @@ class _Handler(BaseHTTPRequestHandler):
                     ],
                 },
             )
+            return
+        if len(str(body.get("context") or "")) > MAX_STATUS_CONTEXT:
+            error = {"resource": "Status", "code": "custom", "field": "context"}
+            error["message"] = "context is too long (maximum is 255 characters)"
+            self.send_json(422, {"message": "Validation Failed", "errors": [error]})
             return
         sid = next(state.ids)
         status = {

@@ -242,6 +242,40 @@ def test_pull_request_checks_only_the_changed_model_and_keeps_one_sticky_comment
     ] == [(first_head, "success"), (repo.head, "failure")]
 
 
+def test_a_pull_request_into_another_branch_posts_only_that_branch_s_contexts(
+    act_harness: ActHarness, ghserver: GitHubServer
+) -> None:
+    """The checks attack, run for real: head N (a README edit) sits on M (a tumor-classifier
+    release). Its pull request into main got mlops-ci/checks = failure on N (stood in for here:
+    the flow test above runs that part). The author opens a pull request of the same head into
+    `develop`, cut at M: no model changed, so the checks and the gate pass there, and must do so
+    under `(develop)` only; main's contexts on N stay as main's pull request left them."""
+    ghserver.token = TOKEN
+    released = _change_model(_ready_repo(act_harness), "tumor-classifier", "1.0.1")
+    (released.path / "README.md").write_text("N\n", encoding="utf-8")
+    repo = ModelRepo(released.path, released.repository, released.head, released.commit("N").head)
+    remote = ghserver.add_repo(repo.repository)
+    remote.statuses.append({"sha": repo.head, "context": CHECKS, "state": "failure"})
+    pull = _mirror_pull(ghserver, repo, 2, author="carol")
+    pull.base_ref = "develop"
+    event = pull_request_event(repo, number=2, author="carol")
+    event["pull_request"]["base"]["ref"] = "develop"
+
+    run = act_harness.run(repo, "pull_request", event, api_url=ghserver.url)
+    _timed("pull request into develop, no model changed", run)
+
+    assert run.outputs("plan", "plan")["changed"] == "false", run.explain()
+    assert run.job_result("checks") == run.job_result("gate") == "success", run.explain()
+    # gate and checks run side by side: their statuses arrive in either order
+    first, *posted = _statuses(ghserver, repo)
+    assert first == (repo.head, CHECKS, "failure")  # main's, untouched
+    assert sorted(posted) == [
+        (repo.head, f"{CHECKS} (develop)", "success"),
+        (repo.head, f"{GOVERNANCE} (develop)", "pending"),
+        (repo.head, f"{GOVERNANCE} (develop)", "success"),
+    ], run.explain()
+
+
 # --- the governance gate ------------------------------------------------------------------------
 
 

@@ -777,7 +777,9 @@ def test_an_approved_merge_deploys_with_a_deployment(
     repo, before, after = _merged_push(tmp_path, method)
     pull, _ = _pull(gh_env, repo, before, after)
     review = pull.add_review("bob", "APPROVED")
-    pull.merge(after, files=_tree(repo, after))
+    # A rebase merge lands each commit of the pull request; GitHub associates each with it.
+    rebased = _git(repo, "rev-list", f"{before}..{after}~1").split() if method == "rebase" else []
+    pull.merge(after, files=_tree(repo, after), rebased=rebased)
     registry = tmp_path / "registry"
     assert _deploy(tmp_path, repo, before, after, registry) == 0, capsys.readouterr()
     reg = open_registry(registry)

@@ -63,7 +63,11 @@ def _tree(repo: Path, ref: str) -> dict[str, bytes]:
 
 
 def _merged_repo(act_harness: ActHarness, registry: Path) -> ModelRepo:
-    """main before the push, then the merge of a pull request that bumps disease-progression."""
+    """main before the push (the example committed with no pull request, as a repository that
+    adopts mlops-ci has its models), then the merge of a pull request that bumps
+    disease-progression and adopts that history: it names main's commit as the policy's
+    baseline (`deploy.reviewed_at`, docs/policy.md), so the artifact it leaves untouched counts
+    as reviewed (deploy ships only reviewed bytes: docs/deploy.md, "Deploy on merge", step 4)."""
     repo = act_harness.model_repo(EXAMPLE_REPO)
     caller = repo.path / ".github" / "workflows" / "mlops-ci.yml"
     caller.write_text(CALLER.format(registry=json.dumps(str(registry))), encoding="utf-8")
@@ -71,13 +75,18 @@ def _merged_repo(act_harness: ActHarness, registry: Path) -> ModelRepo:
     repo = ModelRepo(repo.path, repo.repository, repo.head, repo.head)
     manifest = repo.path / "models" / MODEL / "model.yaml"
     manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.1.0", 1))
-    return repo.commit("disease-progression 1.1.0 (#1)")
+    policy = repo.path / ".mlops" / "policy.yaml"
+    policy.write_text(f'{policy.read_text()}deploy:\n  reviewed_at: "{repo.head}"\n')
+    return repo.commit("disease-progression 1.1.0, adopting the history (#1)")
 
 
 def _github(ghserver, repo: ModelRepo, *, approved: bool):
     ghserver.token = TOKEN
     gh_repo = ghserver.add_repo("acme/models")
-    gh_repo.permissions["bob"] = "write"
+    # #1 changes the policy: the high tier, two approvals from @acme/ml-governance
+    for login in ("bob", "dave"):
+        gh_repo.permissions[login] = "write"
+        ghserver.add_team_member("@acme/ml-governance", login)
     merged = _tree(repo.path, repo.head)
     pull = gh_repo.add_pull(
         1,
@@ -89,6 +98,7 @@ def _github(ghserver, repo: ModelRepo, *, approved: bool):
     )
     if approved:
         pull.add_review("bob", "APPROVED")
+        pull.add_review("dave", "APPROVED")
     pull.merge(repo.head, files=merged)
     return gh_repo
 
@@ -122,7 +132,7 @@ def test_a_push_after_an_approved_merge_deploys_with_a_deployment(
     release = reg.release(MODEL, 1)
     assert (release["version"], release["commit"]) == ("1.1.0", repo.head)
     assert release["pull_request"]["number"] == 1
-    assert [a["login"] for a in release["approvers"]] == ["bob"]
+    assert [a["login"] for a in release["approvers"]] == ["bob", "dave"]
     assert audit.verify(reg).ok
     [deployment] = gh_repo.deployments
     assert (deployment["sha"], deployment["environment"]) == (repo.head, "staging")

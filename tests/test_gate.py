@@ -900,39 +900,119 @@ def test_truncated_tree_fails_closed_saying_why(ghserver, capsys):
     assert last_status(ghserver)["state"] == "failure"
 
 
-def test_pull_request_into_another_branch_is_never_approved(ghserver, capsys):
-    """A commit status belongs to the head commit, not to one pull request. A pull request from
-    the same head into a branch its author controls (where the policy and the manifests say
-    what they like, or where nothing even differs) must not post `success` there: GitHub would
-    count it for the pull request into the default branch too."""
+def _same_head_into_evil(server: GitHubServer) -> tuple[Pull, Pull]:
+    """Head H changes a high-risk model and makes the policy lax (no approvals). Pull request #7
+    takes H into main, whose policy (the built-in defaults) wants approvals; the author then
+    opens #8 of the same head into `evil`, a branch they cut where the lax policy already is."""
     lax = policy_yaml("  high:\n    approvals: 0\n")
     text = manifest("fraud-detector", "high")
-    pull = open_pull(
-        ghserver,
-        {".mlops/policy.yaml": lax, "models/fraud/model.yaml": text},
-        {".mlops/policy.yaml": lax, "models/fraud/model.yaml": version_bump(text)},
+    head = {".mlops/policy.yaml": lax, "models/fraud/model.yaml": version_bump(text)}
+    into_main = open_pull(server, {"models/fraud/model.yaml": text}, head)
+    evil = {".mlops/policy.yaml": lax, "models/fraud/model.yaml": text}
+    into_evil = server.repos[REPO].add_pull(
+        8, author="carol", base_files=evil, head_files=head, head_sha=into_main.head_sha
     )
-    pull.base_ref = "evil"
+    into_evil.base_ref = "evil"
+    return into_main, into_evil
+
+
+def latest_per_context(server: GitHubServer, sha: str) -> dict[str, str]:
+    """What GitHub shows on every pull request of head `sha`: the latest state per context,
+    contexts compared case-insensitively as GitHub does."""
+    latest: dict[str, str] = {}
+    for s in server.repos[REPO].statuses:
+        if s["sha"] == sha:
+            latest[s["context"].lower()] = s["state"]
+    return latest
+
+
+def test_a_pull_request_into_another_branch_is_judged_under_its_context(ghserver, capsys):
+    """A commit status belongs to the head commit, not to one pull request. A pull request of
+    the same head into a branch its author controls (where the policy and the manifests say
+    what they like) is judged by that branch's policy, and its `success` lands on
+    `mlops-ci/governance (evil)`, which no rule of the default branch reads."""
+    into_main, _ = _same_head_into_evil(ghserver)
     code, decision = run_gate(capsys)
-    assert code == 1
-    assert decision["approved"] is False
-    assert "only pull requests into the default branch (main)" in decision["reason"]
-    status = last_status(ghserver)
-    assert status["state"] == "failure"
-    assert "default branch" in status["description"]
-    # Nothing to approve against that base changes nothing: it is the same head commit.
-    open_pull(ghserver, {"README.md": "a"}, {"README.md": "b"}, number=8).base_ref = "evil"
+    assert code == 1 and decision["context"] == CONTEXT
     code, decision = run_gate(capsys, number=8)
-    assert code == 1
-    assert decision["approved"] is False
+    assert code == 0, decision
+    assert decision["approved"] is True and decision["context"] == f"{CONTEXT} (evil)"
+    assert decision["base"] == "evil"
+    latest = latest_per_context(ghserver, into_main.head_sha)
+    assert latest[CONTEXT] == "failure"  # what main's branch protection requires
+    assert latest[f"{CONTEXT} (evil)"] == "success"
+    # main's context was written by the pull request into main alone (pending, then failure)
+    assert [s["state"] for s in statuses(ghserver)] == ["pending", "failure"]
+    # and the text output says which status it is
+    assert cli.main(["gate", "--pr", "8", "--repo", REPO, "--no-status"]) == 0
+    assert "into evil: status mlops-ci/governance (evil) (not posted" in capsys.readouterr().out
+
+
+def test_one_context_for_every_base_lets_the_attacker_s_branch_approve_main(
+    ghserver, capsys, monkeypatch
+):
+    """The attack the per-base context closes, shown firing: with one context for every base
+    (and a decision on any base), the success earned against `evil` is the latest
+    `mlops-ci/governance` on the head, so main's pull request shows approved."""
+    from mlops_ci import status_context
+
+    monkeypatch.setattr(status_context, "for_base", lambda name, base, default: name)
+    into_main, _ = _same_head_into_evil(ghserver)
+    assert run_gate(capsys)[0] == 1
+    assert run_gate(capsys, number=8)[0] == 0
+    assert latest_per_context(ghserver, into_main.head_sha)[CONTEXT] == "success"
+
+
+def test_a_pull_request_moved_to_the_default_branch_is_judged_there(ghserver, capsys):
+    """An `edited` event with `changes.base`: approved against `evil`, moved to main, the gate
+    judges main's context with main's policy; the old success stays under evil's name."""
+    into_main, into_evil = _same_head_into_evil(ghserver)
+    del ghserver.repos[REPO].pulls[7]
+    assert run_gate(capsys, number=8)[0] == 0
+    into_evil.base_ref, into_evil.base_sha = "main", into_main.base_sha
+    code, decision = run_gate(capsys, number=8)
+    assert code == 1 and decision["context"] == CONTEXT
+    latest = latest_per_context(ghserver, into_evil.head_sha)
+    assert latest == {CONTEXT: "failure", f"{CONTEXT} (evil)": "success"}
+
+
+def test_a_base_changed_while_the_gate_runs_leaves_no_decision(ghserver, capsys, monkeypatch):
+    """Files listed after the pull request moved to `evil` describe it against evil: a decision
+    on them must not land on main's context."""
+    from mlops_ci import github
+
+    into_main, _ = _same_head_into_evil(ghserver)
+    real = github.GitHub.pull_files
+
+    def racing(self, number):
+        if into_main.base_ref == "main":  # moved to evil, where nothing but README differs
+            into_main.base_ref = "evil"
+            into_main.files.clear()
+            into_main.add_file("README.md", "modified")
+        return real(self, number)
+
+    monkeypatch.setattr(github.GitHub, "pull_files", racing)
+    code, _ = run_gate(capsys)
+    assert code == 2
+    assert [s["state"] for s in statuses(ghserver)] == ["pending", "failure"]
+    assert "moved from the base branch main to evil" in last_status(ghserver)["description"]
+
+
+def test_a_pull_request_into_an_unnamed_base_is_never_approved(ghserver, capsys):
+    open_pull(ghserver, {"README.md": "a"}, {"README.md": "b"}).base_ref = ""
+    code, decision = run_gate(capsys)
+    assert code == 1 and decision["approved"] is False
+    assert "a branch the API did not name" in decision["reason"]
+    assert last_status(ghserver)["state"] == "failure"  # on main's context: it grants nothing
 
 
 def test_deploy_refuses_a_merge_into_another_branch_pushed_to_the_default_one(ghserver):
     """The merge commit of a pull request into a branch its author controls, then pushed to
     the default branch: re-verification on deploy judges that pull request only as one into the
     default branch, so the other branch's lax policy approves nothing."""
+    from mlops_ci import gate
     from mlops_ci.github import GitHub
-    from mlops_ci.reverify import ModelFiles, Refused, reverify
+    from mlops_ci.reverify import judge
 
     lax = policy_yaml("  high:\n    approvals: 0\n")
     text = manifest("fraud-detector", "high")
@@ -941,13 +1021,15 @@ def test_deploy_refuses_a_merge_into_another_branch_pushed_to_the_default_one(gh
     head = {**base, "models/fraud/model.yaml": version_bump(text)}
     pull = open_pull(ghserver, base, head)
     pull.base_ref = "evil"
-    sha = pull.merge()
-    with pytest.raises(Refused, match="only pull requests into the default branch"):
-        reverify(
-            GitHub.from_env(REPO),
-            sha,
-            [ModelFiles("fraud-detector", "models/fraud/model.yaml", "models/fraud/model.onnx")],
-        )
+    pull.merge()
+    gh = GitHub.from_env(REPO)
+    # the gate's own run approves it, under evil's context ...
+    assert gate.evaluate(gh, gh.pull_request(7), any_base=True).approved
+    # ... but what deploy judges a merged pull request with (`reverify.judge`, which calls
+    # `gate.evaluate` without `any_base`) approves only pull requests into the default branch
+    judged = judge(gh, {"number": 7, "merged_at": pull.merged_at})
+    assert judged.decision.approved is False
+    assert "only pull requests into the default branch (main)" in judged.decision.reason
 
 
 def test_a_co_author_past_the_250_commits_github_lists_fails_closed(ghserver, capsys):

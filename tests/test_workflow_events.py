@@ -197,6 +197,42 @@ def test_the_naive_base_blames_the_pull_request_for_the_base_branch_moving(
     assert step["env"] == naive_step["env"]  # only the script differs
 
 
+def test_a_branch_cut_after_the_model_change_makes_its_checks_green_under_its_own_name(
+    behind: dict[str, Any], tmp_path: Path
+) -> None:
+    """The checks attack, through the real plan step: head N (a README edit) on top of M (the
+    tumor-classifier change, which fails its thresholds). Into main, the model is planned and
+    its job fails; into `evil`, a branch cut at M, no model changed, the model job is skipped
+    and the checks job's verdict is success. Both land on N: only the context tells them
+    apart (with one context, the later green one is what main's pull request shows)."""
+    import shutil
+
+    from mlops_ci import checks
+
+    repo = tmp_path / "repo"
+    shutil.copytree(behind["repo"], repo)
+    (repo / "README.md").write_text("N\n", encoding="utf-8")
+    _git(repo, "add", "README.md")
+    _git(repo, "commit", "-qm", "N")
+    head = _git(repo, "rev-parse", "HEAD")
+    found: dict[str, tuple[str, bool]] = {}
+    for base, tip in (("main", behind["tip"]), ("evil", behind["head"])):
+        done, outputs = _run_plan(repo, _pull_request(str(tip), head), tmp_path / base)
+        assert done.returncode == 0, done.stdout + done.stderr
+        changed = outputs["changed"] == "true"
+        needs = {
+            "validate": {"result": "success"},
+            "plan": {"result": "success", "outputs": outputs},
+            "model": {"result": "failure" if changed else "skipped"},
+        }
+        pull = {"base": {"ref": base, "repo": {"default_branch": "main"}}}
+        found[base] = (checks.context(pull), checks.verdict(needs).passed)
+    assert found == {
+        "main": ("mlops-ci/checks", False),
+        "evil": ("mlops-ci/checks (evil)", True),
+    }
+
+
 def test_a_pull_request_up_to_date_with_its_base_and_a_push_plan_as_before(
     behind: dict[str, Any], tmp_path: Path
 ) -> None:

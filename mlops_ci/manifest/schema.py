@@ -36,6 +36,10 @@ _PATTERN_HINTS = {
     "code_commit": "must be a git commit SHA (7 to 40 lowercase hex digits)",
     "refresh_by": "must be a date written YYYY-MM-DD",
     "trusted_types": "must be a fully qualified class name (package.module.Class)",
+    "reviewed_at": (
+        "must be a full commit SHA: 40 lowercase hex digits, as `git rev-parse origin/main` "
+        "prints it (a branch or tag name moves, a short SHA is ambiguous)"
+    ),
 }
 
 _Explained = tuple[list[str | int], bool, str]  # (field path, point at the key, sentence)
