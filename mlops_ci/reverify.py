@@ -403,15 +403,15 @@ class RangeJudge:
         line = "deploy.reviewed_at"
         if commit is None:
             return f"no commit of the branch set {line} to it"
-        found = self._landing_pull(commit, evidence)
-        if found is None:
-            return f"{line} was set by {commit[:12]}, which no merged pull request produced"
-        judged = self.judged(found)
-        number = f"{line} was set by pull request #{judged.number}"
-        if not judged.decision.approved:
-            return f"{number}, merged without the approvals it needs"
-        if not any(o.path == POLICY_PATH and o.approved for o in judged.decision.outcomes):
-            return f"{number}, whose approval did not cover {POLICY_PATH}"
+        judged, number = self._approved_landing(
+            commit,
+            evidence,
+            f"{line} was set",
+            lambda j: any(o.path == POLICY_PATH and o.approved for o in j.decision.outcomes),
+            POLICY_PATH,
+        )
+        if judged is None:
+            return number
         pull = judged.pull
         at_head = reviewed_at_of(self.gh.file_text(POLICY_PATH, pull.head_sha))
         if judged.changed(POLICY_PATH) is None or at_head != baseline.commit:
@@ -456,15 +456,37 @@ class RangeJudge:
         `blob`; else why not."""
         if commit is None:
             return "no commit of the branch brought it there"
-        found = self._landing_pull(commit, evidence)
-        if found is None:
-            return f"last changed by {commit[:12]}, which no merged pull request produced"
-        judged = self.judged(found)
-        number = f"last changed by pull request #{judged.number}"
-        if not judged.decision.approved:
-            return f"{number}, merged without the approvals it needs"
-        if model.name not in {o.name for o in judged.decision.outcomes}:
-            return f"{number}, whose approval did not cover {model.name}"
+        judged, number = self._approved_landing(
+            commit,
+            evidence,
+            "last changed",
+            lambda j: model.name in {o.name for o in j.decision.outcomes},
+            model.name,
+        )
+        if judged is None:
+            return number
         if not self._introduced(judged, path, blob):
             return f"{number}, which did not change it to these bytes"
         return None
+
+    def _approved_landing(
+        self,
+        commit: str,
+        evidence: Evidence,
+        did: str,
+        covers: Callable[[Judged], bool],
+        what: str,
+    ) -> tuple[Judged | None, str]:
+        """The pull request whose merge brought `commit` onto the branch, when the gate
+        approved it at its merge and its approval `covers` `what`, and how a message names it
+        ("<did> by pull request #N"); else (None, why not). `did`: what the commit did."""
+        found = self._landing_pull(commit, evidence)
+        if found is None:
+            return None, f"{did} by {commit[:12]}, which no merged pull request produced"
+        judged = self.judged(found)
+        number = f"{did} by pull request #{judged.number}"
+        if not judged.decision.approved:
+            return None, f"{number}, merged without the approvals it needs"
+        if not covers(judged):
+            return None, f"{number}, whose approval did not cover {what}"
+        return judged, number

@@ -152,3 +152,33 @@ def write_build(out: Path, manifest_path: Path) -> Path:
         json.dumps({"passed": True, "counts": {"pass": 2}, "checks": []})
     )
     return out
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in `repo`, as a test author with no user configuration: its output, stripped."""
+    import os
+    import subprocess
+
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "PATH": os.environ["PATH"],
+        "HOME": str(repo),
+    }
+    done = subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+    return done.stdout.decode().strip()
+
+
+def tree(repo: Path, ref: str) -> dict[str, bytes]:
+    """Every file of commit `ref`: path -> bytes (as tests/ghserver.py serves a commit's tree)."""
+    import subprocess
+
+    paths = git(repo, "ls-tree", "-r", "--name-only", ref).splitlines()
+    return {
+        p: subprocess.run(
+            ["git", "show", f"{ref}:{p}"], cwd=repo, check=True, capture_output=True
+        ).stdout
+        for p in paths
+    }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_models import candidate, write_build, write_model
+from deploy_models import candidate, git, tree, write_build, write_model
 from ghserver import fake_sha
 
 from mlops_ci import audit, deploy, triton
@@ -666,63 +666,34 @@ def test_a_lost_s3_response_and_its_retry_neither_fail_nor_repeat_a_write(
 REPO = "acme/models"
 
 
-def _git(repo: Path, *args: str) -> str:
-    import subprocess
-
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "PATH": os.environ["PATH"],
-        "HOME": str(repo),
-    }
-    out = subprocess.run(
-        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip()
-
-
-def _tree(repo: Path, ref: str) -> dict[str, bytes]:
-    import subprocess
-
-    paths = _git(repo, "ls-tree", "-r", "--name-only", ref).splitlines()
-    return {
-        p: subprocess.run(
-            ["git", "show", f"{ref}:{p}"], cwd=repo, check=True, capture_output=True
-        ).stdout
-        for p in paths
-    }
-
-
 def _merged_push(tmp_path: Path, method: str = "merge") -> tuple[Path, str, str]:
     """A checkout whose main went from iris 1.0.0 to 1.1.0 through a pull request merged by
     `method`; returns (checkout, before, after)."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     write_model(repo, version="1.0.0")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "iris 1.0.0")
-    before = _git(repo, "rev-parse", "HEAD")
-    _git(repo, "checkout", "-q", "-b", "feature")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "iris 1.0.0")
+    before = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "feature")
     write_model(repo, version="1.1.0", salt="retrained")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "retrain")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "retrain")
     (repo / "NOTES.md").write_text("why\n")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "notes")
-    _git(repo, "checkout", "-q", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "notes")
+    git(repo, "checkout", "-q", "main")
     if method == "merge":
-        _git(repo, "merge", "-q", "--no-ff", "-m", "Merge pull request #7", "feature")
+        git(repo, "merge", "-q", "--no-ff", "-m", "Merge pull request #7", "feature")
     elif method == "squash":
-        _git(repo, "merge", "-q", "--squash", "feature")
-        _git(repo, "commit", "-q", "-m", "retrain (#7)")
+        git(repo, "merge", "-q", "--squash", "feature")
+        git(repo, "commit", "-q", "-m", "retrain (#7)")
     else:  # rebase: the pull request's commits replayed onto main, one by one
-        _git(repo, "rebase", "-q", "main", "feature")
-        _git(repo, "checkout", "-q", "main")
-        _git(repo, "merge", "-q", "--ff-only", "feature")
-    return repo, before, _git(repo, "rev-parse", "HEAD")
+        git(repo, "rebase", "-q", "main", "feature")
+        git(repo, "checkout", "-q", "main")
+        git(repo, "merge", "-q", "--ff-only", "feature")
+    return repo, before, git(repo, "rev-parse", "HEAD")
 
 
 def _pull(
@@ -730,11 +701,11 @@ def _pull(
 ):
     gh_repo = ghserver.repos.get(REPO) or ghserver.add_repo(REPO)
     gh_repo.permissions["bob"] = "write"
-    merged = _tree(repo, after)
+    merged = tree(repo, after)
     pull = gh_repo.add_pull(
         7,
         author="carol",
-        base_files=_tree(repo, before),
+        base_files=tree(repo, before),
         head_files=head_files or merged,
         head_sha=fake_sha("pr7-head"),
         base_sha=before,
@@ -778,8 +749,8 @@ def test_an_approved_merge_deploys_with_a_deployment(
     pull, _ = _pull(gh_env, repo, before, after)
     review = pull.add_review("bob", "APPROVED")
     # A rebase merge lands each commit of the pull request; GitHub associates each with it.
-    rebased = _git(repo, "rev-list", f"{before}..{after}~1").split() if method == "rebase" else []
-    pull.merge(after, files=_tree(repo, after), rebased=rebased)
+    rebased = git(repo, "rev-list", f"{before}..{after}~1").split() if method == "rebase" else []
+    pull.merge(after, files=tree(repo, after), rebased=rebased)
     registry = tmp_path / "registry"
     assert _deploy(tmp_path, repo, before, after, registry) == 0, capsys.readouterr()
     reg = open_registry(registry)
@@ -833,7 +804,7 @@ def test_an_approval_given_after_an_admin_merge_does_not_deploy_it(
     afterwards must not let a re-run of the publish deploy what was merged without approval."""
     repo, before, after = _merged_push(tmp_path)
     pull, _ = _pull(gh_env, repo, before, after)
-    pull.merge(after, files=_tree(repo, after))  # an admin merge, no approval
+    pull.merge(after, files=tree(repo, after))  # an admin merge, no approval
     late = pull.add_review("bob", "APPROVED")
     merged = datetime.fromisoformat(pull.merged_at)
     late["submitted_at"] = (merged + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -855,7 +826,7 @@ def test_a_change_request_dismissed_after_an_admin_merge_still_blocks_it(
     pull, _ = _pull(gh_env, repo, before, after)
     pull.add_review("bob", "APPROVED")
     blocking = pull.add_review("dave", "CHANGES_REQUESTED")
-    pull.merge(after, files=_tree(repo, after))  # an admin merge over the change request
+    pull.merge(after, files=tree(repo, after))  # an admin merge over the change request
     merged = datetime.fromisoformat(pull.merged_at)
     registry = tmp_path / "registry"
     assert _deploy(tmp_path, repo, before, after, registry) == 1
@@ -879,11 +850,11 @@ def test_a_direct_push_is_refused(gh_env, tmp_path: Path, capsys) -> None:
 
 def test_an_artifact_changed_after_the_approval_is_refused(gh_env, tmp_path: Path, capsys) -> None:
     repo, before, after = _merged_push(tmp_path)
-    approved = _tree(repo, after)
+    approved = tree(repo, after)
     approved["models/iris/model.skops"] = approved["models/iris/model.skops"] + b"approved-bytes"
     pull, _ = _pull(gh_env, repo, before, after, head_files=approved)
     pull.add_review("bob", "APPROVED")
-    pull.merge(after, files=_tree(repo, after))  # what landed is not what was approved
+    pull.merge(after, files=tree(repo, after))  # what landed is not what was approved
     registry = tmp_path / "registry"
     assert _deploy(tmp_path, repo, before, after, registry) == 1
     [record] = audit.records(open_registry(registry))
@@ -900,20 +871,20 @@ def test_a_model_renamed_to_another_model_s_name_is_refused(gh_env, tmp_path: Pa
     import yaml
 
     repo, before, _ = _merged_push(tmp_path)
-    _git(repo, "checkout", "-q", "-b", "rename", before)
+    git(repo, "checkout", "-q", "-b", "rename", before)
     wine = write_model(repo, "wine")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "wine")
-    before = _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "wine")
+    before = git(repo, "rev-parse", "HEAD")
     doc = yaml.safe_load(wine.read_text())
     doc["metadata"]["name"] = "iris"
     doc["metadata"]["version"] = "9.0.0"
     wine.write_text(yaml.safe_dump(doc, sort_keys=False))
-    _git(repo, "commit", "-q", "-am", "wine is iris now")
-    after = _git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "-am", "wine is iris now")
+    after = git(repo, "rev-parse", "HEAD")
     pull, _ = _pull(gh_env, repo, before, after)
     pull.add_review("bob", "APPROVED")
-    pull.merge(after, files=_tree(repo, after))
+    pull.merge(after, files=tree(repo, after))
     registry = tmp_path / "registry"
     assert _deploy(tmp_path, repo, before, after, registry) == 1
     [record] = audit.records(open_registry(registry))
@@ -1011,8 +982,8 @@ def test_a_failed_smoke_test_rolls_back_to_the_version_before(tmp_path: Path, ca
     repo, before, _ = _merged_push(tmp_path, "squash")
     manifest = repo / "models/iris/model.yaml"
     manifest.write_text(manifest.read_text().replace("label: 0", "label: 1"))  # wrong expectation
-    _git(repo, "commit", "-q", "-am", "a test case the model fails")
-    after = _git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "-am", "a test case the model fails")
+    after = git(repo, "rev-parse", "HEAD")
     registry = tmp_path / "registry"
     reg = open_registry(registry)
     deploy.publish(reg, candidate(version="1.0.0"), LOCAL)
@@ -1042,8 +1013,8 @@ def test_a_first_version_that_fails_its_smoke_test_is_recorded(tmp_path: Path, c
     repo, before, _ = _merged_push(tmp_path, "squash")
     manifest = repo / "models/iris/model.yaml"
     manifest.write_text(manifest.read_text().replace("label: 0", "label: 1"))
-    _git(repo, "commit", "-q", "-am", "a test case the model fails")
-    after = _git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "-am", "a test case the model fails")
+    after = git(repo, "rev-parse", "HEAD")
     registry = tmp_path / "registry"
     builds = tmp_path / "builds"
     write_build(builds / "iris", manifest)
@@ -1167,7 +1138,7 @@ def test_an_unreachable_github_refuses_on_the_record(
     repo, before, after = _merged_push(tmp_path)
     pull, _ = _pull(gh_env, repo, before, after)
     pull.add_review("bob", "APPROVED")
-    pull.merge(after, files=_tree(repo, after))
+    pull.merge(after, files=tree(repo, after))
     monkeypatch.setenv("GITHUB_API_URL", f"http://127.0.0.1:{free_port()}")  # nobody listens
     registry = tmp_path / "registry"
     assert _deploy(tmp_path, repo, before, after, registry) == 2
@@ -1188,7 +1159,7 @@ def test_a_missing_build_refuses_on_the_record_with_a_failed_deployment(
     repo, before, after = _merged_push(tmp_path)
     pull, _ = _pull(gh_env, repo, before, after)
     pull.add_review("bob", "APPROVED")
-    pull.merge(after, files=_tree(repo, after))
+    pull.merge(after, files=tree(repo, after))
     registry = tmp_path / "registry"
     args = ["deploy", "--registry", str(registry), "--builds", str(tmp_path / "nothing-here")]
     assert cli.main([*args, "--repo", str(repo), "--sha", after, "--base", before]) == 2
@@ -1210,7 +1181,7 @@ def test_an_error_after_the_deployment_started_marks_it_failed(
     repo, before, after = _merged_push(tmp_path)
     pull, _ = _pull(gh_env, repo, before, after)
     pull.add_review("bob", "APPROVED")
-    pull.merge(after, files=_tree(repo, after))
+    pull.merge(after, files=tree(repo, after))
 
     def registry_gone(*args: object, **kwargs: object) -> None:
         raise RegistryError("s3://bucket/r: cannot read iris/2/model.onnx: connection reset")
@@ -1262,7 +1233,7 @@ def test_a_build_of_other_bytes_is_refused_on_the_record(gh_env, tmp_path: Path,
     repo, before, after = _merged_push(tmp_path)
     pull, _ = _pull(gh_env, repo, before, after)
     pull.add_review("bob", "APPROVED")
-    pull.merge(after, files=_tree(repo, after))
+    pull.merge(after, files=tree(repo, after))
     stale = tmp_path / "stale-repo"
     builds = tmp_path / "builds"
     write_build(builds / "iris", write_model(stale, version="1.0.0"))  # not the merged artifact

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from deploy_models import write_model
+from deploy_models import git, tree, write_model
 from ghserver import fake_sha
-from test_deploy_range import REPO, Main, _git, _serving, _tree, bump
+from test_deploy_range import Main, _serving, bump, new_main
 from test_deploy_reviewed import _refusals, manifest_version
 
 from mlops_ci import cli, deploy_range, policy, reverify
@@ -33,10 +33,7 @@ POLICY = ".mlops/policy.yaml"
 
 @pytest.fixture
 def main(ghserver, monkeypatch, tmp_path: Path) -> Main:
-    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
-    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.example")
-    monkeypatch.setenv("GITHUB_RUN_ID", "99")
-    repo = Main(tmp_path, ghserver)
+    repo = new_main(ghserver, monkeypatch, tmp_path)
     repo.gh.permissions["dave"] = "write"
     return repo
 
@@ -60,29 +57,11 @@ def merge_reviewed(
 ) -> str:
     """Main.merge with two approvals: a change to the policy needs the high tier (the built-in
     default: 2 approvals, from anyone with write access while the policy names no owners)."""
-    base = main.head
-    _git(main.repo, "checkout", "-q", "-b", f"pr{number}")
-    change(main.repo)
-    head = main.commit(f"change {number}")
-    _git(main.repo, "checkout", "-q", "main")
-    _git(main.repo, "merge", "-q", "--no-ff", "-m", f"Merge pull request #{number}", head)
-    merged = main.head
-    pull = main.gh.add_pull(
-        number,
-        author="carol",
-        base_files=_tree(main.repo, base),
-        head_files=_tree(main.repo, head),
-        head_sha=fake_sha(f"pr{number}-head"),
-        base_sha=base,
-    )
-    for login in approvers:
-        pull.add_review(login, "APPROVED")
-    pull.merge(merged, files=_tree(main.repo, merged))
-    return merged
+    return main.merge(number, change, approvers=approvers)
 
 
 def _first(main: Main) -> str:
-    return _git(main.repo, "rev-list", "--max-parents=0", "HEAD")
+    return git(main.repo, "rev-list", "--max-parents=0", "HEAD")
 
 
 # --- how a team adopts mlops-ci ---------------------------------------------------------------
@@ -139,7 +118,7 @@ def test_without_the_line_nothing_changes_and_no_line_is_suggested_after_a_first
     on record the refusal suggests no baseline (a file refused then came in after mlops-ci)."""
     registry = tmp_path / "registry"
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     second = main.merge(2, manifest_version("rose", "1.0.1"))
     assert main.deploy(registry, first, second) == 1
     reason = _refusals(registry)[-1]
@@ -174,7 +153,7 @@ def _pushed_then_baselined(main: Main, registry: Path, how: str) -> tuple[str, s
     record); then `.mlops/policy.yaml` names that push as the baseline, written by a direct
     push or by an admin merge (#2, unapproved). Returns (the pushed commit, the line's)."""
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     pushed = main.push(bump("iris", "6.6.6"))
     assert main.deploy(registry, first, pushed) == 1
     if how == "direct push":
@@ -195,7 +174,7 @@ def test_a_baseline_line_nobody_approved_launders_a_direct_push_the_naive_way(
     _pushed_then_baselined(main, registry, how)
     third = main.merge(3, manifest_version("iris", "6.6.7"))
     monkeypatch.setattr(reverify.RangeJudge, "_baseline_why_not", lambda *a: None)
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{third}^"), third) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{third}^"), third) == 0
     assert _serving(registry)["iris"] == ("6.6.7", 3)
 
 
@@ -264,30 +243,30 @@ def _named_before_it_landed(main: Main, registry: Path) -> tuple[str, str, str]:
     whose only change is `reviewed_at: R`; #2 is approved. Then R is pushed to main (refused,
     on the record) and #2 merged; #3 bumps iris's manifest only. (R, #2's merge, #3's)"""
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
-    _git(main.repo, "checkout", "-q", "-b", "r")
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    git(main.repo, "checkout", "-q", "-b", "r")
     bump("iris", "6.6.6")(main.repo)
     r = main.commit("iris 6.6.6")
-    _git(main.repo, "checkout", "-q", "main")
-    _git(main.repo, "checkout", "-q", "-b", "pr2")
+    git(main.repo, "checkout", "-q", "main")
+    git(main.repo, "checkout", "-q", "-b", "pr2")
     set_policy(r)(main.repo)
     head = main.commit("adopt")
     pull = main.gh.add_pull(
         2,
         author="carol",
-        base_files=_tree(main.repo, first),
-        head_files=_tree(main.repo, head),
+        base_files=tree(main.repo, first),
+        head_files=tree(main.repo, head),
         head_sha=fake_sha("pr2-head"),
         base_sha=first,
     )
     pull.add_review("bob", "APPROVED")
     pull.add_review("dave", "APPROVED")
-    _git(main.repo, "checkout", "-q", "main")
-    _git(main.repo, "merge", "-q", "--ff-only", "r")  # R pushed straight to main
+    git(main.repo, "checkout", "-q", "main")
+    git(main.repo, "merge", "-q", "--ff-only", "r")  # R pushed straight to main
     assert main.deploy(registry, first, r) == 1
-    _git(main.repo, "merge", "-q", "--no-ff", "-m", "Merge pull request #2", head)
+    git(main.repo, "merge", "-q", "--no-ff", "-m", "Merge pull request #2", head)
     second = main.head
-    pull.merge(second, files=_tree(main.repo, second))
+    pull.merge(second, files=tree(main.repo, second))
     assert main.deploy(registry, r, second) == 0  # no model changed
     third = main.merge(3, manifest_version("iris", "6.6.7"))
     return r, second, third
@@ -324,13 +303,13 @@ def test_a_line_naming_a_commit_off_the_branch_s_first_parent_history_vouches_fo
     """Not an ancestor, not in the clone, or a commit of a pull request's own branch (whose
     tree the default branch never held): named in an approved pull request, still refused."""
     registry = tmp_path / "registry"
-    _git(main.repo, "checkout", "-q", "-b", "side")
+    git(main.repo, "checkout", "-q", "-b", "side")
     bump("rose", "6.6.6")(main.repo)
     side = main.commit("side")
-    _git(main.repo, "checkout", "-q", "main")
+    git(main.repo, "checkout", "-q", "main")
     if where == "a merged branch":
         named = main.merge(1, bump("iris", "1.1.0"))  # a merge: its branch's commit is named
-        named = _git(main.repo, "rev-parse", f"{named}^2")
+        named = git(main.repo, "rev-parse", f"{named}^2")
     else:
         named = side if where == "another branch" else "0123456789abcdef" * 2 + "01234567"
         main.merge(1, bump("iris", "1.1.0"))

@@ -10,13 +10,11 @@ GitHub, a folder registry, the real iris model.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from deploy_models import write_build, write_model
+from deploy_models import git, tree, write_build, write_model
 from ghserver import fake_sha
 
 from mlops_ci import audit, deploy, deploy_range
@@ -26,29 +24,6 @@ REPO = "acme/models"
 RUNS = f"https://github.example/{REPO}/actions/runs/"
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "PATH": os.environ["PATH"],
-        "HOME": str(repo),
-    }
-    done = subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
-    return done.stdout.decode().strip()
-
-
-def _tree(repo: Path, ref: str) -> dict[str, bytes]:
-    paths = _git(repo, "ls-tree", "-r", "--name-only", ref).splitlines()
-    return {
-        p: subprocess.run(
-            ["git", "show", f"{ref}:{p}"], cwd=repo, check=True, capture_output=True
-        ).stdout
-        for p in paths
-    }
-
-
 class Main:
     """A model repository's main branch and its pull requests on the GitHub server."""
 
@@ -56,7 +31,7 @@ class Main:
         self.tmp = tmp_path
         self.repo = tmp_path / "repo"
         self.repo.mkdir()
-        _git(self.repo, "init", "-q", "-b", "main")
+        git(self.repo, "init", "-q", "-b", "main")
         for name in ("iris", "wine", "rose"):
             write_model(self.repo, name, "1.0.0", salt=name)
         self.commit("three models")
@@ -64,34 +39,42 @@ class Main:
         self.gh.permissions["bob"] = "write"
 
     def commit(self, message: str) -> str:
-        _git(self.repo, "add", "-A")
-        _git(self.repo, "commit", "-q", "-m", message)
-        return _git(self.repo, "rev-parse", "HEAD")
+        git(self.repo, "add", "-A")
+        git(self.repo, "commit", "-q", "-m", message)
+        return git(self.repo, "rev-parse", "HEAD")
 
     @property
     def head(self) -> str:
-        return _git(self.repo, "rev-parse", "HEAD")
+        return git(self.repo, "rev-parse", "HEAD")
 
-    def merge(self, number: int, change: Callable[[Path], object], *, approved: bool = True):
-        """A pull request made of `change`, reviewed (or not) and merged with a merge commit."""
+    def merge(
+        self,
+        number: int,
+        change: Callable[[Path], object],
+        *,
+        approved: bool = True,
+        approvers: Sequence[str] = ("bob",),
+    ) -> str:
+        """A pull request made of `change`, approved by `approvers` (or not reviewed) and
+        merged with a merge commit."""
         base = self.head
-        _git(self.repo, "checkout", "-q", "-b", f"pr{number}")
+        git(self.repo, "checkout", "-q", "-b", f"pr{number}")
         change(self.repo)
         head = self.commit(f"change {number}")
-        _git(self.repo, "checkout", "-q", "main")
-        _git(self.repo, "merge", "-q", "--no-ff", "-m", f"Merge pull request #{number}", head)
+        git(self.repo, "checkout", "-q", "main")
+        git(self.repo, "merge", "-q", "--no-ff", "-m", f"Merge pull request #{number}", head)
         merged = self.head
         pull = self.gh.add_pull(
             number,
             author="carol",
-            base_files=_tree(self.repo, base),
-            head_files=_tree(self.repo, head),
+            base_files=tree(self.repo, base),
+            head_files=tree(self.repo, head),
             head_sha=fake_sha(f"pr{number}-head"),
             base_sha=base,
         )
-        if approved:
-            pull.add_review("bob", "APPROVED")
-        pull.merge(merged, files=_tree(self.repo, merged))
+        for login in approvers if approved else ():
+            pull.add_review(login, "APPROVED")
+        pull.merge(merged, files=tree(self.repo, merged))
         return merged
 
     def push(self, change: Callable[[Path], object]) -> str:
@@ -118,12 +101,17 @@ def bump(name: str, version: str) -> Callable[[Path], object]:
     return lambda repo: write_model(repo, name, version, salt=f"{name}{version}")
 
 
-@pytest.fixture
-def main(ghserver, monkeypatch, tmp_path: Path) -> Main:
+def new_main(ghserver, monkeypatch, tmp_path: Path) -> Main:
+    """A fresh repository and GitHub, with the variables of a run of REPO's workflow."""
     monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
     monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.example")
     monkeypatch.setenv("GITHUB_RUN_ID", "99")
     return Main(tmp_path, ghserver)
+
+
+@pytest.fixture
+def main(ghserver, monkeypatch, tmp_path: Path) -> Main:
+    return new_main(ghserver, monkeypatch, tmp_path)
 
 
 def _serving(registry: Path) -> dict[str, tuple[str, int | None]]:
@@ -140,7 +128,7 @@ def _queued(main: Main, registry: Path) -> tuple[str, str, str]:
     """#1 (iris 1.1.0) deployed; then #2 (wine 1.1.0) and #3 (rose 1.1.0) merged while it ran:
     #2's run was cancelled by #3's. Returns (#1's, #2's, #3's merge commit)."""
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     second = main.merge(2, bump("wine", "1.1.0"))
     third = main.merge(3, bump("rose", "1.1.0"))
     return first, second, third
@@ -211,13 +199,13 @@ def test_a_cancelled_run_re_run_after_a_later_deploy_changes_nothing(
     with it): judged alone, its range would publish wine 1.1.0 over 1.2.0."""
     registry = tmp_path / "registry"
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     second = main.merge(2, bump("wine", "1.1.0"))
     third = main.merge(3, bump("wine", "1.2.0"))
     assert main.deploy(registry, second, third) == 0
     reg = open_registry(registry)
     log = reg.read_bytes(audit.LOG_KEY)
-    _git(main.repo, "checkout", "-q", second)  # the re-run checks out its own commit
+    git(main.repo, "checkout", "-q", second)  # the re-run checks out its own commit
     assert main.deploy(registry, first, second) == 0
     assert f"{third[:12]}, a later commit, was deployed already" in capsys.readouterr().out
     assert reg.read_bytes(audit.LOG_KEY) == log
@@ -229,7 +217,7 @@ def test_a_direct_push_in_the_range_refuses_its_model_only(
 ) -> None:
     registry = tmp_path / "registry"
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     pushed = main.push(bump("wine", "6.6.6"))  # its run was cancelled by the next push
     third = main.merge(3, bump("rose", "1.1.0"))
     assert main.deploy(registry, pushed, third) == 1
@@ -250,7 +238,7 @@ def test_a_direct_push_in_the_range_refuses_its_model_only(
 def test_an_unapproved_admin_merge_in_the_range_is_refused(main: Main, tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     second = main.merge(2, bump("wine", "1.1.0"), approved=False)  # branch protection bypassed
     third = main.merge(3, bump("rose", "1.1.0"))
     assert main.deploy(registry, second, third) == 1
@@ -268,7 +256,7 @@ def test_a_model_changed_by_an_unapproved_merge_and_then_an_approved_one_is_refu
     it: every pull request that changed the model must be approved."""
     registry = tmp_path / "registry"
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     second = main.merge(2, bump("wine", "1.1.0"), approved=False)
     readme = lambda repo: (repo / "models/wine/README.md").write_text("notes\n")  # noqa: E731
     third = main.merge(3, readme)
@@ -281,7 +269,7 @@ def test_a_change_reverted_within_the_range_deploys_nothing_for_it(
 ) -> None:
     registry = tmp_path / "registry"
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     second = main.merge(2, bump("wine", "1.1.0"))
 
     def revert_and_bump(repo: Path) -> None:
@@ -304,7 +292,7 @@ def test_the_last_pull_request_that_changed_a_model_binds_its_bytes(
     third = main.merge(3, bump("wine", "1.2.0"))
     registries = tmp_path / "a", tmp_path / "b"
     for registry in registries:
-        assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+        assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     assert main.deploy(registries[0], first, third) == 0
     assert _serving(registries[0])["wine"] == ("1.2.0", 3)
     # What landed differs from #3's approved head (though #2 and #3 are both approved).
@@ -359,7 +347,7 @@ def test_with_nothing_recorded_a_rewritten_history_deploys_nothing(
 ) -> None:
     """A force-push with no recorded ancestor: the range cannot be known; nothing is guessed."""
     old = main.merge(1, bump("iris", "1.1.0"))
-    _git(main.repo, "reset", "-q", "--hard", f"{old}^")
+    git(main.repo, "reset", "-q", "--hard", f"{old}^")
     new = main.push(bump("wine", "2.0.0"))
     registry = tmp_path / "registry"
     assert main.deploy(registry, old, new) == 2
@@ -393,13 +381,13 @@ def test_a_start_far_back_in_the_log_is_found_on_every_backend(
     monkeypatch.setattr(registry, "SEGMENT_LINES", 3)
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     commits = []
     for i in range(2):
         (repo / "f").write_text(str(i))
-        _git(repo, "add", "-A")
-        _git(repo, "commit", "-q", "-m", str(i))
-        commits.append(_git(repo, "rev-parse", "HEAD"))
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", str(i))
+        commits.append(git(repo, "rev-parse", "HEAD"))
     reg = open_registry(registry_uri)
     _record(reg, commits[0])
     for i in range(10):  # another repository's deploys, into the same registry

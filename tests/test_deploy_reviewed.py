@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_models import write_build, write_model
+from deploy_models import git, tree, write_build, write_model
 from ghserver import fake_sha
-from test_deploy_range import REPO, Main, _git, _serving, _tree, bump
+from test_deploy_range import REPO, Main, _serving, bump, new_main
 
 from mlops_ci import audit, reverify
 from mlops_ci.registry import open_registry
@@ -29,10 +29,7 @@ from mlops_ci.registry import open_registry
 
 @pytest.fixture
 def main(ghserver, monkeypatch, tmp_path: Path) -> Main:
-    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
-    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.example")
-    monkeypatch.setenv("GITHUB_RUN_ID", "99")
-    return Main(tmp_path, ghserver)
+    return new_main(ghserver, monkeypatch, tmp_path)
 
 
 def readme(name: str) -> Callable[[Path], object]:
@@ -74,7 +71,7 @@ def _deployed_then_pushed(main: Main, registry: Path) -> tuple[str, str]:
     """iris 1.1.0 deployed through #1; then an administrator pushes iris 6.6.6 (a new
     model.skops and manifest) straight to main: refused, on the record. (#1's, the push's)"""
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     pushed = main.push(bump("iris", "6.6.6"))
     assert main.deploy(registry, first, pushed) == 1
     [reason] = _refusals(registry)
@@ -129,7 +126,7 @@ def test_a_manifest_only_pull_request_over_an_unreviewed_artifact_is_refused(
     head is reviewed), but the artifact it pins came from a direct push or an admin merge."""
     registry = tmp_path / "registry"
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     if source == "direct push":
         came = main.push(bump("iris", "6.6.6"))
         why = f"last changed by {came[:12]}, which no merged pull request produced"
@@ -184,7 +181,7 @@ def test_a_version_bump_after_a_refused_same_semver_ships_the_artifact_its_pull_
     the range and never published, found as the pull request that last changed it."""
     registry = tmp_path / "registry"
     first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, _git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
     second = main.merge(2, _retrain("iris"))
     assert main.deploy(registry, first, second) == 1
     assert "the version did not increase" in _refusals(registry)[-1]
@@ -220,7 +217,7 @@ def test_a_first_deploy_finds_the_approved_pull_request_that_brought_the_artifac
     release = open_registry(registry).release("iris", 1)
     assert release["pull_request"]["number"] == 2  # the approval of the push's own change
     # rose's model.skops is the repository's first commit's, which no pull request brought
-    initial = _git(main.repo, "rev-list", "--max-parents=0", "HEAD")
+    initial = git(main.repo, "rev-list", "--max-parents=0", "HEAD")
     third = main.merge(3, manifest_version("rose", "1.0.1"))
     assert main.deploy(registry, second, third) == 1
     assert "rose" not in _serving(registry)
@@ -237,23 +234,23 @@ def test_a_rebase_merged_pull_request_before_the_range_vouches_for_its_artifact(
     last change is found as #1's through GitHub's association and the branch's ancestry."""
     registry = tmp_path / "registry"
     base = main.head
-    _git(main.repo, "checkout", "-q", "-b", "pr1")
+    git(main.repo, "checkout", "-q", "-b", "pr1")
     bump("iris", "1.1.0")(main.repo)
     retrained = main.commit("retrain")
     readme("iris")(main.repo)
     notes = main.commit("notes")
-    _git(main.repo, "checkout", "-q", "main")
-    _git(main.repo, "merge", "-q", "--ff-only", "pr1")  # rebased onto an unchanged main
+    git(main.repo, "checkout", "-q", "main")
+    git(main.repo, "merge", "-q", "--ff-only", "pr1")  # rebased onto an unchanged main
     pull = main.gh.add_pull(
         1,
         author="carol",
-        base_files=_tree(main.repo, base),
-        head_files=_tree(main.repo, notes),
+        base_files=tree(main.repo, base),
+        head_files=tree(main.repo, notes),
         head_sha=fake_sha("pr1-head"),
         base_sha=base,
     )
     pull.add_review("bob", "APPROVED")
-    pull.merge(notes, files=_tree(main.repo, notes), rebased=[retrained])
+    pull.merge(notes, files=tree(main.repo, notes), rebased=[retrained])
     second = main.merge(2, manifest_version("iris", "1.2.0"))
     assert main.deploy(registry, notes, second) == 0, capsys.readouterr()
     assert _serving(registry)["iris"] == ("1.2.0", 2)
