@@ -182,3 +182,34 @@ def tree(repo: Path, ref: str) -> dict[str, bytes]:
         ).stdout
         for p in paths
     }
+
+
+def publish_at_once(uri: str, cands: list[Candidate], prov: Any) -> list[Any]:
+    """Each candidate published into the registry at `uri` by a thread and a client of its own,
+    all let go at once by a barrier: the `deploy.Published` of each, in order (the first
+    error, once all have ended, is raised)."""
+    import threading
+
+    from mlops_ci import deploy
+    from mlops_ci.registry import open_registry
+
+    start = threading.Barrier(len(cands))
+    done: list[Any] = [None] * len(cands)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        reg = open_registry(uri)
+        start.wait()
+        try:
+            done[i] = deploy.publish(reg, cands[i], prov, lock_timeout_s=120)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cands))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return done

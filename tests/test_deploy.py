@@ -8,14 +8,13 @@ import multiprocessing
 import os
 import random
 import signal
-import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
-from deploy_models import candidate, git, tree, write_build, write_model
+from deploy_models import candidate, git, publish_at_once, tree, write_build, write_model
 from ghserver import fake_sha
 
 from mlops_ci import audit, deploy, triton
@@ -442,23 +441,7 @@ def test_eight_concurrent_deploys_are_serialised(
     jobs = [("iris", f"1.{i}.0", f"s{i}") for i in range(4)] + [
         (f"m{i}", "1.0.0", "") for i in range(4)
     ]
-    start = threading.Barrier(len(jobs))
-    errors: list[BaseException] = []
-
-    def run(name: str, version: str, salt: str) -> None:
-        reg = open_registry(registry_uri)
-        start.wait()
-        try:
-            deploy.publish(reg, candidate(name, version, salt=salt), LOCAL, lock_timeout_s=120)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=job) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    publish_at_once(registry_uri, [candidate(n, v, salt=s) for n, v, s in jobs], LOCAL)
     reg = open_registry(registry_uri)
     assert reg.versions("iris") == [1, 2, 3, 4]
     assert sorted(reg.release("iris", n)["version"] for n in (1, 2, 3, 4)) == [

@@ -20,7 +20,7 @@ import time
 
 import pytest
 import yaml
-from deploy_models import candidate
+from deploy_models import candidate, publish_at_once
 
 from mlops_ci import atomic, audit, deploy, registry
 from mlops_ci.catalog.read import listing
@@ -430,27 +430,8 @@ def test_eight_deploys_of_one_semver_and_of_others_at_once(
     monkeypatch.setattr(registry, "SEGMENT_LINES", 3)
     deploy.publish(open_registry(registry_uri), candidate(version="1.0.0"), LOCAL)
     jobs = [("1.1.0", "same")] * 4 + [(f"2.{i}.0", f"o{i}") for i in range(4)]
-    start = threading.Barrier(len(jobs))
-    errors: list[BaseException] = []
-    changed: list[bool] = []
-
-    def run(version: str, salt: str) -> None:
-        reg = open_registry(registry_uri)
-        start.wait()
-        try:
-            done = deploy.publish(
-                reg, candidate(version=version, salt=salt), LOCAL, lock_timeout_s=120
-            )
-            changed.append(done.changed)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=job) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    cands = [candidate(version=version, salt=salt) for version, salt in jobs]
+    changed = [done.changed for done in publish_at_once(registry_uri, cands, LOCAL)]
     assert changed.count(True) == 5
     reg = open_registry(registry_uri)
     assert reg.versions("iris") == [1, 2, 3, 4, 5, 6]
