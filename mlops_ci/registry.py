@@ -348,8 +348,9 @@ def _stamp(st: os.stat_result) -> str:
 
 class S3Store:
     """A bucket and prefix on any S3-compatible store (AWS_ENDPOINT_URL and the usual AWS
-    variables pick it). S3 has no rename: a version folder's objects are put together, and
-    only a complete folder (model.onnx as release.json says) is ever named by config.pbtxt.
+    variables pick it). S3 has no rename: a version folder's objects are put together, a
+    folder is a version only once they are all there, and only a complete folder is ever named
+    by config.pbtxt.
     Exclusive writes are conditional puts (`If-None-Match: *`, `If-Match: <etag>`)."""
 
     concurrent = True
@@ -645,10 +646,10 @@ class S3Store:
         # Every object is created, never replaced (If-None-Match: *): a stray second writer of
         # the same version fails instead of overwriting, and no listing beforehand costs a
         # round trip. They all go together, release.json too: one round trip, not two (it
-        # went last once, a round trip of ~3 ms). So a kill can leave release.json without
-        # model.onnx: a folder is a whole version once model.onnx matches release.json's
-        # digest, which every read checks and a publish completing an unrecorded folder
-        # checks first (`deploy._republish`). config.pbtxt names a version only after this.
+        # went last once, a round trip of ~3 ms). So a kill, or a reader during this call,
+        # can meet release.json without the others: a folder is a version only with its
+        # release marker or with all of VERSION_FILES (`Registry.version_folders`), and
+        # config.pbtxt names a version only after this returns.
         created = together(
             [
                 functools.partial(self._create, f"{prefix}/{name}", data)
@@ -982,13 +983,14 @@ class Registry:
                 for name in VERSION_FILES
                 if name != "release.json"
             )
-        got = self.gather(*calls)
+        # A registry written before the markers has every version unmarked: 16 at a time.
+        got = together(calls, threads=15) if self.store.concurrent else [c() for c in calls]
         per = len(VERSION_FILES)
         out: list[bytes | None] = []
         for i in range(len(ns)):
             release, *others = got[i * per : (i + 1) * per]
-            whole = isinstance(release, bytes) and all(other is not None for other in others)
-            out.append(release if whole else None)
+            whole = all(other is not None for other in others)
+            out.append(release if isinstance(release, bytes) and whole else None)
         return out
 
     def release(self, model: str, n: int) -> dict[str, Any]:

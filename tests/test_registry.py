@@ -120,6 +120,26 @@ def test_versions_ignore_incomplete_folders(registry_uri: str) -> None:
         reg.releases("m", [1, 2])
 
 
+def test_versions_without_markers_are_asked_sixteen_at_a_time(registry_uri: str) -> None:
+    """A registry written before the release markers has every version unmarked: each is asked
+    its three objects, 16 requests at a time, not one thread per request (150 here)."""
+    import threading
+
+    reg = open_registry(registry_uri)
+    for n in range(1, 51):
+        _publish(reg, "m", n)
+    stamp, peak = reg.store.stamp, [0]
+
+    def counting(key: str) -> str | None:
+        pools = sum(t.name.startswith("ThreadPoolExecutor") for t in threading.enumerate())
+        peak[0] = max(peak[0], pools)
+        return stamp(key)
+
+    reg.store.stamp = counting  # type: ignore[method-assign]
+    assert reg.versions("m") == list(range(1, 51))
+    assert peak[0] <= 15
+
+
 def test_large_files_are_written_whole(registry_uri: str) -> None:
     """Writes go out in WRITE_CHUNK pieces (bench/deploy.py shows why): every byte lands, at
     sizes on and around the chunk boundary."""
