@@ -2,14 +2,15 @@
 lifespan (load on start, drain and flush the prediction log on stop).
 
 A plain ASGI callable, no framework: a request costs a path split, the protocol's parse, one
-`session.run` and the encode, inline on the event loop; a large one is decoded and encoded in a
-child process (`offload`) and run on a thread beside the loop. Metrics and the prediction log
-wrap the call to the model.
+`session.run` and the encode, inline on the event loop; a large one runs on a thread beside the
+loop, and its JSON is decoded and encoded in a child process (`offload`). Metrics and the
+prediction log wrap the call to the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,12 +41,16 @@ _INTERNAL = protocol.error_body("internal error; the server's log has the detail
 #: The endpoints outside /v2/models/, all GET (and HEAD).
 _FIXED = frozenset({"/v2/health/live", "/v2/health/ready", "/v2", "/v2/", "/metrics"})
 _READ = "GET, HEAD"
-#: Request bodies longer than this are decoded, and their replies encoded, in the worker's child
-#: process (`offload`), and run on a thread: not on the event loop. Decoding JSON costs about 12 ms
-#: a MB: a 48 MB body held the loop for seconds, and every other request of the worker (health
-#: probes too) waited. Below this a request holds the loop for a few milliseconds at most, and
-#: the child's round trip (about 1 ms) would be a large share of its latency: it stays inline.
+#: Request bodies longer than this run on a thread, and their JSON (the request's, a reply's of
+#: about as many bytes) is decoded and encoded in the worker's child process (`offload`): not on
+#: the event loop. Decoding JSON costs about 12 ms a MB: a 48 MB body held the loop for
+#: seconds, and every other request of the worker (health probes too) waited. Below this a
+#: request holds the loop for a few milliseconds at most, and the child's round trip (about
+#: 1 ms) would be a large share of its latency: it stays inline.
 LARGE_BODY_BYTES = 256 << 10
+#: Large requests between decode and encode at once, per worker (`App._turns`).
+LARGE_TURNS = 2
+_NO_TURN = contextlib.nullcontext()
 _T = TypeVar("_T")
 
 
@@ -78,11 +83,16 @@ class App:
         self.metrics = Metrics(shared)
         self.store: ModelStore | None = None
         self.predlog: PredictionLog | None = None
-        # Large requests take turns, as they did on the loop (one in the child, one running), so
-        # a burst of them holds no more decoded copies at once than before; small ones no longer
-        # wait for them. onnxruntime lets go of the GIL while it runs.
+        # Large requests take turns (`_turns`); small ones no longer wait for them.
+        # onnxruntime lets go of the GIL while it runs.
         self._codec = CodecProcess()
         self._large: ThreadPoolExecutor | None = None
+        # Held from a large body's decode to its reply's encode. The child and the thread are
+        # queues: without turns, each reply's encode queued in the child behind every large body
+        # that had arrived meanwhile, so a burst was decoded whole (its arrays and its outputs
+        # all at once) before the first reply went out. Two: one decoded while one is run or
+        # encoded, so the child still works while the model runs.
+        self._turns = asyncio.Semaphore(LARGE_TURNS)
 
     # --- lifespan ------------------------------------------------------------------------------
 
@@ -241,41 +251,52 @@ class App:
             raise ProtocolError(f"the body is {declared} bytes; the limit is {limit}", 413)
         model = _model(store, name, version) or await _load(store, name, version)
         body = await _read_body(receive, limit, self.settings.body_timeout_s)
-        started = time.perf_counter()
         # A large body off the loop (LARGE_BODY_BYTES); the sampler and the counters stay on it.
+        # Only JSON goes to the child: the binary extension's data is a view of the body here,
+        # and copied to the child and back it made a 48 MB binary request 12 times slower (and
+        # held 4 more copies) for no shorter stall of the loop.
         large = len(body) > LARGE_BODY_BYTES
-        try:
-            if large:
-                request = await self._codec.decode(body, header_length, model.inputs, model.outputs)
-            else:
-                request = protocol.parse_request(body, header_length, model.inputs, model.outputs)
-            # The log holds every output: a sampled request computes them all in its one run,
-            # and the reply takes those asked for. (A request that then fails has used its turn.)
-            log_to = self.predlog if model.sampler is not None and model.sampler() else None
-            names = (
-                [m.name for m in model.outputs]
-                if log_to is not None
-                else [n for n, _ in request.outputs]
-            )
-            if large:
-                results = await self._off_loop(_run, model, names, request.inputs)
-            else:
-                results = _run(model, names, request.inputs)
-            outputs = [(n, results[n], b) for n, b in request.outputs]
-            if large:
-                reply, json_length = await self._codec.encode(
-                    model.name, model.version_text, request.id, outputs
+        json_part = len(body) if header_length is None else min(max(header_length, 0), len(body))
+        decode_in_child = json_part > LARGE_BODY_BYTES
+        started = time.perf_counter()  # the wait for a turn counts, as the child's queue did
+        async with self._turns if large else _NO_TURN:
+            try:
+                if decode_in_child:
+                    request = await self._codec.decode(
+                        body, header_length, model.inputs, model.outputs
+                    )
+                else:
+                    request = protocol.parse_request(
+                        body, header_length, model.inputs, model.outputs
+                    )
+                # The log holds every output: a sampled request computes them all in its one
+                # run, and the reply takes those asked for. (A request that then fails has used
+                # its turn.)
+                log_to = self.predlog if model.sampler is not None and model.sampler() else None
+                names = (
+                    [m.name for m in model.outputs]
+                    if log_to is not None
+                    else [n for n, _ in request.outputs]
                 )
-            else:
-                reply, json_length = protocol.encode_response(
-                    model.name, model.version_text, request.id, outputs
-                )
-        except ProtocolError:
-            model.stats.failed()
-            raise
-        except Exception as exc:  # onnxruntime refusing an input the checks let through
-            model.stats.failed()
-            raise ProtocolError(f"inference failed: {_first_line(exc)}", 400) from None
+                if large:
+                    results = await self._off_loop(_run, model, names, request.inputs)
+                else:
+                    results = _run(model, names, request.inputs)
+                outputs = [(n, results[n], b) for n, b in request.outputs]
+                if large and _json_values(outputs) * _JSON_BYTES_A_VALUE > LARGE_BODY_BYTES:
+                    reply, json_length = await self._codec.encode(
+                        model.name, model.version_text, request.id, outputs
+                    )
+                else:
+                    reply, json_length = protocol.encode_response(
+                        model.name, model.version_text, request.id, outputs
+                    )
+            except ProtocolError:
+                model.stats.failed()
+                raise
+            except Exception as exc:  # onnxruntime refusing an input the checks let through
+                model.stats.failed()
+                raise ProtocolError(f"inference failed: {_first_line(exc)}", 400) from None
         first = next(iter(request.inputs.values()), None)
         model.stats.ok(
             time.perf_counter() - started,
@@ -297,6 +318,15 @@ class App:
         if self._large is None:
             self._large = ThreadPoolExecutor(1, thread_name_prefix="large-requests")
         return await asyncio.get_running_loop().run_in_executor(self._large, fn, *args)
+
+
+#: About how many bytes of JSON a number of a reply takes (a float32 is 8 to 12).
+_JSON_BYTES_A_VALUE = 8
+
+
+def _json_values(outputs: list[tuple[str, Any, bool]]) -> int:
+    """How many values a reply writes as JSON (outputs not asked for as binary data)."""
+    return sum(int(array.size) for _, array, binary in outputs if not binary)
 
 
 def _run(model: LoadedModel, names: list[str], inputs: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,8 @@ are single C calls that hold the GIL from start to end (up to a second each for 
 loop beside them stalls as long. In a child process they hold the child's GIL; the worker only
 copies bytes in and arrays out, and arrays in and bytes out: milliseconds. One child per worker,
 started on the first large body (a worker that never sees one never pays for it), does one job
-at a time, as the loop did, and is started again if it dies.
+at a time, is started again if it dies, and exits when its worker does, however the worker
+ends. The app (`App._turns`) decides which requests come here and how many at once.
 """
 
 from __future__ import annotations
@@ -86,9 +87,13 @@ class CodecProcess:
         return self._pool
 
     def close(self) -> None:
+        """Stop the child and wait for it (the server has drained: it has no job, or finishes
+        the one a drain that timed out left it). Waiting releases the pool's semaphores: under
+        `--workers N` the worker then dies of uvicorn's re-raised SIGTERM, and semaphores still
+        held made multiprocessing's resource tracker warn of leaked ones on every shutdown."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 # In the child: the same functions as inline (a ProtocolError travels back with its status).
@@ -110,8 +115,28 @@ def _encode(
 
 
 def _child_init() -> None:
+    import multiprocessing
     import signal
+    import threading
 
     # Ctrl-C reaches the whole process group; the worker stops the child itself, and a
     # KeyboardInterrupt traceback from it would only be noise on the terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The child never outlives its worker, however the worker ends. Under `--workers N` uvicorn's
+    # worker dies of the SIGTERM it re-raises after draining, and the kernel's OOM killer sends
+    # SIGKILL: neither runs the worker's exit handlers that tell the child to stop, and the
+    # child's queue never reports the worker gone (the child holds its write end too), so the
+    # child waited for work for good, orphaned, with its memory.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with_parent, args=(parent.sentinel,), name="parent-watch", daemon=True
+        ).start()
+
+
+def _exit_with_parent(sentinel: int) -> None:
+    import os
+    from multiprocessing.connection import wait
+
+    wait([sentinel])  # ready once the worker has exited, whatever way
+    os._exit(0)  # no cleanup to run: the job it may be doing has nobody to answer
