@@ -391,3 +391,48 @@ def test_a_worker_killed_takes_its_child_with_it(
         assert statuses == [200] * 4
     finally:
         assert server.terminate() == 0, server.stderr()
+
+
+def test_large_bodies_past_the_budget_are_answered_503_before_they_are_read(
+    example_models: dict[str, ExampleModel], tmp_path: Path
+) -> None:
+    """Each large body a worker holds (being read, or waiting for a turn) counts against
+    LARGE_BODIES × --max-body-mb; a request past it gets 503 at once, its body unread, and the
+    budget comes back as requests end. Six clients that send 600 kB bodies slowly hold the
+    budget of a 1 MB limit (4 MB); the seventh is refused; once one ends, another is let in."""
+    import socket
+
+    from mlops_ci.serve import app as app_module
+
+    root = tmp_path / "registry"
+    tumor = example_models[TUMOR]
+    publish(root, TUMOR, tumor.onnx.read_bytes(), tumor.manifest.read_text(encoding="utf-8"))
+    app = App(Settings(registry=str(root), prediction_log="", max_body_bytes=1 << 20))
+    assert app_module.LARGE_BODIES * (1 << 20) < 7 * 600_000
+    with uvicorn_thread(app, http="httptools", loop="uvloop", log_level="critical") as hostport:
+        host, port = hostport.rsplit(":", 1)
+
+        def started(length: int = 600_000) -> socket.socket:
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(
+                f"POST /v2/models/{TUMOR}/infer HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode()
+                + b"{" * 1000
+            )
+            return sock
+
+        def status(sock: socket.socket) -> int:
+            return int(sock.recv(65536).split(b" ", 2)[1])
+
+        held = [started() for _ in range(6)]
+        time.sleep(0.3)  # all six admitted, their bodies being read
+        refused = started()
+        assert status(refused) == 503
+        held.pop().close()  # its request ends: its share of the budget comes back
+        time.sleep(0.3)
+        admitted = started()
+        admitted.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # let in: waiting for the rest of its body
+            admitted.recv(1)
+        for sock in [*held, refused, admitted]:
+            sock.close()

@@ -50,6 +50,11 @@ _READ = "GET, HEAD"
 LARGE_BODY_BYTES = 256 << 10
 #: Large requests between decode and encode at once, per worker (`App._turns`).
 LARGE_TURNS = 2
+#: The bodies of large requests a worker holds at once, being read, waiting for a turn or in
+#: one, in --max-body-mb's (a body whose length is not declared counts as the limit): a request
+#: past it is answered 503 before its body is read. Without it every connection could hold a
+#: whole body while the turns are taken (a hundred of them, 6.4 GB at 64 MB each).
+LARGE_BODIES = 4
 _NO_TURN = contextlib.nullcontext()
 _T = TypeVar("_T")
 
@@ -93,6 +98,8 @@ class App:
         # all at once) before the first reply went out. Two: one decoded while one is run or
         # encoded, so the child still works while the model runs.
         self._turns = asyncio.Semaphore(LARGE_TURNS)
+        #: the bytes of the large bodies admitted and not yet answered (`LARGE_BODIES`)
+        self._large_bytes = 0
 
     # --- lifespan ------------------------------------------------------------------------------
 
@@ -250,7 +257,22 @@ class App:
         if declared is not None and declared > limit:
             raise ProtocolError(f"the body is {declared} bytes; the limit is {limit}", 413)
         model = _model(store, name, version) or await _load(store, name, version)
-        body = await _read_body(receive, limit, self.settings.body_timeout_s)
+        expected = limit if declared is None else declared
+        if expected <= LARGE_BODY_BYTES:
+            await self._infer_body(model, header_length, receive, send)
+            return
+        if self._large_bytes and self._large_bytes + expected > LARGE_BODIES * limit:
+            raise ProtocolError("this server is busy with large requests; retry later", 503)
+        self._large_bytes += expected
+        try:
+            await self._infer_body(model, header_length, receive, send)
+        finally:
+            self._large_bytes -= expected
+
+    async def _infer_body(
+        self, model: LoadedModel, header_length: int | None, receive: Receive, send: Send
+    ) -> None:
+        body = await _read_body(receive, self.settings.max_body_bytes, self.settings.body_timeout_s)
         # A large body off the loop (LARGE_BODY_BYTES); the sampler and the counters stay on it.
         # Only JSON goes to the child: the binary extension's data is a view of the body here,
         # and copied to the child and back it made a 48 MB binary request 12 times slower (and
