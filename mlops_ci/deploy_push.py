@@ -72,25 +72,66 @@ def _payload(reg: Registry, done: deploy.Published, prov: deploy.Provenance) -> 
     }
 
 
-def _changed_models(repo: Path, base: str, sha: str) -> tuple[list[Any], list[str], list[str]]:
-    """(valid manifests of the models the range changes, problems that refuse the push, the
-    folders their manifests were in at `base`)."""
+@dataclass(frozen=True)
+class _Changed:
+    """The models a range changes, as `plan` and the manifests in the checkout say."""
+
+    manifests: list[Any]  # the valid manifests of the models the range changes
+    #: the problems that refuse a model, by its name ('' for a manifest no name can be read from)
+    problems: dict[str, list[str]]
+    #: names whose problems are no verdict on the model: a name two manifests claim (the model
+    #: that held it is not at fault: its approved change deploys once the other is gone), a
+    #: manifest the checkout does not hold. Recorded as errors: the commit is not processed.
+    errors: set[str]
+    before: list[str]  # the folders their manifests were in at the range's start
+
+
+def _changed_models(repo: Path, base: str, sha: str) -> _Changed:
     from mlops_ci import plan
     from mlops_ci.manifest import load
 
     result = plan.plan(repo, base, sha)
-    problems = [str(p) for p in result.problems]
+    by_path = {m.manifest: m.name for m in result.changed}
+    problems: dict[str, list[str]] = {}
+    errors: set[str] = set()
+    for p in result.problems:
+        name = by_path.get(p.path) or _name_at(repo, sha, p.path)
+        problems.setdefault(name, []).append(str(p))
+        if p.pointer == "/metadata/name" and p.message.endswith(plan.NAMES_UNIQUE):
+            errors.add(name)
     manifests = []
     for changed in result.changed:
         try:
             manifests.append(load(repo / changed.manifest, repo))
         except MlopsCiError as exc:
-            problems.append(str(exc))
+            problems.setdefault(changed.name, []).append(str(exc))
+            if exc.exit_code != EXIT_VERDICT:
+                errors.add(changed.name)
+    for name, problem in _names_taken(repo, manifests):
+        problems.setdefault(name, []).append(problem)
+        errors.add(name)
     before = [m.previous_manifest.rpartition("/")[0] for m in result.changed if m.previous_manifest]
-    return manifests, problems + _names_taken(repo, manifests), before
+    return _Changed(manifests, problems, errors - {""}, before)
 
 
-def _names_taken(repo: Path, manifests: Sequence[Any]) -> list[str]:
+def _name_at(repo: Path, sha: str, path: str) -> str:
+    """The model name the manifest at `path` claims at commit `sha` ('' when none can be read;
+    git's blob, as plan read it, never a file a symlink in the checkout points at): a problem
+    plan found in a manifest it could not take (a second holder of a name, a schema error)
+    refuses that model, not the range's others."""
+    from mlops_ci.manifest.safe_yaml import YamlInvalid, read
+
+    raw = deploy_range.file_bytes(repo, sha, path)
+    try:
+        data, _ = read(raw) if raw is not None else ({}, None)
+    except YamlInvalid:
+        return ""
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _names_taken(repo: Path, manifests: Sequence[Any]) -> list[tuple[str, str]]:
     """A changed manifest whose name another manifest in the pushed tree has too. The approval
     was for that file (its owners, its risk at base), while the name picks the registry's
     model: renaming a low-risk model to a high-risk one's name would publish over it on the
@@ -98,6 +139,7 @@ def _names_taken(repo: Path, manifests: Sequence[Any]) -> list[str]:
     here, since a required check's status can be forged or skipped."""
     from mlops_ci.manifest import find_manifests
     from mlops_ci.manifest.safe_yaml import YamlInvalid, read
+    from mlops_ci.plan import NAMES_UNIQUE
 
     changed = {m.path.absolute(): m for m in manifests}
     by_name = {m.name: m for m in manifests}
@@ -114,8 +156,11 @@ def _names_taken(repo: Path, manifests: Sequence[Any]) -> list[str]:
         if isinstance(name, str) and name in by_name:
             mine = by_name[name].path.absolute().relative_to(repo.absolute()).as_posix()
             problems.append(
-                f"{mine}: model {name!r} is also the name of "
-                f"{path.relative_to(repo).as_posix()}; names must be unique in the repository"
+                (
+                    name,
+                    f"{mine}: model {name!r} is also the name of "
+                    f"{path.relative_to(repo).as_posix()}; {NAMES_UNIQUE}",
+                )
             )
     return problems
 
@@ -288,10 +333,19 @@ def main(
             begin, note = start.commit, start.note
             adopt = None if start.recorded else begin
             print(note, file=sys.stderr if fmt == "json" else sys.stdout)
-        manifests, problems, before = _changed_models(repo, begin, sha)
+        found = _changed_models(repo, begin, sha)
+        manifests, before = found.manifests, found.before
         names = [m.name for m in manifests]
-        if problems:
-            raise Refused("; ".join(problems))
+        # Each model is refused for its own problems (on the record first): one model's bad
+        # manifest must not refuse the range's others, whose commits would then count as
+        # processed and their approved changes be dropped for good.
+        for name, why in found.problems.items():
+            if name in found.errors:  # no verdict on the model: on the record as an error
+                _fail_closed(reg, [name], UsageError("; ".join(why)), prov, side)
+                outcomes.append(Outcome(name, False, f"not deployed: {'; '.join(why)}"))
+            else:
+                _refuse(reg, name, "; ".join(why), prov, side, outcomes)
+        manifests = [m for m in manifests if m.name not in found.problems]
         if gh is None:
             publish_models(reg, manifests, builds, prov, side, outcomes=outcomes)
         else:
@@ -316,8 +370,33 @@ def main(
         if outcomes:
             _report(outcomes, fmt, note)
         raise
+    except Exception as exc:
+        # A bug, not a verdict: still on the record as an error (so the next push covers the
+        # range again) with a failed Deployment; the CLI's last defence then says it (exit 2).
+        handled = {o.model for o in outcomes}
+        pending = [n for n in names if n not in handled]
+        bug = UsageError(f"internal error: {type(exc).__name__}: {exc}")
+        _fail_closed(reg, pending, bug, prov, side)
+        raise
     _report(outcomes, fmt, note)
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_VERDICT
+
+
+def _refuse(
+    reg: Registry,
+    name: str,
+    reason: str,
+    prov: deploy.Provenance,
+    side: _GitHubSide,
+    outcomes: list[Outcome],
+) -> None:
+    """One model refused for a verdict: its `refused` record (one with no model for a manifest
+    no name can be read from), a failed Deployment, its outcome."""
+    models = [name] if name else []
+    head = deploy.refuse(reg, models, reason, prov)[-1]
+    payload = {"refused": reason, "models": models, "audit_head": head}
+    side.finish(side.start(payload, "refused"), False, f"refused: {reason}")
+    outcomes.append(Outcome(name or "(no name)", False, f"refused: {reason}"))
 
 
 def _deploy_range(
@@ -358,10 +437,7 @@ def _deploy_range(
             evidence = _evidence(reg, repo, sha, files, baseline, adopt)
             approval = judge.model(files, changed_in, evidence)
         except Refused as exc:
-            head = deploy.refuse(reg, [m.name], exc.message, prov)[-1]
-            payload = {"refused": exc.message, "models": [m.name], "audit_head": head}
-            side.finish(side.start(payload, "refused"), False, f"refused: {exc.message}")
-            outcomes.append(Outcome(m.name, False, f"refused: {exc.message}"))
+            _refuse(reg, m.name, exc.message, prov, side, outcomes)
             continue
         who = replace(prov, pull_request=approval.pull_request, approvers=approval.approvers)
         approved.append((m, who))

@@ -64,9 +64,10 @@ def is_ancestor(repo: Path, commit: str, sha: str) -> bool:
     return _git(repo, "merge-base", "--is-ancestor", commit, sha).returncode == 0
 
 
-def _records_newest_first(reg: Registry) -> Iterator[dict[str, Any]]:
-    """The log's records from its end: its last MiB first, the whole log only when the answer
-    is further back (a registry shared by many repositories, or a first deploy)."""
+def _chunks_newest_first(reg: Registry) -> Iterator[list[dict[str, Any]]]:
+    """The log's records from its end, newest first, in two chunks: its last MiB first, the
+    rest of the log only when the answer is further back (a registry shared by many
+    repositories, or a first deploy)."""
     from mlops_ci import audit
 
     tail = reg.store.tail(audit.LOG_KEY, _TAIL_BYTES) or b""
@@ -74,14 +75,14 @@ def _records_newest_first(reg: Registry) -> Iterator[dict[str, Any]]:
     if len(tail) >= _TAIL_BYTES:
         lines = lines[1:]  # the first may be cut
     parsed = [_parse(line) for line in lines]
-    yield from reversed(parsed)
+    yield list(reversed(parsed))
     first_seq = parsed[0].get("seq") if parsed else None
     if not isinstance(first_seq, int) or first_seq <= 1:
         return
     # On S3 the tail spans the last two segments at most: read the rest of the log only now.
     whole = [_parse(x) for x in (audit.read_log(reg) or b"").split(b"\n") if x.strip()]
-    yield from reversed(
-        [r for r in whole if isinstance(r.get("seq"), int) and r["seq"] < first_seq]
+    yield list(
+        reversed([r for r in whole if isinstance(r.get("seq"), int) and r["seq"] < first_seq])
     )
 
 
@@ -93,38 +94,62 @@ def _parse(line: bytes) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+def _is_error(record: dict[str, Any]) -> bool:
+    return record.get("action") == "refused" and str(record.get("reason") or "").startswith(
+        ERROR_PREFIX
+    )
+
+
 def _scan(reg: Registry, repo: Path, sha: str, prefix: str | None) -> tuple[str | None, str | None]:
     """(the nearest processed ancestor of `sha`, or else a processed descendant of it met
-    first, newest first): see `last_processed` and `start`."""
-    seen: set[str] = set()
-    for record in _records_newest_first(reg):
-        commit = record.get("commit")
-        if (
-            record.get("action") not in _PROCESSED
-            or record.get("source") != "github"
-            or not isinstance(commit, str)
-            or not _SHA.fullmatch(commit)
-            or commit in seen
-        ):
-            continue
-        if prefix is not None and not str(record.get("run_url") or "").startswith(prefix):
-            continue  # another repository's deploy into a shared registry
-        seen.add(commit)
-        reason = str(record.get("reason") or "")
-        if commit == sha or (record.get("action") == "refused" and reason.startswith(ERROR_PREFIX)):
-            continue
-        if is_ancestor(repo, commit, sha):
-            return commit, None
-        if is_ancestor(repo, sha, commit):
-            return None, commit
+    first, newest first): see `last_processed` and `start`.
+
+    A commit was processed when no model's NEWEST record for it is a refusal for an error. Not
+    its newest record alone: a run writes a model with no build as an error and then publishes
+    the models after it, so a `deploy` record can follow the error of the same run (the
+    model with no build was then dropped for good)."""
+    decided: set[str] = set()
+    #: commit -> model -> whether its newest record for that commit (met so far) is an error
+    newest: dict[str, dict[str, bool]] = {}
+    for chunk in _chunks_newest_first(reg):
+        mine = [r for r in chunk if _counts(r, prefix)]
+        for record in mine:  # the whole chunk first: a commit's older records decide too
+            models = newest.setdefault(record["commit"], {})
+            models.setdefault(str(record.get("model") or ""), _is_error(record))
+        for record in mine:
+            commit = record["commit"]
+            if commit in decided:
+                continue
+            decided.add(commit)
+            if commit == sha or any(newest[commit].values()):
+                continue
+            if is_ancestor(repo, commit, sha):
+                return commit, None
+            if is_ancestor(repo, sha, commit):
+                return None, commit
     return None, None
+
+
+def _counts(record: dict[str, Any], prefix: str | None) -> bool:
+    """Whether `record` says a deploy of this repository ran on its commit."""
+    commit = record.get("commit")
+    if (
+        record.get("action") not in _PROCESSED
+        or record.get("source") != "github"
+        or not isinstance(commit, str)
+        or not _SHA.fullmatch(commit)
+    ):
+        return False
+    # another repository's deploy into a shared registry
+    return prefix is None or str(record.get("run_url") or "").startswith(prefix)
 
 
 def last_processed(reg: Registry, repo: Path, sha: str, prefix: str | None) -> str | None:
     """The nearest commit before `sha` whose deploy this repository's records say ran to a
     verdict: an ancestor of `sha` (a force-pushed-away commit is not one), other than `sha`
-    itself (a re-run of its run judges the same range again). A commit whose newest record is a
-    refusal for an error (GitHub unreachable, a missing build, ...) was not processed."""
+    itself (a re-run of its run judges the same range again). A commit where some model's newest
+    record is a refusal for an error (GitHub unreachable, a missing build, ...) was not
+    processed."""
     return _scan(reg, repo, sha, prefix)[0]
 
 

@@ -32,6 +32,8 @@ from mlops_ci.manifest import (
 )
 from mlops_ci.report import escape
 
+#: How a problem of a name two manifests claim ends (deploy tells it from the others by it).
+NAMES_UNIQUE = "names must be unique in the repository"
 #: git's empty tree: the base of a push that creates a branch.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
@@ -126,8 +128,9 @@ class _Git:
                 "(a shallow clone? check out with fetch-depth: 0)"
             ) from None
 
-    def diff(self, base: str, head: str) -> tuple[list[FileChange], _Ids, _Ids]:
-        """The changed paths, and the blob ids of each at base and at head (where present).
+    def diff(self, base: str, head: str) -> tuple[list[FileChange], _Ids, _Ids, list[str]]:
+        """The changed paths, the blob ids of each at base and at head (where present), and
+        the manifests among them whose path is not UTF-8 (escaped: git's bytes, shown).
 
         No rename detection: plan matches models by name, which is where renames live.
         """
@@ -136,18 +139,28 @@ class _Git:
         changes: list[FileChange] = []
         at_base: _Ids = {}
         at_head: _Ids = {}
+        unreadable: list[str] = []
         for meta, name in zip(fields[0::2], fields[1::2], strict=False):
             if not meta.startswith(b":"):
                 continue
             _, _, old, new, letter = meta[1:].decode().split(" ")
-            path = name.decode()
+            try:
+                path = name.decode()
+            except UnicodeDecodeError:
+                # git keeps a path as bytes; one that is not UTF-8 can be named neither to
+                # GitHub nor to the build job. It publishes nothing (a manifest names its
+                # artifact in UTF-8): passed over, and a manifest there is a problem. A
+                # traceback here stopped every later deploy, whose ranges replay the commit.
+                if name.rpartition(b"/")[2] in {n.encode() for n in MANIFEST_NAMES}:
+                    unreadable.append(name.decode(errors="backslashreplace"))
+                continue
             if not _ZERO.match(old):
                 at_base[path] = old
             if not _ZERO.match(new):
                 at_head[path] = new
             status = {"A": "added", "D": "removed"}.get(letter, "modified")
             changes.append(FileChange(path, status))
-        return changes, at_base, at_head
+        return changes, at_base, at_head, unreadable
 
     def ids(self, commit: str, paths: Iterable[str]) -> _Ids:
         """Blob ids of those `paths` that exist at `commit` (one `git ls-tree` per 1,000)."""
@@ -191,10 +204,11 @@ class _Changes:
     changed: set[str]  # every path the diff names
     at_base: _Ids  # blob ids of changed paths and of the manifests read, at base
     at_head: _Ids
+    unreadable: list[str] = field(default_factory=list)  # manifests at paths not UTF-8
 
 
 def _changes(git: _Git, base: str, head: str) -> _Changes:
-    files, at_base, at_head = git.diff(base, head)
+    files, at_base, at_head, unreadable = git.diff(base, head)
     # Folders that may hold an unchanged manifest, looked up in one call. An unchanged manifest
     # is the same at both sides, so head answers for both.
     folders = candidate_folders(files)
@@ -208,7 +222,7 @@ def _changes(git: _Git, base: str, head: str) -> _Changes:
     for path, oid in unchanged.items():
         at_base.setdefault(path, oid)
         at_head.setdefault(path, oid)
-    return _Changes(touched, {f.path for f in files}, at_base, at_head)
+    return _Changes(touched, {f.path for f in files}, at_base, at_head, unreadable)
 
 
 def changed_models(repo: Path, base: str, head: str = "HEAD") -> list[Touched]:
@@ -279,7 +293,8 @@ def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
         + [found.at_base[p] for p in base_paths if p in found.at_base]
     )
 
-    problems: list[Problem] = []
+    not_utf8 = "the path is not UTF-8: rename it, so that the build job and GitHub can name it"
+    problems = [Problem(path, None, None, "", not_utf8) for path in found.unreadable]
     heads: dict[str, tuple[str, dict[str, Any], Any]] = {}  # name -> (path, document, nodes)
     for path in head_paths:
         raw = texts.get(found.at_head.get(path, ""))
@@ -294,8 +309,7 @@ def plan(repo: Path, base: str, head: str = "HEAD") -> Plan:
         if name in heads:  # one row would be picked silently: validate's rule, among these
             line, col = locate(node, ["metadata", "name"])
             message = (
-                f"metadata.name: {name!r} is also the name of {heads[name][0]}; "
-                "names must be unique in the repository"
+                f"metadata.name: {name!r} is also the name of {heads[name][0]}; {NAMES_UNIQUE}"
             )
             problems.append(Problem(path, line, col, "/metadata/name", message))
             continue

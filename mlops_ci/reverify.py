@@ -337,11 +337,12 @@ class RangeJudge:
 
     def _introduced(self, judged: Judged, path: str, blob: str) -> bool:
         """Whether the pull request's diff changed `path` to the bytes `blob`: listed among its
-        files, at its head those bytes, and not merely moved there (a rename shows no bytes)."""
+        files, at its head those bytes, and not merely moved or copied there (a rename or a
+        copy of a file shows no bytes: GitHub lists it with its `previous_filename`)."""
         entry = judged.changed(path)
         if entry is None or self._blob(path, judged.pull.head_sha) != blob:
             return False
-        if entry.status == "renamed" and entry.previous_filename:
+        if entry.status in ("renamed", "copied") and entry.previous_filename:
             if judged.number not in self._bases:
                 pull = judged.pull
                 self._bases[judged.number] = self.gh.merge_base(pull.base_sha, pull.head_sha)
