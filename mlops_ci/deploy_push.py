@@ -23,6 +23,7 @@ from mlops_ci.registry import Registry, open_registry
 from mlops_ci.report import units
 
 if TYPE_CHECKING:
+    from mlops_ci.policy import ManifestSide
     from mlops_ci.reverify import Baseline, Evidence, ModelFiles
 
 DEFAULT_ENVIRONMENT = "production"
@@ -528,17 +529,28 @@ def _evidence(
 
     name = files.name
     known: dict[str, list[int]] = {}
+    newest: dict[str, int | None] = {}
+    deployed: dict[int, bytes | None] = {}
+
+    def last() -> int | None:  # listed once, and only when asked
+        if "n" not in newest:
+            newest["n"] = max(reg.version_folders(name).marked, default=None)
+        return newest["n"]
 
     def versions() -> list[int]:  # read once, and only when asked
         if "n" not in known:
-            newest = max(reg.version_folders(name).marked, default=None)
-            known["n"] = [n for n in dict.fromkeys((reg.serving_version(name), newest)) if n]
+            known["n"] = [n for n in dict.fromkeys((reg.serving_version(name), last())) if n]
         return known["n"]
+
+    def manifest_as_deployed(n: int) -> bytes | None:  # `<n>/model.yaml`, read once
+        if n not in deployed:
+            deployed[n] = reg.read_bytes(f"{name}/{n}/model.yaml")
+        return deployed[n]
 
     def published(path: str, blob: str) -> bool:
         if path == files.manifest:  # `<n>/model.yaml` is the manifest's bytes as deployed
             return any(
-                (data := reg.read_bytes(f"{name}/{n}/model.yaml")) is not None
+                (data := manifest_as_deployed(n)) is not None
                 and deploy_range.git_blob_sha(data) == blob
                 for n in versions()
             )
@@ -563,6 +575,16 @@ def _evidence(
         data = deploy_range.file_bytes(repo, commit, path)
         return data is not None and deploy_range.git_blob_sha(data) == blob
 
+    sides: dict[str, ManifestSide | None] = {}
+
+    def registry_side() -> ManifestSide | None:  # read once, and only when asked
+        if "side" not in sides:
+            n = last()
+            sides["side"] = (
+                None if n is None else _registry_side(reg, name, n, manifest_as_deployed(n))
+            )
+        return sides["side"]
+
     return Evidence(
         published,
         lambda path: deploy_range.last_change(repo, sha, path),
@@ -571,7 +593,22 @@ def _evidence(
         same_at=same_at,
         on_branch=lambda commit, tip: deploy_range.on_first_parent_chain(repo, commit, tip),
         adopt=adopt,
+        registry_side=registry_side,
     )
+
+
+def _registry_side(reg: Registry, name: str, n: int, data: bytes | None) -> ManifestSide:
+    """The governance fields (risk, owners) of `data`, the manifest the registry last published
+    under `name` (`<n>/model.yaml` of its newest version with a release marker, n). A copy that
+    is missing or has no valid risk/owners counts as high risk with no owners
+    (`policy.manifest_side`), so the policy's owners stand in: failing closed."""
+    from mlops_ci import manifest, policy
+
+    path = f"{name}/{n}/model.yaml (registry {reg.uri})"
+    if data is None:
+        return policy.ManifestSide(path, None, None, (), problem=f"{path} is missing")
+    doc, problems, _ = manifest.parse_document(data, path)
+    return policy.manifest_side(path, doc, problems)
 
 
 def _report(outcomes: Sequence[Outcome], fmt: str, note: str = "") -> None:

@@ -134,6 +134,45 @@ def load_policy(gh: GitHub, base_sha: str, facts: PullFacts) -> policy.Policy:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What a decision on a pull request is made from, as read through the API: kept by
+    deploy's re-verification (`reverify.judge`) to decide the same pull request again for
+    another side of a model (the registry's record of its name) without reading it again."""
+
+    rules: policy.Policy  # as of the pull request's base commit
+    facts: PullFacts
+    reviews: tuple[Review, ...]
+    permissions: dict[str, str]  # reviewer (lowercased) -> repository permission
+
+
+def gather(
+    gh: GitHub,
+    pull: PullRequest,
+    reviews: list[Review] | None = None,
+    files: list[ChangedFile] | None = None,
+) -> Inputs:
+    """Everything the decision needs but team memberships, read through the API (the pull
+    request's `reviews` and `files` when the caller has already listed them)."""
+    # every changed path, even past the files list's 3,000 (else fails closed)
+    files = gh.changed_files(pull) if files is None else files
+    facts = collect_facts(gh, pull, files)
+    rules = load_policy(gh, pull.base_sha, facts)
+    reviews = gh.reviews(pull.number) if reviews is None else reviews
+    # who may approve is asked exactly: author_association can hide a private org membership
+    permissions = {login.lower(): gh.permission(login) for login in policy.review_logins(reviews)}
+    return Inputs(rules, facts, tuple(reviews), permissions)
+
+
+def decide_from(gh: GitHub, inputs: Inputs, *, any_base: bool = False) -> Decision:
+    """The pure decision on `inputs`, with the team memberships it needs asked first."""
+    reviews = list(inputs.reviews)
+    memberships = _memberships(gh, inputs.rules, inputs.facts, reviews, inputs.permissions)
+    return policy.decide(
+        inputs.rules, inputs.facts, reviews, memberships, inputs.permissions, any_base=any_base
+    )
+
+
 def evaluate(
     gh: GitHub,
     pull: PullRequest,
@@ -142,19 +181,10 @@ def evaluate(
     *,
     any_base: bool = False,
 ) -> Decision:
-    """Everything the decision needs, read through the API (the pull request's `reviews` and
-    `files` when the caller has already listed them), then the pure decision. Only a pull
-    request into the default branch can be approved unless `any_base` (the gate's own run, whose
-    status names the base branch; deploy never passes it)."""
-    # every changed path, even past the files list's 3,000 (else fails closed)
-    files = gh.changed_files(pull) if files is None else files
-    facts = collect_facts(gh, pull, files)
-    rules = load_policy(gh, pull.base_sha, facts)
-    reviews = gh.reviews(pull.number) if reviews is None else reviews
-    # who may approve is asked exactly: author_association can hide a private org membership
-    permissions = {login.lower(): gh.permission(login) for login in policy.review_logins(reviews)}
-    memberships = _memberships(gh, rules, facts, reviews, permissions)
-    return policy.decide(rules, facts, reviews, memberships, permissions, any_base=any_base)
+    """Everything the decision needs, read through the API (`gather`), then the pure decision.
+    Only a pull request into the default branch can be approved unless `any_base` (the gate's
+    own run, whose status names the base branch; deploy never passes it)."""
+    return decide_from(gh, gather(gh, pull, reviews, files), any_base=any_base)
 
 
 #: Above this many reviewers to look up in one team, listing the team is fewer calls.

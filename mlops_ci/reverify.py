@@ -5,7 +5,9 @@ head), and the approval bound to the bytes: the model's manifest and artifact at
 commit are the very blobs of the last such pull request's approved head, and each was reviewed:
 changed to those bytes by an approved pull request, already published, or the file as it was at
 the policy's adoption baseline (`deploy.reviewed_at`, counted only when an approved pull request
-put that line there) (`Evidence`). Anything else is refused.
+put that line there) (`Evidence`). And a model's NAME in the registry keeps the tier and owners
+it was last published with: each pull request must also meet the policy with the registry's
+manifest of the name as its base side (`RangeJudge._keeps_name`). Anything else is refused.
 """
 
 from __future__ import annotations
@@ -13,11 +15,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ci.errors import CheckFailed
 from mlops_ci.github import ChangedFile, GitHub, PullRequest
-from mlops_ci.policy import POLICY_PATH, Decision, Review, reviewed_at_of
+from mlops_ci.policy import (
+    POLICY_PATH,
+    Decision,
+    ManifestSide,
+    ModelChange,
+    Review,
+    reviewed_at_of,
+)
+
+if TYPE_CHECKING:
+    from mlops_ci.gate import Inputs
 
 
 class Refused(CheckFailed):
@@ -100,6 +112,9 @@ class Judged:
     decision: Decision
     #: the files its diff (merge base..head) changed, as the gate listed them
     files: tuple[ChangedFile, ...] = field(default=())
+    #: what `decision` was made from (the policy at its base, the facts, the reviews as they
+    #: stood at the merge, permissions): to decide it again for the registry's side of a name
+    inputs: Inputs | None = None
 
     def changed(self, path: str) -> ChangedFile | None:
         """Its files list's entry of `path` when its diff brought a file there (added,
@@ -139,7 +154,26 @@ def judge(gh: GitHub, found: dict[str, Any]) -> Judged:
     reviews = as_at_merge(listed, dismissed, found.get("merged_at"))
     # listed once, for the gate and for what the diff changed (`RangeJudge`'s reviewed bytes)
     files = gh.changed_files(pull)
-    return Judged(found, pull, reviews, gate.evaluate(gh, pull, reviews, files), tuple(files))
+    inputs = gate.gather(gh, pull, reviews, files)
+    return Judged(found, pull, reviews, gate.decide_from(gh, inputs), tuple(files), inputs)
+
+
+def _same_bar(base: ManifestSide | None, side: ManifestSide) -> bool:
+    """Whether a base side asks what the registry's side does: the same tier and owners."""
+    return base is not None and base.tier == side.tier and base.owners == side.owners
+
+
+def _name_refusal(
+    model: ModelFiles, judged: Judged, side: ManifestSide, origin: str, decision: Decision
+) -> str:
+    owners = ", ".join(side.owners) or "none could be read"
+    return (
+        f"{model.name} was {origin} (risk: {side.tier}, owners: {owners}), and a name in the "
+        "registry keeps the tier and owners it was last published with: pull request "
+        f"#{judged.number} does not meet them "
+        f"({decision.reason}). Have a pull request that changes {model.name} approved as "
+        "that asks (or publish the model under a name of its own)"
+    )
 
 
 def _approved(judged: Judged) -> None:
@@ -203,6 +237,9 @@ class Evidence:
     #: on a first deploy (the registry records none of this repository), the range's start:
     #: a refusal names it as the baseline a pull request could adopt, when it holds the bytes
     adopt: str | None = None
+    #: the governance fields (risk, owners) of the manifest the registry last published under
+    #: the model's NAME (`<n>/model.yaml` of its newest version); None when none is published
+    registry_side: Callable[[], ManifestSide | None] = lambda: None
 
 
 class RangeJudge:
@@ -228,6 +265,8 @@ class RangeJudge:
         self._judged: dict[int, Judged] = {}
         self._blobs: dict[tuple[str, str], str | None] = {}
         self._bases: dict[int, str] = {}
+        #: why a pull request does not meet a name's registry side (None: it does)
+        self._names: dict[tuple[int, str, ManifestSide], str | None] = {}
         #: why the baseline does not count (None: it does), per (its commit, its setter)
         self._baselines: dict[tuple[str, str | None], str | None] = {}
 
@@ -281,6 +320,7 @@ class RangeJudge:
                 )
             judged[last.number] = last
         assert last is not None
+        self._keeps_name(model, list(judged.values()), evidence)
         pushed = _bound(self.gh, self.sha, model, last)
         for path, blob in pushed.items():  # read by _bound: not asked again
             self._blobs[(path, self.sha)] = self._blobs[(path, last.pull.head_sha)] = blob
@@ -293,6 +333,75 @@ class RangeJudge:
             message = self._unreviewed_message(model, unreviewed, evidence is not None)
             raise Refused(message + self._adopt_hint(pushed, unreviewed, evidence))
         return last.approval()
+
+    def _keeps_name(
+        self, model: ModelFiles, judged: Sequence[Judged], evidence: Evidence | None
+    ) -> None:
+        """Refused unless each of the range's pull requests that changed `model` (oldest first)
+        meets the tier and owners its NAME has in the registry: those of the manifest last
+        published under it, or, once a pull request of the range that met them changed them
+        (an owner handed over, a tier lowered by its owners), that pull request's approved
+        head. Nothing is asked when the registry has published no version of the name."""
+        side = evidence.registry_side() if evidence is not None else None
+        origin = "last published as {}"
+        for each in judged:
+            if side is None:
+                return
+            why = self._short_of_name(model, each, side, origin.format(side.path))
+            if why is not None:
+                raise Refused(why)
+            facts = each.inputs.facts if each.inputs is not None else None
+            heads = [
+                c.head
+                for c in (facts.models if facts is not None else ())
+                if c.name == model.name and c.head is not None and c.head.name == model.name
+            ]
+            if len(heads) == 1 and heads[0].problem is None and not _same_bar(heads[0], side):
+                side, number = heads[0], each.number
+                origin = f"given its tier and owners by pull request #{number} ({{}} at its head)"
+
+    def _short_of_name(
+        self, model: ModelFiles, judged: Judged, side: ManifestSide, origin: str
+    ) -> str | None:
+        """None when pull request `judged` also meets the policy for `model` as it would for a
+        change whose base side is `side`, the name's manifest in the registry (`origin` says
+        which); else the refusal. The registry's identity of a model is its NAME, the gate's
+        its manifest's file: a pull request that gives a low-risk model's file the name of a
+        high-risk model the registry serves (after that one was renamed away) is approved at
+        the low tier by the file's owners, and would publish over the name its clients call.
+        So the name keeps the tier and owners it was last published with, decided by the same
+        `policy.decide` on the same inputs (the policy at its base, the reviews as they stood
+        at the merge), the registry's manifest standing in for each base side of the name,
+        as a renamed manifest's old path does at the gate: the stricter tier, its owners."""
+        from mlops_ci import gate
+
+        key = (judged.number, model.name, side)
+        if key in self._names:
+            return self._names[key]
+        inputs = judged.inputs
+        changes = [] if inputs is None else [m for m in inputs.facts.models if m.name == model.name]
+        if inputs is None or not changes:  # `model` checked that it is among its outcomes
+            why: str | None = (
+                f"pull request #{judged.number}'s decision for {model.name} cannot be "
+                "decided again for the registry's record of the name"
+            )
+        elif all(_same_bar(c.base, side) for c in changes):
+            why = None  # the decision made already (an ordinary change, a folder moved)
+        else:
+            facts = replace(
+                inputs.facts,
+                models=tuple(
+                    ModelChange(c.path, "removed" if c.head is None else "modified", side, c.head)
+                    for c in changes
+                ),
+                policy_changed=False,
+            )
+            decision = gate.decide_from(self.gh, replace(inputs, facts=facts))
+            why = (
+                None if decision.approved else _name_refusal(model, judged, side, origin, decision)
+            )
+        self._names[key] = why
+        return why
 
     def _adopt_hint(
         self, pushed: Mapping[str, str], unreviewed: Mapping[str, str], evidence: Evidence | None

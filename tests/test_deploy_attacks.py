@@ -314,7 +314,7 @@ def test_an_artifact_turned_into_a_symlink_is_judged_by_the_bytes_it_points_at(
     capsys.readouterr()
 
 
-# --- a registry name taken over by another folder (a design question, see the report) ----------
+# --- a registry name taken over by another folder: the name keeps its published tier ------------
 
 
 def _set(name_in: str, **meta: object) -> Callable[[Path], object]:
@@ -340,39 +340,192 @@ def _set(name_in: str, **meta: object) -> Callable[[Path], object]:
     return change
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design question: the gate's tier and owners are the folder's, at base and head; "
-    "the registry's own record of the name (its last <n>/model.yaml) is not a side",
-)
-def test_a_name_the_registry_serves_taken_over_by_a_low_risk_folder_keeps_its_tier(
-    main: Main, tmp_path: Path, capsys
-) -> None:
-    """iris is high risk, owned by @dave and @erin (two approvals from them). #2, approved by
-    both, renames it to iris-old; the name iris is free in the tree. #3 renames wine (low risk,
-    @alice's) to iris with new bytes: approved by bob alone at the low tier, it publishes over
-    the registry's iris, which its clients call. `_names_taken` sees only the pushed tree."""
-    registry = tmp_path / "registry"
-    for login in ("dave", "erin"):
+OWNERS = ("dave", "erin")
+
+
+def _iris_renamed_away(main: Main, registry: Path) -> str:
+    """iris, high risk and owned by @dave and @erin, published as 1.1.0 from #1 (a first
+    deploy: nothing published under the name yet), then renamed to iris-old by #2, which
+    both approve: the name iris is free in the tree. Returns #2's merge commit."""
+    for login in OWNERS:
         main.gh.permissions[login] = "write"
-    owners = ("dave", "erin")
     main.push(_set("iris", risk="high", owners=["@dave", "@erin"]))  # before mlops-ci
-    first = main.merge(1, _set("iris", version="1.1.0", salt=1), approvers=owners)
+    first = main.merge(1, _set("iris", version="1.1.0", salt=1), approvers=OWNERS)
     assert _deploy(main, registry, git(main.repo, "rev-parse", f"{first}^"), first, ["iris"]) == 0
-    second = main.merge(2, _set("iris", name="iris-old", version="1.2.0"), approvers=owners)
+    second = main.merge(2, _set("iris", name="iris-old", version="1.2.0"), approvers=OWNERS)
     _deploy(main, registry, first, second, [])  # iris-old: refused or not, iris is free
-    third = main.merge(3, _set("wine", name="iris", version="9.0.0", salt="evil"))
-    builds = main.tmp / "builds-takeover"
-    write_build(builds / "iris", main.repo / "models" / "wine" / "model.yaml")
+    return second
+
+
+def _deploy_wine_as_iris(main: Main, registry: Path, before: str, after: str) -> int:
+    """Deploy `after`, with models/wine (now named iris) built as iris."""
     from mlops_ci import cli
 
-    code = cli.main(
+    builds = main.tmp / f"builds-takeover-{registry.name}"
+    write_build(builds / "iris", main.repo / "models" / "wine" / "model.yaml")
+    return cli.main(
         [
             *("deploy", "--registry", str(registry), "--builds", str(builds)),
-            *("--repo", str(main.repo), "--sha", third, "--base", second),
+            *("--repo", str(main.repo), "--sha", after, "--base", before),
         ]
     )
+
+
+def test_a_name_the_registry_serves_taken_over_by_a_low_risk_folder_keeps_its_tier(
+    main: Main, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """#3 renames wine (low risk, @alice's) to iris with new bytes: approved by bob alone at the
+    low tier (the gate's tier and owners are the FILE's, wine's, at base and head), it
+    published over the registry's iris, which Triton and KServe clients call by its NAME
+    (it fired: iris 9.0.0 served, approved by bob). `_names_taken` sees only the pushed tree.
+    Now the name keeps the tier and owners it was last published with: refused, on the record,
+    with the approvals it needs named."""
+    import shutil
+
+    from mlops_ci import deploy_push
+
+    registry = tmp_path / "registry"
+    second = _iris_renamed_away(main, registry)
+    third = main.merge(3, _set("wine", name="iris", version="9.0.0", salt="evil"))
     capsys.readouterr()
-    # what should hold: iris's registry tier (high, @dave and @erin) governs its next version
-    assert code == 1
+    # the naive way (no registry side: the gate's decision alone) publishes over iris
+    naive = tmp_path / "naive"
+    shutil.copytree(registry, naive)
+    with monkeypatch.context() as patch:
+        patch.setattr(deploy_push, "_registry_side", lambda *args: None)
+        assert _deploy_wine_as_iris(main, naive, second, third) == 0
+    assert _serving(naive)["iris"] == ("9.0.0", 3)
+    capsys.readouterr()
+    deployments = len(main.gh.deployments)
+    assert _deploy_wine_as_iris(main, registry, second, third) == 1
+    out = capsys.readouterr().out
     assert _serving(registry)["iris"] == ("1.1.0", 1)
+    [record] = [r for r in _records(registry) if r["commit"] == third]
+    assert record["action"] == "refused" and record["model"] == "iris"
+    reason = record["reason"]
+    assert reason.startswith("iris was last published as iris/1/model.yaml (registry ")
+    assert "(risk: high, owners: @dave, @erin)" in reason
+    assert "pull request #3 does not meet them" in reason
+    assert "iris (risk: high) needs 2 more approvals from its owners (@dave, @erin)" in reason
+    assert reason in out
+    [refused] = main.gh.deployments[deployments:]
+    assert refused["statuses"][-1]["state"] == "failure"
+    assert audit.verify(open_registry(registry)).ok
+    # the way the message names: a pull request that changes it, approved by iris's owners
+    fourth = main.merge(4, _set("wine", version="9.0.1"), approvers=OWNERS)
+    assert _deploy_wine_as_iris(main, registry, third, fourth) == 0, capsys.readouterr()
+    assert _serving(registry)["iris"] == ("9.0.1", 4)
+
+
+def test_a_name_taken_over_with_the_approval_of_its_registry_owners_deploys(
+    main: Main, tmp_path: Path, capsys
+) -> None:
+    """The same takeover approved by iris's owners as well as wine's stand-in meets both bars
+    (the file's at the gate, the name's at deploy), with no GitHub call beyond the gate's:
+    the owners are users, and the reviews and permissions were read already."""
+    registry = tmp_path / "registry"
+    second = _iris_renamed_away(main, registry)
+    third = main.merge(
+        3, _set("wine", name="iris", version="9.0.0", salt="new"), approvers=("bob", *OWNERS)
+    )
+    before = len(main.gh.server.calls())
+    assert _deploy_wine_as_iris(main, registry, second, third) == 0, capsys.readouterr()
+    assert _serving(registry)["iris"] == ("9.0.0", 3)
+    asked = [r.path for r in main.gh.server.calls()[before:]]
+    assert not [p for p in asked if "/teams/" in p]
+    assert len([p for p in asked if p.endswith("/permission")]) == 3  # the gate's own
+
+
+def test_a_model_whose_folder_moves_and_whose_name_stays_deploys_on_its_owners_approval(
+    main: Main, tmp_path: Path, capsys
+) -> None:
+    """A rename of a model's folder that keeps its name (models/iris -> models/iris-flowers),
+    approved by its owners, and then an ordinary version bump by them: each meets the name's
+    registry tier and owners, which are its own. A bump approved by bob alone is refused by
+    the gate's own decision, as before."""
+    import shutil
+
+    registry = tmp_path / "registry"
+    for login in OWNERS:
+        main.gh.permissions[login] = "write"
+    main.push(_set("iris", risk="high", owners=["@dave", "@erin"]))
+    first = main.merge(1, _set("iris", version="1.1.0", salt=1), approvers=OWNERS)
+    assert _deploy(main, registry, git(main.repo, "rev-parse", f"{first}^"), first, ["iris"]) == 0
+
+    def move(repo: Path) -> None:
+        shutil.move(repo / "models" / "iris", repo / "models" / "iris-flowers")
+        _set("iris-flowers", version="1.2.0", salt=2)(repo)
+
+    second = main.merge(2, move, approvers=OWNERS)
+    builds = main.tmp / "builds-moved"
+    write_build(builds / "iris", main.repo / "models" / "iris-flowers" / "model.yaml")
+    from mlops_ci import cli
+
+    def deploy(before: str, after: str) -> int:
+        write_build(builds / "iris", main.repo / "models" / "iris-flowers" / "model.yaml")
+        return cli.main(
+            [
+                *("deploy", "--registry", str(registry), "--builds", str(builds)),
+                *("--repo", str(main.repo), "--sha", after, "--base", before),
+            ]
+        )
+
+    assert deploy(first, second) == 0, capsys.readouterr()
+    assert _serving(registry)["iris"] == ("1.2.0", 2)
+    third = main.merge(3, _set("iris-flowers", version="1.3.0", salt=3), approvers=OWNERS)
+    assert deploy(second, third) == 0, capsys.readouterr()
+    assert _serving(registry)["iris"] == ("1.3.0", 3)
+    fourth = main.merge(4, _set("iris-flowers", version="1.4.0", salt=4))  # bob alone
+    assert deploy(third, fourth) == 1
+    assert "needs 2 more approvals from its owners" in capsys.readouterr().out
+    assert _serving(registry)["iris"] == ("1.3.0", 3)
+
+
+def test_owners_handed_over_and_a_bump_by_the_new_ones_deploy_together(
+    main: Main, tmp_path: Path, capsys
+) -> None:
+    """#2 hands iris from @erin to @frank (approved by @dave and @erin, its owners at base) and
+    #3, approved by @dave and @frank, bumps it; one push deploys both. The registry still says
+    @dave and @erin, but #2 met that bar and gave the name its new owners: #3 is judged by
+    them (judged by the registry's alone, it would be refused for want of @erin's approval)."""
+    registry = tmp_path / "registry"
+    for login in (*OWNERS, "frank"):
+        main.gh.permissions[login] = "write"
+    main.push(_set("iris", risk="high", owners=["@dave", "@erin"]))
+    first = main.merge(1, _set("iris", version="1.1.0", salt=1), approvers=OWNERS)
+    assert _deploy(main, registry, git(main.repo, "rev-parse", f"{first}^"), first, ["iris"]) == 0
+    main.merge(2, _set("iris", owners=["@dave", "@frank"]), approvers=OWNERS)
+    third = main.merge(3, _set("iris", version="1.2.0", salt=3), approvers=("dave", "frank"))
+    assert _deploy(main, registry, first, third, ["iris"]) == 0, capsys.readouterr()
+    assert _serving(registry)["iris"] == ("1.2.0", 3)
+
+
+def test_a_name_owned_by_a_team_asks_the_team_of_its_reviewers(
+    main: Main, tmp_path: Path, capsys
+) -> None:
+    """iris owned by @acme/iris-team (@dave and @erin). The takeover of its name, approved by
+    bob, @dave and @erin, meets the name's bar only through the team: its membership is asked
+    (the low tier's own decision asked none), and it deploys; approved by bob and @mallory
+    (write access, no member) it is refused."""
+    registry = tmp_path / "registry"
+    for login in (*OWNERS, "mallory"):
+        main.gh.permissions[login] = "write"
+        if login != "mallory":
+            main.gh.server.add_team_member("@acme/iris-team", login)
+    main.push(_set("iris", risk="high", owners=["@acme/iris-team"]))
+    first = main.merge(1, _set("iris", version="1.1.0", salt=1), approvers=OWNERS)
+    assert _deploy(main, registry, git(main.repo, "rev-parse", f"{first}^"), first, ["iris"]) == 0
+    second = main.merge(2, _set("iris", name="iris-old", version="1.2.0"), approvers=OWNERS)
+    _deploy(main, registry, first, second, [])
+    third = main.merge(
+        3, _set("wine", name="iris", version="9.0.0", salt="m"), approvers=("bob", "mallory")
+    )
+    assert _deploy_wine_as_iris(main, registry, second, third) == 1
+    assert "owners: @acme/iris-team" in capsys.readouterr().out
+    assert _serving(registry)["iris"] == ("1.1.0", 1)
+    fourth = main.merge(4, _set("wine", version="9.0.1"), approvers=("bob", *OWNERS))
+    before = len(main.gh.server.calls())
+    assert _deploy_wine_as_iris(main, registry, third, fourth) == 0, capsys.readouterr()
+    assert _serving(registry)["iris"] == ("9.0.1", 4)
+    asked = [r.path for r in main.gh.server.calls()[before:]]
+    assert [p for p in asked if "/teams/iris-team/" in p]

@@ -1896,8 +1896,8 @@ def crafted_lightgbm(kind: str, path: Path) -> Path:
         i = index(key, tree)
         lines[i] = f"{key}={' '.join([value, *lines[i].split('=', 1)[1].split()[1:]])}"
 
-    if kind == "child":
-        first("left_child", "1000000")
+    if kind == "child":  # far enough that no mapping is there (10**6 read a mapped page once)
+        first("left_child", "1000000000")
     elif kind == "leaf":
         first("left_child", "-1000000000")
     elif kind == "feature":
@@ -1930,7 +1930,7 @@ def crafted_lightgbm(kind: str, path: Path) -> Path:
 
 
 LIGHTGBM_ATTACKS = {
-    "child": r"tree 0 whose node 0 has child 1000000 of 3 nodes",
+    "child": r"tree 0 whose node 0 has child 1000000000 of 3 nodes",
     "leaf": r"tree 0 whose node 0 has child -1000000000 of 3 nodes",
     "feature": r"tree 0 whose node 0 splits on feature 1000000 of 4",
     "cycle": r"tree 0 whose node 0 has child 0 of 3 nodes",
