@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from deploy_models import git, write_build, write_model
 from test_deploy_range import RUNS, Main, _queued, _serving, bump, new_main
+from test_deploy_reviewed import _deploy
 
 from mlops_ci import audit, deploy_range
 from mlops_ci.registry import open_registry
@@ -23,21 +24,6 @@ from mlops_ci.registry import open_registry
 @pytest.fixture
 def main(ghserver, monkeypatch, tmp_path: Path) -> Main:
     return new_main(ghserver, monkeypatch, tmp_path)
-
-
-def _deploy(main: Main, registry: Path, before: str, after: str, names: list[str]) -> int:
-    """`mlops-ci deploy` with a build of each of `names` (Main.deploy builds its three)."""
-    from mlops_ci import cli
-
-    builds = main.tmp / f"builds-{after[:8]}"
-    for name in names:
-        write_build(builds / name, main.repo / "models" / name / "model.yaml")
-    return cli.main(
-        [
-            *("deploy", "--registry", str(registry), "--builds", str(builds)),
-            *("--repo", str(main.repo), "--sha", after, "--base", before),
-        ]
-    )
 
 
 def _records(registry: Path) -> list[dict]:
