@@ -479,21 +479,34 @@ def test_onnx_artifact_without_signature_is_passed_through_unedited(
 # --- deliberately wrong conversions --------------------------------------------------------------
 
 
+def _coefficients_scaled(onnx_path: Path, op_type: str) -> onnx.ModelProto:
+    """The converted model with its `op_type` node's coefficients × 1.5: tampered after the
+    conversion."""
+    model = onnx.load(str(onnx_path))
+    node = next(n for n in model.graph.node if n.op_type == op_type)
+    coefficients = next(a for a in node.attribute if a.name == "coefficients")
+    coefficients.floats[:] = [c * 1.5 for c in coefficients.floats]
+    return model
+
+
+def _native_sklearn(m: Manifest) -> tuple[Any, Any]:
+    """The scikit-learn framework and the manifest's model loaded natively."""
+    from mlops_ci import frameworks
+
+    framework = frameworks.get("sklearn")
+    return framework, framework.load(
+        frameworks.Artifact(m.artifact_path, m.artifact_sha256, m.artifact_format)
+    )
+
+
 def test_model_altered_after_conversion_fails_parity_with_worst_rows(
     request: pytest.FixtureRequest, converted: dict[str, convert.ConvertResult], repo: Path
 ) -> None:
-    from mlops_ci import frameworks
 
     m, result = converted_result(request, converted, "sklearn_mixed", repo / "out")
     assert result.onnx_path is not None
-    model = onnx.load(str(result.onnx_path))
-    classifier = next(n for n in model.graph.node if n.op_type == "LinearClassifier")
-    coefficients = next(a for a in classifier.attribute if a.name == "coefficients")
-    coefficients.floats[:] = [c * 1.5 for c in coefficients.floats]  # the tampering
-    framework = frameworks.get("sklearn")
-    native = framework.load(
-        frameworks.Artifact(m.artifact_path, m.artifact_sha256, m.artifact_format)
-    )
+    model = _coefficients_scaled(result.onnx_path, "LinearClassifier")
+    framework, native = _native_sklearn(m)
     parity = convert.check_parity(m, framework, native, model.SerializeToString(), m.signature)
     assert parity.status == "failed"
     probabilities = next(o for o in parity.outputs if o.name == "probabilities")
@@ -517,14 +530,10 @@ def test_nan_tolerance_cannot_pass_a_model_whose_outputs_differ(
     repo: Path,
     tmp_path: Path,
 ) -> None:
-    from mlops_ci import frameworks
 
     m, result = converted_result(request, converted, "sklearn_regressor", repo / "out")
     assert result.onnx_path is not None
-    model = onnx.load(str(result.onnx_path))
-    regressor = next(n for n in model.graph.node if n.op_type == "LinearRegressor")
-    coefficients = next(a for a in regressor.attribute if a.name == "coefficients")
-    coefficients.floats[:] = [c * 1.5 for c in coefficients.floats]  # the tampering
+    model = _coefficients_scaled(result.onnx_path, "LinearRegressor")
     # the same model and data, with a tolerance of NaN (YAML .nan: the schema's minimum: 0
     # does not refuse it, since NaN < 0 is false)
     parity = {"atol": 1e-3, "rtol": 1e-4, field: float("nan")}
@@ -541,10 +550,7 @@ def test_nan_tolerance_cannot_pass_a_model_whose_outputs_differ(
     data = yaml.safe_load(text)
     nan_manifest = Manifest((folder / "model.yaml").absolute(), tmp_path, data)
     assert nan_manifest.section("conversion")["parity"][field] != parity[field]  # NaN
-    framework = frameworks.get("sklearn")
-    native = framework.load(
-        frameworks.Artifact(m.artifact_path, m.artifact_sha256, m.artifact_format)
-    )
+    framework, native = _native_sklearn(m)
     tampered = model.SerializeToString()
     assert convert.check_parity(m, framework, native, tampered, m.signature).status == "failed"
     with pytest.raises(CheckFailed, match=rf"spec\.conversion\.parity\.{field} is NaN"):
