@@ -232,27 +232,10 @@ def test_an_artifact_copied_by_a_pull_request_was_not_reviewed_by_it(
     it): GitHub lists the copy as `copied` with its `previous_filename`, and its diff shows
     no bytes, as a rename's does; `_introduced` looked only at renames, so the copy vouched
     for the bytes (it fired: iris 6.6.7 was published with the direct push's artifact)."""
-    import yaml
-    from test_deploy_reviewed import _deployed_then_pushed, _refusals
+    from test_deploy_reviewed import _refusals, artifact_moved
 
     registry = tmp_path / "registry"
-    _, pushed = _deployed_then_pushed(main, registry)
-
-    def copy(repo: Path) -> None:
-        folder = repo / "models" / "iris"
-        (folder / "m.skops").write_bytes((folder / "model.skops").read_bytes())
-        doc = yaml.safe_load((folder / "model.yaml").read_text())
-        doc["spec"]["artifact"]["path"] = "m.skops"
-        doc["metadata"]["version"] = "6.6.7"
-        (folder / "model.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-
-    third = main.merge(3, copy)
-    pull = main.gh.pulls[3]
-    pull.files = []
-    pull.add_file("models/iris/m.skops", "copied", previous_filename="models/iris/model.skops")
-    pull.add_file("models/iris/model.yaml", "modified")
-    assert main.deploy(registry, pushed, third) == 1
-    assert _serving(registry)["iris"] == ("1.1.0", 1)
+    third = artifact_moved(main, registry, "copied")
     reason = _refusals(registry)[-1]
     assert reason.startswith(f"models/iris/m.skops at {third[:12]}: no approved pull request")
 

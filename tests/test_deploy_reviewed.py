@@ -256,27 +256,37 @@ def test_a_rebase_merged_pull_request_before_the_range_vouches_for_its_artifact(
     assert _serving(registry)["iris"] == ("1.2.0", 2)
 
 
-def test_an_artifact_moved_by_a_rename_was_not_reviewed_by_it(main: Main, tmp_path: Path) -> None:
-    """A rename shows no bytes: renaming the direct push's artifact (and pointing the manifest
-    at the new name) does not make the pull request that renamed it vouch for its bytes."""
-    registry = tmp_path / "registry"
+def artifact_moved(main: Main, registry: Path, status: str) -> str:
+    """The direct push's artifact moved to m.skops by pull request #3 ("renamed", or "copied":
+    the old file stays too), the manifest pointed there at 6.6.7, its files listed as GitHub
+    lists them; deployed, and refused with iris 1.1.0 still serving. The merge commit."""
     _, pushed = _deployed_then_pushed(main, registry)
 
-    def rename(repo: Path) -> None:
+    def move(repo: Path) -> None:
         folder = repo / "models" / "iris"
-        (folder / "model.skops").rename(folder / "m.skops")
+        (folder / "m.skops").write_bytes((folder / "model.skops").read_bytes())
+        if status == "renamed":
+            (folder / "model.skops").unlink()
         doc = yaml.safe_load((folder / "model.yaml").read_text())
         doc["spec"]["artifact"]["path"] = "m.skops"
         doc["metadata"]["version"] = "6.6.7"
         (folder / "model.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
-    third = main.merge(3, rename)
+    third = main.merge(3, move)
     pull = main.gh.pulls[3]
-    pull.files = []  # GitHub lists a rename as one entry with its previous name
-    pull.add_file("models/iris/m.skops", "renamed", previous_filename="models/iris/model.skops")
+    pull.files = []  # GitHub lists a rename (or a copy) as one entry with its previous name
+    pull.add_file("models/iris/m.skops", status, previous_filename="models/iris/model.skops")
     pull.add_file("models/iris/model.yaml", "modified")
     assert main.deploy(registry, pushed, third) == 1
     assert _serving(registry)["iris"] == ("1.1.0", 1)
+    return third
+
+
+def test_an_artifact_moved_by_a_rename_was_not_reviewed_by_it(main: Main, tmp_path: Path) -> None:
+    """A rename shows no bytes: renaming the direct push's artifact (and pointing the manifest
+    at the new name) does not make the pull request that renamed it vouch for its bytes."""
+    registry = tmp_path / "registry"
+    third = artifact_moved(main, registry, "renamed")
     reason = _refusals(registry)[-1]
     assert reason.startswith(f"models/iris/m.skops at {third[:12]}: no approved pull request")
     assert "last changed by pull request #3, which did not change it to these bytes" in reason
