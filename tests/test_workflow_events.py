@@ -27,7 +27,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -325,21 +325,21 @@ def _evaluate(expr: str, context: Mapping[str, Any]) -> Any:
             left = same if op == "==" else not same
         return left
 
-    def both() -> Any:
-        left = compare()
-        while peek() == "&&":
-            take()
-            right = compare()
-            left = right if left else left
-        return left
+    def chained(operand: Callable[[], Any], op: str, pick: Callable[[Any, Any], Any]):
+        """`operand op operand op …`, left to right, as GitHub's && and || (their values,
+        not booleans)."""
 
-    def either() -> Any:
-        left = both()
-        while peek() == "||":
-            take()
-            right = both()
-            left = left if left else right
-        return left
+        def parse() -> Any:
+            left = operand()
+            while peek() == op:
+                take()
+                left = pick(left, operand())
+            return left
+
+        return parse
+
+    both = chained(compare, "&&", lambda left, right: right if left else left)
+    either = chained(both, "||", lambda left, right: left if left else right)
 
     value = either()
     assert at == len(tokens), f"trailing tokens in {expr!r}"
