@@ -269,9 +269,14 @@ def round_trips(endpoint: str, bucket: str, repeat: int, delay_s: float = 0.005)
         in_turn = open_registry(f"s3://{bucket}/latency-in-turn")
         in_turn.store.concurrent = False  # type: ignore[misc]
         requests: list[str] = []
-        together.store.client.meta.events.register(  # type: ignore[attr-defined]
-            "before-call.s3.*", lambda event_name, **_: requests.append(event_name)
-        )
+        client = together.store.client  # type: ignore[attr-defined]
+        send = client.request
+
+        def counted(method: str, *args: object, **kwargs: object) -> object:
+            requests.append(method)
+            return send(method, *args, **kwargs)
+
+        client.request = counted
         cands = [candidate("m", f"1.0.{i}", salt=f"rt{i}") for i in range(repeat + 1)]
         deploy.publish(together, cands[0], PROV)  # the first makes the model's folder
         deploy.publish(in_turn, cands[0], PROV)

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +30,8 @@ from mlops_ci.errors import MlopsCiError
 
 if TYPE_CHECKING:
     import pyarrow.fs
+
+    from mlops_ci import s3
 
 #: Where the registry keeps what Triton must not see (Triton ignores folders starting with '.').
 META = ".mlops"
@@ -356,7 +357,7 @@ class S3Store:
     concurrent = True
 
     def __init__(self, bucket: str, prefix: str) -> None:
-        from botocore.config import Config
+        from mlops_ci import s3
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -369,19 +370,11 @@ class S3Store:
                     f"AWS_ENDPOINT_URL {endpoint!r} is not an http(s) URL such as "
                     "http://127.0.0.1:8333"
                 )
-        config = Config(
-            connect_timeout=5,
-            read_timeout=60,
-            retries={"max_attempts": 3, "mode": "standard"},
-            # gather + get_many run up to ~20 requests at once: a pool of 10 drops connections
-            max_pool_connections=32,
-            # A custom endpoint (SeaweedFS, MinIO, moto…) rarely resolves bucket subdomains.
-            s3={"addressing_style": "path"} if endpoint else {},
-        )
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.endpoint = endpoint
         self.region = region
-        self.client = _s3_client(region, config)
+        # gather + get_many run up to ~20 requests at once: 32 connections keep them all open
+        self.client = s3.Client(bucket, region, endpoint, connections=32)
         #: per log key: its segment keys, and the last one's bytes and ETag, as last read
         self._log_cache: dict[str, tuple[list[str], bytes, str]] = {}
 
@@ -390,31 +383,20 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, exc: Exception, what: str) -> RegistryError:
-        detail = getattr(exc, "response", {}).get("Error", {}) if hasattr(exc, "response") else {}
-        code = detail.get("Code") if detail else None
-        reason = f"{code}: {detail.get('Message', '')}".strip(": ") if code else str(exc)
-        return RegistryError(f"{self.uri}: cannot {what}: {reason}")
-
-    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return fn(Bucket=self.bucket, **kwargs)
-        except ClientError:
-            raise
-        except BotoCoreError as exc:  # unreachable endpoint, no credentials, …
-            raise self._fail(exc, what) from exc
+        return RegistryError(f"{self.uri}: cannot {what}: {exc}")
 
     def get(self, key: str) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         try:
-            resp = self._call(f"read {key}", self.client.get_object, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            resp = self.client.get(self._key(key))
+        except S3Error as exc:
+            if _absent(exc):
                 return None
             raise self._fail(exc, f"read {key}") from exc
-        return resp["Body"].read(), resp["ETag"]
+        except S3Unreachable as exc:
+            raise self._fail(exc, f"read {key}") from exc
+        return resp.body, resp.headers.get("etag", "")
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         # One round trip's latency for many small objects, not one each.
@@ -423,19 +405,18 @@ class S3Store:
 
     def _range(self, key: str, nbytes: int) -> bytes | None:
         """The last `nbytes` of an object (None when it is absent)."""
-        from botocore.exceptions import ClientError
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         try:
-            resp = self._call(
-                f"read {key}", self.client.get_object, Key=self._key(key), Range=f"bytes=-{nbytes}"
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return self.client.get(self._key(key), last_bytes=nbytes).body
+        except S3Error as exc:
+            if _absent(exc):
                 return None
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416:
+            if exc.status == 416:
                 return b""  # an empty object has no last bytes
             raise self._fail(exc, f"read {key}") from exc
-        return bytes(resp["Body"].read())
+        except S3Unreachable as exc:
+            raise self._fail(exc, f"read {key}") from exc
 
     # A log's segments (SEGMENT_LINES). Appends are compare-and-swap writes on the last
     # segment, or create-only writes of the next one, so two writers never both land, and a
@@ -512,7 +493,7 @@ class S3Store:
                     if self.put_if_absent(self._segment_key(key, index), data):
                         return
             # The condition failed: another writer came first, or our own write landed and
-            # its response was lost, so botocore's retry found the condition gone. Appended
+            # its response was lost, so the retry found the condition gone. Appended
             # lines are unique (an audit record names its predecessor and its time), so a log
             # that now ends with them ends with ours: appending them again would repeat it.
             state = self._last_segment(key)
@@ -532,39 +513,41 @@ class S3Store:
         raise RegistryError(f"{self.uri}/{key}: its segments keep changing while read")
 
     def put(self, key: str, data: bytes) -> None:
-        from botocore.exceptions import ClientError
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         try:
-            self._call(f"write {key}", self.client.put_object, Key=self._key(key), Body=data)
-        except ClientError as exc:
+            self.client.put(self._key(key), data)
+        except (S3Error, S3Unreachable) as exc:
             raise self._fail(exc, f"write {key}") from exc
 
-    def _conditional(self, key: str, data: bytes, **cond: str) -> str | None:
-        """The new object's ETag, or None when the condition failed."""
-        from botocore.exceptions import ClientError
+    def _conditional(self, key: str, data: bytes, *, if_match: str | None = None) -> str | None:
+        """Create `key` (or, `if_match`, replace that ETag): the new object's ETag, or None
+        when the condition failed."""
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         try:
-            resp = self._call(
-                f"write {key}", self.client.put_object, Key=self._key(key), Body=data, **cond
+            return self.client.put(
+                self._key(key), data, if_none_match=if_match is None, if_match=if_match
             )
-            return str(resp["ETag"])
-        except ClientError as exc:
+        except S3Error as exc:
             if _condition_failed(exc):
                 return None
             raise self._fail(exc, f"write {key}") from exc
+        except S3Unreachable as exc:
+            raise self._fail(exc, f"write {key}") from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        return self._conditional(key, data, IfNoneMatch="*") is not None
+        return self._conditional(key, data) is not None
 
     def put_if_match(self, key: str, data: bytes, token: str) -> bool:
-        return self._conditional(key, data, IfMatch=token) is not None
+        return self._conditional(key, data, if_match=token) is not None
 
     def delete(self, key: str) -> None:
-        from botocore.exceptions import ClientError
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         try:
-            self._call(f"delete {key}", self.client.delete_object, Key=self._key(key))
-        except ClientError as exc:
+            self.client.delete(self._key(key))
+        except (S3Error, S3Unreachable) as exc:
             raise self._fail(exc, f"delete {key}") from exc
 
     def configs(self) -> list[str]:
@@ -578,19 +561,14 @@ class S3Store:
 
     def _list_raw(self, full: str, start_after: str = "") -> list[str]:
         """Keys (relative to the registry) of the objects whose full key starts with `full`."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         cut = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
-        extra = {"StartAfter": start_after} if start_after else {}
-        what = f"list {full[cut:] or '/'}"
         try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, **extra):
-                keys.extend(obj["Key"][cut:] for obj in page.get("Contents", []))
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, what) from exc
-        return sorted(k for k in keys if k and not k.endswith("/"))
+            listed = self.client.list(full, start_after=start_after)
+        except (S3Error, S3Unreachable) as exc:
+            raise self._fail(exc, f"list {full[cut:] or '/'}") from exc
+        return sorted(k[cut:] for k in listed.objects if k[cut:] and not k.endswith("/"))
 
     def list(self, prefix: str, start_after: str = "") -> list[str]:
         full = self._key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
@@ -601,23 +579,15 @@ class S3Store:
     def folder(self, prefix: str) -> FolderListing:
         # One level (Delimiter "/"): a store that keeps folders (SeaweedFS's filer) reads one
         # directory, not every version folder below it.
-        from botocore.exceptions import BotoCoreError, ClientError
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         full = self._key(prefix.strip("/")) + "/"
-        folders: FolderNames = []
-        files: dict[str, str] = {}
         try:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
-                folders.extend(
-                    p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])
-                )
-                files.update(
-                    (obj["Key"][len(full) :], str(obj.get("ETag", "")))
-                    for obj in page.get("Contents", [])
-                )
-        except (ClientError, BotoCoreError) as exc:
+            listed = self.client.list(full, delimiter="/")
+        except (S3Error, S3Unreachable) as exc:
             raise self._fail(exc, f"list {prefix}") from exc
+        folders = [p[len(full) :].rstrip("/") for p in listed.prefixes]
+        files = {k[len(full) :]: tag for k, tag in listed.objects.items()}
         return sorted(f for f in folders if f), {f: files[f] for f in sorted(files) if f}
 
     def holds(self, key: str, data: bytes, tag: str | None) -> bool:
@@ -632,15 +602,16 @@ class S3Store:
         return got is not None and got[0] == data
 
     def stamp(self, key: str) -> str | None:
-        from botocore.exceptions import ClientError
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         try:
-            resp = self._call(f"stat {key}", self.client.head_object, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return self.client.head(self._key(key)).headers.get("etag", "")
+        except S3Error as exc:
+            if exc.status == 404:
                 return None
             raise self._fail(exc, f"stat {key}") from exc
-        return str(resp["ETag"])
+        except S3Unreachable as exc:
+            raise self._fail(exc, f"stat {key}") from exc
 
     def put_folder(self, prefix: str, files: dict[str, bytes]) -> None:
         # Every object is created, never replaced (If-None-Match: *): a stray second writer of
@@ -664,7 +635,7 @@ class S3Store:
     def _create(self, key: str, data: bytes) -> bool:
         """Create `key` holding `data` unless it exists. Also True when the object is there
         with these very bytes: our first attempt landed and its response was lost, and
-        botocore's retry met the condition (a single-part upload's ETag is its MD5)."""
+        the retry met the condition (a single-part upload's ETag is its MD5)."""
         if self.put_if_absent(key, data):
             return True
         return self.stamp(key) == f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
@@ -697,7 +668,7 @@ class S3Store:
         deadline = time.monotonic() + timeout_s
         while True:
             body = json.dumps({**me, "expires": time.time() + ttl}).encode()
-            mine = self._conditional(LOCK_KEY, body, IfNoneMatch="*")
+            mine = self._conditional(LOCK_KEY, body)
             if mine is not None:
                 break
             held = self.get(LOCK_KEY)
@@ -706,7 +677,7 @@ class S3Store:
                 break  # met the condition
             if held is not None and _lock_is_stale(held[0]):
                 # took over a dead holder's lock; the If-Match makes the takeover unique
-                mine = self._conditional(LOCK_KEY, body, IfMatch=held[1])
+                mine = self._conditional(LOCK_KEY, body, if_match=held[1])
                 if mine is not None:
                     break
             if time.monotonic() > deadline:
@@ -720,21 +691,17 @@ class S3Store:
     def _unlock(self, etag: str, me: str) -> None:
         """Delete the lock only if it is still ours: one conditional delete where the store
         has them (AWS, SeaweedFS, moto), else read, compare and delete."""
-        from botocore.exceptions import ClientError
+        from mlops_ci.s3 import S3Error, S3Unreachable
 
         try:
-            self._call(
-                f"delete {LOCK_KEY}",
-                self.client.delete_object,
-                Key=self._key(LOCK_KEY),
-                IfMatch=etag,
-            )
+            self.client.delete(self._key(LOCK_KEY), if_match=etag)
             return
-        except ClientError as exc:
+        except S3Unreachable as exc:
+            raise self._fail(exc, f"delete {LOCK_KEY}") from exc
+        except S3Error as exc:
             if _condition_failed(exc):
                 return  # a deploy took it over after our TTL: it is theirs now
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status not in (400, 501):  # 400/501: this store has no conditional delete
+            if exc.status not in (400, 501):  # 400/501: this store has no conditional delete
                 raise self._fail(exc, f"delete {LOCK_KEY}") from exc
         held = self.get(LOCK_KEY)
         if held is not None and _lock_id(held[0]) == me:
@@ -755,31 +722,18 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(key)}"
 
 
-_SESSIONS: dict[tuple[str | None, ...], Any] = {}
-_SESSIONS_LOCK = threading.Lock()
+def _absent(exc: s3.S3Error) -> bool:
+    """Whether an S3 error says the object is not there (and not, say, the bucket)."""
+    return exc.code in ("NoSuchKey", "NotFound") or (exc.status == 404 and exc.code == "404")
 
 
-def _s3_client(region: str, config: Any) -> Any:
-    """An S3 client from a boto3 session per set of credential variables: boto3's default
-    session keeps the credentials it first resolved, and a new session costs ~0.3 s."""
-    import boto3
-
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
-    key = tuple(os.environ.get(n) for n in names)
-    with _SESSIONS_LOCK:
-        if key not in _SESSIONS:
-            _SESSIONS[key] = boto3.session.Session()
-        # Creating clients from one session is not thread-safe; do it under the lock too.
-        return _SESSIONS[key].client("s3", region_name=region, config=config)
-
-
-def _condition_failed(exc: Any) -> bool:
+def _condition_failed(exc: s3.S3Error) -> bool:
     """Whether an S3 error says a conditional write's condition did not hold."""
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    code = exc.response.get("Error", {}).get("Code")
+    if exc.code == "NoSuchBucket":
+        return False  # a missing bucket is a mistake to report, not a lost race
     # 412: the condition failed; 409: a concurrent conditional write is in flight; 404: If-Match
     # on an object that is gone.
-    return status in (404, 409, 412) or code in (
+    return exc.status in (404, 409, 412) or exc.code in (
         "PreconditionFailed",
         "ConditionalRequestConflict",
         "NoSuchKey",
@@ -1063,7 +1017,7 @@ def open_registry(uri: str | Path) -> Registry:
             return Registry(S3Store(parsed.netloc, parsed.path))
         except ImportError as exc:
             raise RegistryError(
-                "an s3:// registry needs boto3: pip install 'mlops-ci[s3]'"
+                "an s3:// registry needs mlops-ci's s3 extra: pip install 'mlops-ci[s3]'"
             ) from exc
     if text.startswith("file://"):
         parsed = urlparse(text)

@@ -462,9 +462,7 @@ MODELS = 5  # kills rotate over a few models, so each keeps the handful of versi
 
 
 def _deploy_in_child(uri: str, name: str, version: str, salt: str) -> None:
-    from mlops_ci import registry
-
-    registry._SESSIONS.clear()  # the parent's pooled S3 connections are not ours to share
+    # open_registry gives the child its own S3 connections, not the parent's
     deploy.publish(open_registry(uri), candidate(name, version, salt=salt), LOCAL)
     os._exit(0)
 
@@ -607,20 +605,19 @@ def test_a_rollback_stopped_at_each_of_its_writes_converges(registry_uri: str, k
 
 def _lose_first_response(monkeypatch: pytest.MonkeyPatch, suffix: str) -> list[str]:
     """The first PUT to a key ending in `suffix` reaches the server, but its response is lost
-    (a read timeout): botocore retries it. Returns the lost requests' URLs."""
-    from botocore.exceptions import ReadTimeoutError
-    from botocore.httpsession import URLLib3Session
+    (a read timeout): the S3 client retries it. Returns the lost requests' URLs."""
+    import urllib3
 
-    real, lost = URLLib3Session.send, []
+    real, lost = urllib3.PoolManager.urlopen, []
 
-    def send(self, request):
-        response = real(self, request)
-        if request.method == "PUT" and request.url.split("?")[0].endswith(suffix) and not lost:
-            lost.append(request.url)
-            raise ReadTimeoutError(endpoint_url=request.url)
+    def urlopen(self, method, url, *args, **kwargs):
+        response = real(self, method, url, *args, **kwargs)
+        if method == "PUT" and url.split("?")[0].endswith(suffix) and not lost:
+            lost.append(url)
+            raise urllib3.exceptions.ReadTimeoutError(None, url, "read timed out")
         return response
 
-    monkeypatch.setattr(URLLib3Session, "send", send)
+    monkeypatch.setattr(urllib3.PoolManager, "urlopen", urlopen)
     return lost
 
 
@@ -628,7 +625,7 @@ def _lose_first_response(monkeypatch: pytest.MonkeyPatch, suffix: str) -> list[s
 def test_a_lost_s3_response_and_its_retry_neither_fail_nor_repeat_a_write(
     s3_server, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
-    """A conditional write lands, its response is lost, botocore retries and meets its own
+    """A conditional write lands, its response is lost, the client retries and meets its own
     object: a version object is not "exists already", an audit line is not appended twice
     (the chain would break), and the lock is not "held by another deploy" (by itself)."""
     uri = s3_server.fresh_uri()
