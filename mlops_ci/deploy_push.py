@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_ci import audit, deploy, deploy_range, gha
+from mlops_ci.digest import content_sha256
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.registry import Registry, open_registry
 from mlops_ci.report import units
@@ -555,12 +556,11 @@ def _evidence(
                 for n in versions()
             )
         # release.json keeps the artifact's sha256: hash the pushed bytes, those GitHub named
+        # (for a Git LFS pointer, the content's digest it names: release.json has that one)
         data = deploy_range.file_bytes(repo, sha, path)
         if data is None or deploy_range.git_blob_sha(data) != blob:
             return False
-        import hashlib
-
-        digest = hashlib.sha256(data).hexdigest()
+        digest = content_sha256(data)
         return any(
             ((reg.find_release(name, n) or {}).get("artifact") or {}).get("sha256") == digest
             for n in versions()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_ci.digest import sha256_file
+from mlops_ci.digest import lfs_pointer, sha256_file
 from mlops_ci.manifest.model import (
     CLASSIFICATION_METRICS,
     FORMATS_BY_FRAMEWORK,
@@ -133,7 +133,18 @@ def pinned_files_exist_and_match(ctx: Context) -> Iterator[Problem]:
         expected = ref.get("sha256")
         if isinstance(expected, str) and _SHA256.fullmatch(expected):
             actual = _digest_keeping_head(ctx, resolved)
-            if actual != expected:
+            pointer = lfs_pointer(ctx.heads.get(str(resolved), b""))
+            if actual != expected and pointer is not None:
+                # The checkout holds Git LFS's stand-in, not the file: say so, not "mismatch".
+                other = pointer.sha256 != expected
+                same = f" (of another file, sha256 {pointer.sha256})" if other else ""
+                yield ctx.problem(
+                    [*parts, "path"],
+                    f"'{ref['path']}' is a Git LFS pointer{same}, not the file: this checkout did "
+                    "not fetch Git LFS files (run `git lfs pull`, or set the reusable workflow's "
+                    "`lfs: true`)",
+                )
+            elif actual != expected:
                 yield ctx.problem(
                     [*parts, "sha256"],
                     f"digest mismatch for '{ref['path']}': the file's sha256 is {actual} (if the "
