@@ -194,6 +194,45 @@ def _published(reg: Registry, manifest: Any) -> int | None:
     return None
 
 
+class _Held:
+    """Which commits hold a model's files exactly as a recorded version of the registry holds
+    them: its manifest as deployed (`<n>/model.yaml`) and its artifact (release.json's sha256;
+    for an LFS artifact, the content its pointer names). The registry is read once per model."""
+
+    def __init__(self, reg: Registry, repo: Path, name: str, manifest: str, artifact: str) -> None:
+        self.reg, self.repo, self.name = reg, repo, name
+        self.manifest, self.artifact = manifest, artifact
+        self._semvers: dict[int, str] | None = None
+        self._deployed: dict[int, tuple[bytes | None, str | None]] = {}
+
+    def at(self, commit: str) -> int | None:
+        """The recorded version whose files are `commit`'s very bytes, if there is one."""
+        import yaml
+
+        data = deploy_range.file_bytes(self.repo, commit, self.manifest)
+        try:
+            doc = yaml.safe_load(data) if data is not None else None
+        except yaml.YAMLError:
+            return None
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        version = meta.get("version") if isinstance(meta, dict) else None
+        if self._semvers is None:
+            folders = self.reg.version_folders(self.name)
+            self._semvers = {n: v for n, v in folders.semvers.items() if n in folders.marked}
+        for n in sorted((n for n, v in self._semvers.items() if v == version), reverse=True):
+            if n not in self._deployed:
+                release = self.reg.find_release(self.name, n) or {}
+                digest = (release.get("artifact") or {}).get("sha256")
+                self._deployed[n] = (self.reg.read_bytes(f"{self.name}/{n}/model.yaml"), digest)
+            manifest, digest = self._deployed[n]
+            if manifest != data:
+                continue
+            artifact = deploy_range.file_bytes(self.repo, commit, self.artifact)
+            if artifact is not None and content_sha256(artifact) == digest:
+                return n
+        return None
+
+
 def publish_models(
     reg: Registry,
     manifests: Sequence[Any],
@@ -435,6 +474,21 @@ def _deploy_range(
         )
         folders = [files.manifest.rpartition("/")[0], *before]
         changed_in = [c.commit for c in deploy_range.commits_of(m.name, folders, touching)]
+        # The commits up to the last one that left the model's files byte for byte as a
+        # recorded version holds them were judged when that version was published: only the
+        # later ones are judged again. While one model's error keeps every range starting
+        # before it, each push would otherwise judge every pull request deployed since (some
+        # 10 GitHub calls each), until the rate limit stopped every deploy.
+        held, n = _Held(reg, repo, m.name, files.manifest, files.artifact), None
+        for i in range(len(changed_in) - 1, -1, -1):
+            n = held.at(changed_in[i])
+            if n is not None:
+                changed_in = changed_in[i + 1 :]
+                break
+        if n is not None and not changed_in:  # as published: nothing to judge or to publish
+            line = f"{m.name} {m.version} is already version {n}, byte for byte"
+            outcomes.append(Outcome(m.name, True, line))
+            continue
         try:
             evidence = _evidence(reg, repo, sha, files, baseline, adopt)
             approval = judge.model(files, changed_in, evidence)

@@ -411,3 +411,29 @@ def test_plan_warns_and_plans_the_push_s_own_change_when_the_registry_cannot_be_
     assert "::warning title=mlops-ci plan::cannot read the registry" in out.out
     assert "the read-only key" in out.err
     assert "1 changed" in out.out and "rose 1.1.0" in out.out and "wine" not in out.out
+
+
+def test_a_lasting_error_in_one_model_does_not_make_every_push_judge_the_whole_range(
+    main: Main, tmp_path: Path, capsys
+) -> None:
+    """wine's build keeps failing, so every push's range starts before wine's pull request and
+    holds every pull request merged since. A model whose files at the pushed commit are byte
+    for byte a version the registry holds publishes nothing whoever approved them: it is not
+    judged again. Before, each push judged every pull request of the range again (about 10
+    GitHub calls each): with GITHUB_TOKEN's 1,000 requests an hour, some 80 to 100 pull
+    requests behind one broken model made every deploy fail."""
+    registry = tmp_path / "registry"
+    first = main.merge(1, bump("iris", "1.1.0"))
+    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    calls: list[int] = []
+    before, after = first, main.merge(2, bump("wine", "1.1.0"))
+    for i in range(3, 9):
+        start = len(main.gh.server.calls())
+        assert main.deploy(registry, before, after, unbuilt="wine") == 2
+        calls.append(len(main.gh.server.calls()) - start)
+        name = ("iris", "rose")[i % 2]
+        before, after = after, main.merge(i, bump(name, f"1.{i}.0"))
+    capsys.readouterr()
+    assert _serving(registry) == {"iris": ("1.6.0", 6), "rose": ("1.7.0", 7)}
+    # Each push judges wine's pull request and its own, not the ones deployed before it.
+    assert calls[1:] == [calls[1]] * (len(calls) - 1), calls
