@@ -5,6 +5,7 @@ either way; a child that dies is replaced. `serve`'s own App under uvicorn on a 
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import multiprocessing
@@ -436,3 +437,67 @@ def test_large_bodies_past_the_budget_are_answered_503_before_they_are_read(
             admitted.recv(1)
         for sock in [*held, refused, admitted]:
             sock.close()
+
+
+def test_a_large_request_whose_client_left_while_it_waited_is_not_computed(
+    example_models: dict[str, ExampleModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both turns are taken (two live requests whose decode is held); three clients send a
+    large body and leave at once (a timeout, a retry elsewhere). When the turns come free, the
+    three are dropped unanswered and counted, not decoded, run and encoded for nobody (three
+    such 16 MB requests made a live one behind them wait 2.2 s), and the live ones are
+    answered."""
+    import socket
+
+    root = tmp_path / "registry"
+    tumor = example_models[TUMOR]
+    publish(root, TUMOR, tumor.onnx.read_bytes(), tumor.manifest.read_text(encoding="utf-8"))
+    app = App(Settings(registry=str(root), prediction_log=""))
+    release = threading.Event()
+    decoded: list[int] = []
+    real = app._codec.decode
+
+    async def held_decode(body: bytes, *args: Any) -> Any:
+        decoded.append(len(body))
+        while len(decoded) <= 2 and not release.is_set():  # the first two hold the turns
+            await asyncio.sleep(0.01)
+        return await real(body, *args)
+
+    monkeypatch.setattr(app._codec, "decode", held_decode)
+    body = _json_body(2000)  # ~300 kB: decoded in the child, in a turn
+    assert len(body) > LARGE_BODY_BYTES
+    with uvicorn_thread(app, http="httptools", loop="uvloop", log_level="critical") as hostport:
+        host, port = hostport.rsplit(":", 1)
+        live: list[int] = []
+        senders = [
+            threading.Thread(
+                target=lambda: live.append(_post(hostport, f"/v2/models/{TUMOR}/infer", body)[0])
+            )
+            for _ in range(2)
+        ]
+        for sender in senders:
+            sender.start()
+        deadline = time.monotonic() + 10
+        while len(decoded) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(decoded) == 2
+        for _ in range(3):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                head = (
+                    f"POST /v2/models/{TUMOR}/infer HTTP/1.1\r\nHost: x\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                )
+                sock.sendall(head.encode() + body)
+        while app._large_bytes < 5 * len(body) and time.monotonic() < deadline:
+            time.sleep(0.01)  # all five admitted: the three wait for a turn, their clients gone
+        time.sleep(0.2)
+        release.set()
+        for sender in senders:
+            sender.join(30)
+        assert live == [200, 200]
+        while app._large_bytes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert decoded == [len(body)] * 2  # the three were never decoded
+        assert app.metrics.abandoned == 3
+        status, _, _ = _post(hostport, f"/v2/models/{TUMOR}/infer", body)
+        assert status == 200 and app.metrics.abandoned == 3

@@ -281,44 +281,58 @@ class App:
         json_part = len(body) if header_length is None else min(max(header_length, 0), len(body))
         decode_in_child = json_part > LARGE_BODY_BYTES
         started = time.perf_counter()  # the wait for a turn counts, as the child's queue did
-        async with self._turns if large else _NO_TURN:
-            try:
-                if decode_in_child:
-                    request = await self._codec.decode(
-                        body, header_length, model.inputs, model.outputs
+        # A large request's client may leave while it waits for its turn (its own timeout, a
+        # retry elsewhere): its body is then not decoded, run and encoded for nobody. Once the
+        # whole body is in, what `receive` gives next is the disconnect.
+        gone = asyncio.ensure_future(receive()) if large else None
+        try:
+            async with self._turns if large else _NO_TURN:
+                try:
+                    if gone is not None and gone.done():
+                        self.metrics.abandoned += 1
+                        return
+                    if decode_in_child:
+                        request = await self._codec.decode(
+                            body, header_length, model.inputs, model.outputs
+                        )
+                    else:
+                        request = protocol.parse_request(
+                            body, header_length, model.inputs, model.outputs
+                        )
+                    if gone is not None and gone.done():  # left while its body was decoded
+                        self.metrics.abandoned += 1
+                        return
+                    # The log holds every output: a sampled request computes them all in its
+                    # one run, and the reply takes those asked for. (A request that then fails
+                    # has used its turn.)
+                    log_to = self.predlog if model.sampler is not None and model.sampler() else None
+                    names = (
+                        [m.name for m in model.outputs]
+                        if log_to is not None
+                        else [n for n, _ in request.outputs]
                     )
-                else:
-                    request = protocol.parse_request(
-                        body, header_length, model.inputs, model.outputs
-                    )
-                # The log holds every output: a sampled request computes them all in its one
-                # run, and the reply takes those asked for. (A request that then fails has used
-                # its turn.)
-                log_to = self.predlog if model.sampler is not None and model.sampler() else None
-                names = (
-                    [m.name for m in model.outputs]
-                    if log_to is not None
-                    else [n for n, _ in request.outputs]
-                )
-                if large:
-                    results = await self._off_loop(_run, model, names, request.inputs)
-                else:
-                    results = _run(model, names, request.inputs)
-                outputs = [(n, results[n], b) for n, b in request.outputs]
-                if large and _json_values(outputs) * _JSON_BYTES_A_VALUE > LARGE_BODY_BYTES:
-                    reply, json_length = await self._codec.encode(
-                        model.name, model.version_text, request.id, outputs
-                    )
-                else:
-                    reply, json_length = protocol.encode_response(
-                        model.name, model.version_text, request.id, outputs
-                    )
-            except ProtocolError:
-                model.stats.failed()
-                raise
-            except Exception as exc:  # onnxruntime refusing an input the checks let through
-                model.stats.failed()
-                raise ProtocolError(f"inference failed: {_first_line(exc)}", 400) from None
+                    if large:
+                        results = await self._off_loop(_run, model, names, request.inputs)
+                    else:
+                        results = _run(model, names, request.inputs)
+                    outputs = [(n, results[n], b) for n, b in request.outputs]
+                    if large and _json_values(outputs) * _JSON_BYTES_A_VALUE > LARGE_BODY_BYTES:
+                        reply, json_length = await self._codec.encode(
+                            model.name, model.version_text, request.id, outputs
+                        )
+                    else:
+                        reply, json_length = protocol.encode_response(
+                            model.name, model.version_text, request.id, outputs
+                        )
+                except ProtocolError:
+                    model.stats.failed()
+                    raise
+                except Exception as exc:  # onnxruntime refusing what the checks let through
+                    model.stats.failed()
+                    raise ProtocolError(f"inference failed: {_first_line(exc)}", 400) from None
+        finally:
+            if gone is not None:
+                gone.cancel()
         first = next(iter(request.inputs.values()), None)
         model.stats.ok(
             time.perf_counter() - started,

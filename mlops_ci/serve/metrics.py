@@ -70,6 +70,8 @@ class Metrics:
         # dropped from the cache (--version-cache): bumped by the model store under its lock.
         self.version_loads = 0
         self.version_evictions = 0
+        # Large requests whose client left while they waited for a turn: never computed.
+        self.abandoned = 0
         self.shared = shared
         self._registry: Any = None
 
@@ -89,6 +91,7 @@ class Metrics:
             "log_dropped": self.log_dropped,
             "version_loads": self.version_loads,
             "version_evictions": self.version_evictions,
+            "abandoned": self.abandoned,
         }
 
     def collect(self) -> Iterator[Any]:
@@ -167,6 +170,10 @@ _TOTALS = {
     "version_evictions": (
         "mlops_ci_model_version_evictions",
         "Versions loaded by path and unloaded again to stay within --version-cache",
+    ),
+    "abandoned": (
+        "mlops_ci_abandoned_requests",
+        "Large requests whose client left before they were computed: dropped unanswered",
     ),
 }
 
