@@ -364,8 +364,12 @@ class S3Store:
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
-            parts = urlparse(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            try:
+                parts = urlparse(endpoint)
+                ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+            except ValueError:  # an unclosed IPv6 bracket, a port out of range
+                ok = False
+            if not ok:
                 raise RegistryError(
                     f"AWS_ENDPOINT_URL {endpoint!r} is not an http(s) URL such as "
                     "http://127.0.0.1:8333"

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import random
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -40,6 +41,10 @@ _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _UNSIGNED = "UNSIGNED-PAYLOAD"
 #: What S3 lets through unencoded in a path and in a query (RFC 3986's unreserved characters).
 _UNRESERVED = "-_.~"
+#: A bucket name that can be a host name's label (botocore's test for virtual-hosted
+#: addressing): not one with a dot (TLS certificates cover one label), an upper-case letter
+#: or an underscore (legacy us-east-1 names), nor too short or long.
+_HOST_LABEL = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 
 class S3Error(Exception):
@@ -63,6 +68,17 @@ class Response:
     status: int
     headers: dict[str, str]  # lower-cased names
     body: bytes
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a request goes and whom it is signed for: replaced whole when the region is
+    corrected, so a thread never signs for one region and sends to another's host."""
+
+    region: str
+    origin: str  # scheme://host
+    host: str  # the Host header, as HTTP sends it
+    path: str  # the bucket's path under the origin ("" when the host names the bucket)
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,22 @@ _CHAINS: dict[tuple[str | None, ...], Any] = {}
 _CHAINS_LOCK = threading.Lock()
 
 
+def _session_variables() -> dict[str, tuple[Any, ...]]:
+    """botocore's session variables that name a profile or a file, reading only the ones set
+    to something: botocore takes AWS_PROFILE="" for a profile named "" (and fails), and an
+    empty AWS_CONFIG_FILE for a file named "" (and ignores ~/.aws/config)."""
+    # botocore's own definitions of these three (name in the config file, variables, default)
+    defaults = {
+        "profile": (["AWS_DEFAULT_PROFILE", "AWS_PROFILE"], None),
+        "config_file": (["AWS_CONFIG_FILE"], "~/.aws/config"),
+        "credentials_file": (["AWS_SHARED_CREDENTIALS_FILE"], "~/.aws/credentials"),
+    }
+    return {
+        name: (None, [n for n in names if os.environ.get(n)], default, None)
+        for name, (names, default) in defaults.items()
+    }
+
+
 def _botocore_credentials() -> Any:
     """botocore's credentials for this environment (they refresh themselves)."""
     import botocore.session
@@ -120,7 +152,7 @@ def _botocore_credentials() -> Any:
     with _CHAINS_LOCK:
         found = _CHAINS.get(which)
         if found is None:
-            found = botocore.session.get_session().get_credentials()
+            found = botocore.session.Session(session_vars=_session_variables()).get_credentials()
             if found is None:
                 raise S3Unreachable(
                     "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -157,30 +189,42 @@ class Client:
         # Up to `connections` at once (a publish's reads go together); more are opened when
         # needed and closed after, never waited for.
         self._pool_args: dict[str, Any] = {"maxsize": connections, "timeout": timeout}
-        bundle = os.environ.get("AWS_CA_BUNDLE")
+        # botocore's order: AWS_CA_BUNDLE, then REQUESTS_CA_BUNDLE, then certifi's bundle (as
+        # botocore; it comes with PyGithub's requests), so a machine without a system store
+        # verifies as it did with boto3
+        bundle = os.environ.get("AWS_CA_BUNDLE") or os.environ.get("REQUESTS_CA_BUNDLE")
+        if not bundle:
+            try:
+                import certifi
+
+                bundle = certifi.where()
+            except ImportError:
+                bundle = None  # the system's store
         if bundle:
             self._pool_args["ca_certs"] = bundle
-        self._proxy = _proxy_for(self._origin)
+        self._proxy = _proxy_for(self._where.origin)
         self._pools: tuple[int, Any] | None = None
+
+    @property
+    def region(self) -> str:
+        return self._where.region
 
     def _address(self, region: str) -> None:
         """Where requests go for `region` (on AWS the host names the region)."""
-        self.region = region
         if self._endpoint:
             parts = urlparse(self._endpoint)
-            self._origin = f"{parts.scheme}://{parts.netloc}"
-            self._host = parts.netloc
-            self._path = f"{parts.path.rstrip('/')}/{self.bucket}"
+            host = _host(parts.scheme, parts.netloc)
+            origin = f"{parts.scheme}://{host}"
+            path = f"{parts.path.rstrip('/')}/{self.bucket}"
         else:
             domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-            if "." in self.bucket or self.bucket.lower() != self.bucket:
-                self._host = f"s3.{region}.{domain}"
-                self._path = f"/{self.bucket}"
+            if not _HOST_LABEL.fullmatch(self.bucket):  # botocore's test: path-style then
+                host, path = f"s3.{region}.{domain}", f"/{self.bucket}"
             else:
-                self._host = f"{self.bucket}.s3.{region}.{domain}"
-                self._path = ""
-            self._origin = f"https://{self._host}"
-        self._https = self._origin.startswith("https:")
+                host, path = f"{self.bucket}.s3.{region}.{domain}", ""
+            origin = f"https://{host}"
+        self._where = _Where(region, origin, host, path)
+        self._https = origin.startswith("https:")
 
     def _pool(self) -> Any:
         """This process's connections: a forked child that inherited the client opens its own
@@ -220,7 +264,7 @@ class Client:
         return self.request("PUT", key, headers=headers, body=body).headers.get("etag", "")
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
-        self.request("DELETE", key, headers={"if-match": if_match} if if_match else {})
+        self.request("DELETE", key, headers={} if if_match is None else {"if-match": if_match})
 
     def list(
         self, prefix: str, *, delimiter: str = "", start_after: str = "", page: int = 0
@@ -229,6 +273,7 @@ class Client:
         ETag; with a delimiter, the common prefixes too."""
         objects: dict[str, str] = {}
         prefixes: list[str] = []
+        tokens: set[str] = set()
         # encoding-type=url: a key may hold characters that XML 1.0 cannot carry. The keys
         # come back form-encoded (a space as '+', a '+' as %2B), as botocore decodes them.
         query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
@@ -245,13 +290,28 @@ class Client:
             except ET.ParseError as exc:
                 detail = f"a listing that is not S3's XML: {exc}"
                 raise S3Error(200, "InvalidResponse", detail) from None
+            if _local(root.tag) == "Error":  # a 200 carrying an error is one all the same
+                raise S3Error(200, _text(root, "Code") or "InvalidResponse", _text(root, "Message"))
+            if _local(root.tag) != "ListBucketResult":
+                detail = f"a listing that is not S3's: <{_local(root.tag)}>"
+                raise S3Error(200, "InvalidResponse", detail)
+            # A store may ignore encoding-type: keys are decoded only when it says it encoded
+            # them (as botocore does), else a key's '+' would read as a space.
+            decode = unquote_plus if _text(root, "EncodingType") == "url" else str
             for item in _children(root, "Contents"):
-                objects[unquote_plus(_text(item, "Key"))] = _text(item, "ETag")
+                objects[decode(_text(item, "Key"))] = _text(item, "ETag")
             found = _children(root, "CommonPrefixes")
-            prefixes.extend(unquote_plus(_text(p, "Prefix")) for p in found)
+            prefixes.extend(decode(_text(p, "Prefix")) for p in found)
             token = _text(root, "NextContinuationToken")
-            if _text(root, "IsTruncated") != "true" or not token:
+            if _text(root, "IsTruncated") != "true":
                 return Listing(objects, prefixes)
+            if not token:  # more to list, and no way to ask for it: not a whole listing
+                detail = "a listing cut short without a continuation token (ListObjectsV2?)"
+                raise S3Error(200, "InvalidResponse", detail)
+            if token in tokens:  # as botocore's paginator: else the same page, forever
+                detail = f"the same continuation token twice: {token[:80]!r}"
+                raise S3Error(200, "InvalidResponse", detail)
+            tokens.add(token)
             query = {**query, "continuation-token": token}
             query.pop("start-after", None)
 
@@ -281,28 +341,41 @@ class Client:
         corrected = False  # the region or the clock, once: then the answer stands
         attempt = 0
         while True:
+            where = self._where  # one snapshot: another thread may correct the region
             path = quote(
-                self._path + ("/" + key if key is not None else "/"), safe="/" + _UNRESERVED
+                where.path + ("/" + key if key is not None else "/"), safe="/" + _UNRESERVED
             )
-            url = self._origin + path + ("?" + canonical_query if canonical_query else "")
-            sent = self._sign(method, path, canonical_query, dict(headers or {}), payload)
+            target = path + ("?" + canonical_query if canonical_query else "")
+            sent = self._sign(where, method, path, canonical_query, dict(headers or {}), payload)
             if body:
                 sent["content-length"] = str(len(body))
             attempt += 1
             try:
-                raw = self._pool().urlopen(
-                    method,
-                    url,
-                    body=body or None,
-                    headers=sent,
-                    redirect=False,
-                    retries=False,
-                    preload_content=True,
-                    assert_same_host=False,
+                # The target goes to a pool of the origin as it is: a PoolManager given the
+                # whole URL resolves its dot segments ('a/../b' would be 'b', not the key
+                # signed). A forwarding proxy is asked with the whole URL (urllib3 still
+                # resolves those there, as it does for botocore).
+                forwarded = self._proxy is not None and not self._https
+                raw = (
+                    self._pool()
+                    .connection_from_url(where.origin)
+                    .urlopen(
+                        method,
+                        where.origin + target if forwarded else target,
+                        body=body or None,
+                        headers=sent,
+                        redirect=False,
+                        retries=False,
+                        preload_content=True,
+                        # the stored bytes, as botocore reads them: a Content-Encoding the
+                        # object was stored with is not undone on the way
+                        decode_content=False,
+                        assert_same_host=False,
+                    )
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if attempt >= ATTEMPTS:
-                    raise S3Unreachable(_why(exc)) from exc
+                    raise S3Unreachable(_why(exc, self._proxy)) from exc
                 _backoff(attempt - 1)
                 continue
             response = Response(
@@ -311,7 +384,7 @@ class Client:
             if response.status < 300 or (response.status == 304 and method == "GET"):
                 return response
             error = _error(response, method)
-            if not corrected and self._corrected(response, error):
+            if not corrected and self._corrected(response, error, where.region):
                 corrected = True
                 continue
             if attempt < ATTEMPTS and (
@@ -321,13 +394,16 @@ class Client:
                 continue
             raise error
 
-    def _corrected(self, response: Response, error: S3Error) -> bool:
+    def _corrected(self, response: Response, error: S3Error, signed_for: str) -> bool:
         """Put right what the store says this client got wrong, as botocore does: the bucket's
         region (named in `x-amz-bucket-region` when a request was signed for another), or the
-        clock (RequestTimeTooSkewed: the store's Date says by how much). Whether to ask again."""
+        clock (RequestTimeTooSkewed: the store's Date says by how much). Whether to ask again.
+        `signed_for`: the region the refused request was signed for (requests of other
+        threads, in flight when the first refusal moved the client, are asked again too)."""
         region = response.headers.get("x-amz-bucket-region")
-        if region and region != self.region and response.status in (301, 307, 400, 403):
-            self._address(region)
+        if region and region != signed_for and response.status in (301, 307, 400, 403):
+            if region != self.region:
+                self._address(region)
             return True
         date = response.headers.get("date")
         if error.code == "RequestTimeTooSkewed" and date:
@@ -342,7 +418,13 @@ class Client:
         return False
 
     def _sign(
-        self, method: str, path: str, query: str, headers: dict[str, str], payload: str
+        self,
+        where: _Where,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        payload: str,
     ) -> dict[str, str]:
         """`headers` with SigV4's date, payload hash, token and Authorization added. Every
         header sent is signed, except content-length (signing it gains nothing)."""
@@ -350,7 +432,7 @@ class Client:
         now = datetime.datetime.now(datetime.UTC) + self._skew
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         day = stamp[:8]
-        headers["host"] = self._host
+        headers["host"] = where.host
         headers["x-amz-date"] = stamp
         headers["x-amz-content-sha256"] = payload
         if token:
@@ -367,24 +449,25 @@ class Client:
                 payload,
             ]
         )
-        scope = f"{day}/{self.region}/s3/aws4_request"
+        scope = f"{day}/{where.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{_sha256(canonical.encode())}"
-        signature = hmac.new(self._signing_key(day, secret), to_sign.encode(), "sha256")
+        key = self._signing_key(day, where.region, secret)
+        signature = hmac.new(key, to_sign.encode(), "sha256")
         headers["authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={signed}, "
             f"Signature={signature.hexdigest()}"
         )
-        del headers["host"]  # urllib3 sends it from the URL
+        # Sent as signed (urllib3 would send its own spelling of the URL's host otherwise).
         return headers
 
-    def _signing_key(self, day: str, secret: str) -> bytes:
+    def _signing_key(self, day: str, region: str, secret: str) -> bytes:
         cached = self._keys
-        if cached is not None and cached[:3] == (day, self.region, secret):
+        if cached is not None and cached[:3] == (day, region, secret):
             return cached[3]
         key = hmac.new(f"AWS4{secret}".encode(), day.encode(), "sha256").digest()
-        for part in (self.region, "s3", "aws4_request"):
+        for part in (region, "s3", "aws4_request"):
             key = hmac.new(key, part.encode(), "sha256").digest()
-        self._keys = (day, self.region, secret, key)
+        self._keys = (day, region, secret, key)
         return key
 
 
@@ -396,8 +479,13 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(2.0, 0.1 * 2**attempt)))  # noqa: S311 (jitter, not a secret)
 
 
-def _why(exc: BaseException) -> str:
-    """The root of a connection failure, in a few words."""
+def _why(exc: BaseException, proxy: str | None = None) -> str:
+    """The root of a connection failure, in a few words (naming the proxy when it is the
+    proxy that could not be reached)."""
+    import urllib3
+
+    if isinstance(exc, urllib3.exceptions.ProxyError):
+        return f"the proxy {proxy}: {_why(exc.original_error)}"
     reason = getattr(exc, "reason", None) or exc
     text = str(reason)
     return text.split(": ", 1)[-1] if "Failed to establish" in text else text
@@ -409,14 +497,18 @@ _WORDS = {304: "NotModified", 403: "Forbidden", 404: "NotFound", 412: "Precondit
 def _error(response: Response, method: str) -> S3Error:
     """The S3Error an error response describes (its XML body's Code and Message)."""
     code, message = _WORDS.get(response.status, str(response.status)), ""
+    xml = False
     if response.body and method != "HEAD":
         try:
             root = _xml(response.body)
         except ET.ParseError:
             message = response.body[:200].decode("utf-8", "replace")
         else:
-            code = _text(root, "Code") or code
-            message = _text(root, "Message")
+            code, message, xml = _text(root, "Code") or code, _text(root, "Message"), True
+    location = response.headers.get("location")
+    if location and 300 <= response.status < 400 and not (xml and message):
+        # not followed (the signature is for here): where it points says what to fix
+        message = f"redirected to {location}"
     return S3Error(response.status, code, message)
 
 
@@ -447,9 +539,27 @@ def _proxy_for(url: str) -> str | None:
     """The HTTP(S)_PROXY that applies to `url`, honouring NO_PROXY, as botocore would."""
     import urllib.request
 
-    host = urlparse(url).hostname or ""
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(urlparse(url).scheme)
-    if not proxy or urllib.request.proxy_bypass(host):
+    parts = urlparse(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    # host:port, as botocore asks: NO_PROXY entries match it with or without their port
+    if not proxy or urllib.request.proxy_bypass(parts.netloc):
         return None
+    # `host:port` is an http:// proxy (as botocore and curl read it; urllib3 refuses it)
+    if "://" not in proxy:
+        proxy = "http:" + proxy if proxy.startswith("//") else "http://" + proxy
     return proxy
+
+
+def _host(scheme: str, netloc: str) -> str:
+    """The Host header of an endpoint, as HTTP sends it and botocore signs it: lower-cased,
+    without a user, without its scheme's default port."""
+    parts = urlparse(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:  # not a port: urllib3 says so when the request is sent
+        return netloc.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    default = {"http": 80, "https": 443}.get(scheme)
+    return host if port is None or port == default else f"{host}:{port}"

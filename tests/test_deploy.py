@@ -605,10 +605,11 @@ def test_a_rollback_stopped_at_each_of_its_writes_converges(registry_uri: str, k
 
 def _lose_first_response(monkeypatch: pytest.MonkeyPatch, suffix: str) -> list[str]:
     """The first PUT to a key ending in `suffix` reaches the server, but its response is lost
-    (a read timeout): the S3 client retries it. Returns the lost requests' URLs."""
+    (a read timeout): the S3 client retries it. Returns the lost requests' URLs (the request
+    targets its connection pool was given)."""
     import urllib3
 
-    real, lost = urllib3.PoolManager.urlopen, []
+    real, lost = urllib3.HTTPConnectionPool.urlopen, []
 
     def urlopen(self, method, url, *args, **kwargs):
         response = real(self, method, url, *args, **kwargs)
@@ -617,7 +618,7 @@ def _lose_first_response(monkeypatch: pytest.MonkeyPatch, suffix: str) -> list[s
             raise urllib3.exceptions.ReadTimeoutError(None, url, "read timed out")
         return response
 
-    monkeypatch.setattr(urllib3.PoolManager, "urlopen", urlopen)
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
     return lost
 
 

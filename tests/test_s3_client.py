@@ -1,13 +1,15 @@
 """mlops_ci/s3.py, the registry's own S3 client: its signatures against botocore's signer, its
-requests against SeaweedFS (which checks every signature) and moto, and its retries, errors,
-addressing and proxies against a scripted HTTP server."""
+requests against SeaweedFS (which checks every signature) and moto, answers lost after a
+write landed through a relay in front of both (`Lossy`), and its retries, errors, addressing,
+proxies (also a CONNECT tunnel) and TLS verification against a scripted HTTP(S) server."""
 
 from __future__ import annotations
 
 import datetime
 import http.server
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,11 +57,16 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, 
     sent: list[tuple[str, str, dict[str, str], bytes]] = []
 
     def urlopen(self, method, url, body=None, headers=None, **kwargs):
+        if url.startswith("/"):  # a connection pool's request target: the URL on the wire
+            default = {"http": 80, "https": 443}[self.scheme]
+            port = "" if self.port in (None, default) else f":{self.port}"
+            url = f"{self.scheme}://{self.host}{port}{url}"
         sent.append((method, url, dict(headers or {}), body or b""))
         raise _Captured
 
     monkeypatch.setattr(urllib3.PoolManager, "urlopen", urlopen)
     monkeypatch.setattr(urllib3.ProxyManager, "urlopen", urlopen)
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", urlopen)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sEcReT/+=")
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
@@ -80,6 +87,10 @@ REQUESTS = {
     "head": lambda c: c.head("iris/config.pbtxt"),
     "odd key": lambda c: c.put("a b/ü+%&=;,$@!'()*.txt~", b""),
     "list": lambda c: c.list("reg/my models/", delimiter="/", start_after="reg/my models/a+b"),
+    "next page": lambda c: c.request(
+        "GET", None, query={"list-type": "2", "continuation-token": "1/a+b==", "prefix": "ü/"}
+    ),
+    "spaced value": lambda c: c.put("k", b"x", if_match='  "a   b"  '),
 }
 
 
@@ -100,7 +111,10 @@ def test_each_request_is_signed_exactly_as_botocore_signs_it(
     assert headers["authorization"] == _botocore_authorization(
         method, url, headers, body, token, monkeypatch
     )
-    assert (headers.get("x-amz-security-token") == token) and "host" not in headers
+    from botocore.auth import _host_from_url
+
+    # the host signed is sent as signed: the host of the URL on the wire, as botocore reads it
+    assert headers.get("x-amz-security-token") == token and headers["host"] == _host_from_url(url)
     signed_payload = headers["x-amz-content-sha256"]
     assert (signed_payload == "UNSIGNED-PAYLOAD") == (endpoint is None or "https" in endpoint)
 
@@ -119,6 +133,11 @@ def test_a_changed_signature_would_be_caught(captured, monkeypatch: pytest.Monke
     [
         ("models", "eu-west-1", None, "https://models.s3.eu-west-1.amazonaws.com/k"),
         ("my.models", "eu-west-1", None, "https://s3.eu-west-1.amazonaws.com/my.models/k"),
+        # no host name's label either, as botocore tells them (a legacy us-east-1 name)
+        ("legacy_models", REGION, None, "https://s3.us-east-1.amazonaws.com/legacy_models/k"),
+        ("-models", REGION, None, "https://s3.us-east-1.amazonaws.com/-models/k"),
+        ("m" * 64, REGION, None, f"https://s3.us-east-1.amazonaws.com/{'m' * 64}/k"),
+        ("xn--models", REGION, None, "https://xn--models.s3.us-east-1.amazonaws.com/k"),
         ("models", "cn-north-1", None, "https://models.s3.cn-north-1.amazonaws.com.cn/k"),
         ("models", REGION, "http://127.0.0.1:9000", "http://127.0.0.1:9000/models/k"),
         ("models", REGION, "https://minio.lan/s3/", "https://minio.lan/s3/models/k"),
@@ -239,12 +258,14 @@ def test_no_credentials_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
 class Scripted:
     """An HTTP server that answers each request with the next of `replies` (status, body and
     optionally headers), the last one over and over, and records what it was asked (`seen`)
-    and the headers it was asked with (`headers`)."""
+    and the headers it was asked with (`headers`). `answer`, when set, replies instead: given
+    a request's headers, its reply."""
 
     def __init__(self) -> None:
         self.replies: list[tuple[int, bytes] | tuple[int, bytes, dict[str, str]]] = [(200, b"")]
         self.seen: list[tuple[str, str]] = []
         self.headers: list[dict[str, str]] = []
+        self.answer: Callable[[dict[str, str]], tuple[int, bytes, dict[str, str]]] | None = None
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -255,8 +276,13 @@ class Scripted:
                 length = int(self.headers.get("content-length") or 0)
                 self.rfile.read(length)
                 owner.seen.append((self.command, self.path))
-                owner.headers.append({k.lower(): v for k, v in self.headers.items()})
-                reply = owner.replies[min(len(owner.seen), len(owner.replies)) - 1]
+                asked = {k.lower(): v for k, v in self.headers.items()}
+                owner.headers.append(asked)
+                reply = (
+                    owner.answer(asked)
+                    if owner.answer
+                    else owner.replies[min(len(owner.seen), len(owner.replies)) - 1]
+                )
                 status, body = reply[0], reply[1]
                 self.send_response(status)
                 for name, value in (reply[2] if len(reply) > 2 else {}).items():  # type: ignore[misc]
@@ -274,7 +300,7 @@ class Scripted:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
 
 @pytest.fixture
@@ -424,3 +450,600 @@ def test_a_forked_child_opens_its_own_connections(scripted: Scripted) -> None:
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
     assert client._pool() is parent
+
+
+# --- review: what botocore did and a hand-made client must do too --------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://S3.Example.com:443/base", "http://LocalHost:80", "http://user:pw@127.0.0.1:9000"],
+)
+def test_the_host_signed_is_the_host_sent(captured, monkeypatch, endpoint: str) -> None:
+    """HTTP sends a host lower-cased, without its scheme's default port and without a user:
+    the signature must be over that host, as botocore's is (else every request is refused)."""
+    _send(s3.Client("my-bucket", REGION, endpoint), REQUESTS["get"])
+    method, url, headers, body = captured[0]
+    assert headers["authorization"] == _botocore_authorization(
+        method, url, headers, body, None, monkeypatch
+    )
+
+
+def test_an_upper_case_endpoint_is_let_in_by_seaweedfs(
+    seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, against a store that checks signatures: LOCALHOST is sent as localhost."""
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    upper = seaweedfs.endpoint.replace("127.0.0.1", "LOCALHOST")
+    client = s3.Client(seaweedfs.new_bucket(), REGION, upper)
+    client.put("k", b"x")
+    assert client.get("k").body == b"x"
+
+
+def test_a_key_with_dot_segments_is_that_key(s3_server: S3Server) -> None:
+    """A key is a name, not a path: 'a/../b' is an object of its own, not 'b' (urllib3's
+    PoolManager resolves dot segments in a URL; the request signed for the key then either is
+    refused for its signature, or, on a store that checks none, writes another object).
+    SeaweedFS, a file system underneath, refuses such a key itself: for what it is."""
+    client = _client(s3_server)
+    client.put("b", b"the other object")
+    for key in ("a/../b", "c/./d"):
+        if s3_server.name == "seaweedfs":
+            with pytest.raises(s3.S3Error) as refused:
+                client.put(key, key.encode())
+            assert (refused.value.status, refused.value.code) == (400, "InvalidRequest")
+            continue
+        client.put(key, key.encode())
+        assert client.get(key).body == key.encode()
+    assert client.get("b").body == b"the other object"
+    if s3_server.name != "seaweedfs":
+        assert sorted(client.list("").objects) == ["a/../b", "b", "c/./d"]
+
+
+def test_stored_bytes_are_read_as_stored(seaweedfs: S3Server, monkeypatch) -> None:
+    """An object stored with a Content-Encoding is read as its bytes, as botocore reads it:
+    never decompressed on the way (a digest over the stored bytes would then fail, and the
+    last bytes of a gzip stream cannot be decompressed at all)."""
+    import gzip
+
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    client = _client(seaweedfs)
+    stored = gzip.compress(b"a line\n" * 100)
+    client.request("PUT", "log.gz", headers={"content-encoding": "gzip"}, body=stored)
+    assert client.get("log.gz").body == stored
+    assert client.get("log.gz", last_bytes=8).body == stored[-8:]
+
+
+def test_a_proxy_named_without_a_scheme_is_used(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY=host:port (as curl and botocore take it) is an http:// proxy, not a failure
+    of every request."""
+    monkeypatch.setenv("HTTP_PROXY", scripted.endpoint.removeprefix("http://"))
+    assert s3.Client("bucket", REGION, "http://store.internal:9000").get("k").body == b""
+    assert scripted.seen == [("GET", "http://store.internal:9000/bucket/k")]
+
+
+def _listing(keys: list[str], *, encoded: bool = True, truncated: str = "") -> bytes:
+    contents = "".join(
+        f"<Contents><Key>{k}</Key><ETag>&quot;e&quot;</ETag></Contents>" for k in keys
+    )
+    more = (
+        f"<IsTruncated>true</IsTruncated><NextContinuationToken>{truncated}</NextContinuationToken>"
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"{contents}{'<EncodingType>url</EncodingType>' if encoded else ''}"
+        f"{more if truncated else '<IsTruncated>false</IsTruncated>'}</ListBucketResult>"
+    ).encode()
+
+
+def test_keys_are_decoded_only_when_the_store_encoded_them(scripted: Scripted) -> None:
+    """encoding-type=url is a request a store may ignore: keys come back url-encoded only when
+    the answer says <EncodingType>url</EncodingType> (botocore decodes only then). Decoding a
+    key the store sent as it is turns 'a+b' into 'a b', another object."""
+    client = s3.Client("b", REGION, scripted.endpoint)
+    scripted.replies = [(200, _listing(["d/a%2Bb", "d/a+c", "d/50%25"]))]
+    assert sorted(client.list("d/").objects) == ["d/50%", "d/a c", "d/a+b"]
+    scripted.replies = [(200, _listing(["d/a+b", "d/50%"], encoded=False))]
+    assert sorted(client.list("d/").objects) == ["d/50%", "d/a+b"]
+
+
+def _within(seconds: float, call):
+    """call(), which must end (return or raise) within `seconds`: its outcome."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still running after {seconds} s"
+    return outcome[0]
+
+
+def test_a_listing_whose_token_repeats_ends(scripted: Scripted) -> None:
+    """A store (or a proxy) that answers every page with the same continuation token would
+    be asked forever; botocore's paginator refuses a token it was given before."""
+    scripted.replies = [(200, _listing(["a"], truncated="same"))]
+    outcome = _within(10, lambda: s3.Client("b", REGION, scripted.endpoint).list(""))
+    assert isinstance(outcome, s3.S3Error) and "same continuation token" in str(outcome)
+    assert len(scripted.seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (_error("AccessDenied"), "AccessDenied"),  # a 200 carrying S3's error
+        (b"<html><body>Sign in to the portal</body></html>", "InvalidResponse"),  # not S3
+    ],
+)
+def test_a_listing_answer_that_is_not_a_listing_is_an_error(
+    scripted: Scripted, body: bytes, code: str
+) -> None:
+    """A 200 whose XML is not a ListBucketResult is not an empty bucket: read as one, a
+    registry would look empty (no versions, no audit log)."""
+    scripted.replies = [(200, body)]
+    with pytest.raises(s3.S3Error) as refused:
+        s3.Client("b", REGION, scripted.endpoint).list("")
+    assert refused.value.code == code
+
+
+def test_requests_in_flight_when_the_region_is_corrected_are_corrected_too(
+    scripted: Scripted,
+) -> None:
+    """Many threads, one client (registry.together): every first request is signed for the
+    wrong region and refused naming the right one. The first refusal read moves the client;
+    each other refusal must still send its request again (its region is the client's now),
+    not fail."""
+    threads = 8
+    arrived = threading.Barrier(threads, timeout=5)
+    wrong = _error("AuthorizationHeaderMalformed")
+
+    def answer(headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        if "/eu-west-1/" in headers["authorization"]:
+            return 200, b"ok", {}
+        arrived.wait()  # every first request is in flight before any is refused
+        return 400, wrong, {"x-amz-bucket-region": "eu-west-1"}
+
+    scripted.answer = answer
+    client = s3.Client("b", REGION, scripted.endpoint)
+    results: list[object] = []
+
+    def get() -> None:
+        try:
+            results.append(client.get("k").body)
+        except s3.S3Error as exc:
+            results.append(exc)
+
+    workers = [threading.Thread(target=get) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    assert results == [b"ok"] * threads
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no system trusts, and its key."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlops-ci test store")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "store.pem", directory / "store.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_tls_is_verified_against_the_bundle_named(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A store over TLS whose certificate no system trusts is refused (no request goes out to
+    a server that may not be the store), unless AWS_CA_BUNDLE, or REQUESTS_CA_BUNDLE as
+    botocore also reads it, names a bundle that trusts it. An empty variable is no bundle."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    scripted.server.socket = context.wrap_socket(scripted.server.socket, server_side=True)
+    endpoint = scripted.endpoint.replace("http:", "https:")
+    scripted.replies = [(200, b"trusted")]
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CA_BUNDLE", "")
+    with pytest.raises(s3.S3Unreachable, match="CERTIFICATE_VERIFY_FAILED"):
+        s3.Client("b", REGION, endpoint).get("k")
+    assert scripted.seen == []
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    assert s3.Client("b", REGION, endpoint).get("k").body == b"trusted"
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    assert s3.Client("b", REGION, endpoint).get("k").body == b"trusted"
+
+
+def test_a_redirecting_endpoint_says_where_to(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint that redirects (http:// to a store only on https://, a load balancer's
+    moved address) is not followed, whose signature would not hold there: the message says
+    where it points, not just "301"."""
+    moved = b"<html><body><h1>301 Moved Permanently</h1></body></html>"  # as a web server says
+    scripted.replies = [(301, moved, {"Location": "https://store.example:9000/bucket/r/k"})]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", scripted.endpoint)
+    with pytest.raises(RegistryError) as refused:
+        open_registry("s3://bucket/r").read_bytes("k")
+    assert str(refused.value) == (
+        "s3://bucket/r: cannot read k: 301: redirected to https://store.example:9000/bucket/r/k"
+    )
+    assert len(scripted.seen) == 1
+
+
+def test_empty_profile_and_file_variables_count_as_unset(
+    seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A workflow's `AWS_PROFILE: ${{ vars.AWS_PROFILE }}` is "" when the variable is not
+    defined: "" is no profile (botocore would look for a profile named "" and fail), and an
+    empty AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE is the usual file under ~/.aws."""
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    uri = seaweedfs.fresh_uri()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = {seaweedfs.access_key}\n"
+        f"aws_secret_access_key = {seaweedfs.secret_key}\n"
+    )
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+    ):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "")
+    reg = open_registry(uri)
+    reg.write_bytes("k", b"from ~/.aws/credentials")
+    assert reg.read_bytes("k") == b"from ~/.aws/credentials"
+
+
+def test_no_proxy_may_name_the_store_with_its_port(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NO_PROXY=host:port names the store as botocore matches it (against host and port as
+    well as the host alone): its requests go straight to it, not to the proxy."""
+    store = Scripted()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", scripted.endpoint)
+        monkeypatch.setenv("NO_PROXY", f"example.org,{store.endpoint.removeprefix('http://')}")
+        s3.Client("bucket", REGION, store.endpoint).get("k")
+        assert (scripted.seen, store.seen) == ([], [("GET", "/bucket/k")])
+    finally:
+        store.server.shutdown()
+        store.server.server_close()
+
+
+class Lossy:
+    """A relay in front of a real store that, for the requests `drop` picks, sends the
+    request on, lets the store act on it, and then hangs up instead of answering: a response
+    lost on the way, after the write landed. Signatures hold: the store sees the Host the
+    client signed."""
+
+    def __init__(self, upstream: str, drop: Callable[[str, str, dict[str, str]], bool]) -> None:
+        import http.client
+
+        self.dropped: list[tuple[str, str]] = []
+        owner = self
+        target = urlparse_netloc(upstream)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                asked = {k.lower(): v for k, v in self.headers.items()}
+                conn = http.client.HTTPConnection(*target, timeout=10)
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for name, value in self.headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders(body or None)
+                answer = conn.getresponse()
+                data = answer.read()
+                conn.close()
+                if drop(self.command, self.path, asked):
+                    owner.dropped.append((self.command, self.path))
+                    self.close_connection = True  # the store acted; its answer is lost
+                    return
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_DELETE = do_HEAD = _relay
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def urlparse_netloc(url: str) -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    return parts.hostname or "", parts.port or 80
+
+
+def _first(predicate: Callable[[str, dict[str, str]], bool]) -> Callable[..., bool]:
+    """A `drop` that picks, of each key, the first request `predicate` picks."""
+    done: set[str] = set()
+    lock = threading.Lock()
+
+    def drop(method: str, path: str, headers: dict[str, str]) -> bool:
+        with lock:
+            if path in done or not predicate(method, headers):
+                return False
+            done.add(path)
+            return True
+
+    return drop
+
+
+@pytest.mark.parametrize(
+    "lost",
+    ["create", "swap", "conditional delete"],
+)
+def test_a_conditional_write_whose_answer_is_lost_is_done_once(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    """The registry's writes are conditional, and a lost answer makes the client's retry
+    meet its own write's condition (412, or 404 for a delete): a version folder, a log's
+    append, the lock's take and release still happen exactly once, on a real store."""
+    picks = {
+        "create": lambda m, h: m == "PUT" and h.get("if-none-match") == "*",
+        "swap": lambda m, h: m == "PUT" and "if-match" in h,
+        "conditional delete": lambda m, h: m == "DELETE" and "if-match" in h,
+    }
+    monkeypatch.setattr(s3, "_backoff", lambda attempt: None)
+    uri = s3_server.fresh_uri()
+    lossy = Lossy(s3_server.endpoint, _first(picks[lost]))
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", lossy.endpoint)
+        store = open_registry(uri).store
+        store.append(".mlops/log.jsonl", b'{"n": 1}\n')
+        store.append(".mlops/log.jsonl", b'{"n": 2}\n')
+        store.put_folder("m/1", {"release.json": b"{}", "model.onnx": b"onnx"})
+        with store.lock(5):
+            pass
+        with store.lock(5):  # released: taken again at once
+            pass
+        lost_keys = sorted(path.split("/", 3)[-1] for _, path in lossy.dropped)
+        assert (
+            lost_keys
+            == {
+                "create": [".mlops/lock", ".mlops/log.jsonl", "m/1/model.onnx", "m/1/release.json"],
+                "swap": [".mlops/log.jsonl"],
+                "conditional delete": [".mlops/lock"],
+            }[lost]
+        )
+        assert store.read_log(".mlops/log.jsonl") == b'{"n": 1}\n{"n": 2}\n'
+        assert store.get("m/1/model.onnx") is not None
+        assert store.get(".mlops/lock") is None
+    finally:
+        lossy.close()
+
+
+def test_a_missing_bucket_is_an_error_not_an_empty_registry(s3_server: S3Server) -> None:
+    """404 NoSuchBucket is not 404 NoSuchKey: a mistyped bucket must not read as a registry
+    with nothing in it (reads None, lists nothing), but say what is wrong."""
+    reg = open_registry(f"s3://{s3_server.new_bucket()}-missing/r")
+    for read in (lambda: reg.read_bytes("k"), lambda: reg.list_keys(""), reg.models):
+        with pytest.raises(RegistryError, match="NoSuchBucket"):
+            read()
+
+
+def test_credentials_that_expire_are_refreshed(
+    seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """botocore's refreshable credentials (here a credential_process whose credentials
+    expire within botocore's refresh window) are asked again for each request: a rotated
+    secret is used at once, by the same registry, never the one resolved first."""
+    import json
+    import sys
+
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    uri = seaweedfs.fresh_uri()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    current = tmp_path / "current.json"
+    process = tmp_path / "process.py"
+    process.write_text(
+        "import datetime, json, sys\n"
+        f"key, secret = json.load(open({str(current)!r}))\n"
+        "soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)\n"
+        "print(json.dumps({'Version': 1, 'AccessKeyId': key, 'SecretAccessKey': secret,\n"
+        "                  'Expiration': soon.strftime('%Y-%m-%dT%H:%M:%SZ')}))\n"
+    )
+    config = tmp_path / "config"
+    config.write_text(f"[default]\ncredential_process = {sys.executable} {process}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    reg = open_registry(uri)
+    current.write_text(json.dumps([seaweedfs.access_key, seaweedfs.secret_key]))
+    reg.write_bytes("k", b"1")
+    current.write_text(json.dumps([seaweedfs.access_key, "rotated away"]))
+    with pytest.raises(RegistryError, match="SignatureDoesNotMatch"):
+        reg.read_bytes("k")
+    current.write_text(json.dumps([seaweedfs.access_key, seaweedfs.secret_key]))
+    assert reg.read_bytes("k") == b"1"
+
+
+def test_a_dead_proxy_is_named_as_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the proxy is what is down, the message says so (not the store's connection
+    refused, which sends a user to look at the wrong machine); a proxy URL with a scheme
+    other than http(s) is named as such, not read as a host called 'ftp'."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    monkeypatch.setattr(s3, "_backoff", lambda attempt: None)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxy = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    with pytest.raises(s3.S3Unreachable) as refused:
+        s3.Client("b", REGION, "http://store.internal:9000").get("k")
+    assert str(refused.value) == (
+        f"the proxy {proxy}: Failed to establish a new connection: [Errno 111] Connection refused"
+    )
+    monkeypatch.setenv("HTTP_PROXY", "ftp://127.0.0.1:21")
+    with pytest.raises(s3.S3Unreachable, match="unsupported scheme ftp"):
+        s3.Client("b", REGION, "http://store.internal:9000").get("k")
+
+
+@pytest.mark.parametrize("endpoint", ["http://[::1", "http://127.0.0.1:99999", "127.0.0.1:9000"])
+def test_a_malformed_endpoint_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    """A typo in AWS_ENDPOINT_URL is a usage error naming the variable, not an internal error
+    (Python's URL parser raises on an unclosed IPv6 bracket or a port out of range)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    with pytest.raises(RegistryError, match=r"AWS_ENDPOINT_URL .* is not an http"):
+        open_registry("s3://bucket/r")
+
+
+def test_keys_with_sub_delimiters_round_trip(s3_server: S3Server) -> None:
+    """RFC 3986's sub-delimiters and other characters S3 signs percent-encoded ('~' alone
+    stays as it is), and a key of many segments, against stores that check (SeaweedFS) or
+    store (moto) exactly what was signed."""
+    client = _client(s3_server)
+    keys = ["k/~tilde", "k/!*'()", "k/;:@$,", "k/[brackets]{braces}^`|", "k/a/b/c/d/e/f.txt"]
+    for key in keys:
+        client.put(key, key.encode(), if_none_match=True)
+    assert sorted(client.list("k/").objects) == sorted(keys)
+    assert [client.get(key).body for key in keys] == [key.encode() for key in keys]
+
+
+class Tunnel:
+    """An HTTPS proxy as corporate networks run them: CONNECT host:port, then bytes both
+    ways. `asked`: the CONNECT lines it was sent."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(1)
+            line = head.split(b"\r\n")[0].decode()
+            self.asked.append(line)
+            host, port = line.split()[1].rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+
+def test_tls_through_a_tunnelling_proxy(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """HTTPS_PROXY for a store on https://: the proxy is asked to CONNECT, the store's
+    certificate is still verified end to end, and the request inside is the store's."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    scripted.server.socket = context.wrap_socket(scripted.server.socket, server_side=True)
+    endpoint = scripted.endpoint.replace("http:", "https:")
+    scripted.replies = [(200, b"tunnelled")]
+    tunnel = Tunnel()
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", tunnel.address)
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+        assert s3.Client("b", REGION, endpoint).get("k").body == b"tunnelled"
+        netloc = endpoint.removeprefix("https://")
+        assert tunnel.asked[0].startswith(f"CONNECT {netloc} ")
+        assert scripted.seen == [("GET", "/b/k")] and scripted.headers[0]["host"] == netloc
+        monkeypatch.delenv("AWS_CA_BUNDLE")  # the tunnel changes nothing about trust
+        with pytest.raises(s3.S3Unreachable, match="CERTIFICATE_VERIFY_FAILED"):
+            s3.Client("b", REGION, endpoint).get("k")
+    finally:
+        tunnel.listener.close()
+
+
+def test_a_listing_cut_short_without_a_token_is_an_error(scripted: Scripted) -> None:
+    """IsTruncated with no NextContinuationToken (a store that ignores list-type=2, say) is
+    a listing that cannot be finished: an error, not the first page taken for the whole
+    (a registry would miss versions, and number the next one as if they were not there)."""
+    first_page = _listing(["a"]).replace(
+        b"<IsTruncated>false</IsTruncated>",
+        b"<IsTruncated>true</IsTruncated><NextMarker>a</NextMarker>",
+    )
+    scripted.replies = [(200, first_page)]
+    with pytest.raises(s3.S3Error, match="cut short"):
+        s3.Client("b", REGION, scripted.endpoint).list("")
