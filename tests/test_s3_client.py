@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from s3servers import REGION, S3Server, free_port
@@ -255,6 +256,14 @@ def test_no_credentials_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
 # --- retries, errors, proxies: a scripted server ---------------------------------------------
 
 
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> tuple[Any, str]:
+    """A threaded HTTP server on a free port of 127.0.0.1, serving (polled every 0.05 s, so
+    it stops quickly): the server and its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class Scripted:
     """An HTTP server that answers each request with the next of `replies` (status, body and
     optionally headers), the last one over and over, and records what it was asked (`seen`)
@@ -298,9 +307,7 @@ class Scripted:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server, self.endpoint = _serving(Handler)
 
 
 @pytest.fixture
@@ -804,9 +811,7 @@ class Lossy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server, self.endpoint = _serving(Handler)
 
     def close(self) -> None:
         self.server.shutdown()
