@@ -362,7 +362,7 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint, region = s3.configured()
         if endpoint:
             try:
                 parts = urlparse(endpoint)
@@ -371,10 +371,9 @@ class S3Store:
                 ok = False
             if not ok:
                 raise RegistryError(
-                    f"AWS_ENDPOINT_URL {endpoint!r} is not an http(s) URL such as "
-                    "http://127.0.0.1:8333"
+                    f"the S3 endpoint {endpoint!r} (AWS_ENDPOINT_URL, or endpoint_url in the AWS "
+                    "config file) is not an http(s) URL such as http://127.0.0.1:8333"
                 )
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.endpoint = endpoint
         self.region = region
         # gather + get_many run up to ~20 requests at once: 32 connections keep them all open

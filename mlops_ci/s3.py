@@ -162,6 +162,56 @@ def _botocore_credentials() -> Any:
         return found
 
 
+def configured() -> tuple[str | None, str]:
+    """The endpoint (None: AWS itself) and the region, as botocore resolves them for S3:
+    AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL, then the shared config file's (the profile's
+    `services` section's `s3.endpoint_url`, then its `endpoint_url`), none at all when
+    AWS_IGNORE_CONFIGURED_ENDPOINT_URLS (or the profile's ignore_configured_endpoint_urls) is
+    true; AWS_REGION, then AWS_DEFAULT_REGION, then the profile's `region`, then us-east-1.
+    The config file is read (and botocore imported) only when the environment leaves
+    something to it and the file exists."""
+    ignore = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
+    endpoint = (
+        None
+        if ignore
+        else (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None)
+    )
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if (endpoint or ignore) and region:
+        return endpoint, region
+    scoped, services = _shared_config()
+    if (
+        endpoint is None
+        and not ignore
+        and str(scoped.get("ignore_configured_endpoint_urls", "")).lower() != "true"
+    ):
+        endpoint = (services.get("s3") or {}).get("endpoint_url") or scoped.get("endpoint_url")
+    return endpoint, region or scoped.get("region") or "us-east-1"
+
+
+def _shared_config() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The profile's settings in the shared config file, and its `services` section (empty
+    when there is no file, or the profile is not in it: credentials then say so)."""
+    from pathlib import Path
+
+    path = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+    if not Path(path).expanduser().is_file():
+        return {}, {}
+    try:
+        import botocore.exceptions
+        import botocore.session
+    except ImportError:
+        return {}, {}
+    session = botocore.session.Session(session_vars=_session_variables())
+    try:
+        scoped = dict(session.get_scoped_config())
+        name = scoped.get("services")
+        services = session.full_config.get("services", {}).get(name, {}) if name else {}
+    except botocore.exceptions.BotoCoreError:
+        return {}, {}
+    return scoped, services if isinstance(services, dict) else {}
+
+
 class Client:
     """Requests to one bucket. `endpoint`: an S3-compatible store's URL (path-style addressing:
     such stores rarely resolve bucket subdomains), or None for AWS itself (virtual-hosted,

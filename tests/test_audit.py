@@ -243,7 +243,7 @@ def test_an_endpoint_that_is_not_a_url_is_one_clear_error(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "notaurl")
     assert cli.main(["audit", "verify", "--registry", "s3://bucket/registry"]) == 2
     err = capsys.readouterr().err
-    assert "AWS_ENDPOINT_URL 'notaurl' is not an http(s) URL" in err and "internal" not in err
+    assert "S3 endpoint 'notaurl' (AWS_ENDPOINT_URL" in err and "internal" not in err
 
 
 def test_show_states_the_test_counts_in_words() -> None:

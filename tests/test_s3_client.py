@@ -958,7 +958,7 @@ def test_a_malformed_endpoint_is_one_clear_error(
     """A typo in AWS_ENDPOINT_URL is a usage error naming the variable, not an internal error
     (Python's URL parser raises on an unclosed IPv6 bracket or a port out of range)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    with pytest.raises(RegistryError, match=r"AWS_ENDPOINT_URL .* is not an http"):
+    with pytest.raises(RegistryError, match=r"S3 endpoint .* \(AWS_ENDPOINT_URL, or endpoint"):
         open_registry("s3://bucket/r")
 
 
@@ -1052,3 +1052,64 @@ def test_a_listing_cut_short_without_a_token_is_an_error(scripted: Scripted) -> 
     scripted.replies = [(200, first_page)]
     with pytest.raises(s3.S3Error, match="cut short"):
         s3.Client("b", REGION, scripted.endpoint).list("")
+
+
+# --- where the store is: the environment, then the shared config file -------------------------
+
+
+def _config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", raising=False)
+    config = tmp_path / "aws-config"
+    config.write_text(text)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+
+
+def test_a_profile_s_endpoint_and_region_are_the_store_s(
+    seaweedfs: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An endpoint_url in ~/.aws/config (MinIO, R2, a SeaweedFS of the team's) is where the
+    registry is, as boto3 took it, when no AWS_ENDPOINT_URL says otherwise."""
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    uri = seaweedfs.fresh_uri()
+    _config_file(
+        tmp_path,
+        monkeypatch,
+        f"[profile team]\nendpoint_url = {seaweedfs.endpoint}\nregion = eu-west-3\n",
+    )
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    assert s3.configured() == (seaweedfs.endpoint, "eu-west-3")
+    reg = open_registry(uri)
+    reg.write_bytes("k", b"through the profile's endpoint")
+    assert reg.read_bytes("k") == b"through the profile's endpoint"
+
+
+def test_the_order_of_endpoints_is_botocore_s(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _config_file(
+        tmp_path,
+        monkeypatch,
+        "[default]\nendpoint_url = http://global:1\nservices = local\n"
+        "[services local]\ns3 =\n  endpoint_url = http://for-s3:2\n"
+        "[profile quiet]\nendpoint_url = http://quiet:3\nignore_configured_endpoint_urls = true\n",
+    )
+    assert s3.configured() == ("http://for-s3:2", "us-east-1")  # the service's section first
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env:4")
+    assert s3.configured()[0] == "http://env:4"  # the environment before the file
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://env-s3:5")
+    assert s3.configured()[0] == "http://env-s3:5"
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert s3.configured()[0] is None  # AWS itself
+    monkeypatch.delenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    monkeypatch.setenv("AWS_PROFILE", "quiet")
+    assert s3.configured()[0] is None
+    monkeypatch.setenv("AWS_PROFILE", "nobody")  # credentials will say so; no endpoint here
+    assert s3.configured() == (None, "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "ap-south-1")
+    assert s3.configured() == (None, "ap-south-1")
