@@ -284,11 +284,11 @@ class App:
         # A large request's client may leave while it waits for its turn (its own timeout, a
         # retry elsewhere): its body is then not decoded, run and encoded for nobody. Once the
         # whole body is in, what `receive` gives next is the disconnect.
-        gone = asyncio.ensure_future(receive()) if large else None
+        gone: asyncio.Future[Any] | None = asyncio.ensure_future(receive()) if large else None
         try:
             async with self._turns if large else _NO_TURN:
                 try:
-                    if gone is not None and gone.done():
+                    if _left(gone):
                         self.metrics.abandoned += 1
                         return
                     if decode_in_child:
@@ -299,7 +299,7 @@ class App:
                         request = protocol.parse_request(
                             body, header_length, model.inputs, model.outputs
                         )
-                    if gone is not None and gone.done():  # left while its body was decoded
+                    if _left(gone):  # left while its body was decoded
                         self.metrics.abandoned += 1
                         return
                     # The log holds every output: a sampled request computes them all in its
@@ -396,6 +396,14 @@ def _metadata(model: LoadedModel, store: ModelStore) -> dict[str, Any]:
         "inputs": [m.to_json() for m in model.inputs],
         "outputs": [m.to_json() for m in model.outputs],
     }
+
+
+def _left(gone: asyncio.Future[Any] | None) -> bool:
+    """Whether the watch on a request's `receive` (once its body is in) saw its client leave."""
+    if gone is None or not gone.done() or gone.cancelled() or gone.exception() is not None:
+        return False
+    message = gone.result()
+    return isinstance(message, dict) and message.get("type") == "http.disconnect"
 
 
 async def _read_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
