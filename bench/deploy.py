@@ -8,7 +8,9 @@
    versions, measured in turns (target: within 1.5×), and (2b) against 1 model × 500 versions;
 3. `audit verify` throughput on 100,000 records (target: ≥ 100,000 records/s);
 4. on S3 behind a proxy that adds 10 ms a round trip: a publish whose independent reads go
-   together against the same publish making them one after another.
+   together against the same publish making them one after another;
+5. single S3 requests (a small create, a small read, a 1 MB create): the registry's own client
+   (`mlops_ci/s3.py`) against boto3, wall time and this process's CPU.
 
 Run: .venv/bin/python bench/deploy.py [--models 1000] [--versions 500] [--records 100000]
      [--repeat 15]
@@ -340,6 +342,58 @@ def verify_rate(records: int) -> None:
     )
 
 
+def client_vs_boto3(bucket: str, client: object, repeat: int) -> None:
+    """The registry's S3 client (`mlops_ci/s3.py`) against boto3 on the same requests, in
+    turns: a small conditional create, a small read, and a 1 MB create, each timed (median
+    wall) and its CPU in this process counted (time.process_time over all turns)."""
+    from mlops_ci import s3
+
+    server = os.environ["AWS_ENDPOINT_URL"]
+    ours = s3.Client(bucket, os.environ.get("AWS_REGION", "us-east-1"), server)
+    boto = client
+    small, big = b"x" * 300, os.urandom(1 << 20)
+    ours.put("cmp/read", small)
+    n = max(repeat, 40)
+
+    def timed(fn: Callable[[int], object]) -> tuple[float, float]:
+        fn(-1)  # connections opened, not timed
+        cpu0, walls = time.process_time(), []
+        for i in range(n):
+            t0 = time.perf_counter()
+            fn(i)
+            walls.append(time.perf_counter() - t0)
+        return statistics.median(walls), (time.process_time() - cpu0) / n
+
+    cases: list[tuple[str, Callable[[int], object], Callable[[int], object]]] = [
+        (
+            "create 300 B (If-None-Match)",
+            lambda i: ours.put(f"cmp/o{i}-{time.time_ns()}", small, if_none_match=True),
+            lambda i: boto.put_object(  # type: ignore[attr-defined]
+                Bucket=bucket, Key=f"cmp/b{i}-{time.time_ns()}", Body=small, IfNoneMatch="*"
+            ),
+        ),
+        (
+            "read 300 B",
+            lambda i: ours.get("cmp/read").body,
+            lambda i: boto.get_object(Bucket=bucket, Key="cmp/read")["Body"].read(),  # type: ignore[attr-defined]
+        ),
+        (
+            "create 1 MB (If-None-Match)",
+            lambda i: ours.put(f"cmp/O{i}-{time.time_ns()}", big, if_none_match=True),
+            lambda i: boto.put_object(  # type: ignore[attr-defined]
+                Bucket=bucket, Key=f"cmp/B{i}-{time.time_ns()}", Body=big, IfNoneMatch="*"
+            ),
+        ),
+    ]
+    for label, mine, theirs in cases:
+        (w1, c1), (w2, c2) = timed(mine), timed(theirs)
+        print(
+            f"  {label:28s} mlops_ci.s3 {w1 * 1e3:5.2f} ms ({c1 * 1e3:4.2f} ms CPU)   boto3 "
+            f"{w2 * 1e3:5.2f} ms ({c2 * 1e3:4.2f} ms CPU)   {w2 / w1:4.2f}× faster, "
+            f"{c2 / c1:4.2f}× less CPU"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=int, default=1000)
@@ -381,6 +435,8 @@ def main() -> None:
             if uri is not None:
                 print("4. round trips on S3")
                 round_trips(server.endpoint, bucket, args.repeat)
+                print("5. one request: the registry's S3 client against boto3 (SeaweedFS)")
+                client_vs_boto3(bucket, client, args.repeat)
         finally:
             if weed is not None:
                 weed.stop()

@@ -5,7 +5,7 @@ AWS Signature Version 4 and sent over a pool of kept-alive connections.
 Why not botocore for these: a registry publish is a dozen small requests, and botocore spends
 about 1 ms of CPU on each (its event hooks, endpoint rules, validation, serialisation and
 parsing), which is most of a small publish on a nearby store and holds the interpreter's lock
-while the other requests of the same round trip wait. This client spends about a third of that,
+while the other requests of the same round trip wait. This client spends well under half of that,
 and sends what the registry needs and nothing else: conditional deletes, no `Expect:
 100-continue` round trip before a body. botocore still resolves the credentials when the
 environment does not hold them (profiles, SSO, web identity, instance roles), so every source
