@@ -241,13 +241,14 @@ def serving_files(reg: Registry, model: str, n: int, manifest: dict[str, Any]) -
 
 def _deployed_manifest(reg: Registry, model: str, n: int) -> dict[str, Any]:
     """The manifest a version was deployed with (validated then; read back plainly here)."""
-    import yaml
+    from mlops_ci.manifest.safe_yaml import YamlInvalid, read
 
     key = f"{model}/{n}/model.yaml"
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # As validate read it: a value such as `2027-02-30` is text there, where yaml's own
+    # loaders raise ValueError (the smoke test, a rollback and a re-run all read this).
     try:
-        data = yaml.load(reg.manifest_text(model, n), Loader=loader)  # noqa: S506 (a safe loader)
-    except yaml.YAMLError as exc:
+        data, _ = read(reg.manifest_text(model, n))
+    except YamlInvalid as exc:
         raise RegistryError(f"{reg.uri_of(key)}: unreadable: {exc}") from None
     if not isinstance(data, dict):
         raise RegistryError(f"{reg.uri_of(key)}: not a manifest")

@@ -11,6 +11,7 @@ statuses, and the smoke test (rolled back when it fails).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from mlops_ci.reverify import Baseline, Evidence, ModelFiles
 
 DEFAULT_ENVIRONMENT = "production"
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -107,13 +109,46 @@ def _changed_models(repo: Path, base: str, sha: str) -> _Changed:
             manifests.append(load(repo / changed.manifest, repo))
         except MlopsCiError as exc:
             problems.setdefault(changed.name, []).append(str(exc))
-            if exc.exit_code != EXIT_VERDICT:
+            # A checkout that fetched no Git LFS files (the workflow's `lfs` input not set) says
+            # nothing of the model: an error, so the next push judges it again, not a verdict
+            # that would drop its approved change for good.
+            if exc.exit_code != EXIT_VERDICT or _lfs_unfetched(repo, changed.manifest):
                 errors.add(changed.name)
     for name, problem in _names_taken(repo, manifests):
         problems.setdefault(name, []).append(problem)
         errors.add(name)
     before = [m.previous_manifest.rpartition("/")[0] for m in result.changed if m.previous_manifest]
     return _Changed(manifests, problems, errors - {""}, before)
+
+
+def _lfs_unfetched(repo: Path, manifest: str) -> bool:
+    """Whether a file the manifest pins is tracked by Git LFS (`.gitattributes`) and still its
+    pointer in the checkout. A pointer committed as plain text is no such file: every checkout
+    holds that text, and the model is refused for it."""
+    from mlops_ci.digest import LFS_POINTER_MAX, lfs_pointer
+    from mlops_ci.manifest.rules import referenced_paths
+    from mlops_ci.manifest.safe_yaml import YamlInvalid, read
+
+    path = repo / manifest
+    try:
+        data, _ = read(path.read_bytes())
+    except (OSError, YamlInvalid):
+        return False
+    folder = path.parent
+    for relative in referenced_paths(data):
+        pinned = folder / relative
+        try:
+            inside = pinned.resolve().relative_to(repo.resolve()).as_posix()
+            with pinned.open("rb") as fh:
+                head = fh.read(LFS_POINTER_MAX)
+        except (OSError, ValueError):
+            continue
+        if lfs_pointer(head) is None:
+            continue
+        done = deploy_range._git(repo, "check-attr", "filter", "--", inside)
+        if done.returncode == 0 and done.stdout.decode(errors="replace").strip().endswith(": lfs"):
+            return True
+    return False
 
 
 def _name_at(repo: Path, sha: str, path: str) -> str:
@@ -197,22 +232,55 @@ def _published(reg: Registry, manifest: Any) -> int | None:
 class _Held:
     """Which commits hold a model's files exactly as a recorded version of the registry holds
     them: its manifest as deployed (`<n>/model.yaml`) and its artifact (release.json's sha256;
-    for an LFS artifact, the content its pointer names). The registry is read once per model."""
+    for an LFS artifact, the content its pointer names), and were judged when that version was
+    published: a deploy of this repository (`runs`: the start of its run URLs) published it
+    from a commit of the pushed one's (`sha`) history, and the commit is that one or came
+    before it. A commit pushed after it (a direct push that changed only the model's README)
+    was never judged, nor one judged only by another repository sharing the registry. The
+    registry is read once per model."""
 
-    def __init__(self, reg: Registry, repo: Path, name: str, manifest: str, artifact: str) -> None:
-        self.reg, self.repo, self.name = reg, repo, name
-        self.manifest, self.artifact = manifest, artifact
+    def __init__(
+        self,
+        reg: Registry,
+        repo: Path,
+        files: ModelFiles,
+        sha: str,
+        runs: str | None,
+    ) -> None:
+        self.reg, self.repo, self.name = reg, repo, files.name
+        self.manifest, self.artifact = files.manifest, files.artifact
+        self.sha, self.runs = sha, runs
         self._semvers: dict[int, str] | None = None
-        self._deployed: dict[int, tuple[bytes | None, str | None]] = {}
+        #: n -> (<n>/model.yaml, its artifact's sha256, the commit its deploy judged up to)
+        self._deployed: dict[int, tuple[bytes | None, str | None, str | None]] = {}
+
+    def _published_at(self, release: dict[str, Any]) -> str | None:
+        """The pushed commit whose deploy (of this repository) published `release`, when it is
+        one of `sha`'s; else None: another repository's, a local one, a force-pushed-away one."""
+        commit = release.get("commit")
+        run_url = str(release.get("run_url") or "")
+        if (
+            release.get("source") != "github"
+            or not isinstance(commit, str)
+            or not _FULL_SHA.fullmatch(commit)
+            or (self.runs is not None and not run_url.startswith(self.runs))
+            or not deploy_range.is_ancestor(self.repo, commit, self.sha)
+        ):
+            return None
+        return commit
 
     def at(self, commit: str) -> int | None:
-        """The recorded version whose files are `commit`'s very bytes, if there is one."""
-        import yaml
+        """The recorded version whose files are `commit`'s very bytes, and whose deploy judged
+        `commit`, if there is one."""
+        from mlops_ci.manifest.safe_yaml import YamlInvalid, read
 
         data = deploy_range.file_bytes(self.repo, commit, self.manifest)
+        # Read as plan and validate read it (never yaml.safe_load: a commit's manifest is
+        # untrusted, and `2027-02-30`, text to them, made it raise ValueError, stopping every
+        # deploy whose range held that commit on an internal error, push after push).
         try:
-            doc = yaml.safe_load(data) if data is not None else None
-        except yaml.YAMLError:
+            doc = read(data)[0] if data is not None else None
+        except YamlInvalid:
             return None
         meta = doc.get("metadata") if isinstance(doc, dict) else None
         version = meta.get("version") if isinstance(meta, dict) else None
@@ -223,10 +291,13 @@ class _Held:
             if n not in self._deployed:
                 release = self.reg.find_release(self.name, n) or {}
                 digest = (release.get("artifact") or {}).get("sha256")
-                self._deployed[n] = (self.reg.read_bytes(f"{self.name}/{n}/model.yaml"), digest)
-            manifest, digest = self._deployed[n]
-            if manifest != data:
+                manifest = self.reg.read_bytes(f"{self.name}/{n}/model.yaml")
+                self._deployed[n] = (manifest, digest, self._published_at(release))
+            manifest, digest, judged_up_to = self._deployed[n]
+            if manifest != data or judged_up_to is None:
                 continue
+            if not deploy_range.is_ancestor(self.repo, commit, judged_up_to):
+                continue  # pushed after that deploy: never judged
             artifact = deploy_range.file_bytes(self.repo, commit, self.artifact)
             if artifact is not None and content_sha256(artifact) == digest:
                 return n
@@ -458,6 +529,7 @@ def _deploy_range(
     Deployment) and the others are published, each with the pull request that approved its
     bytes. The refusals go first, so that they are on the record whatever follows. `adopt`:
     a first deploy's start, which a refusal may suggest as the policy's baseline."""
+    from mlops_ci.github import runs_url
     from mlops_ci.reverify import ModelFiles, RangeJudge, Refused
 
     begin, sha = commits
@@ -475,11 +547,12 @@ def _deploy_range(
         folders = [files.manifest.rpartition("/")[0], *before]
         changed_in = [c.commit for c in deploy_range.commits_of(m.name, folders, touching)]
         # The commits up to the last one that left the model's files byte for byte as a
-        # recorded version holds them were judged when that version was published: only the
-        # later ones are judged again. While one model's error keeps every range starting
-        # before it, each push would otherwise judge every pull request deployed since (some
-        # 10 GitHub calls each), until the rate limit stopped every deploy.
-        held, n = _Held(reg, repo, m.name, files.manifest, files.artifact), None
+        # recorded version holds them, and that this repository's deploy of that version
+        # covered (`_Held`: not a direct push made after it), were judged when that version
+        # was published: only the later ones are judged again. While one model's error keeps
+        # every range starting before it, each push would otherwise judge every pull request
+        # deployed since (some 10 GitHub calls each), until the rate limit stopped every deploy.
+        held, n = _Held(reg, repo, files, sha, runs_url()), None
         for i in range(len(changed_in) - 1, -1, -1):
             n = held.at(changed_in[i])
             if n is not None:

@@ -74,6 +74,15 @@ def lfs_pointer(data: bytes) -> LfsPointer | None:
 
 def content_sha256(data: bytes) -> str:
     """The SHA-256 of the content a file's git blob stands for: the blob's own, or, for a Git
-    LFS pointer, the content's it names (git-lfs checks the content against it on checkout)."""
+    LFS pointer, the content's it names (git-lfs checks the content against it on checkout).
+    Not for a pointer with extensions: its oid is the digest of what the last extension's
+    clean filter made, and the checkout holds what their smudge filters make of it (or fails
+    where they are not configured); so it stands for no content known here: its own bytes."""
     pointer = lfs_pointer(data)
-    return pointer.sha256 if pointer is not None else hashlib.sha256(data).hexdigest()
+    if pointer is None or _has_extensions(data):
+        return hashlib.sha256(data).hexdigest()
+    return pointer.sha256
+
+
+def _has_extensions(pointer: bytes) -> bool:
+    return any(line.startswith(b"ext-") for line in pointer.split(b"\n"))

@@ -630,3 +630,20 @@ def test_an_out_folder_that_cannot_be_made_is_a_usage_error(tmp_path: Path, caps
     assert cli.main(["catalog", "--registry", str(tmp_path / "registry"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "internal error" not in err and str(out) in err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "metadata:\n  name: iris\n  description: 2027-02-30\n  owners: ['@a']\nspec: {}\n",
+        "spec:\n  when: 2027-02-30\nmetadata: {name: iris, owners: ['@a'], risk: low}\n",
+    ],
+    ids=["in the metadata block", "elsewhere"],
+)
+def test_a_manifest_text_like_an_impossible_date_is_read_not_a_crash(text: str) -> None:
+    """`2027-02-30` is text to validate (a valid manifest may hold it), where yaml's loaders
+    raise ValueError: reading such a manifest's facts stopped the whole catalog."""
+    from mlops_ci.catalog.read import manifest_facts
+
+    facts = manifest_facts(text)
+    assert facts["name"] == "iris" and facts["owners"] == ("@a",)

@@ -232,10 +232,13 @@ def manifest_facts(text: str) -> dict[str, Any]:
     if block is not None:
         try:
             meta = _obj(_obj(yaml.load(block, Loader=_Loader)).get("metadata"))  # noqa: S506
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):  # ValueError: a text like 2027-02-30
             meta = {}
     if not meta:
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - the C *safe* loader
+        try:
+            doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - the C *safe* loader
+        except (yaml.YAMLError, ValueError):
+            doc = _as_validate_reads(text)
         meta = _obj(_obj(doc).get("metadata"))
     return {
         "name": _str(meta.get("name")),
@@ -243,6 +246,17 @@ def manifest_facts(text: str) -> dict[str, Any]:
         "risk": _str(meta.get("risk")),
         "description": _str(meta.get("description")),
     }
+
+
+def _as_validate_reads(text: str) -> Any:
+    """The manifest as validate reads it (a date that is none, `2027-02-30`, is text), or
+    None when even that fails: the page still lists the model, from its name and records."""
+    from mlops_ci.manifest.safe_yaml import YamlInvalid, read
+
+    try:
+        return read(text)[0]
+    except YamlInvalid:
+        return None
 
 
 def event_from_record(record: Mapping[str, Any]) -> Event:
