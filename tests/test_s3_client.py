@@ -256,6 +256,25 @@ def test_no_credentials_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
 # --- retries, errors, proxies: a scripted server ---------------------------------------------
 
 
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """The test servers' base: HTTP/1.1, quiet, and one way to answer."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> tuple[Any, str]:
     """A threaded HTTP server on a free port of 127.0.0.1, serving (polled every 0.05 s, so
     it stops quickly): the server and its URL."""
@@ -277,10 +296,7 @@ class Scripted:
         self.answer: Callable[[dict[str, str]], tuple[int, bytes, dict[str, str]]] | None = None
         owner = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
+        class Handler(_Handler):
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 self.rfile.read(length)
@@ -292,20 +308,10 @@ class Scripted:
                     if owner.answer
                     else owner.replies[min(len(owner.seen), len(owner.replies)) - 1]
                 )
-                status, body = reply[0], reply[1]
-                self.send_response(status)
-                for name, value in (reply[2] if len(reply) > 2 else {}).items():  # type: ignore[misc]
-                    self.send_header(name, value)
-                self.send_header("ETag", '"abc"')
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                extra = reply[2] if len(reply) > 2 else {}  # type: ignore[misc]
+                self.send(reply[0], [*extra.items(), ("ETag", '"abc"')], reply[1])
 
             do_GET = do_PUT = do_DELETE = do_HEAD = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
 
         self.server, self.endpoint = _serving(Handler)
 
@@ -638,6 +644,18 @@ def test_requests_in_flight_when_the_region_is_corrected_are_corrected_too(
     assert results == [b"ok"] * threads
 
 
+def _over_tls(scripted: Scripted, tmp_path: Path) -> tuple[Path, str]:
+    """The scripted server answering over TLS with a self-signed certificate: (that
+    certificate, the https:// endpoint)."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    scripted.server.socket = context.wrap_socket(scripted.server.socket, server_side=True)
+    return cert, scripted.endpoint.replace("http:", "https:")
+
+
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 that no system trusts, and its key."""
     import ipaddress
@@ -683,13 +701,7 @@ def test_tls_is_verified_against_the_bundle_named(
     """A store over TLS whose certificate no system trusts is refused (no request goes out to
     a server that may not be the store), unless AWS_CA_BUNDLE, or REQUESTS_CA_BUNDLE as
     botocore also reads it, names a bundle that trusts it. An empty variable is no bundle."""
-    import ssl
-
-    cert, key = _self_signed(tmp_path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    scripted.server.socket = context.wrap_socket(scripted.server.socket, server_side=True)
-    endpoint = scripted.endpoint.replace("http:", "https:")
+    cert, endpoint = _over_tls(scripted, tmp_path)
     scripted.replies = [(200, b"trusted")]
     for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -779,9 +791,7 @@ class Lossy:
         owner = self
         target = urlparse_netloc(upstream)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(_Handler):
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 asked = {k.lower(): v for k, v in self.headers.items()}
@@ -797,19 +807,11 @@ class Lossy:
                     owner.dropped.append((self.command, self.path))
                     self.close_connection = True  # the store acted; its answer is lost
                     return
-                self.send_response(answer.status)
-                for name, value in answer.getheaders():
-                    if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                hop = ("content-length", "connection", "transfer-encoding")
+                kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in hop]
+                self.send(answer.status, kept, data)
 
             do_GET = do_PUT = do_DELETE = do_HEAD = _relay
-
-            def log_message(self, *args: object) -> None:
-                pass
 
         self.server, self.endpoint = _serving(Handler)
 
@@ -1017,13 +1019,7 @@ def test_tls_through_a_tunnelling_proxy(
 ) -> None:
     """HTTPS_PROXY for a store on https://: the proxy is asked to CONNECT, the store's
     certificate is still verified end to end, and the request inside is the store's."""
-    import ssl
-
-    cert, key = _self_signed(tmp_path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    scripted.server.socket = context.wrap_socket(scripted.server.socket, server_side=True)
-    endpoint = scripted.endpoint.replace("http:", "https:")
+    cert, endpoint = _over_tls(scripted, tmp_path)
     scripted.replies = [(200, b"tunnelled")]
     tunnel = Tunnel()
     try:
