@@ -1,6 +1,6 @@
 """The reusable workflow's deploy jobs, run for real with act: `build` (no secrets) and `publish`
 on a push to main after a merged pull request, and `rollback` on a workflow_dispatch. GitHub is
-tests/ghserver.py; the registry is a temporary folder."""
+tests/ghserver.py; the registry is a temporary folder, and once a bucket on SeaweedFS."""
 
 from __future__ import annotations
 
@@ -62,7 +62,23 @@ def _tree(repo: Path, ref: str) -> dict[str, bytes]:
     }
 
 
-def _merged_repo(act_harness: ActHarness, registry: Path) -> ModelRepo:
+S3_CALLER = CALLER.replace(
+    "      environment: staging\n",
+    "      registry-endpoint-url: {endpoint}\n      environment: staging\n",
+).replace(
+    "      rollback-reason: ${{{{ inputs.reason }}}}\n",
+    "      rollback-reason: ${{{{ inputs.reason }}}}\n"
+    "    secrets:\n"
+    "      registry-access-key-id: ${{{{ secrets.REGISTRY_KEY_ID }}}}\n"
+    "      registry-secret-access-key: ${{{{ secrets.REGISTRY_SECRET }}}}\n"
+    "      registry-read-access-key-id: ${{{{ secrets.REGISTRY_KEY_ID }}}}\n"
+    "      registry-read-secret-access-key: ${{{{ secrets.REGISTRY_SECRET }}}}\n",
+)
+
+
+def _merged_repo(
+    act_harness: ActHarness, registry: Path | str, caller_text: str | None = None
+) -> ModelRepo:
     """main before the push (the example committed with no pull request, as a repository that
     adopts mlops-ci has its models), then the merge of a pull request that bumps
     disease-progression and adopts that history: it names main's commit as the policy's
@@ -70,7 +86,8 @@ def _merged_repo(act_harness: ActHarness, registry: Path) -> ModelRepo:
     as reviewed (deploy ships only reviewed bytes: docs/deploy.md, "Deploy on merge", step 4)."""
     repo = act_harness.model_repo(EXAMPLE_REPO)
     caller = repo.path / ".github" / "workflows" / "mlops-ci.yml"
-    caller.write_text(CALLER.format(registry=json.dumps(str(registry))), encoding="utf-8")
+    text = caller_text or CALLER.format(registry=json.dumps(str(registry)))
+    caller.write_text(text, encoding="utf-8")
     repo = repo.commit("Deploy into a test registry")
     repo = ModelRepo(repo.path, repo.repository, repo.head, repo.head)
     manifest = repo.path / "models" / MODEL / "model.yaml"
@@ -103,7 +120,9 @@ def _github(ghserver, repo: ModelRepo, *, approved: bool):
     return gh_repo
 
 
-def _push(act_harness: ActHarness, repo: ModelRepo, ghserver):
+def _push(
+    act_harness: ActHarness, repo: ModelRepo, ghserver, secrets: dict[str, str] | None = None
+):
     event = push_event(repo)
     return act_harness.run(
         repo,
@@ -111,6 +130,7 @@ def _push(act_harness: ActHarness, repo: ModelRepo, ghserver):
         event,
         api_url=ghserver.url,
         env={"MLOPS_CI_GITHUB_MAX_WAIT": "0.01"},
+        secrets=secrets,
         timeout=600,
     )
 
@@ -138,6 +158,30 @@ def test_a_push_after_an_approved_merge_deploys_with_a_deployment(
     assert (deployment["sha"], deployment["environment"]) == (repo.head, "staging")
     assert [s["state"] for s in deployment["statuses"]] == ["in_progress", "success"]
     print(f"act run (push → build, publish): {run.seconds:.2f}s")
+
+
+def test_a_push_deploys_into_an_s3_registry_with_the_callers_secrets(
+    act_harness: ActHarness, seaweedfs, monkeypatch: pytest.MonkeyPatch, ghserver
+) -> None:
+    """The same push, into a registry on S3 (SeaweedFS, which checks every signature): the
+    caller passes the endpoint as an input and the keys as secrets; publish gets them, and the
+    registry's own S3 client deploys with them. Only publish holds the write key."""
+    uri = seaweedfs.fresh_uri()
+    caller = S3_CALLER.format(registry=json.dumps(uri), endpoint=json.dumps(seaweedfs.endpoint))
+    repo = _merged_repo(act_harness, uri, caller)
+    _github(ghserver, repo, approved=True)
+    secrets = {"REGISTRY_KEY_ID": seaweedfs.access_key, "REGISTRY_SECRET": seaweedfs.secret_key}
+
+    run = _push(act_harness, repo, ghserver, secrets)
+
+    assert run.job_result("publish") == "success", run.explain()
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    reg = open_registry(uri)
+    assert reg.serving_version(MODEL) == 1
+    assert reg.release(MODEL, 1)["version"] == "1.1.0"
+    verified = audit.verify(reg)
+    assert verified.ok, verified.problem
 
 
 def test_an_unapproved_push_is_refused_and_recorded(
