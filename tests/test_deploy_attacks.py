@@ -72,8 +72,7 @@ def test_one_model_s_problem_does_not_drop_the_approved_models_of_its_range(
     rose, wine 1.1.0 was outside every later range and never deployed (it fired: wine stayed
     1.0.0). Now the problem refuses rose alone; wine deploys with #2's approval."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    main.first_deployed(registry)
     second = main.merge(2, bump("wine", "1.1.0"))
     third = main.merge(3, bump("rose", "1.0.0"))  # new bytes, same semver
     assert main.deploy(registry, second, third) == 1
@@ -95,8 +94,7 @@ def test_a_broken_manifest_holds_back_no_other_model(main: Main, tmp_path: Path,
     """A manifest no name can be read from (an admin merge, or one with its check red) names no
     model deploy could publish: it is refused on the record, and the range's others deploy."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    main.first_deployed(registry)
     second = main.merge(2, bump("wine", "1.1.0"))
 
     def broken(repo: Path) -> None:

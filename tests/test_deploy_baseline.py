@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from deploy_models import git, tree, write_model
-from ghserver import fake_sha
 from test_deploy_range import Main, _serving, bump, new_main
 from test_deploy_reviewed import _refusals, manifest_version
 
@@ -117,8 +116,7 @@ def test_without_the_line_nothing_changes_and_no_line_is_suggested_after_a_first
     """The key absent: a model committed with no pull request stays refused; once a deploy is
     on record the refusal suggests no baseline (a file refused then came in after mlops-ci)."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     second = main.merge(2, manifest_version("rose", "1.0.1"))
     assert main.deploy(registry, first, second) == 1
     reason = _refusals(registry)[-1]
@@ -152,8 +150,7 @@ def _pushed_then_baselined(main: Main, registry: Path, how: str) -> tuple[str, s
     """iris 1.1.0 deployed through #1; iris 6.6.6 pushed straight to main (refused, on the
     record); then `.mlops/policy.yaml` names that push as the baseline, written by a direct
     push or by an admin merge (#2, unapproved). Returns (the pushed commit, the line's)."""
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     pushed = main.push(bump("iris", "6.6.6"))
     assert main.deploy(registry, first, pushed) == 1
     if how == "direct push":
@@ -242,8 +239,7 @@ def _named_before_it_landed(main: Main, registry: Path) -> tuple[str, str, str]:
     """The attacker commits iris 6.6.6 as R on top of main (not pushed yet) and opens #2,
     whose only change is `reviewed_at: R`; #2 is approved. Then R is pushed to main (refused,
     on the record) and #2 merged; #3 bumps iris's manifest only. (R, #2's merge, #3's)"""
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     git(main.repo, "checkout", "-q", "-b", "r")
     bump("iris", "6.6.6")(main.repo)
     r = main.commit("iris 6.6.6")
@@ -251,14 +247,7 @@ def _named_before_it_landed(main: Main, registry: Path) -> tuple[str, str, str]:
     git(main.repo, "checkout", "-q", "-b", "pr2")
     set_policy(r)(main.repo)
     head = main.commit("adopt")
-    pull = main.gh.add_pull(
-        2,
-        author="carol",
-        base_files=tree(main.repo, first),
-        head_files=tree(main.repo, head),
-        head_sha=fake_sha("pr2-head"),
-        base_sha=first,
-    )
+    pull = main.pull(2, first, head)
     pull.add_review("bob", "APPROVED")
     pull.add_review("dave", "APPROVED")
     git(main.repo, "checkout", "-q", "main")

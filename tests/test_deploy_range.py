@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deploy_models import git, tree, write_build, write_model
@@ -64,7 +65,16 @@ class Main:
         git(self.repo, "checkout", "-q", "main")
         git(self.repo, "merge", "-q", "--no-ff", "-m", f"Merge pull request #{number}", head)
         merged = self.head
-        pull = self.gh.add_pull(
+        pull = self.pull(number, base, head)
+        for login in approvers if approved else ():
+            pull.add_review(login, "APPROVED")
+        pull.merge(merged, files=tree(self.repo, merged))
+        return merged
+
+    def pull(self, number: int, base: str, head: str) -> Any:
+        """Pull request `number` on the GitHub server: carol's, from `base` to the commit
+        `head` of the clone (its files as GitHub shows them)."""
+        return self.gh.add_pull(
             number,
             author="carol",
             base_files=tree(self.repo, base),
@@ -72,10 +82,13 @@ class Main:
             head_sha=fake_sha(f"pr{number}-head"),
             base_sha=base,
         )
-        for login in approvers if approved else ():
-            pull.add_review(login, "APPROVED")
-        pull.merge(merged, files=tree(self.repo, merged))
-        return merged
+
+    def first_deployed(self, registry: Path) -> str:
+        """#1 bumps iris to 1.1.0, merged and deployed (the registry's first record); its
+        merge commit."""
+        first = self.merge(1, bump("iris", "1.1.0"))
+        assert self.deploy(registry, git(self.repo, "rev-parse", f"{first}^"), first) == 0
+        return first
 
     def push(self, change: Callable[[Path], object]) -> str:
         """A commit pushed straight to main (no pull request)."""
@@ -127,8 +140,7 @@ def _serving(registry: Path) -> dict[str, tuple[str, int | None]]:
 def _queued(main: Main, registry: Path) -> tuple[str, str, str]:
     """#1 (iris 1.1.0) deployed; then #2 (wine 1.1.0) and #3 (rose 1.1.0) merged while it ran:
     #2's run was cancelled by #3's. Returns (#1's, #2's, #3's merge commit)."""
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     second = main.merge(2, bump("wine", "1.1.0"))
     third = main.merge(3, bump("rose", "1.1.0"))
     return first, second, third
@@ -198,8 +210,7 @@ def test_a_cancelled_run_re_run_after_a_later_deploy_changes_nothing(
     """#2's run, cancelled, is re-run by hand after #3's deployed wine 1.2.0 (and #2's changes
     with it): judged alone, its range would publish wine 1.1.0 over 1.2.0."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     second = main.merge(2, bump("wine", "1.1.0"))
     third = main.merge(3, bump("wine", "1.2.0"))
     assert main.deploy(registry, second, third) == 0
@@ -216,8 +227,7 @@ def test_a_direct_push_in_the_range_refuses_its_model_only(
     main: Main, tmp_path: Path, capsys
 ) -> None:
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    main.first_deployed(registry)
     pushed = main.push(bump("wine", "6.6.6"))  # its run was cancelled by the next push
     third = main.merge(3, bump("rose", "1.1.0"))
     assert main.deploy(registry, pushed, third) == 1
@@ -237,8 +247,7 @@ def test_a_direct_push_in_the_range_refuses_its_model_only(
 
 def test_an_unapproved_admin_merge_in_the_range_is_refused(main: Main, tmp_path: Path) -> None:
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    main.first_deployed(registry)
     second = main.merge(2, bump("wine", "1.1.0"), approved=False)  # branch protection bypassed
     third = main.merge(3, bump("rose", "1.1.0"))
     assert main.deploy(registry, second, third) == 1
@@ -255,8 +264,7 @@ def test_a_model_changed_by_an_unapproved_merge_and_then_an_approved_one_is_refu
     """The last pull request's reviewers saw its own diff, not the admin merge's bytes before
     it: every pull request that changed the model must be approved."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    main.first_deployed(registry)
     second = main.merge(2, bump("wine", "1.1.0"), approved=False)
     readme = lambda repo: (repo / "models/wine/README.md").write_text("notes\n")  # noqa: E731
     third = main.merge(3, readme)
@@ -268,8 +276,7 @@ def test_a_change_reverted_within_the_range_deploys_nothing_for_it(
     main: Main, tmp_path: Path, capsys
 ) -> None:
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    main.first_deployed(registry)
     second = main.merge(2, bump("wine", "1.1.0"))
 
     def revert_and_bump(repo: Path) -> None:
@@ -423,8 +430,7 @@ def test_a_lasting_error_in_one_model_does_not_make_every_push_judge_the_whole_r
     GitHub calls each): with GITHUB_TOKEN's 1,000 requests an hour, some 80 to 100 pull
     requests behind one broken model made every deploy fail."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     calls: list[int] = []
     before, after = first, main.merge(2, bump("wine", "1.1.0"))
     for i in range(3, 9):

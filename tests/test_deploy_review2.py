@@ -114,8 +114,7 @@ def test_a_direct_push_that_leaves_a_model_s_files_as_deployed_is_refused_on_the
     was published" (it was pushed after it) and skipped iris: exit 0, no refusal on the
     record, no failed Deployment: a push that bypassed review left no trace in the audit log."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     pushed = main.push(readme)
     assert main.deploy(registry, first, pushed) == 1, capsys.readouterr()
     [refused] = _records(registry, "refused")
@@ -134,8 +133,7 @@ def test_a_direct_push_of_a_plain_text_lfs_pointer_naming_the_deployed_artifact_
     checkout: the manifest's pin does not match the file there (an attempt that fails: it is
     refused whatever `_Held` says)."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     deployed = open_registry(registry).release("iris", 1)["artifact"]["sha256"]
 
     def fake_pointer(repo: Path) -> None:
@@ -230,8 +228,7 @@ def test_a_direct_push_before_an_approved_change_still_refuses_the_model(
     the push for judged (it holds version 1's files) and judged #3 alone: iris 1.2.0 published,
     the push never refused nor recorded."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     pushed = main.push(readme)
     third = main.merge(3, bump("iris", "1.2.0"))
     assert main.deploy(registry, first, third) == 1, capsys.readouterr()

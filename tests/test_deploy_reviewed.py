@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 from deploy_models import git, tree, write_build, write_model
-from ghserver import fake_sha
 from test_deploy_range import REPO, Main, _serving, bump, new_main
 
 from mlops_ci import audit, reverify
@@ -70,8 +69,7 @@ def _refusals(registry: Path) -> list[str]:
 def _deployed_then_pushed(main: Main, registry: Path) -> tuple[str, str]:
     """iris 1.1.0 deployed through #1; then an administrator pushes iris 6.6.6 (a new
     model.skops and manifest) straight to main: refused, on the record. (#1's, the push's)"""
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     pushed = main.push(bump("iris", "6.6.6"))
     assert main.deploy(registry, first, pushed) == 1
     [reason] = _refusals(registry)
@@ -125,8 +123,7 @@ def test_a_manifest_only_pull_request_over_an_unreviewed_artifact_is_refused(
     """#3 bumps iris's metadata.version (and so is approved for iris, the manifest at its
     head is reviewed), but the artifact it pins came from a direct push or an admin merge."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     if source == "direct push":
         came = main.push(bump("iris", "6.6.6"))
         why = f"last changed by {came[:12]}, which no merged pull request produced"
@@ -180,8 +177,7 @@ def test_a_version_bump_after_a_refused_same_semver_ships_the_artifact_its_pull_
     push starts after it). #3 bumps only the version: the artifact was reviewed in #2, outside
     the range and never published, found as the pull request that last changed it."""
     registry = tmp_path / "registry"
-    first = main.merge(1, bump("iris", "1.1.0"))
-    assert main.deploy(registry, git(main.repo, "rev-parse", f"{first}^"), first) == 0
+    first = main.first_deployed(registry)
     second = main.merge(2, _retrain("iris"))
     assert main.deploy(registry, first, second) == 1
     assert "the version did not increase" in _refusals(registry)[-1]
@@ -241,14 +237,7 @@ def test_a_rebase_merged_pull_request_before_the_range_vouches_for_its_artifact(
     notes = main.commit("notes")
     git(main.repo, "checkout", "-q", "main")
     git(main.repo, "merge", "-q", "--ff-only", "pr1")  # rebased onto an unchanged main
-    pull = main.gh.add_pull(
-        1,
-        author="carol",
-        base_files=tree(main.repo, base),
-        head_files=tree(main.repo, notes),
-        head_sha=fake_sha("pr1-head"),
-        base_sha=base,
-    )
+    pull = main.pull(1, base, notes)
     pull.add_review("bob", "APPROVED")
     pull.merge(notes, files=tree(main.repo, notes), rebased=[retrained])
     second = main.merge(2, manifest_version("iris", "1.2.0"))

@@ -29,16 +29,23 @@ BODY = json.dumps(
 ).encode()
 
 
+def _published(models: dict[str, ExampleModel], root: Path, count: int) -> ExampleModel:
+    """tumor-classifier published `count` times into `root` (versions 1…count, semvers 1.0.0
+    on); the example model."""
+    tumor = models[TUMOR]
+    manifest = tumor.manifest.read_text(encoding="utf-8")
+    for i in range(count):
+        publish(root, TUMOR, tumor.onnx.read_bytes(), manifest, semver=f"1.0.{i}")
+    return tumor
+
+
 @pytest.fixture(scope="module")
 def registry(
     example_models: dict[str, ExampleModel], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """tumor-classifier published 8 times (versions 1–8, 8 serving)."""
     root = tmp_path_factory.mktemp("versions") / "registry"
-    tumor = example_models[TUMOR]
-    manifest = tumor.manifest.read_text(encoding="utf-8")
-    for i in range(8):
-        publish(root, TUMOR, tumor.onnx.read_bytes(), manifest, semver=f"1.0.{i}")
+    _published(example_models, root, 8)
     return root
 
 
@@ -184,10 +191,7 @@ def test_an_evicted_version_is_digest_checked_again_and_an_unpublished_one_is_go
     example_models: dict[str, ExampleModel], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = tmp_path / "registry"
-    tumor = example_models[TUMOR]
-    manifest = tumor.manifest.read_text(encoding="utf-8")
-    for i in range(3):
-        publish(root, TUMOR, tumor.onnx.read_bytes(), manifest, semver=f"1.0.{i}")
+    tumor = _published(example_models, root, 3)
     with _serving(root, version_cache=1) as (app, hostport):
         store = app.store
         assert store is not None
@@ -212,10 +216,7 @@ def test_the_version_that_stopped_serving_stays_loaded_for_a_rollback(
     example_models: dict[str, ExampleModel], tmp_path: Path
 ) -> None:
     root = tmp_path / "registry"
-    tumor = example_models[TUMOR]
-    manifest = tumor.manifest.read_text(encoding="utf-8")
-    for i in range(2):
-        publish(root, TUMOR, tumor.onnx.read_bytes(), manifest, semver=f"1.0.{i}")
+    _published(example_models, root, 2)
     with _serving(root, version_cache=2) as (app, hostport):
         store = app.store
         assert store is not None
