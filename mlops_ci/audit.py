@@ -226,6 +226,8 @@ def model_records(log: bytes, model: str) -> list[dict[str, Any]]:
 def is_recorded(log: bytes, sha256: str) -> bool:
     """Whether the record with this hash is in the log's bytes: the record after it names it
     as `prev`, or it is the last line. A byte search, not a parse."""
+    if sha256 == GENESIS:  # the first record's `prev`, no record's hash
+        return False
     if b'"prev":"' + sha256.encode() + b'"' in log:
         return True
     lines = _lines(log)
@@ -396,7 +398,7 @@ def _anchors(
     for model in _models_with_versions(reg):
         now_serving = reg.serving_version(model) if reg.config_text(model) else None
         anchors: dict[int, str | None] = {}
-        for n in reg.versions(model):
+        for n in reg.version_folders(model).numbers:  # recorded or not: that is the question
             sha = (reg.release(model, n).get("audit") or {}).get("sha256")
             anchors[n] = sha if isinstance(sha, str) else None
         yield model, anchors, now_serving

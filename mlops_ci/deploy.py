@@ -417,6 +417,14 @@ def _mark(reg: Registry, model: str, n: int, semver: str) -> None:
         reg.store.put_if_absent(f"{model}/{release_marker(n, semver)}", b"")
 
 
+def _marked(reg: Registry, model: str, n: int, semver: str) -> bool:
+    """Whether version n has its release marker (it is recorded): one small read."""
+    try:
+        return reg.store.stamp(f"{model}/{release_marker(n, semver)}") is not None
+    except (RegistryError, ValueError):  # a semver no marker can be named after
+        return False
+
+
 def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> bool:
     """A version folder that a killed deploy renamed but never recorded, and that a different
     semver now supersedes, stops being a version (its number stays taken). It never served.
@@ -555,6 +563,13 @@ def rollback(
                 raise UsageError(f"{reg.uri}: no model named {model!r} (models: {known})")
             have = ", ".join(map(str, versions))
             raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")
+        semver = str(release.get("version"))
+        if not _marked(reg, model, to, semver) and not reg.recorded(model, [to]):
+            raise UsageError(
+                f"{model} version {to} was staged by a deploy that did not record it (it was "
+                "interrupted, or is under way): it never served. Deploy its commit again to "
+                "complete it"
+            )
         _, manifest = reg.gather(
             lambda: reg.model_onnx(model, to, release),  # RegistryError when it does not verify
             lambda: _deployed_manifest(reg, model, to),

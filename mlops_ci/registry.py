@@ -896,7 +896,32 @@ class Registry:
             raise RegistryError(f"{self.uri_of(model + '/config.pbtxt')}: {exc}") from exc
 
     def versions(self, model: str) -> list[int]:
-        return self.version_folders(model).numbers
+        """The model's published versions: whole, and recorded in the audit log. A version that
+        a deploy staged and has not recorded (one under way, or one killed between the two) is
+        none here, so it is neither served by path nor rolled back to; `version_folders` still
+        lists it, for the deploy that completes or retires it and for `audit verify`."""
+        folders = self.version_folders(model)
+        unmarked = [n for n in folders.numbers if n not in folders.marked]
+        if not unmarked:  # the usual case: every version has its marker, written once recorded
+            return folders.numbers
+        unrecorded = set(unmarked) - set(self.recorded(model, unmarked))
+        return [n for n in folders.numbers if n not in unrecorded]
+
+    def recorded(self, model: str, ns: list[int]) -> list[int]:
+        """Those of versions `ns` (whole, without a marker) whose release.json names a record
+        in the audit log. The log is read whole: only a version without its marker asks."""
+        from mlops_ci import audit
+
+        log = audit.read_log(self) or b""
+        out = []
+        for n, data in zip(
+            ns, self.store.get_many([f"{model}/{n}/release.json" for n in ns]), strict=True
+        ):
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                sha = (json.loads(data or b"null").get("audit") or {}).get("sha256")
+                if isinstance(sha, str) and audit.is_recorded(log, sha):
+                    out.append(n)
+        return out
 
     def version_folders(self, model: str) -> VersionFolders:
         """The model's version folders, from one listing of its folder: the release markers

@@ -12,7 +12,10 @@ from typing import Any
 
 import yaml
 
-from mlops_ci.deploy import Candidate
+from mlops_ci.deploy import Candidate, Provenance
+
+#: The provenance of a deploy from a laptop (`mlops-ci run`), as the deploy tests use it.
+LOCAL = Provenance(source="local", actor="tester")
 
 
 @functools.cache

@@ -7,13 +7,11 @@ import random
 from pathlib import Path
 
 import pytest
-from deploy_models import candidate
+from deploy_models import LOCAL, candidate
 
 from mlops_ci import audit, cli, deploy
 from mlops_ci.deploy import Provenance
 from mlops_ci.registry import Registry, open_registry
-
-LOCAL = Provenance(source="local", actor="tester")
 
 
 def _history(root: Path | str) -> Registry:

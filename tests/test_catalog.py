@@ -196,7 +196,7 @@ def test_broken_records_are_listed_and_the_rest_still_renders(tmp_path: Path) ->
     assert "2026-12-01T000000Z.json: not a JSON object" in joined
     assert f"audit.jsonl:{len(writer.records) + 1}: not a JSON object" in joined
     html = index.read_text(encoding="utf-8")
-    assert "3 records could not be read" in html
+    assert "3 records could not be read or are incomplete" in html
     names = [m.name for m in catalog.models]
     assert names == sorted([HOSTILE, "churn-predictor", "fraud-detector"])
 
@@ -563,6 +563,40 @@ def test_the_audit_verdict_is_audit_verify_on_the_releases_already_read(
     assert audit.verify(reg).ok  # nothing left to check against the log...
     given = audit.verify(reg, log=log, head=head, releases=releases, serving=serving)
     assert given == expected  # ...but the releases read before still show the swap
+
+
+def test_a_version_a_killed_deploy_never_recorded_is_a_problem_not_a_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between its version folder and its record, a deploy leaves version 2 whole and
+    unrecorded. The catalog does not list it among the versions (nobody approved it as far as
+    the log knows; serve and rollback do not know it either), says why, and still verifies."""
+    from deploy_models import LOCAL, candidate
+
+    from mlops_ci import audit, deploy
+    from mlops_ci.registry import open_registry
+
+    reg = open_registry(tmp_path / "registry")
+    deploy.publish(reg, candidate("m0", "1.0.0"), LOCAL)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # as if killed right here
+
+    with monkeypatch.context() as patch:
+        patch.setattr(audit, "commit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            deploy.publish(reg, candidate("m0", "1.1.0", salt="b"), LOCAL)
+    assert (tmp_path / "registry" / "m0" / "2" / "release.json").is_file()
+    catalog, index = build(tmp_path / "registry", tmp_path / "site")
+    (model,) = catalog.models
+    assert [v.number for v in model.versions] == [1] and model.serving == 1
+    assert catalog.audit is not None and catalog.audit.ok
+    assert any("m0/2: staged by a deploy that did not record it" in p for p in catalog.problems)
+    assert "1 record could not be read or is incomplete" in index.read_text(encoding="utf-8")
+
+    deploy.publish(reg, candidate("m0", "1.1.0", salt="b"), LOCAL)  # the re-run records it
+    catalog, _ = build(tmp_path / "registry", tmp_path / "site")
+    assert [v.number for v in catalog.models[0].versions] == [1, 2] and not catalog.problems
 
 
 def test_monitor_run_reads_a_due_soon_staleness_as_monitor_writes_it() -> None:

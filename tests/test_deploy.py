@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_models import candidate, git, publish_at_once, tree, write_build, write_model
+from deploy_models import LOCAL, candidate, git, publish_at_once, tree, write_build, write_model
 from ghserver import fake_sha
 
 from mlops_ci import audit, deploy, triton
@@ -23,7 +23,6 @@ from mlops_ci.errors import CheckFailed, UsageError
 from mlops_ci.manifest import load
 from mlops_ci.registry import Registry, RegistryError, open_registry
 
-LOCAL = Provenance(source="local", actor="tester")
 # CI has ../shared beside the checkout (see its fixtures/README.md).
 STRICT_ISVC = (
     Path(__file__).resolve().parents[2]
@@ -238,7 +237,8 @@ def test_a_folder_a_kill_left_without_all_its_objects_is_published_anew(
     with pytest.raises(_Killed):
         deploy.publish(reg, new, LOCAL)
     reg = open_registry(registry_uri)
-    assert reg.versions("iris") == [1, 2] and reg.serving_version("iris") == 1
+    assert reg.version_folders("iris").numbers == [1, 2] and reg.serving_version("iris") == 1
+    assert reg.versions("iris") == [1]  # whole, and never recorded: no version to readers
     reg.store.delete(f"iris/2/{missing}")
     again = deploy.publish(reg, new, LOCAL)
     assert (again.registry_version, again.changed) == (3, True)

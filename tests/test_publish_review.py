@@ -20,15 +20,13 @@ import time
 
 import pytest
 import yaml
-from deploy_models import candidate, publish_at_once
+from deploy_models import LOCAL, candidate, publish_at_once
 
 from mlops_ci import atomic, audit, deploy, registry
 from mlops_ci.catalog.read import listing
-from mlops_ci.deploy import Candidate, Provenance
+from mlops_ci.deploy import Candidate
 from mlops_ci.errors import MlopsCiError
 from mlops_ci.registry import Registry, RegistryError, open_registry, together
-
-LOCAL = Provenance(source="local", actor="tester")
 
 
 class _Killed(BaseException):
@@ -325,6 +323,7 @@ def test_a_marker_that_fails_does_not_fail_the_publish_it_follows(registry_uri: 
     reg.store.put_if_absent = failing  # type: ignore[method-assign]
     done = deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
     assert done.changed and reg.serving_version("iris") == 2
+    assert reg.versions("iris") == [1, 2]  # no marker: listed because the log records it
     reg.store.put_if_absent = put_if_absent  # type: ignore[method-assign]
     assert deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL).changed is False
     assert reg.version_folders("iris").marked == {1, 2}

@@ -71,7 +71,7 @@ def test_model_view(registry_uri: str) -> None:
     reg.write_bytes(".mlops/predictions/m/config.pbtxt", b"not a model")
     reg.write_bytes("no-config/1/release.json", b"{}")
     assert reg.models() == ["m", "other"]
-    assert reg.versions("m") == [1, 2]
+    assert reg.version_folders("m").numbers == [1, 2]
     assert reg.serving_version("m") == 2
     assert reg.model_onnx("m", 1) == b"first"
     assert reg.release("m", 2)["registry_version"] == 2
@@ -107,7 +107,7 @@ def test_versions_ignore_incomplete_folders(registry_uri: str) -> None:
     reg.write_bytes("m/2/model.onnx", b"no release.json yet")
     reg.write_bytes("m/notaversion/release.json", b"{}")
     reg.write_bytes("m/07/release.json", b"{}")  # Triton reads no leading zero as a version
-    assert reg.versions("m") == [1]
+    assert reg.version_folders("m").numbers == [1]
     # The next number goes past the incomplete folder: numbers only grow. Version 1 has no
     # release marker: its release.json was read.
     assert reg.version_folders("m") == VersionFolders([1], 2, {1: "1.0.0"}, frozenset())
@@ -136,7 +136,7 @@ def test_versions_without_markers_are_asked_sixteen_at_a_time(registry_uri: str)
         return stamp(key)
 
     reg.store.stamp = counting  # type: ignore[method-assign]
-    assert reg.versions("m") == list(range(1, 51))
+    assert reg.version_folders("m").numbers == list(range(1, 51))
     assert peak[0] <= 15
 
 

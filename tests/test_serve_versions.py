@@ -239,3 +239,47 @@ def test_the_flag_bounds_the_cache_of_a_served_registry(registry: Path) -> None:
     finally:
         assert server.terminate() == 0, server.stderr()
     assert (loads, evictions) == (1 + 3, 2)
+
+
+def test_a_version_a_killed_deploy_never_recorded_is_not_served_by_path(
+    example_models: dict[str, ExampleModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy killed after its version folder was renamed in and before its audit record
+    leaves version 3 whole and unrecorded. Nobody approved it as far as the log knows: it is
+    not listed, not served by path, and not rolled back to. Once a re-run records it, it is."""
+    from mlops_ci import audit, deploy
+    from mlops_ci.errors import UsageError
+    from mlops_ci.registry import open_registry
+
+    root = tmp_path / "registry"
+    tumor = _published(example_models, root, 2)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # as if killed right here
+
+    with monkeypatch.context() as patch:
+        patch.setattr(audit, "commit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _published_one(tumor, root, "1.0.9")
+    reg = open_registry(root)
+    assert (root / TUMOR / "3" / "model.onnx").is_file()  # whole: the naive listing has it
+    assert reg.version_folders(TUMOR).numbers == [1, 2, 3]
+    assert reg.versions(TUMOR) == [1, 2]
+    with _serving(root, version_cache=2) as (_, hostport):
+        status, reply = _infer(hostport, 3)
+        assert status == 404 and "no version 3" in reply["error"], reply
+        assert _infer(hostport, 2)[1]["model_version"] == "2"
+    with pytest.raises(UsageError, match="did not record it"):
+        deploy.rollback(reg, TUMOR, 3, "try it", deploy.Provenance())
+    assert [r["action"] for r in audit.records(reg)] == ["deploy", "deploy"]
+
+    assert _published_one(tumor, root, "1.0.9") == 3  # the re-run completes version 3
+    assert reg.versions(TUMOR) == [1, 2, 3]
+    with _serving(root, version_cache=2) as (_, hostport):
+        assert _infer(hostport, 3)[1]["model_version"] == "3"
+
+
+def _published_one(tumor: ExampleModel, root: Path, semver: str) -> int:
+    return publish(
+        root, TUMOR, tumor.onnx.read_bytes(), tumor.manifest.read_text("utf-8"), semver=semver
+    )

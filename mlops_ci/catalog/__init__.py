@@ -52,7 +52,10 @@ def main(registry: str, out: Path, repo: Path | None = None, stream: TextIO | No
     counts = ", ".join(f"{n} {state}" for state, n in states.items())
     print(f"catalog: {len(catalog.models)} models ({counts or 'none'})", file=say)
     if catalog.problems:
-        print(f"catalog: {len(catalog.problems)} records could not be read:", file=say)
+        print(
+            f"catalog: {len(catalog.problems)} records could not be read or are incomplete:",
+            file=say,
+        )
         for problem in catalog.problems[:20]:
             print(f"  {problem}", file=say)
     print(index, file=say)
@@ -97,6 +100,6 @@ def _summary(catalog: Catalog, states: dict[str, int]) -> None:
     if attention:
         lines += ["", "Needs attention: " + ", ".join(cell(name) for name in attention[:50])]
     if catalog.problems:
-        lines += ["", f"{len(catalog.problems)} records could not be read:", ""]
+        lines += ["", f"{len(catalog.problems)} records could not be read or are incomplete:", ""]
         lines += [f"- {cell(problem)}" for problem in catalog.problems[:50]]
     gha.write_summary("\n".join(lines))

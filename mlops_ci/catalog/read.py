@@ -400,6 +400,16 @@ def read_model(
         serving = reg.serving_version(name)
     except _BAD_RECORD as exc:
         problems.append(f"{name}: {exc}")
+    numbers = list(numbers)
+    deployed = {e.registry_version for e in events if e.action == "deploy"}
+    if numbers and numbers[-1] not in deployed and numbers[-1] != serving:
+        # Staged by a deploy that never recorded it (killed, or under way): no version yet, as
+        # for `serve` and `rollback`. `audit verify` says the same of it and nothing worse.
+        problems.append(
+            f"{name}/{numbers[-1]}: staged by a deploy that did not record it (interrupted); "
+            "not listed until a deploy of its commit completes it"
+        )
+        numbers.pop()
     for n in numbers:
         try:
             versions.append(version_from_release(n, reg.release(name, n)))
