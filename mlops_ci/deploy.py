@@ -564,7 +564,7 @@ def rollback(
             have = ", ".join(map(str, versions))
             raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")
         semver = str(release.get("version"))
-        if not _marked(reg, model, to, semver) and not reg.recorded(model, [to]):
+        if to != previous and not _marked(reg, model, to, semver) and not reg.recorded(model, [to]):
             raise UsageError(
                 f"{model} version {to} was staged by a deploy that did not record it (it was "
                 "interrupted, or is under way): it never served. Deploy its commit again to "

@@ -899,12 +899,18 @@ class Registry:
         """The model's published versions: whole, and recorded in the audit log. A version that
         a deploy staged and has not recorded (one under way, or one killed between the two) is
         none here, so it is neither served by path nor rolled back to; `version_folders` still
-        lists it, for the deploy that completes or retires it and for `audit verify`."""
+        lists it, for the deploy that completes or retires it and for `audit verify`. The
+        version that `config.pbtxt` names is one whatever the log says."""
         folders = self.version_folders(model)
         unmarked = [n for n in folders.numbers if n not in folders.marked]
         if not unmarked:  # the usual case: every version has its marker, written once recorded
             return folders.numbers
         unrecorded = set(unmarked) - set(self.recorded(model, unmarked))
+        if unrecorded:
+            # What config.pbtxt names serves: a deploy writes it only after the record, so it
+            # names an unrecorded version only in a registry written by hand.
+            with contextlib.suppress(RegistryError):
+                unrecorded.discard(self.serving_version(model))
         return [n for n in folders.numbers if n not in unrecorded]
 
     def recorded(self, model: str, ns: list[int]) -> list[int]:
