@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_ci import audit, deploy, deploy_range, gha
+from mlops_ci import audit, deploy, deploy_range, gha, gitcmd
 from mlops_ci.digest import content_sha256
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.registry import Registry, open_registry
@@ -145,7 +145,7 @@ def _lfs_unfetched(repo: Path, manifest: str) -> bool:
             continue
         if lfs_pointer(head) is None:
             continue
-        done = deploy_range._git(repo, "check-attr", "filter", "--", inside)
+        done = gitcmd.run(repo, "check-attr", "filter", "--", inside)
         if done.returncode == 0 and done.stdout.decode(errors="replace").strip().endswith(": lfs"):
             return True
     return False

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_ci import gitcmd
 from mlops_ci.errors import UsageError
 from mlops_ci.registry import Registry
 
@@ -52,16 +52,9 @@ class Touching:
     unnamed: frozenset[str] = field(default=frozenset())
 
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    try:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
-    except FileNotFoundError:
-        raise UsageError("git is not installed") from None
-
-
 def is_ancestor(repo: Path, commit: str, sha: str) -> bool:
     """Whether `commit` is in the clone and an ancestor of (or equal to) `sha`."""
-    return _git(repo, "merge-base", "--is-ancestor", commit, sha).returncode == 0
+    return gitcmd.run(repo, "merge-base", "--is-ancestor", commit, sha).returncode == 0
 
 
 def _chunks_newest_first(reg: Registry) -> Iterator[list[dict[str, Any]]]:
@@ -193,7 +186,7 @@ def start(reg: Registry | None, repo: Path, sha: str, before: str, prefix: str |
 def first_parents(repo: Path, start_commit: str, sha: str) -> list[tuple[str, str]]:
     """(commit, its first parent) for each first-parent commit in (start, sha], oldest first:
     what landed on the branch one merge (or one rebased or pushed commit) at a time."""
-    done = _git(
+    done = gitcmd.run(
         repo, "rev-list", "--first-parent", "--reverse", "--parents", f"{start_commit}..{sha}"
     )
     if done.returncode != 0:
@@ -212,7 +205,7 @@ def on_first_parent_chain(repo: Path, commit: str, tip: str) -> bool:
     held, not a commit that came in with a merged branch (whose tree the branch never held)."""
     if not is_ancestor(repo, commit, tip):
         return False
-    full = _git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+    full = gitcmd.run(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
     commit = full.stdout.decode().strip()
     # The first-parent walk from `tip` stops at the first ancestor of `commit` it meets: that
     # is `commit` itself exactly when `commit` is on the walk (or is `tip`: nothing to walk).
@@ -223,7 +216,9 @@ def on_first_parent_chain(repo: Path, commit: str, tip: str) -> bool:
 def last_change(repo: Path, sha: str, path: str) -> str | None:
     """The first-parent commit, up to `sha`, that last changed `path` (a merge counts against
     its first parent: the merge that brought the change onto the branch); None when none did."""
-    done = _git(repo, "log", "--first-parent", "-1", "--format=%H", sha, "--", f":(literal){path}")
+    done = gitcmd.run(
+        repo, "log", "--first-parent", "-1", "--format=%H", sha, "--", f":(literal){path}"
+    )
     if done.returncode != 0:
         message = done.stderr.decode(errors="replace").strip().splitlines()
         raise UsageError(f"git log failed: {message[-1] if message else done.returncode}")
@@ -232,7 +227,7 @@ def last_change(repo: Path, sha: str, path: str) -> str | None:
 
 def changes_of(repo: Path, sha: str, path: str) -> list[str]:
     """The first-parent commits up to `sha` that changed `path`, newest first."""
-    done = _git(repo, "log", "--first-parent", "--format=%H", sha, "--", f":(literal){path}")
+    done = gitcmd.run(repo, "log", "--first-parent", "--format=%H", sha, "--", f":(literal){path}")
     if done.returncode != 0:
         message = done.stderr.decode(errors="replace").strip().splitlines()
         raise UsageError(f"git log failed: {message[-1] if message else done.returncode}")
@@ -241,13 +236,13 @@ def changes_of(repo: Path, sha: str, path: str) -> list[str]:
 
 def first_parent(repo: Path, commit: str) -> str | None:
     """`commit`'s first parent; None for a root commit."""
-    done = _git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^1")
+    done = gitcmd.run(repo, "rev-parse", "--verify", "--quiet", f"{commit}^1")
     return done.stdout.decode().strip() or None if done.returncode == 0 else None
 
 
 def file_bytes(repo: Path, sha: str, path: str) -> bytes | None:
     """The bytes of `path` at commit `sha` in the clone (None when it is no file there)."""
-    done = _git(repo, "cat-file", "blob", f"{sha}:{path}")
+    done = gitcmd.run(repo, "cat-file", "blob", f"{sha}:{path}")
     return done.stdout if done.returncode == 0 else None
 
 

@@ -9,16 +9,14 @@ and its cost follows the change, not the repository.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
-import subprocess
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_ci import gha
+from mlops_ci import gha, gitcmd
 from mlops_ci.changes import FileChange, Touched, candidate_folders, touched_models
 from mlops_ci.errors import EXIT_OK, EXIT_VERDICT, UsageError
 from mlops_ci.manifest import (
@@ -96,17 +94,7 @@ class _Git:
         self.repo = repo
 
     def run(self, *args: str, stdin: bytes | None = None) -> bytes:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(self.repo), *args],
-                input=stdin,
-                capture_output=True,
-                check=False,
-                # paths from the diff are paths, never patterns (a folder may be named `*`)
-                env={**os.environ, "GIT_LITERAL_PATHSPECS": "1"},
-            )
-        except FileNotFoundError:
-            raise UsageError("git is not installed") from None
+        done = gitcmd.run(self.repo, *args, stdin=stdin, literal=True)  # a diff's paths are paths
         if done.returncode != 0:
             message = done.stderr.decode(errors="replace").strip().splitlines()
             if message and "not a git repository" in message[-1]:

@@ -14,12 +14,12 @@ import importlib.util
 import inspect
 import os
 import re
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlops_ci import gitcmd
 from mlops_ci.errors import UsageError
 
 if TYPE_CHECKING:
@@ -115,24 +115,18 @@ def policy_ref(environ: Mapping[str, str] | None = None) -> str:
     return sha if isinstance(sha, str) and sha else "HEAD"
 
 
-def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        ["git", "-C", str(folder), *args], capture_output=True, timeout=60, check=False
-    )
-
-
 def policy_text(folder: Path, ref: str) -> str | None:
     """The policy's text at `ref` in the repository holding `folder`; None when it has none."""
-    if _git(folder, "rev-parse", "--git-dir").returncode != 0:
-        return None  # not a repository: no policy, only the built-in trusted types
-    if _git(folder, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
+    if not gitcmd.installed() or gitcmd.run(folder, "rev-parse", "--git-dir").returncode != 0:
+        return None  # not a repository (or no git to read one): only the built-in trusted types
+    if gitcmd.run(folder, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
         if ref == "HEAD":
             return None  # a repository without commits yet
         raise UsageError(
             f"the policy's base commit {ref[:12]} is not in this clone, so the trusted types of "
             f"{POLICY_PATH} cannot be read; check out with fetch-depth: 0"
         )
-    shown = _git(folder, "show", f"{ref}:{POLICY_PATH}")
+    shown = gitcmd.run(folder, "show", f"{ref}:{POLICY_PATH}")
     if shown.returncode != 0:
         return None
     return shown.stdout.decode("utf-8", "replace")
@@ -158,7 +152,7 @@ def trusted_types(folder: Path, ref: str | None = None) -> Trust:
         where = f" line {first.line}" if first and first.line else ""
         raise UsageError(f"{source} is invalid:{where} {first.message if first else ''}".strip())
     names = tuple(str(n) for n in data.get("trusted_types") or ())
-    top = _git(folder, "rev-parse", "--show-toplevel").stdout.decode().strip()
+    top = gitcmd.run(folder, "rev-parse", "--show-toplevel").stdout.decode().strip()
     for name in names:
         check_class(name, source, Path(top) if top else None)
     return Trust(names, source)
