@@ -58,9 +58,9 @@ def _sessions() -> int:
 
 
 @contextmanager
-def _serving(root: Path, version_cache: int) -> Iterator[tuple[App, str]]:
+def _serving(root: Path, version_cache: int, poll_s: float = 0.1) -> Iterator[tuple[App, str]]:
     app = App(
-        Settings(registry=str(root), prediction_log="", poll_s=0.1, version_cache=version_cache)
+        Settings(registry=str(root), prediction_log="", poll_s=poll_s, version_cache=version_cache)
     )
     with uvicorn_thread(app, http="httptools", loop="asyncio", log_level="critical") as hostport:
         yield app, hostport
@@ -283,3 +283,41 @@ def _published_one(tumor: ExampleModel, root: Path, semver: str) -> int:
     return publish(
         root, TUMOR, tumor.onnx.read_bytes(), tumor.manifest.read_text("utf-8"), semver=semver
     )
+
+
+def test_a_registry_replaced_under_the_server_serves_its_own_bytes(
+    example_models: dict[str, ExampleModel], tmp_path: Path
+) -> None:
+    """Version numbers never repeat in a registry, but a registry can be replaced under a
+    running server (a laptop's registry deleted and `mlops-ci run` three times): versions 1 and 2
+    are other bytes now, and 3 serves. The server never answers with the replaced bytes: neither
+    version 1, loaded by path, nor version 2, which served (a version that stops serving is
+    otherwise kept loaded for a rollback)."""
+    import hashlib
+
+    import onnx
+
+    root, fresh = tmp_path / "registry", tmp_path / "fresh"
+    tumor = _published(example_models, root, 2)
+    model = onnx.load_from_string(tumor.onnx.read_bytes())
+    model.metadata_props.add(key="rebuilt", value="yes")  # the same model, other bytes
+    other = model.SerializeToString()
+    manifest = tumor.manifest.read_text(encoding="utf-8")
+    for i in range(3):
+        publish(fresh, TUMOR, other, manifest, semver=f"2.0.{i}")
+    old_sha, new_sha = (hashlib.sha256(b).hexdigest() for b in (tumor.onnx.read_bytes(), other))
+    with _serving(root, version_cache=2, poll_s=3600) as (app, hostport):  # refresh by hand
+        store = app.store
+        assert store is not None
+        assert _infer(hostport, 1)[0] == 200  # version 1 loaded by path
+        cached = dict(store._cache)
+        assert cached[TUMOR, 1].onnx_sha256 == old_sha
+        shutil.rmtree(root)
+        fresh.rename(root)  # between two looks of the poller
+        store.refresh(list_models=False)
+        serving = store.get(TUMOR)
+        assert (serving.version, serving.onnx_sha256) == (3, new_sha)
+        assert store.loaded() == []  # neither the old version 1 nor the old 2 is kept
+        assert _infer(hostport, 1)[0] == 200
+        assert store._cache[TUMOR, 1].onnx_sha256 == new_sha
+        assert _counter(hostport, "mlops_ci_model_version_loads") == 4

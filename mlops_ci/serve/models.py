@@ -43,6 +43,9 @@ class LoadedModel:
     stats: VersionStats = field(repr=False)
     sampler: Sampler | None = field(repr=False)
     layout: Layout = field(repr=False)
+    #: the digest its release.json named when it was loaded: version numbers are never reused
+    #: in a registry, but a registry can be replaced under a running server
+    onnx_sha256: str = field(default="", repr=False)
 
     @property
     def version_text(self) -> str:
@@ -193,6 +196,7 @@ class ModelStore:
         current = dict(self._models)
         names = self.registry.models() if list_models or full else list(current)
         changed = False
+        replaced: list[LoadedModel] = []  # loaded versions whose bytes were replaced
         for gone in set(current) - set(names):
             del current[gone]
             changed = True
@@ -201,7 +205,8 @@ class ModelStore:
             token = self.registry.state_token(name)
             if before is not None and before.token == token and not full:
                 continue
-            state = self._state(name, token, before)
+            recheck = before is not None and before.token != token
+            state = self._state(name, token, before, replaced if recheck else None)
             if state != before:
                 current[name] = state
                 changed = True
@@ -216,32 +221,72 @@ class ModelStore:
                 for name, before in before_all.items():
                     # A version that stopped serving and is still published stays loaded for a
                     # while, as the most recently used by path: a rollback to it is instant.
-                    if before.serving is None:
+                    if before.serving is None or any(before.serving is r for r in replaced):
                         continue
                     key = (name, before.serving.version)
                     if key in listed and key not in serving:
                         self._keep(key, before.serving)
 
-    def _state(self, name: str, token: str, before: _ModelState | None) -> _ModelState:
+    def _state(
+        self,
+        name: str,
+        token: str,
+        before: _ModelState | None,
+        replaced: list[LoadedModel] | None = None,
+    ) -> _ModelState:
+        """The model's state as the registry has it now. With `replaced` (its config.pbtxt
+        changed), a loaded version whose release.json names other bytes now (the registry was
+        replaced under the server: a new version 1, say) is loaded again, or dropped from the
+        cache of versions by path, and added to `replaced`."""
         try:
             versions = tuple(self.registry.versions(name))
             n = self.registry.serving_version(name)
+            if replaced is not None:
+                self._drop_replaced(name)
         except Exception as exc:
             log.error("%s: cannot read the registry: %s", name, exc)
             return before or _ModelState(token, None, ())
         serving = before.serving if before else None
+        if serving is not None and replaced is not None and not self._current(serving):
+            replaced.append(serving)
+            log.info("%s: version %s has other bytes now; loading it again", name, serving.version)
+            serving = None  # loaded again below, or dropped when it is no version any more
+            if n is None or n not in versions:
+                return _ModelState(token, None, versions)
         if n is not None and n in versions and (serving is None or serving.version != n):
             try:
                 serving = self._load_serving(name, n)
                 log.info("%s: serving version %s", name, n)
             except Exception as exc:
                 # Keep what serves; the next change of config.pbtxt tries again.
-                log.error("%s: cannot load version %s, keeping the one before: %s", name, n, exc)
+                kept = ", keeping the one before" if serving is not None else ""
+                log.error("%s: cannot load version %s%s: %s", name, n, kept, exc)
         elif n is None or n not in versions:
             log.error("%s: config.pbtxt names version %s, which is not published", name, n)
             if serving is not None and serving.version not in versions:
                 serving = None
         return _ModelState(token, serving, versions)
+
+    def _current(self, loaded: LoadedModel) -> bool:
+        """Whether the loaded version's release.json still names the bytes it was loaded from
+        (a release.json that cannot be read now says nothing: what serves keeps serving)."""
+        try:
+            release = self.registry.find_release(loaded.name, loaded.version) or {}
+        except Exception as exc:
+            log.error("%s: cannot read version %s: %s", loaded.name, loaded.version, exc)
+            return True
+        return (release.get("onnx") or {}).get("sha256") == loaded.onnx_sha256
+
+    def _drop_replaced(self, name: str) -> None:
+        """Drop the model's versions loaded by path whose bytes were replaced (one small read
+        each: at most `version_cache`)."""
+        with self._lock:
+            cached = [loaded for key, loaded in self._cache.items() if key[0] == name]
+        stale = [loaded for loaded in cached if not self._current(loaded)]
+        with self._lock:
+            for loaded in stale:
+                if self._cache.get((name, loaded.version)) is loaded:
+                    del self._cache[name, loaded.version]
 
     def _load_serving(self, name: str, n: int) -> LoadedModel:
         """The version about to serve: taken out of the cache when loaded by path (or waited for
@@ -260,7 +305,8 @@ class ModelStore:
     def _build(self, name: str, n: int) -> LoadedModel:
         import yaml
 
-        data = self.registry.model_onnx(name, n)  # sha256 checked against release.json
+        release = self.registry.release(name, n)
+        data = self.registry.model_onnx(name, n, release)  # sha256 checked against release.json
         try:
             manifest = yaml.safe_load(self.registry.manifest_text(name, n))
         except Exception:
@@ -285,6 +331,7 @@ class ModelStore:
             stats=self.metrics.stats(name, str(n)),
             sampler=Sampler(rate) if rate > 0 else None,
             layout=layout_for(manifest if isinstance(manifest, dict) else None, inputs, outputs),
+            onnx_sha256=release["onnx"]["sha256"],  # what model_onnx checked the bytes against
         )
 
     def start(self, poll_s: float) -> None:
