@@ -417,12 +417,17 @@ def _mark(reg: Registry, model: str, n: int, semver: str) -> None:
         reg.store.put_if_absent(f"{model}/{release_marker(n, semver)}", b"")
 
 
-def _marked(reg: Registry, model: str, n: int, semver: str) -> bool:
-    """Whether version n has its release marker (it is recorded): one small read."""
+def _asked_version(reg: Registry, model: str, n: int) -> tuple[dict[str, Any] | None, bool]:
+    """Version n's release.json (None: no such whole version), and whether it has its release
+    marker, so is recorded (one small read more, while the rollback's other reads are made)."""
+    release = reg.find_release(model, n, whole=True) if n > 0 else None
+    if release is None:
+        return None, False
     try:
-        return reg.store.stamp(f"{model}/{release_marker(n, semver)}") is not None
-    except (RegistryError, ValueError):  # a semver no marker can be named after
-        return False
+        marker = f"{model}/{release_marker(n, str(release.get('version')))}"
+        return release, reg.store.stamp(marker) is not None
+    except RegistryError:  # a semver no marker can be named after: the log is asked
+        return release, False
 
 
 def _retire_if_unrecorded(reg: Registry, model: str, n: int) -> bool:
@@ -550,8 +555,8 @@ def rollback(
     if not reason.strip():
         raise UsageError("a rollback needs --reason TEXT")
     with reg.store.lock(lock_timeout_s, meanwhile=lambda: reg.read_bytes(audit.HEAD_KEY)) as held:
-        release, previous, end, isvc = reg.gather(
-            lambda: reg.find_release(model, to, whole=True) if to > 0 else None,
+        (release, marked), previous, end, isvc = reg.gather(
+            lambda: _asked_version(reg, model, to),
             lambda: reg.serving_version(model),
             lambda: audit.read_end(reg, held.early),
             lambda: reg.read_bytes(f"{model}/inferenceservice.yaml"),
@@ -563,8 +568,7 @@ def rollback(
                 raise UsageError(f"{reg.uri}: no model named {model!r} (models: {known})")
             have = ", ".join(map(str, versions))
             raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")
-        semver = str(release.get("version"))
-        if to != previous and not _marked(reg, model, to, semver) and not reg.recorded(model, [to]):
+        if to != previous and not marked and not reg.recorded(model, [to]):
             raise UsageError(
                 f"{model} version {to} was staged by a deploy that did not record it (it was "
                 "interrupted, or is under way): it never served. Deploy its commit again to "

@@ -324,6 +324,8 @@ def test_a_marker_that_fails_does_not_fail_the_publish_it_follows(registry_uri: 
     done = deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL)
     assert done.changed and reg.serving_version("iris") == 2
     assert reg.versions("iris") == [1, 2]  # no marker: listed because the log records it
+    deploy.rollback(reg, "iris", 1, "bad", LOCAL)
+    assert deploy.rollback(reg, "iris", 2, "good after all", LOCAL).changed  # recorded, too
     reg.store.put_if_absent = put_if_absent  # type: ignore[method-assign]
     assert deploy.publish(reg, candidate(version="1.1.0", salt="b"), LOCAL).changed is False
     assert reg.version_folders("iris").marked == {1, 2}
