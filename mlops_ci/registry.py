@@ -919,14 +919,17 @@ class Registry:
         from mlops_ci import audit
 
         log = audit.read_log(self) or b""
+        releases = self.store.get_many([f"{model}/{n}/release.json" for n in ns])
         out = []
-        for n, data in zip(
-            ns, self.store.get_many([f"{model}/{n}/release.json" for n in ns]), strict=True
-        ):
-            with contextlib.suppress(ValueError, AttributeError, TypeError):
-                sha = (json.loads(data or b"null").get("audit") or {}).get("sha256")
-                if isinstance(sha, str) and audit.is_recorded(log, sha):
-                    out.append(n)
+        for n, data in zip(ns, releases, strict=True):
+            try:
+                doc = json.loads(data) if data else None
+            except ValueError:
+                continue  # unreadable: no record can be named
+            anchor = doc.get("audit") if isinstance(doc, dict) else None
+            sha = anchor.get("sha256") if isinstance(anchor, dict) else None
+            if isinstance(sha, str) and audit.is_recorded(log, sha):
+                out.append(n)
         return out
 
     def version_folders(self, model: str) -> VersionFolders:
