@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,33 @@ def write_all(fd: int, payload: bytes | memoryview) -> None:
         view = view[done:]
 
 
+def open_making_folder(path: Path, flags: int, mode: int) -> int:
+    """os.open, making `path`'s folder only when the open finds none: a write costs a system
+    call less than a `mkdir(exist_ok=True)` before every open."""
+    try:
+        return os.open(path, flags, mode)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, mode)
+
+
+#: A file created here and now (never one that exists, nor through a symlink).
+_NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _temp_beside(path: Path, payload: bytes, fsync: bool) -> Path:
     """A temporary file holding `payload` in `path`'s folder (created when missing), mode
     FILE_MODE; renaming or linking it over `path` is then atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = open_making_folder(tmp, _NEW, 0o600)
+            break
+        except FileExistsError:  # another writer's temporary file: draw another name
+            continue
     try:
-        # mkstemp creates 0600; reports and models are for other people and processes too
-        # (a web server, a reviewer's account), as a file opened for writing would be
+        # Created 0600, as mkstemp would; reports and models are for other people and
+        # processes too (a web server, a reviewer's account), whatever the umask
         os.fchmod(fd, FILE_MODE)
         try:
             write_all(fd, payload)
@@ -41,9 +60,9 @@ def _temp_beside(path: Path, payload: bytes, fsync: bool) -> Path:
         finally:
             os.close(fd)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return Path(tmp)
+    return tmp
 
 
 def write_bytes(path: Path, payload: bytes, *, fsync: bool = False) -> Path:
@@ -60,6 +79,18 @@ def write_bytes(path: Path, payload: bytes, *, fsync: bool = False) -> Path:
 def create_bytes(path: Path, payload: bytes, *, fsync: bool = False) -> bool:
     """Create `path` holding `payload`, atomically and only if it does not exist yet: False
     when it does (then nothing is written). Two racing creators never both win."""
+    if not payload:  # an empty file is whole the moment it exists: no temporary file needed
+        try:
+            fd = open_making_folder(path, _NEW, 0o600)
+        except FileExistsError:
+            return False
+        try:
+            os.fchmod(fd, FILE_MODE)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
     tmp = _temp_beside(path, payload, fsync)
     try:
         os.link(tmp, path)  # link() fails when the target exists: an atomic create-only write

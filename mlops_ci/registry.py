@@ -203,9 +203,10 @@ class FileStore:
 
     def append(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # One write() with O_APPEND: a killed process leaves the line whole or absent.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, atomic.FILE_MODE)
+        fd = atomic.open_making_folder(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, atomic.FILE_MODE
+        )
         try:
             os.write(fd, data)
             if _FSYNC:
@@ -310,8 +311,7 @@ class FileStore:
     @contextlib.contextmanager
     def _flock(path: Path, timeout_s: float) -> Iterator[None]:
         # flock is released by the kernel when its holder dies, so a kill -9 never wedges it.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = atomic.open_making_folder(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + timeout_s
             while True:

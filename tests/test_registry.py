@@ -163,7 +163,8 @@ def test_a_version_folder_is_never_overwritten(registry_uri: str) -> None:
     assert reg.model_onnx("m", 1) == b"first"
 
 
-def test_exactly_one_of_eight_racing_creators_wins(registry_uri: str) -> None:
+@pytest.mark.parametrize("empty", [False, True], ids=["bytes", "empty (a release marker)"])
+def test_exactly_one_of_eight_racing_creators_wins(registry_uri: str, empty: bool) -> None:
     reg = open_registry(registry_uri)
     start = threading.Barrier(8)
     wins: list[int] = []
@@ -171,12 +172,13 @@ def test_exactly_one_of_eight_racing_creators_wins(registry_uri: str) -> None:
     def race(i: int) -> None:
         store = open_registry(registry_uri).store
         start.wait()
-        if store.put_if_absent("race/key", str(i).encode()):
+        if store.put_if_absent("race/key", b"" if empty else str(i).encode()):
             wins.append(i)
 
     _together(race, 8)
     assert len(wins) == 1
-    assert reg.read_bytes("race/key") == str(wins[0]).encode()
+    assert reg.read_bytes("race/key") == (b"" if empty else str(wins[0]).encode())
+    assert not reg.store.put_if_absent("race/key", b"")
 
 
 def test_exactly_one_of_eight_racing_replacers_wins(registry_uri: str) -> None:
