@@ -901,7 +901,11 @@ class Registry:
         none here, so it is neither served by path nor rolled back to; `version_folders` still
         lists it, for the deploy that completes or retires it and for `audit verify`. The
         version that `config.pbtxt` names is one whatever the log says."""
-        folders = self.version_folders(model)
+        return self.published(model, self.version_folders(model))
+
+    def published(self, model: str, folders: VersionFolders) -> list[int]:
+        """`versions`, from a listing of the model's folder already made. A version without
+        its marker costs a read of the whole log (a listing that shows none costs nothing)."""
         unmarked = [n for n in folders.numbers if n not in folders.marked]
         if not unmarked:  # the usual case: every version has its marker, written once recorded
             return folders.numbers

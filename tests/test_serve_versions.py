@@ -279,6 +279,40 @@ def test_a_version_a_killed_deploy_never_recorded_is_not_served_by_path(
         assert _infer(hostport, 3)[1]["model_version"] == "3"
 
 
+def test_a_version_without_its_marker_is_asked_of_the_log_once_not_every_look(
+    example_models: dict[str, ExampleModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a version without its release marker is recorded takes a read of the whole log
+    (on S3, every segment). The poller re-lists versions every tenth look: while the listing
+    and config.pbtxt are unchanged, it does not ask the log again."""
+    from mlops_ci import audit
+
+    root = tmp_path / "registry"
+    tumor = _published(example_models, root, 1)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # as if killed right here
+
+    with monkeypatch.context() as patch:
+        patch.setattr(audit, "commit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _published_one(tumor, root, "1.0.9")
+    with _serving(root, version_cache=2, poll_s=3600) as (app, _):  # refresh by hand
+        store = app.store
+        assert store is not None
+        reads: list[str] = []
+        read_log = store.registry.read_log
+        monkeypatch.setattr(
+            store.registry, "read_log", lambda key: reads.append(key) or read_log(key)
+        )
+        for _ in range(3):
+            store.refresh(full=True)
+        assert store.versions(TUMOR) == (1,) and reads == []
+        _published_one(tumor, root, "1.0.9")  # the re-run records version 2 and serves it
+        store.refresh(full=True)
+        assert store.versions(TUMOR) == (1, 2) and store.get(TUMOR).version == 2
+
+
 def _published_one(tumor: ExampleModel, root: Path, semver: str) -> int:
     return publish(
         root, TUMOR, tumor.onnx.read_bytes(), tumor.manifest.read_text("utf-8"), semver=semver

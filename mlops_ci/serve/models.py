@@ -57,6 +57,9 @@ class _ModelState:
     token: str
     serving: LoadedModel | None
     versions: tuple[int, ...]
+    #: the listing `versions` came from (numbered folders, marked ones): while neither it nor
+    #: the token changes, the versions are taken as they were, not asked of the log again
+    listing: tuple[tuple[int, ...], frozenset[int]] = ((), frozenset())
 
 
 class ModelStore:
@@ -239,7 +242,12 @@ class ModelStore:
         replaced under the server: a new version 1, say) is loaded again, or dropped from the
         cache of versions by path, and added to `replaced`."""
         try:
-            versions = tuple(self.registry.versions(name))
+            folders = self.registry.version_folders(name)
+            listing = (tuple(folders.numbers), folders.marked)
+            if before is not None and before.token == token and before.listing == listing:
+                versions = before.versions  # a version without its marker read the whole log
+            else:
+                versions = tuple(self.registry.published(name, folders))
             n = self.registry.serving_version(name)
             if replaced is not None:
                 self._drop_replaced(name)
@@ -252,7 +260,7 @@ class ModelStore:
             log.info("%s: version %s has other bytes now; loading it again", name, serving.version)
             serving = None  # loaded again below, or dropped when it is no version any more
             if n is None or n not in versions:
-                return _ModelState(token, None, versions)
+                return _ModelState(token, None, versions, listing)
         if n is not None and n in versions and (serving is None or serving.version != n):
             try:
                 serving = self._load_serving(name, n)
@@ -265,7 +273,7 @@ class ModelStore:
             log.error("%s: config.pbtxt names version %s, which is not published", name, n)
             if serving is not None and serving.version not in versions:
                 serving = None
-        return _ModelState(token, serving, versions)
+        return _ModelState(token, serving, versions, listing)
 
     def _current(self, loaded: LoadedModel) -> bool:
         """Whether the loaded version's release.json still names the bytes it was loaded from
