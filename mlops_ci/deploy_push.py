@@ -828,7 +828,8 @@ def verify_main(registry: str, fmt: str = "text") -> int:
             )
         )
     elif result.ok:
-        print(f"✓ {reg.uri_of(audit.LOG_KEY)}: {result.records} records verify; head {result.head}")
+        count = "1 record verifies" if result.records == 1 else f"{result.records} records verify"
+        print(f"✓ {reg.uri_of(audit.LOG_KEY)}: {count}; head {result.head}")
         for note in result.notes:
             print(f"  note: {note}")
     else:
