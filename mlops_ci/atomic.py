@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -31,7 +32,10 @@ def open_making_folder(path: Path, flags: int, mode: int) -> int:
     try:
         return os.open(path, flags, mode)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # not a folder: a dangling symlink, say (never a name clash)
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path.parent)) from None
         return os.open(path, flags, mode)
 
 

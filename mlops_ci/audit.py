@@ -234,6 +234,22 @@ def is_recorded(log: bytes, sha256: str) -> bool:
     return bool(lines) and digest(lines[-1]) == sha256
 
 
+def recorded_among(reg: Registry, shas: set[str]) -> set[str]:
+    """Those of `shas` that are records of the log. Its end (the head, the last two records)
+    is read first: a deploy under way, or one killed before its marker, left its record
+    there. The whole log (on S3 every segment) is read only for a hash not found at the end."""
+    wanted = shas - {GENESIS}
+    if not wanted:
+        return set()
+    end = read_end(reg)
+    tail = b"\n".join(end.lines)
+    found = {sha for sha in wanted if is_recorded(tail, sha)}
+    if wanted - found:
+        log = read_log(reg) or b""
+        found |= {sha for sha in wanted - found if is_recorded(log, sha)}
+    return found
+
+
 # --- verification ----------------------------------------------------------------------------
 
 

@@ -568,11 +568,13 @@ def rollback(
                 raise UsageError(f"{reg.uri}: no model named {model!r} (models: {known})")
             have = ", ".join(map(str, versions))
             raise UsageError(f"{model} has no version {to} in {reg.uri} (versions: {have})")
-        if to != previous and not marked and not reg.recorded(model, [to]):
+        anchor = (release.get("audit") or {}).get("sha256")
+        anchors = {to: anchor} if isinstance(anchor, str) else {}
+        if to != previous and not marked and not reg.recorded([to], anchors):
             raise UsageError(
-                f"{model} version {to} was staged by a deploy that did not record it (it was "
-                "interrupted, or is under way): it never served. Deploy its commit again to "
-                "complete it"
+                f"{model} version {to} is not in the audit log: a deploy staged it and did not "
+                "record it (it was interrupted, or is under way), or it was written by hand. "
+                "Deploy its commit again to record it"
             )
         _, manifest = reg.gather(
             lambda: reg.model_onnx(model, to, release),  # RegistryError when it does not verify

@@ -18,7 +18,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -818,6 +818,8 @@ class VersionFolders:
     marked: frozenset[int]  # the versions that have their release marker
     #: the files beside the version folders, with the tags the listing gave them
     tags: dict[str, str] = field(default_factory=dict, compare=False)
+    #: the audit record each unmarked version's release.json names (read for the listing)
+    anchors: dict[int, str] = field(default_factory=dict, compare=False)
 
     def without(self, n: int) -> VersionFolders:
         """This listing once version n stops being one (its number stays taken)."""
@@ -828,6 +830,7 @@ class VersionFolders:
             semvers,
             self.marked - {n},
             self.tags,
+            {k: v for k, v in self.anchors.items() if k != n},
         )
 
 
@@ -909,32 +912,25 @@ class Registry:
         unmarked = [n for n in folders.numbers if n not in folders.marked]
         if not unmarked:  # the usual case: every version has its marker, written once recorded
             return folders.numbers
-        unrecorded = set(unmarked) - set(self.recorded(model, unmarked))
-        if unrecorded:
-            # What config.pbtxt names serves: a deploy writes it only after the record, so it
-            # names an unrecorded version only in a registry written by hand.
-            with contextlib.suppress(RegistryError):
-                unrecorded.discard(self.serving_version(model))
+        asked = set(unmarked)
+        # What config.pbtxt names serves whatever the log says: a deploy writes it only after
+        # the record (it names an unrecorded version only in a registry written by hand). Asked
+        # first: right after a deploy, the new version serves before it has its marker.
+        with contextlib.suppress(RegistryError):
+            asked.discard(self.serving_version(model))
+        if not asked:
+            return folders.numbers
+        unrecorded = asked - set(self.recorded(sorted(asked), folders.anchors))
         return [n for n in folders.numbers if n not in unrecorded]
 
-    def recorded(self, model: str, ns: list[int]) -> list[int]:
-        """Those of versions `ns` (whole, without a marker) whose release.json names a record
-        in the audit log. The log is read whole: only a version without its marker asks."""
+    def recorded(self, ns: list[int], anchors: Mapping[int, str]) -> list[int]:
+        """Those of versions `ns` whose audit record (`anchors`: the sha256 each release.json
+        names) is in the log: the log's end is asked first, the whole log only for a record
+        not found there."""
         from mlops_ci import audit
 
-        log = audit.read_log(self) or b""
-        releases = self.store.get_many([f"{model}/{n}/release.json" for n in ns])
-        out = []
-        for n, data in zip(ns, releases, strict=True):
-            try:
-                doc = json.loads(data) if data else None
-            except ValueError:
-                continue  # unreadable: no record can be named
-            anchor = doc.get("audit") if isinstance(doc, dict) else None
-            sha = anchor.get("sha256") if isinstance(anchor, dict) else None
-            if isinstance(sha, str) and audit.is_recorded(log, sha):
-                out.append(n)
-        return out
+        found = audit.recorded_among(self, {anchors[n] for n in ns if n in anchors})
+        return [n for n in ns if anchors.get(n) in found]
 
     def version_folders(self, model: str) -> VersionFolders:
         """The model's version folders, from one listing of its folder: the release markers
@@ -950,20 +946,23 @@ class Registry:
         semvers = {n: marked[n] for n in numbered if n in marked}
         unmarked = [n for n in numbered if n not in marked]
         complete = set(semvers)
+        anchors = {}
         for n, data in zip(unmarked, self._whole_releases(model, unmarked), strict=True):
             if data is None:
                 continue  # incomplete: its number is taken, it is no version
             complete.add(n)
-            with contextlib.suppress(ValueError, AttributeError):  # unreadable: asked again on use
-                version = json.loads(data).get("version")
-                if isinstance(version, str):
-                    semvers[n] = version
+            semver, anchor = _release_keys(data)  # unreadable: asked again on use
+            if semver is not None:
+                semvers[n] = semver
+            if anchor is not None:
+                anchors[n] = anchor
         return VersionFolders(
             sorted(complete),
             numbered[-1] if numbered else 0,
             semvers,
             frozenset(marked) & complete,
             files,
+            anchors,
         )
 
     def _whole_releases(self, model: str, ns: list[int]) -> list[bytes | None]:
@@ -1043,6 +1042,22 @@ class Registry:
 
     def state_token(self, model: str) -> str:
         return self.store.stamp(f"{model}/config.pbtxt") or ""
+
+
+def _release_keys(data: bytes) -> tuple[str | None, str | None]:
+    """The semver and the audit record's sha256 a release.json names (None: not there)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    semver, anchor = doc.get("version"), doc.get("audit")
+    sha = anchor.get("sha256") if isinstance(anchor, dict) else None
+    return (
+        semver if isinstance(semver, str) else None,
+        sha if isinstance(sha, str) else None,
+    )
 
 
 def open_registry(uri: str | Path) -> Registry:

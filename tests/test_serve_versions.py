@@ -282,10 +282,12 @@ def test_a_version_a_killed_deploy_never_recorded_is_not_served_by_path(
 def test_a_version_without_its_marker_is_asked_of_the_log_once_not_every_look(
     example_models: dict[str, ExampleModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whether a version without its release marker is recorded takes a read of the whole log
-    (on S3, every segment). The poller re-lists versions every tenth look: while the listing
-    and config.pbtxt are unchanged, it does not ask the log again."""
+    """Whether a version without its release marker is recorded can take a read of the whole
+    log (on S3, every segment). The poller re-lists versions every tenth look: while the
+    listing and config.pbtxt are unchanged, it asks the log again only once RECHECK_S has
+    passed (a record may have landed without either changing)."""
     from mlops_ci import audit
+    from mlops_ci.serve import models
 
     root = tmp_path / "registry"
     tumor = _published(example_models, root, 1)
@@ -300,15 +302,42 @@ def test_a_version_without_its_marker_is_asked_of_the_log_once_not_every_look(
     with _serving(root, version_cache=2, poll_s=3600) as (app, _):  # refresh by hand
         store = app.store
         assert store is not None
-        reads: list[str] = []
-        read_log = store.registry.read_log
+        asks: list[str] = []  # the log asked about versions without their marker
+        reads: list[str] = []  # of those, whole-log reads
+        published, read_log = store.registry.published, store.registry.read_log
+        monkeypatch.setattr(
+            store.registry, "published", lambda name, f: asks.append(name) or published(name, f)
+        )
         monkeypatch.setattr(
             store.registry, "read_log", lambda key: reads.append(key) or read_log(key)
         )
         for _ in range(3):
             store.refresh(full=True)
-        assert store.versions(TUMOR) == (1,) and reads == []
-        _published_one(tumor, root, "1.0.9")  # the re-run records version 2 and serves it
+        assert store.versions(TUMOR) == (1,) and asks == reads == []
+
+        # A re-run killed right after its record: version 2 is recorded now, but neither the
+        # listing nor config.pbtxt changed. It is asked again once RECHECK_S has passed.
+        real = audit.commit
+
+        def record_then_killed(reg: Any, pending: Any, *alongside: Any) -> None:
+            reg.store.append(audit.LOG_KEY, pending.line + b"\n")
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as patch:
+            patch.setattr(audit, "commit", record_then_killed)
+            with pytest.raises(KeyboardInterrupt):
+                _published_one(tumor, root, "1.0.9")
+        assert audit.commit is real
+        store.refresh(full=True)
+        assert store.versions(TUMOR) == (1,) and asks == []
+        monkeypatch.setattr(models, "RECHECK_S", 0.0)  # as if RECHECK_S had passed
+        store.refresh(full=True)
+        assert store.versions(TUMOR) == (1, 2) and store.get(TUMOR).version == 1
+        assert (asks, reads) == ([TUMOR], [])  # found at the log's end: not read whole
+        store.refresh(full=True)
+        assert asks == [TUMOR]  # all listed: nothing is asked again
+
+        _published_one(tumor, root, "1.0.9")  # the next run serves it (and writes its marker)
         store.refresh(full=True)
         assert store.versions(TUMOR) == (1, 2) and store.get(TUMOR).version == 2
 
@@ -319,14 +348,15 @@ def _published_one(tumor: ExampleModel, root: Path, semver: str) -> int:
     )
 
 
+@pytest.mark.parametrize("serving", [2, 3], ids=["the same version serves", "another serves"])
 def test_a_registry_replaced_under_the_server_serves_its_own_bytes(
-    example_models: dict[str, ExampleModel], tmp_path: Path
+    example_models: dict[str, ExampleModel], tmp_path: Path, serving: int
 ) -> None:
     """Version numbers never repeat in a registry, but a registry can be replaced under a
-    running server (a laptop's registry deleted and `mlops-ci run` three times): versions 1 and 2
-    are other bytes now, and 3 serves. The server never answers with the replaced bytes: neither
-    version 1, loaded by path, nor version 2, which served (a version that stops serving is
-    otherwise kept loaded for a rollback)."""
+    running server (a laptop's registry deleted and deployed into again): versions 1 and 2 are
+    other bytes now, and 2 or 3 serves. The server never answers with the replaced bytes:
+    neither version 1, loaded by path, nor version 2, which served (reloaded when it serves
+    again; not kept loaded for a rollback, as a version that stops serving otherwise is)."""
     import hashlib
 
     import onnx
@@ -337,7 +367,7 @@ def test_a_registry_replaced_under_the_server_serves_its_own_bytes(
     model.metadata_props.add(key="rebuilt", value="yes")  # the same model, other bytes
     other = model.SerializeToString()
     manifest = tumor.manifest.read_text(encoding="utf-8")
-    for i in range(3):
+    for i in range(serving):
         publish(fresh, TUMOR, other, manifest, semver=f"2.0.{i}")
     old_sha, new_sha = (hashlib.sha256(b).hexdigest() for b in (tumor.onnx.read_bytes(), other))
     with _serving(root, version_cache=2, poll_s=3600) as (app, hostport):  # refresh by hand
@@ -349,8 +379,8 @@ def test_a_registry_replaced_under_the_server_serves_its_own_bytes(
         shutil.rmtree(root)
         fresh.rename(root)  # between two looks of the poller
         store.refresh(list_models=False)
-        serving = store.get(TUMOR)
-        assert (serving.version, serving.onnx_sha256) == (3, new_sha)
+        now = store.get(TUMOR)
+        assert (now.version, now.onnx_sha256) == (serving, new_sha)
         assert store.loaded() == []  # neither the old version 1 nor the old 2 is kept
         assert _infer(hostport, 1)[0] == 200
         assert store._cache[TUMOR, 1].onnx_sha256 == new_sha

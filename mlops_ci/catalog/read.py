@@ -406,8 +406,8 @@ def read_model(
         # Staged by a deploy that never recorded it (killed, or under way): no version yet, as
         # for `serve` and `rollback`. `audit verify` says the same of it and nothing worse.
         problems.append(
-            f"{name}/{numbers[-1]}: staged by a deploy that did not record it (interrupted); "
-            "not listed until a deploy of its commit completes it"
+            f"{name}/{numbers[-1]}: staged by a deploy that did not record it (interrupted, or "
+            "under way as the catalog was read); not listed until it is recorded"
         )
         numbers.pop()
     for n in numbers:

@@ -59,7 +59,13 @@ class _ModelState:
     versions: tuple[int, ...]
     #: the listing `versions` came from (numbered folders, marked ones): while neither it nor
     #: the token changes, the versions are taken as they were, not asked of the log again
+    #: (when a folder was left out, again after RECHECK_S: its record may have landed since)
     listing: tuple[tuple[int, ...], frozenset[int]] = ((), frozenset())
+    checked: float = 0.0  # time.monotonic() of that reading
+
+
+#: How long a version left out as unrecorded stays left out without asking the log again.
+RECHECK_S = 60.0
 
 
 class ModelStore:
@@ -244,8 +250,14 @@ class ModelStore:
         try:
             folders = self.registry.version_folders(name)
             listing = (tuple(folders.numbers), folders.marked)
-            if before is not None and before.token == token and before.listing == listing:
-                versions = before.versions  # a version without its marker read the whole log
+            now = time.monotonic()
+            if (
+                before is not None
+                and before.token == token
+                and before.listing == listing
+                and (before.versions == listing[0] or now - before.checked < RECHECK_S)
+            ):
+                versions, now = before.versions, before.checked  # as read (maybe of the log)
             else:
                 versions = tuple(self.registry.published(name, folders))
             n = self.registry.serving_version(name)
@@ -260,7 +272,7 @@ class ModelStore:
             log.info("%s: version %s has other bytes now; loading it again", name, serving.version)
             serving = None  # loaded again below, or dropped when it is no version any more
             if n is None or n not in versions:
-                return _ModelState(token, None, versions, listing)
+                return _ModelState(token, None, versions, listing, now)
         if n is not None and n in versions and (serving is None or serving.version != n):
             try:
                 serving = self._load_serving(name, n)
@@ -273,7 +285,7 @@ class ModelStore:
             log.error("%s: config.pbtxt names version %s, which is not published", name, n)
             if serving is not None and serving.version not in versions:
                 serving = None
-        return _ModelState(token, serving, versions, listing)
+        return _ModelState(token, serving, versions, listing, now)
 
     def _current(self, loaded: LoadedModel) -> bool:
         """Whether the loaded version's release.json still names the bytes it was loaded from
