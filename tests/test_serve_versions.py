@@ -253,14 +253,7 @@ def test_a_version_a_killed_deploy_never_recorded_is_not_served_by_path(
 
     root = tmp_path / "registry"
     tumor = _published(example_models, root, 2)
-
-    def killed(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt  # as if killed right here
-
-    with monkeypatch.context() as patch:
-        patch.setattr(audit, "commit", killed)
-        with pytest.raises(KeyboardInterrupt):
-            _published_one(tumor, root, "1.0.9")
+    _killed_before_its_record(tumor, root, "1.0.9", monkeypatch)
     reg = open_registry(root)
     assert (root / TUMOR / "3" / "model.onnx").is_file()  # whole: the naive listing has it
     assert reg.version_folders(TUMOR).numbers == [1, 2, 3]
@@ -291,14 +284,7 @@ def test_a_version_without_its_marker_is_asked_of_the_log_once_not_every_look(
 
     root = tmp_path / "registry"
     tumor = _published(example_models, root, 1)
-
-    def killed(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt  # as if killed right here
-
-    with monkeypatch.context() as patch:
-        patch.setattr(audit, "commit", killed)
-        with pytest.raises(KeyboardInterrupt):
-            _published_one(tumor, root, "1.0.9")
+    _killed_before_its_record(tumor, root, "1.0.9", monkeypatch)
     with _serving(root, version_cache=2, poll_s=3600) as (app, _):  # refresh by hand
         store = app.store
         assert store is not None
@@ -340,6 +326,21 @@ def test_a_version_without_its_marker_is_asked_of_the_log_once_not_every_look(
         _published_one(tumor, root, "1.0.9")  # the next run serves it (and writes its marker)
         store.refresh(full=True)
         assert store.versions(TUMOR) == (1, 2) and store.get(TUMOR).version == 2
+
+
+def _killed_before_its_record(
+    tumor: ExampleModel, root: Path, semver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish of `semver` killed after its version folder and before its audit record."""
+    from mlops_ci import audit
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # as if killed right here
+
+    with monkeypatch.context() as patch:
+        patch.setattr(audit, "commit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _published_one(tumor, root, semver)
 
 
 def _published_one(tumor: ExampleModel, root: Path, semver: str) -> int:
