@@ -908,7 +908,8 @@ class Registry:
 
     def published(self, model: str, folders: VersionFolders) -> list[int]:
         """`versions`, from a listing of the model's folder already made. A version without
-        its marker costs a read of the whole log (a listing that shows none costs nothing)."""
+        its marker that does not serve is asked of the log: its end first, then the whole log
+        (a listing where every version has its marker costs nothing more)."""
         unmarked = [n for n in folders.numbers if n not in folders.marked]
         if not unmarked:  # the usual case: every version has its marker, written once recorded
             return folders.numbers

@@ -250,14 +250,14 @@ class ModelStore:
         try:
             folders = self.registry.version_folders(name)
             listing = (tuple(folders.numbers), folders.marked)
-            now = time.monotonic()
+            checked = time.monotonic()
             if (
                 before is not None
                 and before.token == token
                 and before.listing == listing
-                and (before.versions == listing[0] or now - before.checked < RECHECK_S)
+                and (before.versions == listing[0] or checked - before.checked < RECHECK_S)
             ):
-                versions, now = before.versions, before.checked  # as read (maybe of the log)
+                versions, checked = before.versions, before.checked  # as read then
             else:
                 versions = tuple(self.registry.published(name, folders))
             n = self.registry.serving_version(name)
@@ -272,7 +272,7 @@ class ModelStore:
             log.info("%s: version %s has other bytes now; loading it again", name, serving.version)
             serving = None  # loaded again below, or dropped when it is no version any more
             if n is None or n not in versions:
-                return _ModelState(token, None, versions, listing, now)
+                return _ModelState(token, None, versions, listing, checked)
         if n is not None and n in versions and (serving is None or serving.version != n):
             try:
                 serving = self._load_serving(name, n)
@@ -285,7 +285,7 @@ class ModelStore:
             log.error("%s: config.pbtxt names version %s, which is not published", name, n)
             if serving is not None and serving.version not in versions:
                 serving = None
-        return _ModelState(token, serving, versions, listing, now)
+        return _ModelState(token, serving, versions, listing, checked)
 
     def _current(self, loaded: LoadedModel) -> bool:
         """Whether the loaded version's release.json still names the bytes it was loaded from
