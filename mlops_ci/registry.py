@@ -122,6 +122,7 @@ class Store(Protocol):
     def list(self, prefix: str) -> list[str]: ...
     def folder(self, prefix: str) -> FolderListing: ...
     def stamp(self, key: str) -> str | None: ...
+    def change_stamp(self, key: str) -> str | None: ...
     def put_folder(self, prefix: str, files: dict[str, bytes]) -> None: ...
     def holds(self, key: str, data: bytes, tag: str | None) -> bool: ...
     def lock(
@@ -272,6 +273,10 @@ class FileStore:
             return _stamp(self._path(key).stat())
         except OSError:
             return None
+
+    def change_stamp(self, key: str) -> str | None:
+        """What changes whenever `key` is written: on a folder its stamp (a new inode each)."""
+        return self.stamp(key)
 
     def put_folder(self, prefix: str, files: dict[str, bytes]) -> None:
         target = self._path(prefix)
@@ -605,10 +610,25 @@ class S3Store:
         return got is not None and got[0] == data
 
     def stamp(self, key: str) -> str | None:
+        headers = self._head(key)
+        return None if headers is None else headers.get("etag", "")
+
+    def change_stamp(self, key: str) -> str | None:
+        """What changes whenever `key` is written. Its ETag alone does not: the same bytes
+        written again keep it (a registry replaced under a server writes the same
+        config.pbtxt), so the time of the write, and the version where the bucket keeps them,
+        go with it."""
+        headers = self._head(key)
+        if headers is None:
+            return None
+        parts = (headers.get(name, "") for name in ("etag", "last-modified", "x-amz-version-id"))
+        return " ".join(parts)
+
+    def _head(self, key: str) -> Mapping[str, str] | None:
         from mlops_ci.s3 import S3Error, S3Unreachable
 
         try:
-            return self.client.head(self._key(key)).headers.get("etag", "")
+            return self.client.head(self._key(key)).headers
         except S3Error as exc:
             if exc.status == 404:
                 return None
@@ -1042,7 +1062,8 @@ class Registry:
         return data
 
     def state_token(self, model: str) -> str:
-        return self.store.stamp(f"{model}/config.pbtxt") or ""
+        """What changes whenever the model's config.pbtxt is written (a deploy, a rollback)."""
+        return self.store.change_stamp(f"{model}/config.pbtxt") or ""
 
 
 def _release_keys(data: bytes) -> tuple[str | None, str | None]:

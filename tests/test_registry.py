@@ -101,6 +101,21 @@ def test_state_token_changes_when_config_changes(registry_uri: str) -> None:
     assert reg.serving_version("m") == 7
 
 
+def test_state_token_changes_when_the_same_config_is_written_again(registry_uri: str) -> None:
+    """A registry replaced under a running server writes the very same config.pbtxt again: on
+    S3 its ETag (the MD5 of its bytes) stays the same, so the token also holds when it was
+    written (to the second, as S3 says it): the server must look at the model again."""
+    reg = open_registry(registry_uri)
+    _publish(reg, "m", 1)
+    text = reg.read_bytes("m/config.pbtxt")
+    assert text is not None
+    first, etag = reg.state_token("m"), reg.store.stamp("m/config.pbtxt")
+    time.sleep(1.1)  # Last-Modified counts seconds
+    reg.write_bytes("m/config.pbtxt", text)
+    assert reg.store.stamp("m/config.pbtxt") == etag or not reg.store.concurrent
+    assert reg.state_token("m") != first
+
+
 def test_versions_ignore_incomplete_folders(registry_uri: str) -> None:
     reg = open_registry(registry_uri)
     _publish(reg, "m", 1)

@@ -386,3 +386,44 @@ def test_a_registry_replaced_under_the_server_serves_its_own_bytes(
         assert _infer(hostport, 1)[0] == 200
         assert store._cache[TUMOR, 1].onnx_sha256 == new_sha
         assert _counter(hostport, "mlops_ci_model_version_loads") == 4
+
+
+# SeaweedFS keeps a deleted object's folders, so its replaced registry numbers on from 3.
+@pytest.mark.parametrize("registry_uri", ["fs", "moto_s3"], ids=["fs", "moto"], indirect=True)
+def test_a_replaced_registry_is_noticed_on_a_folder_and_on_s3(
+    example_models: dict[str, ExampleModel], registry_uri: str
+) -> None:
+    """The same version serves in the replaced registry, under a config.pbtxt of the very same
+    bytes: on S3 its ETag does not change (it did not notice, and kept the old bytes)."""
+    import hashlib
+
+    import onnx
+
+    from mlops_ci.registry import open_registry
+    from mlops_ci.serve.metrics import Metrics
+    from mlops_ci.serve.models import ModelStore
+
+    tumor = example_models[TUMOR]
+    manifest = tumor.manifest.read_text(encoding="utf-8")
+    model = onnx.load_from_string(tumor.onnx.read_bytes())
+    model.metadata_props.add(key="rebuilt", value="yes")  # the same model, other bytes
+    old, other = tumor.onnx.read_bytes(), model.SerializeToString()
+    for i in range(2):
+        publish(registry_uri, TUMOR, old, manifest, semver=f"1.0.{i}")
+    reg = open_registry(registry_uri)
+    store = ModelStore(open_registry(registry_uri), Metrics(), log_enabled=False)
+    store.refresh(full=True)
+    assert store.get(TUMOR).onnx_sha256 == hashlib.sha256(old).hexdigest()
+    config = reg.read_bytes(f"{TUMOR}/config.pbtxt")
+    if registry_uri.startswith("s3://"):
+        for key in reg.list_keys(""):
+            reg.store.delete(key)
+    else:
+        shutil.rmtree(registry_uri)
+    time.sleep(1.1)  # S3's Last-Modified counts seconds
+    for i in range(2):
+        publish(registry_uri, TUMOR, other, manifest, semver=f"2.0.{i}")
+    assert reg.read_bytes(f"{TUMOR}/config.pbtxt") == config
+    store.refresh(list_models=False)
+    assert store.get(TUMOR).onnx_sha256 == hashlib.sha256(other).hexdigest()
+    store.stop()
