@@ -394,15 +394,13 @@ class S3Store:
         return RegistryError(f"{self.uri}: cannot {what}: {exc}")
 
     def get(self, key: str) -> tuple[bytes, str] | None:
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         try:
             resp = self.client.get(self._key(key))
-        except S3Error as exc:
+        except S3Failure as exc:
             if _absent(exc):
                 return None
-            raise self._fail(exc, f"read {key}") from exc
-        except S3Unreachable as exc:
             raise self._fail(exc, f"read {key}") from exc
         return resp.body, resp.headers.get("etag", "")
 
@@ -413,17 +411,15 @@ class S3Store:
 
     def _range(self, key: str, nbytes: int) -> bytes | None:
         """The last `nbytes` of an object (None when it is absent)."""
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         try:
             return self.client.get(self._key(key), last_bytes=nbytes).body
-        except S3Error as exc:
+        except S3Failure as exc:
             if _absent(exc):
                 return None
             if exc.status == 416:
                 return b""  # an empty object has no last bytes
-            raise self._fail(exc, f"read {key}") from exc
-        except S3Unreachable as exc:
             raise self._fail(exc, f"read {key}") from exc
 
     # A log's segments (SEGMENT_LINES). Appends are compare-and-swap writes on the last
@@ -521,27 +517,25 @@ class S3Store:
         raise RegistryError(f"{self.uri}/{key}: its segments keep changing while read")
 
     def put(self, key: str, data: bytes) -> None:
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         try:
             self.client.put(self._key(key), data)
-        except (S3Error, S3Unreachable) as exc:
+        except S3Failure as exc:
             raise self._fail(exc, f"write {key}") from exc
 
     def _conditional(self, key: str, data: bytes, *, if_match: str | None = None) -> str | None:
         """Create `key` (or, `if_match`, replace that ETag): the new object's ETag, or None
         when the condition failed."""
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         try:
             return self.client.put(
                 self._key(key), data, if_none_match=if_match is None, if_match=if_match
             )
-        except S3Error as exc:
+        except S3Failure as exc:
             if _condition_failed(exc):
                 return None
-            raise self._fail(exc, f"write {key}") from exc
-        except S3Unreachable as exc:
             raise self._fail(exc, f"write {key}") from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -551,11 +545,11 @@ class S3Store:
         return self._conditional(key, data, if_match=token) is not None
 
     def delete(self, key: str) -> None:
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         try:
             self.client.delete(self._key(key))
-        except (S3Error, S3Unreachable) as exc:
+        except S3Failure as exc:
             raise self._fail(exc, f"delete {key}") from exc
 
     def configs(self) -> list[str]:
@@ -569,12 +563,12 @@ class S3Store:
 
     def _list_raw(self, full: str, start_after: str = "") -> list[str]:
         """Keys (relative to the registry) of the objects whose full key starts with `full`."""
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         cut = len(self.prefix) + 1 if self.prefix else 0
         try:
             listed = self.client.list(full, start_after=start_after)
-        except (S3Error, S3Unreachable) as exc:
+        except S3Failure as exc:
             raise self._fail(exc, f"list {full[cut:] or '/'}") from exc
         return sorted(k[cut:] for k in listed.objects if k[cut:] and not k.endswith("/"))
 
@@ -587,12 +581,12 @@ class S3Store:
     def folder(self, prefix: str) -> FolderListing:
         # One level (Delimiter "/"): a store that keeps folders (SeaweedFS's filer) reads one
         # directory, not every version folder below it.
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         full = self._key(prefix.strip("/")) + "/"
         try:
             listed = self.client.list(full, delimiter="/")
-        except (S3Error, S3Unreachable) as exc:
+        except S3Failure as exc:
             raise self._fail(exc, f"list {prefix}") from exc
         folders = [p[len(full) :].rstrip("/") for p in listed.prefixes]
         files = {k[len(full) :]: tag for k, tag in listed.objects.items()}
@@ -625,15 +619,13 @@ class S3Store:
         return " ".join(parts)
 
     def _head(self, key: str) -> Mapping[str, str] | None:
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         try:
             return self.client.head(self._key(key)).headers
-        except S3Error as exc:
+        except S3Failure as exc:
             if exc.status == 404:
                 return None
-            raise self._fail(exc, f"stat {key}") from exc
-        except S3Unreachable as exc:
             raise self._fail(exc, f"stat {key}") from exc
 
     def put_folder(self, prefix: str, files: dict[str, bytes]) -> None:
@@ -714,14 +706,12 @@ class S3Store:
     def _unlock(self, etag: str, me: str) -> None:
         """Delete the lock only if it is still ours: one conditional delete where the store
         has them (AWS, SeaweedFS, moto), else read, compare and delete."""
-        from mlops_ci.s3 import S3Error, S3Unreachable
+        from mlops_ci.s3 import S3Failure
 
         try:
             self.client.delete(self._key(LOCK_KEY), if_match=etag)
             return
-        except S3Unreachable as exc:
-            raise self._fail(exc, f"delete {LOCK_KEY}") from exc
-        except S3Error as exc:
+        except S3Failure as exc:
             if _condition_failed(exc):
                 return  # a deploy took it over after our TTL: it is theirs now
             if exc.status not in (400, 501):  # 400/501: this store has no conditional delete
@@ -745,12 +735,12 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(key)}"
 
 
-def _absent(exc: s3.S3Error) -> bool:
+def _absent(exc: s3.S3Failure) -> bool:
     """Whether an S3 error says the object is not there (and not, say, the bucket)."""
     return exc.code in ("NoSuchKey", "NotFound") or (exc.status == 404 and exc.code == "404")
 
 
-def _condition_failed(exc: s3.S3Error) -> bool:
+def _condition_failed(exc: s3.S3Failure) -> bool:
     """Whether an S3 error says a conditional write's condition did not hold."""
     if exc.code == "NoSuchBucket":
         return False  # a missing bucket is a mistake to report, not a lost race

@@ -47,18 +47,26 @@ _UNRESERVED = "-_.~"
 _HOST_LABEL = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 
-class S3Error(Exception):
+class S3Failure(Exception):
+    """A request that did not succeed: the store's error answer (`S3Error`) or none at all
+    (`S3Unreachable`). `status` and `code` are the answer's (None and "" without one)."""
+
+    status: int | None = None
+    code = ""
+
+
+class S3Error(S3Failure):
     """The store answered with an error status. `code` is S3's error code (`NoSuchKey`,
     `PreconditionFailed`, …; for a bodiless answer such as HEAD's, the status in words)."""
 
     def __init__(self, status: int, code: str, message: str = "") -> None:
         super().__init__(f"{code}: {message}" if message else code)
-        self.status = status
+        self.status: int = status
         self.code = code
         self.message = message
 
 
-class S3Unreachable(Exception):
+class S3Unreachable(S3Failure):
     """No answer: the endpoint refused or dropped the connection, or timed out, on every
     attempt; or there are no credentials to sign with."""
 
