@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_ci.errors import CheckFailed
@@ -41,10 +41,12 @@ _LFS_EXT = re.compile(rb"ext-[0-9]+-[a-z0-9]+")
 
 @dataclass(frozen=True)
 class LfsPointer:
-    """What a Git LFS pointer file stands for: the content's SHA-256 and size."""
+    """What a Git LFS pointer file stands for: the content's SHA-256 and size; `extended`:
+    it names extensions (`ext-…` lines), whose filters made the content it names."""
 
     sha256: str
     size: int
+    extended: bool = field(default=False, compare=False)
 
 
 def lfs_pointer(data: bytes) -> LfsPointer | None:
@@ -69,7 +71,7 @@ def lfs_pointer(data: bytes) -> LfsPointer | None:
     size = fields.get(b"size", b"")
     if oid is None or not size.isdigit():
         return None
-    return LfsPointer(oid.group(1).decode(), int(size))
+    return LfsPointer(oid.group(1).decode(), int(size), extended=len(keys) > 2)
 
 
 def content_sha256(data: bytes) -> str:
@@ -79,10 +81,6 @@ def content_sha256(data: bytes) -> str:
     clean filter made, and the checkout holds what their smudge filters make of it (or fails
     where they are not configured); so it stands for no content known here: its own bytes."""
     pointer = lfs_pointer(data)
-    if pointer is None or _has_extensions(data):
+    if pointer is None or pointer.extended:
         return hashlib.sha256(data).hexdigest()
     return pointer.sha256
-
-
-def _has_extensions(pointer: bytes) -> bool:
-    return any(line.startswith(b"ext-") for line in pointer.split(b"\n"))
