@@ -97,27 +97,25 @@ class Listing:
     prefixes: list[str] = field(default_factory=list)
 
 
-class Credentials:
+def credentials() -> tuple[str, str, str | None]:
     """The access key, secret and session token to sign with, resolved as botocore does: the
     environment's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY first (read here, which spares
     importing botocore on CI), else botocore's chain, whose credentials refresh themselves."""
-
-    def get(self) -> tuple[str, str, str | None]:
-        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-        if key and secret:
-            return key, secret, os.environ.get("AWS_SESSION_TOKEN") or None
-        try:
-            import botocore.exceptions
-        except ImportError:
-            raise S3Unreachable(
-                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or install "
-                "boto3 for profiles, SSO and instance roles)"
-            ) from None
-        try:
-            frozen = _botocore_credentials().get_frozen_credentials()
-        except botocore.exceptions.BotoCoreError as exc:  # a profile that is not there, …
-            raise S3Unreachable(f"no credentials: {exc}") from exc
-        return frozen.access_key, frozen.secret_key, frozen.token or None
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        return key, secret, os.environ.get("AWS_SESSION_TOKEN") or None
+    try:
+        import botocore.exceptions
+    except ImportError:
+        raise S3Unreachable(
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or install "
+            "boto3 for profiles, SSO and instance roles)"
+        ) from None
+    try:
+        frozen = _botocore_credentials().get_frozen_credentials()
+    except botocore.exceptions.BotoCoreError as exc:  # a profile that is not there, …
+        raise S3Unreachable(f"no credentials: {exc}") from exc
+    return frozen.access_key, frozen.secret_key, frozen.token or None
 
 
 #: What picks botocore's credentials: one chain per combination (a chain costs ~0.3 s to build).
@@ -240,7 +238,6 @@ class Client:
         self.bucket = bucket
         self._endpoint = endpoint
         self._address(region)
-        self._credentials = Credentials()
         self._keys: tuple[str, str, str, bytes] | None = None  # (day, region, secret, key)
         self._skew = datetime.timedelta(0)  # the store's clock minus ours, once it said so
         timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
@@ -486,7 +483,7 @@ class Client:
     ) -> dict[str, str]:
         """`headers` with SigV4's date, payload hash, token and Authorization added. Every
         header sent is signed, except content-length (signing it gains nothing)."""
-        access, secret, token = self._credentials.get()
+        access, secret, token = credentials()
         now = datetime.datetime.now(datetime.UTC) + self._skew
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         day = stamp[:8]
