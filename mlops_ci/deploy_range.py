@@ -186,14 +186,11 @@ def start(reg: Registry | None, repo: Path, sha: str, before: str, prefix: str |
 def first_parents(repo: Path, start_commit: str, sha: str) -> list[tuple[str, str]]:
     """(commit, its first parent) for each first-parent commit in (start, sha], oldest first:
     what landed on the branch one merge (or one rebased or pushed commit) at a time."""
-    done = gitcmd.run(
+    listed = gitcmd.output(
         repo, "rev-list", "--first-parent", "--reverse", "--parents", f"{start_commit}..{sha}"
     )
-    if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip().splitlines()
-        raise UsageError(f"git rev-list failed: {message[-1] if message else done.returncode}")
     out = []
-    for line in done.stdout.decode().splitlines():
+    for line in listed.decode().splitlines():
         parts = line.split()
         if parts:
             out.append((parts[0], parts[1] if len(parts) > 1 else ""))
@@ -216,22 +213,18 @@ def on_first_parent_chain(repo: Path, commit: str, tip: str) -> bool:
 def last_change(repo: Path, sha: str, path: str) -> str | None:
     """The first-parent commit, up to `sha`, that last changed `path` (a merge counts against
     its first parent: the merge that brought the change onto the branch); None when none did."""
-    done = gitcmd.run(
+    found = gitcmd.output(
         repo, "log", "--first-parent", "-1", "--format=%H", sha, "--", f":(literal){path}"
     )
-    if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip().splitlines()
-        raise UsageError(f"git log failed: {message[-1] if message else done.returncode}")
-    return done.stdout.decode().strip() or None
+    return found.decode().strip() or None
 
 
 def changes_of(repo: Path, sha: str, path: str) -> list[str]:
     """The first-parent commits up to `sha` that changed `path`, newest first."""
-    done = gitcmd.run(repo, "log", "--first-parent", "--format=%H", sha, "--", f":(literal){path}")
-    if done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip().splitlines()
-        raise UsageError(f"git log failed: {message[-1] if message else done.returncode}")
-    return done.stdout.decode().split()
+    found = gitcmd.output(
+        repo, "log", "--first-parent", "--format=%H", sha, "--", f":(literal){path}"
+    )
+    return found.decode().split()
 
 
 def first_parent(repo: Path, commit: str) -> str | None:

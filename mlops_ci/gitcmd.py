@@ -35,5 +35,17 @@ def run(
         raise UsageError(f"git {args[0]} took more than {TIMEOUT_S} s in {repo}") from None
 
 
+def output(repo: Path, *args: str, stdin: bytes | None = None, literal: bool = False) -> bytes:
+    """`run`'s output; a git that fails is a UsageError with git's last line of complaint
+    (one that says `repo` is no checkout says so in our words)."""
+    done = run(repo, *args, stdin=stdin, literal=literal)
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        if message and "not a git repository" in message[-1]:
+            raise UsageError(f"{repo} is not in a git checkout (--repo: the checkout)")
+        raise UsageError(f"git {args[0]} failed: {message[-1] if message else done.returncode}")
+    return done.stdout
+
+
 def installed() -> bool:
     return shutil.which("git") is not None

@@ -94,13 +94,8 @@ class _Git:
         self.repo = repo
 
     def run(self, *args: str, stdin: bytes | None = None) -> bytes:
-        done = gitcmd.run(self.repo, *args, stdin=stdin, literal=True)  # a diff's paths are paths
-        if done.returncode != 0:
-            message = done.stderr.decode(errors="replace").strip().splitlines()
-            if message and "not a git repository" in message[-1]:
-                raise UsageError(f"{self.repo} is not in a git checkout (--repo: the checkout)")
-            raise UsageError(f"git {args[0]} failed: {message[-1] if message else done.returncode}")
-        return done.stdout
+        # literal: a diff's paths are paths, never patterns (a folder may be named `*`)
+        return gitcmd.output(self.repo, *args, stdin=stdin, literal=True)
 
     def commit(self, ref: str) -> str:
         if re.fullmatch(r"0{40}|0{64}", ref):
