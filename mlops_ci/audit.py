@@ -381,9 +381,17 @@ def verify(
             sha = anchors[n]
             found = by_hash.get(sha) if isinstance(sha, str) else None
             if found is None:
-                if n == versions[-1] and n != serving_now:
+                deployed = _deploy_record(data, model, n)
+                if deployed is None and n == versions[-1] and n != serving_now:
                     notes.append(f"{model} version {n} was staged but not recorded (interrupted)")
                     continue
+                if deployed is not None:  # recorded: its release.json now names another record
+                    return Verification(
+                        result.records, result.head, deployed,
+                        f"{model}/{n}/release.json names audit record {sha}, but record "
+                        f"{deployed} is the deploy of {model} version {n}: the release.json or "
+                        "the record changed",
+                    )  # fmt: skip
                 return Verification(
                     result.records, result.head, result.records + 1,
                     f"{model}/{n}/release.json names audit record {sha}, which is not in the "
@@ -397,6 +405,22 @@ def verify(
                     f"{model}/{n}/release.json names",
                 )  # fmt: skip
     return Verification(result.records, result.head, notes=tuple(notes))
+
+
+def _deploy_record(data: bytes, model: str, n: int) -> int | None:
+    """The line of the log's deploy record of `model` version `n`, if there is one. Read only
+    for a release whose record is missing, so every line naming the model is parsed."""
+    needle = json.dumps(model, ensure_ascii=False).encode()
+    for number, line in enumerate(_lines(data), start=1):
+        if needle in line:
+            record = json.loads(line)
+            if (record.get("action"), record.get("model"), record.get("registry_version")) == (
+                "deploy",
+                model,
+                n,
+            ):
+                return number
+    return None
 
 
 def _anchors(

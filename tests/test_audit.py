@@ -112,6 +112,37 @@ def test_a_record_moved_to_another_version_is_found(reg: Registry) -> None:
     assert not result.ok and "is not the deploy of iris version 1" in (result.problem or "")
 
 
+def test_a_changed_anchor_on_the_newest_version_after_a_rollback_is_found(reg: Registry) -> None:
+    """iris version 3 is the newest and, rolled back from, does not serve: the shape an
+    interrupted deploy leaves. But the log holds its deploy record, so a release.json that
+    names another record was changed; it is not excused as interrupted."""
+    assert reg.serving_version("iris") == 2 and reg.versions("iris")[-1] == 3
+    release = reg.release("iris", 3)
+    release["audit"] = {"sha256": "f" * 64}
+    reg.write_bytes("iris/3/release.json", json.dumps(release).encode())
+    result = audit.verify(reg)
+    assert not result.ok
+    assert "but record 5 is the deploy of iris version 3" in (result.problem or "")
+    assert result.first_bad == 5
+
+
+def test_a_version_staged_and_never_recorded_is_a_note_not_a_failure(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy killed between its folder and its record: the trail still verifies, and says so."""
+    monkeypatch.setattr(audit, "commit", lambda *args, **kwargs: _raise(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        deploy.publish(reg, candidate("wine", "2.3.0", salt="3"), LOCAL)
+    assert reg.version_folders("wine").numbers[-1] == 4
+    result = audit.verify(reg)
+    assert result.ok
+    assert result.notes == ("wine version 4 was staged but not recorded (interrupted)",)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 def test_show_answers_what_served_when(reg: Registry) -> None:
     records = audit.records(reg)
     iris = [r for r in records if r["model"] == "iris"]
