@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from catalog_data import (
@@ -120,8 +121,8 @@ def test_model_page_has_timeline_charts_and_what_served_when(site: Path) -> None
 
 def test_markup_from_records_is_escaped_everywhere(site: Path, tmp_path: Path) -> None:
     pages = [site / "index.html", *sorted((site / "models").glob("*.html"))]
-    hostile_page = next(p for p in pages if p.name.startswith("model-"))
-    assert "/" not in hostile_page.name.removeprefix("model-")  # the name never makes the path
+    hostile_page = next(p for p in pages if p.name.startswith("model_"))
+    assert "/" not in hostile_page.name.removeprefix("model_")  # the name never makes the path
     for path in pages:
         html = path.read_text(encoding="utf-8")
         assert html.count("<script") == 1, path  # ours only
@@ -268,19 +269,25 @@ def test_a_model_folder_whose_name_is_not_utf8_gets_its_page(tmp_path: Path) -> 
 
     (cafe,) = [m for m in catalog.models if m.name.startswith("caf")]
     page = index.parent / "models" / cafe.page
-    assert cafe.page.startswith("model-") and page.is_file()
+    assert cafe.page.startswith("model_") and page.is_file()
     assert "<h1>caf? " in page.read_text(encoding="utf-8")
     assert len(list(page.parent.glob("*.html"))) == len(catalog.models) == 4
 
 
 def test_repo_models_not_in_the_registry_are_listed_as_not_deployed(tmp_path: Path) -> None:
+    """...with their history: a first deploy that was refused (a forged approval) left a record
+    and no registry folder, and the page said "No audit records for this model"."""
     writer = sample_registry(tmp_path / "registry")
-    catalog, _ = build(writer.root, tmp_path / "site", repo=EXAMPLE_REPO)
+    writer.refused("diabetes-risk", "1.0.0", "2026-11-29T10:00:00Z", "forged approval", pr=80)
+    catalog, index = build(writer.root, tmp_path / "site", repo=EXAMPLE_REPO)
     states = {m.name: m.state for m in catalog.models}
     assert states["diabetes-risk"] == "not deployed"
     assert states["fraud-detector"] == "attention"
     diabetes = next(m for m in catalog.models if m.name == "diabetes-risk")
     assert diabetes.owners == ("@acme/risk-ml", "@alice") and diabetes.risk == "high"
+    assert [(e.action, e.reason) for e in diabetes.events] == [("refused", "forged approval")]
+    page = (index.parent / "models" / diabetes.page).read_text(encoding="utf-8")
+    assert "forged approval" in page and "No audit records" not in page
 
 
 def test_index_paginates_and_catalog_json_keeps_every_model(tmp_path: Path) -> None:
@@ -290,7 +297,8 @@ def test_index_paginates_and_catalog_json_keeps_every_model(tmp_path: Path) -> N
 
     writer = RegistryWriter(tmp_path / "registry")
     for i in range(5):
-        writer.publish(f"model-{i}", 1, "1.0.0", "2026-11-01T00:00:00Z", pr=i + 1)
+        owners = (f"@owner-{i}",)
+        writer.publish(f"model-{i}", 1, "1.0.0", "2026-11-01T00:00:00Z", pr=i + 1, owners=owners)
     catalog = read_catalog(open_registry(writer.root), "r")
     index = Stream(tmp_path / "site", page_rows=2).finish(catalog)  # no draft: a full render
 
@@ -300,6 +308,9 @@ def test_index_paginates_and_catalog_json_keeps_every_model(tmp_path: Path) -> N
     third = (index.parent / "index-3.html").read_text(encoding="utf-8")
     assert third.count("<tr data-name=") == 1 and 'href="index.html"' in third
     assert len(_models(index.parent)) == 5
+    # The filters apply to the page shown: its owner filter offers the owners of its rows
+    # (the other pages' owners found nothing here, and made every page heavier).
+    assert re.findall(r"<option>(@owner-\d)</option>", third) == ["@owner-4"]
 
 
 def test_a_previous_catalog_is_replaced_and_a_foreign_folder_is_refused(
@@ -309,6 +320,7 @@ def test_a_previous_catalog_is_replaced_and_a_foreign_folder_is_refused(
     out = tmp_path / "site"
     build(writer.root, out)
     (out / "models" / "gone.html").write_text("old", encoding="utf-8")
+    (out / ".DS_Store").write_bytes(b"\0")  # left by macOS Finder: still a catalog, replaced
     build(writer.root, out)
     assert not (out / "models" / "gone.html").exists()
     assert (out / ".nojekyll").exists()
@@ -321,6 +333,13 @@ def test_a_previous_catalog_is_replaced_and_a_foreign_folder_is_refused(
     assert code == 2
     err = capsys.readouterr().err
     assert "not empty and holds no catalog" in err and "Traceback" not in err
+    assert (mine / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+    # A checkout that keeps a copy of catalog.json (for another tool, or a Pages docs folder)
+    # is no catalog either: replacing it "as a whole" wiped everything else in it.
+    shutil.copy(out / "catalog.json", mine / "catalog.json")
+    code = cli.main(["catalog", "--registry", str(writer.root), "--out", str(mine)])
+    assert code == 2 and "more than a catalog" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text(encoding="utf-8") == "keep me"
 
 
@@ -368,11 +387,15 @@ def test_axis_ticks_are_round_and_labelled_with_units() -> None:
 )
 def test_floats_at_their_limits_still_get_an_axis(values: tuple[float, ...]) -> None:
     """A metric's values are any finite floats: padding or rounding the axis past the largest
-    float, or dividing the smallest span into five, must not end the catalog."""
+    float, or dividing the smallest span into five, must not end the catalog. Their labels fit
+    the axis and a table cell: 1e300 written out is 401 characters."""
     ticks, step = nice_ticks(min(values), max(values))
     assert all(math.isfinite(t) for t in ticks) and step > 0 and len(ticks) >= 2
     svg = str(line_chart("m", [f"v{i}" for i in range(len(values))], [Series("m", values)], ""))
     assert svg.count("<circle") == len(values)
+    labels = re.findall(r'class="ytick"[^>]*>([^<]*)<', svg)
+    assert len(labels) == len(ticks) and max(map(len, labels)) <= 16, labels
+    assert all(len(format_number(v)) <= 16 for v in values)
 
 
 def test_run_writes_the_catalog_of_its_local_registry_and_prints_where(tmp_path: Path) -> None:
@@ -494,11 +517,25 @@ def test_a_failing_page_worker_leaves_the_previous_catalog_whole(
 
 
 def test_an_s3_registry_gives_the_same_catalog_as_its_folder(
-    registry_uri: str, tmp_path: Path
+    registry_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlops_ci.registry import open_registry
+    """...and lists none of the prediction log, which grows by a file per model, day and
+    flush: every catalog run listed all of it (a thousand S3 LIST requests per million)."""
+    from mlops_ci.registry import FileStore, S3Store, open_registry
 
     local = sample_registry(tmp_path / "local").root
+    logged = local / ".mlops" / "predictions" / "fraud-detector" / "date=2026-11-30"
+    logged.mkdir(parents=True)
+    (logged / "part-0.parquet").write_bytes(b"PAR1")
+    listed: list[str] = []
+    for store in (FileStore, S3Store):
+
+        def recording(self: Any, *args: Any, _list: Any = store.list, **kwargs: Any) -> Any:
+            keys = _list(self, *args, **kwargs)
+            listed.extend(keys)
+            return keys
+
+        monkeypatch.setattr(store, "list", recording)
     if registry_uri.startswith("s3://"):
         reg = open_registry(registry_uri)
         for path in sorted(p for p in local.rglob("*") if p.is_file()):
@@ -515,6 +552,8 @@ def test_an_s3_registry_gives_the_same_catalog_as_its_folder(
     assert facts(catalog.to_json()) == facts(expected.to_json())
     assert catalog.audit is not None and catalog.audit.ok
     assert "fraud-detector" in index.read_text(encoding="utf-8")
+    assert any(key.startswith(".mlops/monitor/") for key in listed)
+    assert not [key for key in listed if key.startswith(".mlops/predictions/")]
 
 
 def test_the_audit_verdict_is_audit_verify_on_the_releases_already_read(
@@ -681,3 +720,174 @@ def test_a_manifest_text_like_an_impossible_date_is_read_not_a_crash(text: str) 
 
     facts = manifest_facts(text)
     assert facts["name"] == "iris" and facts["owners"] == ("@a",)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["a release copied into the next folder", "a release that is not JSON"],
+)
+def test_the_audit_verdict_never_says_verified_where_audit_verify_does_not(
+    tmp_path: Path, tamper: str
+) -> None:
+    """The header's verdict is `audit verify`'s. fraud-detector/2's release copied over /3's
+    names record 2 as its own: read by the number the record claims (2, not its folder's 3),
+    the anchor checked out and the trail showed as verified. A release that cannot be read
+    holds an anchor nobody checked: `audit verify` stops on it, and the header must not say
+    verified either."""
+    from mlops_ci import audit
+    from mlops_ci.registry import open_registry
+
+    writer = sample_registry(tmp_path / "registry")
+    folder = writer.root / "fraud-detector"
+    if tamper.startswith("a release copied"):
+        shutil.copy(folder / "2" / "release.json", folder / "3" / "release.json")
+        expected = audit.verify(open_registry(writer.root))
+        assert not expected.ok and "version 3" in str(expected.problem)
+    else:
+        (folder / "3" / "release.json").write_text("{not json", encoding="utf-8")
+
+    catalog, index = build(writer.root, tmp_path / "site")
+
+    assert catalog.audit is not None and not catalog.audit.ok
+    assert "fraud-detector/3/release.json" in str(catalog.audit.problem)
+    assert "audit trail FAILS verification" in index.read_text(encoding="utf-8")
+    fraud = next(m for m in catalog.models if m.name == "fraud-detector")
+    assert len({v.number for v in fraud.versions}) == len(fraud.versions)  # no two "v2"
+
+
+def test_records_nested_too_deep_or_numbered_in_odd_digits_are_problems_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """JSON nested deeper than Python's recursion limit raises RecursionError, not ValueError,
+    and "²" passes str.isdigit() but not int(): an audit line, a release or a monitor file
+    holding either stopped the whole catalog with a traceback."""
+    writer = sample_registry(tmp_path / "registry")
+    deep = "[" * 100_000
+    (writer.root / "churn-predictor" / "1" / "release.json").write_text(deep, encoding="utf-8")
+    run = next((writer.root / ".mlops" / "monitor" / "fraud-detector").glob("*.json"))
+    run.write_text(deep, encoding="utf-8")
+    writer.audit(
+        action="rollback",
+        model="fraud-detector",
+        version="1.0.0",
+        registry_version="²",
+        pull_request={"number": "١٢", "url": "https://github.com/acme/models/pull/12"},
+        time="2026-11-30T06:00:00Z",
+    )
+    with (writer.root / ".mlops" / "audit.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(deep + "\n")
+
+    catalog, index = build(writer.root, tmp_path / "site")
+
+    joined = "\n".join(catalog.problems)
+    assert "churn-predictor/1/release.json" in joined and run.name in joined
+    assert f"audit.jsonl:{len(writer.records) + 1}: not a JSON object" in joined
+    fraud = next(m for m in catalog.models if m.name == "fraud-detector")
+    odd = fraud.events[-1]
+    assert odd.registry_version is None and odd.pull_request is not None
+    assert odd.pull_request.number is None  # Arabic-Indic digits are no record's number either
+    assert len(list((index.parent / "models").glob("*.html"))) == 3
+
+
+def test_a_plain_name_never_takes_the_page_of_a_hashed_one(tmp_path: Path) -> None:
+    """A folder whose name is not plain gets a page named by its hash; a valid manifest name
+    `model-<that hash>` got the same file name, and one model's page overwrote the other's."""
+    import hashlib
+
+    writer = sample_registry(tmp_path / "registry")
+    twin = "model-" + hashlib.sha256(HOSTILE.encode()).hexdigest()[:16]
+    writer.publish(twin, 1, "1.0.0", "2026-11-01T00:00:00Z", pr=5, description="The impostor.")
+
+    catalog, index = build(writer.root, tmp_path / "site")
+
+    pages = [m.page for m in catalog.models]
+    assert len(set(pages)) == len(pages) == 4
+    hostile = next(m for m in catalog.models if m.name == HOSTILE)
+    html = (index.parent / "models" / hostile.page).read_text(encoding="utf-8")
+    assert "The impostor." not in html and "&lt;script&gt;alert" in html
+
+
+def test_repository_manifests_are_read_as_validate_reads_them(tmp_path: Path) -> None:
+    """`--repo` is a checkout of what pull requests merged: a `model.yaml` that is a symlink
+    out of the checkout was read (one to /dev/zero until memory ran out: not done here, as
+    this test would do it to the machine with the fix undone), so was one of any size, and
+    owners made of YAML aliases (which validate refuses) grew exponentially as text."""
+    from mlops_ci.manifest.safe_yaml import MAX_FILE_BYTES
+
+    writer = sample_registry(tmp_path / "registry")
+    repo = tmp_path / "repo"
+    for name in ("huge", "outside", "bomb"):
+        (repo / name).mkdir(parents=True)
+    padding = "x" * (MAX_FILE_BYTES + 1)
+    (repo / "huge" / "model.yaml").write_text(
+        f"metadata:\n  name: huge\n  description: {padding}\n", encoding="utf-8"
+    )
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("metadata: {name: leaked, description: s3cr3t}\n", encoding="utf-8")
+    (repo / "outside" / "model.yaml").symlink_to(secret)
+    bomb = "metadata:\n  name: bomb\n  l0: &l0 [aaaaaaaaaa, aaaaaaaaaa, aaaaaaaaaa]\n"
+    for level in range(1, 7):
+        bomb += f"  l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]\n"
+    bomb += "  owners: ['@acme/ml', *l6]\n"  # 3 million strings as one owner's text
+    (repo / "bomb" / "model.yaml").write_text(bomb, encoding="utf-8")
+
+    catalog, _ = build(writer.root, tmp_path / "site", repo=repo)
+
+    models = {m.name: m for m in catalog.models}
+    assert "leaked" not in models and "huge" not in models
+    assert models["bomb"].owners == ("@acme/ml",)
+    joined = "\n".join(catalog.problems)
+    assert "huge/model.yaml: larger than" in joined and "outside/model.yaml: a symlink" in joined
+
+
+def test_times_with_an_offset_are_shown_in_utc() -> None:
+    """Pages label every time UTC; a record's time with an offset (ISO 8601 allows it, and
+    `audit show --at` converts it) was shown with its local clock reading as if UTC, two hours
+    off the date box's answer for the same record."""
+    from mlops_ci.catalog.site import when
+
+    assert when("2026-11-30T16:05:00+02:00") == "2026-11-30 14:05 UTC"
+    assert when("2026-12-01T01:30:00+02:00", with_time=False) == "2026-11-30"
+    assert when("2026-11-30T14:05:00.123456Z") == "2026-11-30 14:05 UTC"
+    # In UTC these fall before year 1 and after 9999: shown as written, not a crash.
+    assert when("0001-01-01T00:00:00+14:00") == "0001-01-01T00:00:00+14:00"
+    assert when("9999-12-31T23:59:59-14:00") == "9999-12-31T23:59:59-14:00"
+
+
+@pytest.mark.parametrize(
+    ("pr_url", "repository"),
+    [
+        ("https://github.com/acme/models/pull/12", "https://github.com/acme/models"),
+        ("https://github.com/acme/pull/pull/3", "https://github.com/acme/pull"),
+        ("https://github.com/pull/models/pull/3", "https://github.com/pull/models"),
+    ],
+)
+def test_commit_and_deployments_links_point_into_the_pull_requests_repository(
+    pr_url: str, repository: str
+) -> None:
+    """The repository is the pull request's URL up to its last `/pull/`: cut at the first, a
+    repository (or an owner) named `pull` linked commits to another repository."""
+    from mlops_ci.catalog.facts import PullRequest
+    from mlops_ci.catalog.site import commit_link, repo_url
+
+    assert repo_url(pr_url) == repository
+    link = str(commit_link("c0ffee" * 6, PullRequest(3, pr_url)))
+    assert f'href="{repository}/commit/{"c0ffee" * 6}"' in link
+
+
+def test_a_value_just_past_its_bound_never_reads_as_the_bound(tmp_path: Path) -> None:
+    """Three significant digits wrote an accuracy of 0.6496 that failed its min 0.65 as
+    "accuracy 0.65 ✗ failed", and a drift statistic of 0.19996 under its threshold 0.2 as
+    "0.2 0.2 no": a value is written with the digits that tell it from its bound."""
+    from catalog_data import verdict
+
+    writer = RegistryWriter(tmp_path / "registry")
+    writer.publish("edge", 1, "1.0.0", "2026-11-01T00:00:00Z", pr=1, accuracy=0.6496)
+    writer.monitor("edge", "2026-11-30T05:17:00Z", verdict("edge", "1.0.0", {"age": 0.19996}))
+
+    _, index = build(writer.root, tmp_path / "site")
+
+    assert "accuracy 0.6496</td>" in index.read_text(encoding="utf-8")
+    page = (index.parent / "models" / "edge.html").read_text(encoding="utf-8")
+    assert "✗ failed</span> · accuracy[sex=female] 0.64 · accuracy 0.6496 ·" in page
+    assert "<td>0.19996</td><td>0.2</td><td>no</td>" in page

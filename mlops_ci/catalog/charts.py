@@ -72,11 +72,15 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> tuple[list[float], float
 # only digits, ",", ".", "-", "e" and "+", so it needs no escaping in SVG.
 @lru_cache(maxsize=8192)
 def format_number(value: float, step: float | None = None) -> str:
-    """A tick or value label: as many decimals as the step needs; thousands separated."""
+    """A tick or value label: as many decimals as the step needs; thousands separated. A number
+    that would take more than `_LONGEST` characters so (1e300 has 401) is written with an
+    exponent, with as many digits as the step needs: a label must fit the axis and a cell."""
     if step is None:
         if value == 0:
             return "0"
         magnitude = abs(value)
+        if magnitude >= 1e12:
+            return f"{value:.3g}"
         if magnitude >= 1000:
             return f"{value:,.0f}"
         if magnitude >= 1:
@@ -86,7 +90,15 @@ def format_number(value: float, step: float | None = None) -> str:
     decimals = max(0, -exponent)
     if exponent <= 0 and not math.isclose(step / 10**exponent % 1, 0, abs_tol=1e-6):
         decimals += 1  # a step of 0.25 or 2.5 needs one more digit than 0.2 or 2
-    return f"{value:,.{decimals}f}"
+    text = f"{value:,.{decimals}f}"
+    if len(text) <= _LONGEST:
+        return text
+    lead = math.floor(math.log10(abs(value))) if value else exponent
+    return f"{value:.{min(17, max(1, lead - exponent + 2))}g}"
+
+
+#: The longest label written out in full (`-999,999,999,999` or `0.0000001234`).
+_LONGEST = 16
 
 
 def _thin(labels: Sequence[str]) -> list[int]:

@@ -199,14 +199,16 @@ class Model:
 
         Names come from folder names in the registry, which anyone with write access to it can
         choose; a page name must never escape `models/` or need escaping in a link. A folder
-        name that is not UTF-8 reaches Python with surrogates in it, hashed as they are.
+        name that is not UTF-8 reaches Python with surrogates in it, hashed as they are. The
+        hash's page name holds "_", which no plain name does: a model named `model-<that hash>`
+        (a valid name) must not get, and overwrite, another model's page.
         """
         if _SAFE_NAME.fullmatch(self.name):
             return f"{self.name}.html"
         import hashlib
 
         raw = self.name.encode("utf-8", "surrogatepass")
-        return f"model-{hashlib.sha256(raw).hexdigest()[:16]}.html"
+        return f"model_{hashlib.sha256(raw).hexdigest()[:16]}.html"
 
     @cached_property
     def release(self) -> Version | None:

@@ -7,9 +7,12 @@ crash, so one broken release cannot hide the other 9,999 models.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
+import os
 import re
+import stat
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,8 +48,17 @@ if TYPE_CHECKING:
 
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MONITOR_PREFIX = ".mlops/monitor/"
-#: What a malformed record can raise while it is being read; anything else is a bug.
-_BAD_RECORD = (MlopsCiError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError)
+#: What a malformed record can raise while it is being read; anything else is a bug. JSON
+#: nested deeper than Python's recursion limit (`[[[[…`) raises RecursionError as it is parsed.
+_BAD_RECORD = (
+    MlopsCiError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    RecursionError,
+    yaml.YAMLError,
+)
 
 
 class RegistryView(Protocol):
@@ -89,7 +101,9 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return int(value)
-    if isinstance(value, str) and value.isdigit():
+    # ASCII digits only: str.isdigit() also holds for "²" (which int() refuses) and "١٢"
+    # (which it reads as 12), and a record's number is never written that way.
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return None
 
@@ -190,7 +204,10 @@ def version_from_release(n: int, release: Mapping[str, Any]) -> Version:
     onnx = _obj(release.get("onnx"))
     artifact = _obj(release.get("artifact"))
     return Version(
-        number=_int(release.get("registry_version")) or n,
+        # The folder's number, not the one the record claims: the folder is what serves, and
+        # `audit verify` checks the record against it (a release copied into another folder
+        # must fail there, not pass as the version it names).
+        number=n,
         semver=_str(release.get("version")) or "?",
         time=_str(release.get("time")),
         commit=_str(release.get("commit")),
@@ -242,7 +259,9 @@ def manifest_facts(text: str) -> dict[str, Any]:
         meta = _obj(_obj(doc).get("metadata"))
     return {
         "name": _str(meta.get("name")),
-        "owners": tuple(str(o) for o in _list(meta.get("owners"))),
+        # A list or mapping is no owner: and str() of one built from YAML aliases (which this
+        # loader, unlike validate's, resolves) can be gigabytes from a few lines.
+        "owners": tuple(o for o in map(_str, _list(meta.get("owners"))) if o is not None),
         "risk": _str(meta.get("risk")),
         "description": _str(meta.get("description")),
     }
@@ -355,7 +374,7 @@ def audit_records(raw: bytes) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict):
             records.append(record)
@@ -392,7 +411,10 @@ def read_model(
     numbers: Sequence[int],
     events: Sequence[Event],
     monitor: Sequence[MonitorRun],
+    unreadable: list[tuple[str, int]] | None = None,
 ) -> Model:
+    """One model's facts; each version whose release.json cannot be read is appended to
+    `unreadable` (its audit anchor cannot be checked)."""
     problems: list[str] = []
     versions: list[Version] = []
     serving: int | None = None
@@ -415,6 +437,8 @@ def read_model(
             versions.append(version_from_release(n, reg.release(name, n)))
         except _BAD_RECORD as exc:
             problems.append(f"{name}/{n}/release.json: {exc}")
+            if unreadable is not None:
+                unreadable.append((name, n))
     facts: dict[str, Any] = {}
     shown = serving if serving in numbers else (numbers[-1] if numbers else None)
     if shown is not None:
@@ -448,9 +472,10 @@ def repository_models(repo: Path, known: Iterable[str]) -> tuple[list[Model], li
     known = set(known)
     found: list[Model] = []
     problems: list[str] = []
+    root = os.path.realpath(repo)
     for path in find_manifests(repo):  # one walk; hidden folders and node_modules pruned
         try:
-            facts = manifest_facts(path.read_text(encoding="utf-8"))
+            facts = manifest_facts(_manifest_text(path, root))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             problems.append(f"{path}: {exc}")
             continue
@@ -468,19 +493,56 @@ def repository_models(repo: Path, known: Iterable[str]) -> tuple[list[Model], li
     return found, problems
 
 
+def _manifest_text(path: Path, root: str) -> str:
+    """A checkout's manifest, read as validate reads one: a regular file inside the checkout
+    and at most MAX_FILE_BYTES. A pull request can commit `model.yaml` as a symlink to
+    `/dev/zero` (endless) or to a file outside the checkout."""
+    from mlops_ci.manifest.safe_yaml import MAX_FILE_BYTES
+
+    real = os.path.realpath(path)
+    if not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise OSError(f"a symlink to {real}, outside the repository: not read")
+    if not stat.S_ISREG(os.stat(real).st_mode):  # before open: a FIFO's open would block
+        raise OSError("not a regular file: not read")
+    with open(real, "rb") as fh:
+        raw = fh.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise OSError(f"larger than {MAX_FILE_BYTES:,} bytes (the limit of a manifest): not read")
+    return raw.decode("utf-8")
+
+
+def _model_keys(reg: RegistryView) -> list[str]:
+    """The keys of the model folders, without listing `.mlops/`: its prediction log grows by
+    the day (a file per model, day and flush: millions of objects, thousands of S3 LIST
+    requests in every catalog run), and the catalog reads none of it. On S3 one listing that
+    starts after `.mlops/` (as `Registry.models` lists), on a folder one walk per model folder."""
+    from mlops_ci.registry import FileStore, S3Store
+
+    store = getattr(reg, "store", None)
+    if isinstance(store, S3Store):
+        # '.' sorts before every model name's first character ([a-z]; a name that sorts
+        # before it is no model to `Registry.models` either).
+        return store.list("", start_after=".\x7f")
+    if isinstance(store, FileStore):
+        with os.scandir(store.root) as entries:
+            folders = sorted(
+                e.name for e in entries if e.is_dir(follow_symlinks=False) and e.name[:1] != "."
+            )
+        return [key for name in folders for key in reg.list_keys(name)]
+    return [key for key in reg.list_keys("") if not key.startswith(".")]
+
+
 def listing(reg: RegistryView) -> tuple[dict[str, list[int]], list[str]]:
-    """One listing of the whole registry: each model (a folder with config.pbtxt, as
-    `Registry.models`) with its published versions, and the monitor's verdict files. One pass
-    instead of one per model keeps 10,000 models cheap, on S3 most of all."""
+    """One listing of the model folders: each model (a folder with config.pbtxt, as
+    `Registry.models`) with its published versions, and one of the monitor's verdict files.
+    A pass over all instead of one per model keeps 10,000 models cheap, on S3 most of all."""
     models: dict[str, list[int]] = {}
     #: (model, version) -> how many of VERSION_FILES its folder holds: a version holds them all
     files: dict[tuple[str, int], int] = defaultdict(int)
-    monitor: list[str] = []
-    for key in reg.list_keys(""):
+    monitor = [key for key in reg.list_keys(MONITOR_PREFIX) if key.startswith(MONITOR_PREFIX)]
+    for key in _model_keys(reg):
         parts = key.split("/")
-        if key.startswith(MONITOR_PREFIX):
-            monitor.append(key)
-        elif key.startswith("."):
+        if key.startswith("."):
             continue
         elif len(parts) == 2 and parts[1] == "config.pbtxt":
             models[parts[0]] = []
@@ -551,13 +613,24 @@ def _read_catalog(
     runs, monitor_problems = monitor_runs(reg, monitor_keys)
     problems += monitor_problems
 
+    unreadable: list[tuple[str, int]] = []
+
     def one(name: str) -> Model:
-        return read_model(reg, name, names[name], by_model.get(name, []), runs.get(name, []))
+        return read_model(
+            reg, name, names[name], by_model.get(name, []), runs.get(name, []), unreadable
+        )
 
     extra: dict[str, Model] = {}
     if repo is not None:
         found, repo_problems = repository_models(repo, names)
-        extra = {m.name: m for m in found}
+        # A model never deployed may still have a history: its first deploy refused (approvals
+        # missing or forged), which its page must show as any other model's.
+        extra = {
+            m.name: dataclasses.replace(m, events=tuple(by_model[m.name]))
+            if m.name in by_model
+            else m
+            for m in found
+        }
         problems += repo_problems
     order = sorted([*names, *extra])
     if sink is not None:
@@ -581,7 +654,7 @@ def _read_catalog(
             ]
             if sink is not None:
                 sink.models(start, models[start:])
-    state = audit_state(reg, log, head, models)
+    state = audit_state(reg, log, head, models, unreadable)
     for model in models:
         problems += model.problems
     return Catalog(stamp, registry_label, tuple(models), state, tuple(problems))
@@ -603,11 +676,17 @@ SINK_BATCH = 500
 
 
 def audit_state(
-    reg: RegistryView, log: bytes, head: bytes | None, models: Sequence[Model]
+    reg: RegistryView,
+    log: bytes,
+    head: bytes | None,
+    models: Sequence[Model],
+    unreadable: Sequence[tuple[str, int]] = (),
 ) -> AuditState:
     """What `mlops-ci audit verify` says, shown on every page: a catalog of a tampered log must
     say so. `audit.verify` gets the log and the release records already read, so a large
-    registry's 50,000 release.json files are not read a second time."""
+    registry's 50,000 release.json files are not read a second time. A release.json that
+    could not be read (`unreadable`) holds an anchor nobody checked: `audit verify` fails on
+    it, and so does the catalog's verdict, never "verified"."""
     from mlops_ci import audit
 
     releases = {m.name: {v.number: v.audit_sha256 for v in m.versions} for m in models}
@@ -615,4 +694,12 @@ def audit_state(
     result = audit.verify(
         cast("Registry", reg), log=log, head=head, releases=releases, serving=serving
     )
+    if result.ok and unreadable:
+        name, n = min(unreadable)
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        problem = (
+            f"{name}/{n}/release.json{more} cannot be read, so the audit record it names "
+            "cannot be checked"
+        )
+        return AuditState(result.records, False, problem, None)
     return AuditState(result.records, result.ok, result.problem, result.first_bad)

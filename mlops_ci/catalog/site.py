@@ -22,7 +22,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache, lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,11 +91,14 @@ def safe_url(url: str | None) -> str | None:
 
 
 def repo_url(pr_url: str | None) -> str | None:
-    """The repository's web URL, from a pull request's (`…/owner/repo/pull/N`)."""
+    """The repository's web URL, from a pull request's (`…/owner/repo/pull/N`): the path up to
+    its last `/pull/`, since an owner or a repository may be named `pull` itself."""
     url = safe_url(pr_url)
-    if url and "/pull/" in url:
-        return url.split("/pull/", 1)[0]
-    return None
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    repo, found, _ = parts.path.rpartition("/pull/")
+    return f"{parts.scheme}://{parts.netloc}{repo}" if found and repo.strip("/") else None
 
 
 @lru_cache(maxsize=65536)  # a page shows the same few times many times over
@@ -105,13 +108,30 @@ def when(value: str | None, with_time: bool = True) -> str:
         return "–"
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is not None:  # 16:05+02:00 is 14:05 UTC, as `audit show --at` reads it
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or one beyond year 1 or 9999 in UTC
         return value
     return moment.strftime("%Y-%m-%d %H:%M UTC" if with_time else "%Y-%m-%d")
 
 
 def num(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else format_number(value)
+
+
+def num_beside(value: float | None, *bounds: float | None) -> str:
+    """`value` as `num` writes it, with more digits where that reads the same as a bound it is
+    not equal to: an accuracy of 0.6496 failing its min 0.65 must not read "0.65"."""
+    text = num(value)
+    if value is None or text == "–":
+        return text
+    apart = [b for b in bounds if b is not None and math.isfinite(b) and b != value]
+    if not any(num(b) == text for b in apart):
+        return text
+    digits = 4
+    while digits < 17 and any(f"{value:.{digits}g}" == f"{b:.{digits}g}" for b in apart):
+        digits += 1
+    return f"{value:.{digits}g}"
 
 
 def ms(value: float | None) -> str:
@@ -190,7 +210,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, num=num, ms=ms)
+    env.filters.update(when=when, num=num, num_beside=num_beside, ms=ms)
     env.globals.update(
         safe_url=safe_url,
         repo_url=repo_url,
@@ -308,12 +328,30 @@ def _index_pages(count: int, page_rows: int) -> list[str]:
     return ["index.html", *(f"index-{n}.html" for n in range(2, pages + 1))]
 
 
+#: How every catalog.json starts (`Catalog.to_json`, written compact, "catalog" first).
+_CATALOG_START = b'{"catalog":1,'
+#: The names a catalog's folder holds: what `_render` writes there, and nothing else (but the
+#: file macOS's Finder leaves in a folder it showed).
+_SITE_ENTRY = re.compile(r"catalog\.json|\.nojekyll|index(-[1-9][0-9]*)?\.html|models|\.DS_Store")
+
+
 def _is_previous_catalog(out: Path) -> bool:
+    """Whether `out` holds a catalog and nothing else, so replacing it as a whole loses
+    nothing: a checkout (or a docs folder) that also holds a copy of catalog.json is not one."""
     try:
-        doc = json.loads((out / "catalog.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        # Its first bytes, as `_render` writes them: parsing the whole file to check them takes
+        # about 3 s and 0.9 GB for the 100 MB catalog.json of 10,000 models.
+        with (out / "catalog.json").open("rb") as fh:
+            start = fh.read(len(_CATALOG_START))
+        entries = list(out.iterdir())
+        pages = list((out / "models").iterdir()) if (out / "models").is_dir() else []
+    except OSError:
         return False
-    return isinstance(doc, dict) and doc.get("catalog") == 1
+    if start != _CATALOG_START:
+        return False
+    return all(
+        _SITE_ENTRY.fullmatch(e.name) and e.is_dir() == (e.name == "models") for e in entries
+    ) and all((p.suffix == ".html" or p.name == ".DS_Store") and p.is_file() for p in pages)
 
 
 def _stage(out: Path) -> tuple[Path, Path]:
@@ -323,8 +361,8 @@ def _stage(out: Path) -> tuple[Path, Path]:
         raise UsageError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not _is_previous_catalog(out):
         raise UsageError(
-            f"{out}: the folder is not empty and holds no catalog; give an empty or new folder "
-            "(a previous catalog there is replaced as a whole)"
+            f"{out}: the folder is not empty and holds no catalog, or more than a catalog; give "
+            "an empty or new folder (a previous catalog there is replaced as a whole)"
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -562,15 +600,15 @@ def _render(catalog: Catalog, folder: Path, page_rows: int, *, pages_done: bool 
 
 
 class _Index:
-    """The index pages: the facts every page shows (counts, owners, the attention box) are
-    gathered once; `write` renders one page of rows."""
+    """The index pages: the facts every page shows (counts, the attention box) are gathered
+    once; `write` renders one page of rows, whose owner filter lists the owners of its rows
+    (filters apply to the page shown: an owner of no row there would find nothing)."""
 
     def __init__(self, catalog: Catalog, page_rows: int) -> None:
         models = catalog.models
         self.catalog = catalog
         self.page_rows = page_rows
         self.counts = Counter(m.state for m in models)
-        self.owners = sorted({o for m in models for o in m.owners}, key=str.lower)
         risks = [r for r in ("high", "medium", "low") if any(m.risk == r for m in models)]
         self.risks = risks + sorted({m.risk for m in models if m.risk and m.risk not in risks})
         self.attention = [m for m in models if m.state == "attention"]
@@ -578,14 +616,14 @@ class _Index:
         self.template = environment().get_template("index.html")
 
     def write(self, folder: Path, number: int) -> None:
-        rows = self.page_rows
+        rows = self.catalog.models[(number - 1) * self.page_rows : number * self.page_rows]
         html = self.template.render(
             assets=assets(),
             catalog=self.catalog,
             total=len(self.catalog.models),
-            rows=self.catalog.models[(number - 1) * rows : number * rows],
+            rows=rows,
             counts=self.counts,
-            owners=self.owners,
+            owners=sorted({o for m in rows for o in m.owners}, key=str.lower),
             risks=self.risks,
             attention=self.attention[:100],
             attention_total=len(self.attention),
