@@ -416,6 +416,8 @@ def test_bad_since_or_registry_is_a_usage_error(world, capsys):
     assert "--since" in capsys.readouterr().err
     assert cli.main(["monitor", "--registry", str(world.registry), "--since", "0d"]) == 2
     assert "--since '0d': the duration must be more than zero" in capsys.readouterr().err
+    assert cli.main(["monitor", "--registry", str(world.registry), "--since", "9" * 15 + "d"]) == 2
+    assert "the window would start before the year 1" in capsys.readouterr().err  # not Overflow
     missing = str(world.registry) + "-missing"
     assert cli.main(["monitor", "--registry", missing]) == 2
     assert "no such folder" in capsys.readouterr().err
@@ -937,3 +939,247 @@ def test_monitor_json_says_null_where_a_statistic_is_not_a_number() -> None:
 
     doc = json.loads(render.to_json([Found()]), parse_constant=refuse)  # type: ignore[list-item]
     assert doc["models"][0]["drift"] == {"psi": None, "ks": None}
+
+
+# --- odd data, edges and windows ------------------------------------------------------------------
+
+
+def test_an_empty_window_leaves_the_open_issue_open(world, ghserver, capsys, monkeypatch):
+    """A week without a logged row (traffic stopped, or the log did) read as healthy: the run
+    closed the drift issue with "healthy again" on the strength of zero rows."""
+    ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)), day=NOW.date() - dt.timedelta(days=10))
+    code, _, err = world.monitor("--issues", "--since", "30d", capsys=capsys)
+    assert code == 1, err
+    (issue,) = _issues(ghserver).values()
+
+    code, out, err = world.monitor("--issues", "--format", "json", capsys=capsys)  # 7d: no row
+    (m,) = json.loads(out)["models"]
+    assert code == 0 and m["drift"]["rows"] == 0
+    note = "no production rows of version 1 in the last 7 days: drift is not checked"
+    assert note in m["warnings"]
+    assert issue["state"] == "open" and ghserver.repos[REPO].comments == []
+    assert f"issue #{issue['number']} left open: fraud" in err
+
+    world.log("fraud", _fresh(3000), prefix="b")  # rows again, healthy: now it closes
+    code, _, _ = world.monitor("--issues", capsys=capsys)
+    assert code == 0 and issue["state"] == "closed"
+
+
+def test_rows_stamped_after_now_are_outside_the_window(world, capsys):
+    """A server whose clock runs ahead logs into a future day folder: those rows sat in every
+    run's window (and kept a model drifted) until their date came."""
+    world.deploy("fraud")
+    world.log("fraud", _fresh(2000))
+    world.log("fraud", _fresh(3000, shift=(2, 2, 2)), day=NOW.date() + dt.timedelta(days=3),
+              prefix="ahead")  # fmt: skip
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 0 and m["drift"]["rows"] == 2000, out
+    # A window back to the year 657: its day folders compare as strings, "657-…" > "2026-…"
+    code, out, _ = world.monitor("--format", "json", "--since", "500000d", capsys=capsys)
+    assert json.loads(out)["models"][0]["drift"]["rows"] == 2000, out
+
+
+def test_a_float32_input_of_a_few_decimal_values_is_not_drift(tmp_path, onnx_model, capsys):
+    """Serve logs a float32 input as float32; the reference CSV reads as float64. 0.1 is not
+    float32(0.1): each logged value fell beside its reference value, and the very same
+    distribution drifted on every column (KS p = 1e-41), prediction drift too."""
+    rng = np.random.default_rng(7)
+    levels = np.array([0.1, 0.2, 0.3, 0.7, 1.3, 2.9])
+    world = World(tmp_path / "registry", tmp_path / "repo", onnx_model,
+                  rng.choice(levels, size=(800, 3)))  # fmt: skip
+    world.deploy("fraud")
+    world.log("fraud", rng.choice(levels, size=(3000, 3)))
+    code, out, _ = world.monitor("--format", "json", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert [c["drifted"] for c in m["drift"]["columns"]] == [False] * 3, m["drift"]
+    assert code == 0 and not m["prediction_drift"], m["predictions"]
+    # --data in float64 (a CSV) is read at the model's precision too
+    path = tmp_path / "prod.csv"
+    path.write_bytes(_csv(rng.choice(levels, size=(3000, 3))))
+    code, out, _ = world.monitor("--format", "json", "--data", str(path), capsys=capsys)
+    assert code == 0 and not json.loads(out)["models"][0]["drift"]["dataset_drift"], out
+
+
+def test_a_production_column_with_no_value_is_drift(world, capsys, tmp_path):
+    """x1 and x2 arrive empty (a producer stopped filling them): judged `no drift` (p = 1),
+    so the model passed as healthy."""
+    world.deploy("fraud")
+    path = tmp_path / "prod.csv"
+    x3 = _fresh(2000)[:, 2]
+    path.write_text("x1,x2,x3\n" + "".join(f",,{v:.6f}\n" for v in x3))
+    code, out, _ = world.monitor("--format", "json", "--data", str(path), capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 1 and m["drift"]["dataset_drift"], out
+    x1, x2, x3 = m["drift"]["columns"]
+    assert (x1["drifted"], x1["statistic"], x1["missing_current"]) == (True, 0.0, 2000)
+    assert x2["drifted"] and not x3["drifted"] and x1["test_statistic"] is None
+    code, out, _ = world.monitor("--data", str(path), "--no-record", capsys=capsys)
+    assert "x1: no values, all 2,000 missing" in out
+
+
+def test_a_folder_of_csv_parts_with_sparks_marker_files_is_read_as_csv(world, capsys, tmp_path):
+    """Spark writes `_SUCCESS` and `.part-….csv.crc` beside its CSV parts. The files the
+    dataset skips still decided the format: the folder was read as Parquet and refused."""
+    world.deploy("fraud")
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "part-00000.csv").write_bytes(_csv(_fresh(1000, shift=(0.8, 0.8, 0.8))))
+    (folder / "part-00001.csv").write_bytes(_csv(_fresh(1000, shift=(0.8, 0.8, 0.8), seed=5)))
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / ".part-00000.csv.crc").write_bytes(b"crc\x00")
+    code, out, err = world.monitor("--format", "json", "--data", str(folder), capsys=capsys)
+    assert code == 1, out + err
+    assert json.loads(out)["models"][0]["drift"]["rows"] == 2000
+
+
+def test_text_in_a_numeric_production_column_is_one_clear_error(world, capsys, tmp_path):
+    world.deploy("fraud")
+    path = tmp_path / "prod.csv"
+    path.write_text("x1,x2,x3\nabc,0.1,0.2\n0.5,0.3,0.4\n")
+    code, out, err = world.monitor("--data", str(path), capsys=capsys)
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    assert code == 2 and "internal error" not in line and "Traceback" not in out + err
+    assert line.startswith(
+        f"ERROR      fraud: the production data ({path}): column 'x1' holds string values "
+        "that are not numbers, where the reference has numbers (Failed to parse string: 'abc'"
+    ), line
+
+
+def test_production_csv_with_numeric_request_ids_and_one_output(world, capsys, tmp_path):
+    """`--data` holds the inputs, the label output and request ids that pyarrow reads as
+    int64: the run died on the ids (KeyError 0) and on the outputs the CSV lacks (KeyError
+    `output.probabilities[0]`). And a `date` column of its own (so do the labels) clashed with
+    the log's `date=` partition key (ArrowTypeError: date32 vs string)."""
+    world.deploy("fraud", monitoring="    max_age_days: 365\n    labels: labels.csv\n    drift:")
+    x = _fresh(200)
+    label = (x[:, 0] + x[:, 1] > 0).astype(int)
+    truth = label.copy()
+    truth[:100] = 1 - truth[:100]  # half the labels disagree: accuracy 0.5
+    (world.repo / "models" / "fraud" / "labels.csv").write_text(
+        "date,request_id,y\n" + "".join(f"2026-11-29,{i},{t}\n" for i, t in enumerate(truth))
+    )
+    path = tmp_path / "prod.csv"
+    path.write_text(
+        "date,request_id,x1,x2,x3,output.label\n"
+        + "".join(f"2026-11-28,{i},{a:.6f},{b:.6f},{c:.6f},{y}\n" for i, ((a, b, c), y) in
+                  enumerate(zip(x, label, strict=True)))
+    )  # fmt: skip
+    code, out, err = world.monitor("--format", "json", "--data", str(path), capsys=capsys)
+    assert code == 1, out + err
+    (m,) = json.loads(out)["models"]
+    assert m["decay"] is True and m["performance"]["rows"] == 200
+    assert m["performance"]["metrics"][0]["value"] == pytest.approx(0.5)
+    assert [c["name"] for c in m["predictions"]["columns"]] == ["output.label"]
+    assert (
+        "prediction drift of output.probabilities not checked: the production data has no "
+        "such column"
+    ) in m["warnings"]
+
+
+@pytest.mark.parametrize(
+    ("monitoring", "error"),
+    [
+        # the schema's date pattern lets it through; fromisoformat does not
+        ("    refresh_by: '2026-02-30'\n    drift:", "monitoring.refresh_by '2026-02-30' is not"),
+        # the schema sets no maximum; the deadline is past the year 9999
+        ("    max_age_days: 100000000\n    drift:", None),
+        (
+            "    drift:\n      categorical: [x3]\n      per_column: {x3: {test: ks}}",
+            "column 'x3' is categorical; Kolmogorov-Smirnov cannot test it",
+        ),
+        ("    drift:\n      per_column: {x1: {test: z}}", None),
+        # YAML's .nan passes the schema's bounds, and then no column or share could ever drift
+        ("    drift:\n      share: .nan", "monitoring.drift.share is nan, not a number"),
+        (
+            "    drift:\n      per_column: {x2: {threshold: .nan}}",
+            "monitoring.drift.per_column.x2.threshold is nan, not a number",
+        ),
+    ],
+    ids=[
+        "impossible-date",
+        "huge-max-age",
+        "ks-on-categories",
+        "z-on-many-values",
+        "nan-share",
+        "nan-threshold",
+    ],
+)
+def test_a_deployed_manifest_monitor_cannot_follow_is_that_models_error(
+    world, capsys, monitoring, error
+):
+    """Each of these ended the whole run with an internal error (ValueError, OverflowError):
+    no model judged, no issue touched; or (NaN) passed and judged nothing ever drifted. Now
+    the model's own ERROR line, or a verdict."""
+    world.deploy("fraud", monitoring=monitoring)
+    world.deploy("credit")
+    for name in ("fraud", "credit"):
+        world.log(name, _fresh(300))
+    code, out, err = world.monitor("--no-record", capsys=capsys)
+    assert "internal error" not in out + err and "Traceback" not in out + err
+    assert "ok         credit" in out, out
+    errors = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    if error is None:
+        assert code == 0 and errors == [] and "ok         fraud" in out, out
+    else:
+        (line,) = errors
+        assert code == 2 and line.startswith("ERROR      fraud: ") and error in line, line
+
+
+def test_an_unexpected_failure_of_one_model_leaves_the_others_judged(world, capsys, monkeypatch):
+    from mlops_ci.monitor import check
+
+    world.deploy("fraud")
+    world.deploy("credit")
+    real = check.judge_model
+
+    def judge(reg, model, opts):
+        if model == "fraud":
+            raise RuntimeError("boom")
+        return real(reg, model, opts)
+
+    monkeypatch.setattr(check, "judge_model", judge)
+    code, out, _ = world.monitor(capsys=capsys)
+    assert code == 2 and "ok         credit" in out
+    assert "ERROR      fraud: internal error: RuntimeError: boom" in out
+    assert len(_verdicts(world.registry, "credit")) == 1
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+def test_decay_skips_labels_not_known_yet_and_fails_on_outputs_it_cannot_score(tmp_path):
+    """Late labels written as NaN in a float column (not null) made scikit-learn refuse every
+    row, and decay was `not computed`, i.e. fine, although the 100 real labels said accuracy
+    0.5. And a metric scikit-learn refuses (NaN predictions) passed the same way."""
+    import pyarrow.parquet as pq
+
+    from mlops_ci.manifest import Manifest
+    from mlops_ci.monitor import reader
+    from mlops_ci.monitor.decay import Matcher, read_labels
+
+    doc, _, _ = parse_document(_manifest("fraud", "ab" * 32, "    drift:"), "model.yaml")
+    manifest = Manifest(tmp_path / "model.yaml", tmp_path, doc)
+    ids = [f"r{i}" for i in range(120)]
+    truth = np.concatenate([np.ones(50), np.zeros(50), np.full(20, np.nan)])  # 20 not known yet
+    pq.write_table(
+        pa.table({"request_id": ids, "y": pa.array(truth, from_pandas=False)}),
+        tmp_path / "labels.parquet",
+    )
+    labels = read_labels(reader.dataset(reader.locate(tmp_path / "labels.parquet")), "y")
+
+    def judged(predicted: np.ndarray):
+        matcher = Matcher(labels, ["label"])
+        matcher.add(pa.record_batch([pa.array(ids), pa.array(predicted)],
+                                    names=["request_id", "output.label"]))  # fmt: skip
+        return matcher.judge(manifest)
+
+    decay = judged(np.ones(120, dtype=np.int64))
+    (acc,) = decay.metrics
+    assert decay.rows == 100 and acc.value == pytest.approx(0.5) and decay.decayed, decay
+    broken = np.ones(120)
+    broken[::2] = np.nan  # the model answers NaN
+    decay = judged(broken)
+    (acc,) = decay.metrics
+    assert decay.decayed and not acc.ok and acc.detail.startswith("cannot be computed"), decay

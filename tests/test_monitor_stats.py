@@ -214,6 +214,90 @@ def test_missing_values_are_dropped_and_counted():
     assert col.n_current == 100 and col.missing_current == 40
 
 
+def test_a_column_with_no_value_in_production_drifted_under_every_test():
+    """Rows came, and every value of the column was null, NaN or infinite (a producer that
+    stopped filling it): the column was judged `no drift` with a p-value of 1. Evidently
+    refuses such a column; here it is drifted, whatever the test or the correction."""
+    ref = pa.table({"x": pa.array(np.arange(140.0) % 7), "y": pa.array(np.arange(140.0))})
+    cur = pa.table({"x": pa.array([None, float("nan"), float("inf")] * 40, pa.float64()),
+                    "y": pa.array(np.arange(120.0))})  # fmt: skip
+    for test in stattests.TESTS:
+        rule = drift.ColumnRule(test)
+        for correction in ("none", "bonferroni", "fdr"):
+            settings = drift.Settings(per_column={"x": rule}, correction=correction)  # type: ignore[arg-type]
+            x, y = _judge(ref, cur, settings).columns
+            assert (x.drifted, x.n_current, x.missing_current) == (True, 0, 120), (test, x)
+            assert not y.drifted
+    # no rows at all is not the same: nothing to compare, nothing drifted
+    empty = _judge(ref, cur.slice(0, 0))
+    assert [c.drifted for c in empty.columns] == [False, False] and empty.rows == 0
+
+
+def test_categorical_codes_are_one_category_whatever_numeric_type_carries_them():
+    """The reference CSV reads codes 0..3 as int64; serve logs a float32 model input as
+    float32: `3` and `3.0` were different categories, and a column of the very same codes
+    drifted with p = 0."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(0)
+    text = "c\n" + "".join(f"{c}\n" for c in rng.integers(0, 4, 800))
+    ref = pacsv.read_csv(io.BytesIO(text.encode()))
+    assert ref.schema.field("c").type == pa.int64()
+    codes = rng.integers(0, 4, 3000).astype(np.float32)
+    codes[:30] = np.nan  # NaN is a missing value, as in numeric columns, not a category
+    cur = pa.table({"c": pa.array(codes, from_pandas=False)})
+    (col,) = _judge(ref, cur, drift.Settings(categorical=frozenset({"c"}))).columns
+    assert col.test == "chisquare" and not col.drifted, col
+    assert sorted(col.bins) == ["0", "1", "2", "3"] and col.missing_current == 30
+
+
+def test_the_z_test_set_on_a_column_of_more_values_compares_the_first_values_share():
+    """`test: z` on a column that has, or later sees, a third value raised ValueError, and the
+    whole monitor run died. As Evidently: the first value's share against all the others."""
+    ref = pa.table({"c": pa.array(["a"] * 50 + ["b"] * 25 + ["c"] * 25)})
+    same = pa.table({"c": pa.array(["a"] * 500 + ["b"] * 100 + ["c"] * 300 + ["d"] * 100)})
+    moved = pa.table({"c": pa.array(["a"] * 200 + ["b"] * 800)})
+    settings = drift.Settings(rule=drift.ColumnRule("z"))
+    (col,) = _judge(ref, same, settings).columns
+    assert col.test == "z" and col.score == pytest.approx(1.0) and not col.drifted
+    (col,) = _judge(ref, moved, settings).columns
+    assert col.drifted and col.score < 1e-6
+
+
+def test_prediction_drift_of_a_healthy_classifier_alarms_in_at_most_five_percent_of_runs():
+    """Prediction drift is any drifted output: label plus two probabilities, each tested at
+    5%, made a healthy binary classifier need attention in 8% of runs (a daily schedule opens
+    an issue every other week). The outputs are corrected as one family."""
+    from mlops_ci.monitor.check import output_settings
+
+    def outputs(x: np.ndarray) -> pa.Table:
+        p1 = 1 / (1 + np.exp(-2 * (x[:, 0] + x[:, 1])))
+        return pa.table({"output.label": (p1 > 0.5).astype(np.int64),
+                         "output.probabilities[0]": (1 - p1).astype(np.float32),
+                         "output.probabilities[1]": p1.astype(np.float32)})  # fmt: skip
+
+    def alarm_rate(settings: drift.Settings, runs: int = 300) -> float:
+        alarms = 0
+        for seed in range(runs):
+            rng = np.random.default_rng(seed)
+            ref, cur = outputs(rng.normal(size=(800, 2))), outputs(rng.normal(size=(3000, 2)))
+            alarms += any(c.drifted for c in _judge(ref, cur, settings, batch=3000).columns)
+        return alarms / runs
+
+    labels = frozenset({"output.label"})
+    assert alarm_rate(drift.Settings(categorical=labels)) > 0.06  # armed: uncorrected
+    assert alarm_rate(output_settings(drift.Settings(), labels)) <= 0.05
+    # a real shift of the outputs is still found
+    rng = np.random.default_rng(1)
+    shifted = outputs(rng.normal(0.2, 1, size=(3000, 2)))
+    reference = outputs(rng.normal(size=(800, 2)))
+    found = _judge(reference, shifted, output_settings(drift.Settings(), labels))
+    assert all(c.drifted for c in found.columns)
+    assert output_settings(drift.Settings(correction="fdr"), labels).correction == "fdr"
+
+
 # --- corrections ----------------------------------------------------------------------------------
 
 

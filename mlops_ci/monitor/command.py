@@ -27,7 +27,12 @@ def parse_duration(text: str) -> dt.timedelta:
         raise UsageError(f"--since {text!r}: write a number and a unit, e.g. 24h, 7d or 2w")
     if int(m.group(1)) == 0:
         raise UsageError(f"--since {text!r}: the duration must be more than zero")
-    return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        span = dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        dt.datetime.now(dt.UTC) - span  # the window must start after the year 1
+    except OverflowError:
+        raise UsageError(f"--since {text!r}: the window would start before the year 1") from None
+    return span
 
 
 def _from_here(where: str | None) -> str | None:
@@ -82,6 +87,8 @@ def main(
             verdicts.append(check.judge_model(reg, name, opts))
         except MlopsCiError as exc:
             errors.append((name, str(exc)))
+        except Exception as exc:  # a bug judging one model must not leave the others unjudged
+            errors.append((name, f"internal error: {type(exc).__name__}: {exc}"))
 
     if fmt == "json":
         print(render.to_json(verdicts, errors))

@@ -8,6 +8,7 @@ Everything a drift test needs is derived from these counts; the rows themselves 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -188,6 +189,20 @@ class CategoricalCounts:
         return int(((self.ref + self.cur) > 0).sum())
 
 
+def category(value: object) -> str | None:
+    """A value's category (None: missing). A number is named by its value, not its type: the
+    reference CSV reads a code as int64 while serve logs it in the input's dtype (float32),
+    and `3` and `3.0` must be one category. NaN and infinities are missing, as for numbers."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+    return str(value)
+
+
 class CategoricalAccumulator:
     """Builds CategoricalCounts from a reference and batches of current values."""
 
@@ -199,10 +214,10 @@ class CategoricalAccumulator:
         self.ref: dict[str, int] = {}
         self.ref_missing = 0
         for value in reference:
-            if value is None:
+            key = category(value)
+            if key is None:
                 self.ref_missing += 1
             else:
-                key = str(value)
                 self.ref[key] = self.ref.get(key, 0) + 1
         if not self.ref:
             raise ValueError(f"reference column {name!r} has no values")
@@ -212,10 +227,10 @@ class CategoricalAccumulator:
     def add_counts(self, counts: Iterable[tuple[object, int]]) -> None:
         """Add (value, count) pairs of one batch (None is a missing value)."""
         for value, n in counts:
-            if value is None:
+            key = category(value)
+            if key is None:
                 self.cur_missing += int(n)
                 continue
-            key = str(value)
             if key not in self.cur and key not in self.ref and len(self.cur) >= self.max_categories:
                 key = OTHER
             self.cur[key] = self.cur.get(key, 0) + int(n)

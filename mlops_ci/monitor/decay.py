@@ -71,7 +71,9 @@ def read_labels(data: Any, target: str) -> dict[str, list[Any]]:
     for batch in reader.batches(data, ["request_id", target]):
         ids = batch.column("request_id").cast("string").to_pylist()
         for rid, label in zip(ids, batch.column(target).to_pylist(), strict=True):
-            if rid is not None and label is not None:
+            # A NaN target is a label not known yet, as a null is (a float column of late
+            # labels): kept, it made every metric fail and decay was never judged.
+            if rid is not None and label is not None and label == label:
                 out.setdefault(rid, []).append(label)
     return out
 
@@ -90,13 +92,14 @@ class Matcher:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        ids = batch.column("request_id")
+        # As `read_labels` keys them: a CSV of production rows may hold numeric request ids.
+        ids = batch.column("request_id").cast(pa.string())
         mask = pc.is_in(ids, value_set=pa.array(list(self.labels), pa.string()))
         if not pc.any(mask).as_py():
             return
         picked = batch.filter(mask)
         keep: list[int] = []
-        for i, rid in enumerate(picked.column("request_id").to_pylist()):
+        for i, rid in enumerate(ids.filter(mask).to_pylist()):
             k = self.seen.get(rid, 0)
             self.seen[rid] = k + 1
             if k < len(self.labels[rid]):
@@ -131,8 +134,13 @@ class Matcher:
                 continue
             try:
                 value = evaluate.compute_metric(manifest, spec, y_true, outputs)
-            except Exception as exc:  # evaluate's _MetricError: the metric is undefined here
+            except evaluate._MetricError as exc:  # undefined on these rows (one class only …)
                 verdicts.append(MetricVerdict(name, None, lo, hi, True, f"not computed: {exc}"))
+                continue
+            except Exception as exc:  # scikit-learn refused the rows (NaN outputs, mixed types)
+                verdicts.append(
+                    MetricVerdict(name, None, lo, hi, False, f"cannot be computed: {exc}")
+                )
                 continue
             ok = (
                 math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)

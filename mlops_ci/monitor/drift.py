@@ -37,6 +37,9 @@ class Settings:
     share: float = DEFAULT_SHARE
     correction: Correction = "none"
     categorical: frozenset[str] = frozenset()
+    #: Columns that reach the model as float32 (or float16), by that pyarrow type: both samples
+    #: are compared at that precision (see `Columns.seen`).
+    precision: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,34 @@ class Columns:
         for name in names:
             if name not in reference.column_names:
                 raise ValueError(f"the reference data has no column {name!r}")
-            col = reference.column(name)
+            col = self.seen(name, reference.column(name))
             if column_kind(name, col.type, settings) == "numeric":
                 values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
                 self.numeric[name] = NumericCounts.from_reference(name, values)
             else:
                 self.categorical[name] = CategoricalAccumulator(name, col.to_pylist())
+
+    def seen(self, name: str, col: Any) -> Any:
+        """A numeric column at the precision the model reads it. Serve logs a float32 input as
+        float32 while the reference CSV reads as float64: 0.1 is not float32(0.1), so every
+        value of a column of a few decimals fell beside its reference value, and identical
+        data drifted (KS p = 1e-41). Rounding both samples the same way matches them."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        kind = self.settings.precision.get(name)
+        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        if kind is None or not numeric or col.type == kind:
+            return col
+        return pc.cast(col, kind, safe=False)
+
+    def only(self, names: Sequence[str]) -> Columns:
+        """These columns alone (before any batch is added): the others are not tested."""
+        keep = set(names)
+        self.order = [n for n in self.order if n in keep]
+        self.numeric = {k: v for k, v in self.numeric.items() if k in keep}
+        self.categorical = {k: v for k, v in self.categorical.items() if k in keep}
+        return self
 
     def add(self, batch: Any) -> None:
         """Count one record batch of current data (it must hold every tested column)."""
@@ -141,12 +166,19 @@ class Columns:
 
         self.rows += batch.num_rows
         for name, counts in self.numeric.items():
-            col = batch.column(name)
+            col = self.seen(name, batch.column(name))
             if not pa.types.is_floating(col.type) or col.type != pa.float64():
-                col = pc.cast(col, pa.float64(), safe=False)
+                try:
+                    col = pc.cast(col, pa.float64(), safe=False)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    # a CSV cell such as `abc` makes the whole column text
+                    raise ValueError(
+                        f"column {name!r} holds {col.type} values that are not numbers, where "
+                        f"the reference has numbers ({str(exc).splitlines()[0]})"
+                    ) from None
             counts.add(col.to_numpy(zero_copy_only=False))
         for name, acc in self.categorical.items():
-            vc = pc.value_counts(batch.column(name))
+            vc = pc.value_counts(self.seen(name, batch.column(name)))
             acc.add_counts(
                 zip(
                     vc.field("values").to_pylist(),
@@ -205,7 +237,8 @@ class Columns:
                     score=outcome.score,
                     statistic=outcome.statistic,
                     threshold=threshold,
-                    drifted=counts.n_cur > 0 and test.drifted(outcome.score, threshold),
+                    drifted=(counts.n_cur > 0 or counts.cur_missing > 0)
+                    and test.drifted(outcome.score, threshold),
                     error_bound=outcome.error_bound,
                     n_reference=counts.n_ref,
                     n_current=counts.n_cur,
@@ -228,6 +261,11 @@ class Columns:
 
 
 def _compute(name: str, counts: stattests.Counts, test: stattests.StatTest) -> stattests.Outcome:
+    if counts.n_cur == 0 and counts.cur_missing > 0:
+        # Rows came, but not one value (all null, NaN or infinite): the reference had values,
+        # so the column drifted as far as it can (Evidently refuses such a column outright).
+        p_value = test.score == "p_value"
+        return stattests.Outcome(score=0.0 if p_value else np.inf, statistic=np.nan)
     if counts.n_cur == 0:
         # Nothing to compare: report no drift rather than a made-up score.
         return stattests.Outcome(score=1.0 if test.score == "p_value" else 0.0, statistic=0.0)

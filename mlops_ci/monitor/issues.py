@@ -24,7 +24,7 @@ def marker(model: str) -> str:
 @dataclass(frozen=True)
 class Action:
     model: str
-    action: str  # "opened" | "updated" | "closed" | "none"
+    action: str  # "opened" | "updated" | "closed" | "left open" | "none"
     number: int | None = None
     url: str | None = None
 
@@ -45,6 +45,10 @@ def sync(gh: GitHub, verdicts: Sequence[Verdict], run_url: str | None = None) ->
             else:
                 gh.edit_issue(found.number, title=title, body=body)
                 actions.append(Action(v.name, "updated", found.number, found.html_url))
+        elif found is not None and v.unchecked:
+            # No production rows to judge: "healthy again" would be a guess. Left open until a
+            # run reads rows (a stopped log must not close its own alarm).
+            actions.append(Action(v.name, "left open", found.number, found.html_url))
         elif found is not None:
             gh.close_issue(found.number, render.healthy_comment(v, run_url))
             actions.append(Action(v.name, "closed", found.number, found.html_url))

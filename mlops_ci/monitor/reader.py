@@ -75,12 +75,21 @@ def _format_of(fs: Any, path: str, shown: str) -> str:
         names = [path]
     elif info.type == pafs.FileType.Directory:
         found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-        names = [f.path for f in found if f.type == pafs.FileType.File]
+        # The files `dataset` reads: Spark's `_SUCCESS` and `.crc` files beside CSV parts
+        # made a folder of CSV read as Parquet.
+        names = [f.path for f in found if f.type == pafs.FileType.File and _read(path, f.path)]
     else:
         raise UsageError(f"data not found: {shown}")
     if names and all(n.lower().endswith(".csv") for n in names):
         return "csv"
     return "parquet"
+
+
+def _read(base: str, path: str) -> bool:
+    """Whether `dataset` reads this file of folder `base`: not when a part of its path below
+    `base` starts with `.` or `_` (its `ignore_prefixes`)."""
+    below = path[len(base.rstrip("/")) + 1 :]
+    return not any(part.startswith((".", "_")) for part in below.split("/"))
 
 
 def dataset(source: Source, *, hive: bool = True) -> Any:
@@ -98,7 +107,7 @@ def dataset(source: Source, *, hive: bool = True) -> Any:
             partitioning=partitioning if hive else None,
             ignore_prefixes=[".", "_"],
         )
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # type: files that disagree
         # Finding a Parquet dataset reads the first file's schema: name that file if it is bad.
         bad = _first_unreadable(source) if source.format == "parquet" else None
         raise UsageError(bad or f"cannot read {source.shown}: {_reason(exc)}") from None
@@ -137,13 +146,8 @@ def _first_unreadable(source: Source) -> str | None:
             paths = [source.path]
         else:
             found = fs.get_file_info(pafs.FileSelector(source.path, recursive=True))
-            base = source.path.rstrip("/") + "/"
-            paths = sorted(
-                f.path
-                for f in found
-                if f.type == pafs.FileType.File
-                and not any(part.startswith((".", "_")) for part in f.path[len(base) :].split("/"))
-            )
+            files = [f.path for f in found if f.type == pafs.FileType.File]
+            paths = sorted(p for p in files if _read(source.path, p))
     except (OSError, pa.ArrowInvalid):
         return None
     for path in paths:

@@ -66,9 +66,16 @@ def text(verdicts: Sequence[Verdict], errors: Sequence[tuple[str, str]] = ()) ->
 
 
 def _column_line(c: ColumnDrift) -> str:
+    if _no_values(c):
+        return f"{c.name}: no values, all {c.missing_current:,} missing"
     op = "<" if c.score_kind == "p_value" else "≥"
     what = "p" if c.score_kind == "p_value" else c.test
     return f"{c.name}: {c.test} {what} = {c.score:.4g} {op} {c.threshold:g}"
+
+
+def _no_values(c: ColumnDrift) -> bool:
+    """Production rows came, with not one value in this column (drift.py calls it drifted)."""
+    return c.n_current == 0 and c.missing_current > 0
 
 
 # --- Markdown ------------------------------------------------------------------------------------
@@ -147,6 +154,8 @@ def _drift_md(title: str, d: DriftResult, source: str) -> str:
     ordered = sorted(d.columns, key=lambda c: (not c.drifted, c.name))
     for c in ordered:
         stat = f"{c.score:.4g}" + (f" ± {c.error_bound:.2g}" if c.error_bound > 0 else "")
+        if _no_values(c):
+            stat = f"no values ({c.missing_current:,} missing)"
         op = "p <" if c.score_kind == "p_value" else "≥"
         lines.append(
             f"| {code(c.name)} | {c.test} | {stat} | {op} {c.threshold:g} | "

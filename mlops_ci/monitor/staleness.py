@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -61,9 +62,11 @@ def judge(
         end = dt.datetime.combine(refresh_by, dt.time(), dt.UTC) + dt.timedelta(days=1)
         deadlines.append((end, f"refresh_by {refresh_by.isoformat()}"))
     if max_age_days is not None:
-        deadlines.append(
-            (deployed + dt.timedelta(days=max_age_days), f"max_age_days {max_age_days}")
-        )
+        # Past the year 9999 (the schema sets no maximum): never due.
+        with contextlib.suppress(OverflowError):
+            deadlines.append(
+                (deployed + dt.timedelta(days=max_age_days), f"max_age_days {max_age_days}")
+            )
     if not deadlines:
         return Staleness("no deadline", deployed, age, None, None, "the manifest sets no deadline")
     due, rule = min(deadlines)

@@ -19,7 +19,9 @@ def ztest(counts: stattests.Counts) -> stattests.Outcome:
     if len(ref) < 2:
         return stattests.Outcome(score=1.0, statistic=0.0)
     if len(ref) > 2:
-        raise ValueError("the z-test needs a column with at most two values")
+        # A manifest may set `test: z` on a column that has (or later sees) more values: as
+        # Evidently does, compare the share of the first value against all the others.
+        ref, cur = np.array([ref[0], ref[1:].sum()]), np.array([cur[0], cur[1:].sum()])
     n1, n2 = ref.sum(), cur.sum()
     # Share of the first value (Evidently: the smallest key), as a proportion in each sample.
     p1, p2 = ref[0] / n1, cur[0] / n2
