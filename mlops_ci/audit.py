@@ -448,8 +448,8 @@ def _models_with_versions(reg: Registry) -> list[str]:
     return sorted(
         {
             key.split("/")[0]
-            for key in reg.list_keys("")
-            if key.endswith("/release.json") and key.count("/") == 2 and not key.startswith(".")
+            for key in reg.model_keys()
+            if key.endswith("/release.json") and key.count("/") == 2
         }
     )
 

@@ -119,6 +119,7 @@ class Store(Protocol):
     def read_log(self, key: str) -> bytes | None: ...
     def delete(self, key: str) -> None: ...
     def configs(self) -> list[str]: ...
+    def model_keys(self) -> list[str]: ...
     def list(self, prefix: str) -> list[str]: ...
     def folder(self, prefix: str) -> FolderListing: ...
     def stamp(self, key: str) -> str | None: ...
@@ -231,6 +232,15 @@ class FileStore:
             for d in self.root.iterdir()
             if not d.name.startswith(".") and (d / "config.pbtxt").is_file()
         )
+
+    def model_keys(self) -> list[str]:
+        """Every file in a model folder (a top-level folder whose name does not start with
+        '.'), sorted: `.mlops/`, whose prediction log grows by the day, is never walked."""
+        if not self.root.is_dir():
+            return []
+        with os.scandir(self.root) as entries:
+            folders = [e.name for e in entries if e.name[:1] != "." and e.is_dir()]
+        return sorted(key for name in folders for key in self.list(name))
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
@@ -553,13 +563,12 @@ class S3Store:
             raise self._fail(exc, f"delete {key}") from exc
 
     def configs(self) -> list[str]:
+        return [k for k in self.model_keys() if k.count("/") == 1 and k.endswith("/config.pbtxt")]
+
+    def model_keys(self) -> list[str]:
         # '.' sorts before every model name's first character, so listing after ".\x7f" skips
         # .mlops/ (the prediction log can be millions of objects) without reading it.
-        return [
-            k
-            for k in self.list("", start_after=".\x7f")
-            if k.count("/") == 1 and k.endswith("/config.pbtxt")
-        ]
+        return [k for k in self.list("", start_after=".\x7f") if "/" in k and not k.startswith(".")]
 
     def _list_raw(self, full: str, start_after: str = "") -> list[str]:
         """Keys (relative to the registry) of the objects whose full key starts with `full`."""
@@ -866,6 +875,11 @@ class Registry:
 
     def list_keys(self, prefix: str = "") -> list[str]:
         return self.store.list(prefix)
+
+    def model_keys(self) -> list[str]:
+        """Every key in a model folder, sorted, without listing `.mlops/` (the prediction log:
+        a file per model, day and flush, so millions of objects on S3)."""
+        return self.store.model_keys()
 
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
         return self.store.arrow_fs()

@@ -61,6 +61,38 @@ def test_bytes_round_trip_and_listing(registry_uri: str) -> None:
     assert reg.read_bytes("a/b.txt") == b"replaced"
 
 
+def test_model_keys_and_audit_verify_never_list_the_prediction_log(
+    registry_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prediction log grows by a file per model, day and flush (millions of objects, a
+    thousand S3 LIST requests per million): what reads the model folders lists none of it."""
+    from mlops_ci import audit
+    from mlops_ci.registry import FileStore, S3Store
+
+    reg = open_registry(registry_uri)
+    _publish(reg, "a-b", 1)
+    _publish(reg, "a", 1)
+    reg.write_bytes("a/2/release.json", b"{}")
+    reg.write_bytes(".mlops/predictions/a/date=2026-12-01/part-0.parquet", b"PAR1")
+    reg.write_bytes(".hidden/x", b"")
+    reg.write_bytes("README", b"a file beside the models")
+    listed: list[str] = []
+    for store in (FileStore, S3Store):
+
+        def recording(self: object, *args: object, _list=store.list, **kwargs: object) -> object:
+            keys = _list(self, *args, **kwargs)
+            listed.extend(keys)
+            return keys
+
+        monkeypatch.setattr(store, "list", recording)
+    files = ["config.pbtxt", "1/model.onnx", "1/model.yaml", "1/release.json"]
+    assert reg.model_keys() == sorted(
+        [f"a-b/{f}" for f in files] + [f"a/{f}" for f in files] + ["a/2/release.json"]
+    )
+    assert audit.verify(reg).records == 0
+    assert listed and not [key for key in listed if key.startswith(".")]
+
+
 def test_model_view(registry_uri: str) -> None:
     reg = open_registry(registry_uri)
     assert reg.models() == []

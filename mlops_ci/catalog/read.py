@@ -67,6 +67,7 @@ class RegistryView(Protocol):
     def read_bytes(self, key: str) -> bytes | None: ...
     def read_log(self, key: str) -> bytes | None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
+    def model_keys(self) -> list[str]: ...
     def serving_version(self, model: str) -> int | None: ...
     def release(self, model: str, n: int) -> dict[str, Any]: ...
     def manifest_text(self, model: str, n: int) -> str: ...
@@ -511,27 +512,6 @@ def _manifest_text(path: Path, root: str) -> str:
     return raw.decode("utf-8")
 
 
-def _model_keys(reg: RegistryView) -> list[str]:
-    """The keys of the model folders, without listing `.mlops/`: its prediction log grows by
-    the day (a file per model, day and flush: millions of objects, thousands of S3 LIST
-    requests in every catalog run), and the catalog reads none of it. On S3 one listing that
-    starts after `.mlops/` (as `Registry.models` lists), on a folder one walk per model folder."""
-    from mlops_ci.registry import FileStore, S3Store
-
-    store = getattr(reg, "store", None)
-    if isinstance(store, S3Store):
-        # '.' sorts before every model name's first character ([a-z]; a name that sorts
-        # before it is no model to `Registry.models` either).
-        return store.list("", start_after=".\x7f")
-    if isinstance(store, FileStore):
-        with os.scandir(store.root) as entries:
-            folders = sorted(
-                e.name for e in entries if e.is_dir(follow_symlinks=False) and e.name[:1] != "."
-            )
-        return [key for name in folders for key in reg.list_keys(name)]
-    return [key for key in reg.list_keys("") if not key.startswith(".")]
-
-
 def listing(reg: RegistryView) -> tuple[dict[str, list[int]], list[str]]:
     """One listing of the model folders: each model (a folder with config.pbtxt, as
     `Registry.models`) with its published versions, and one of the monitor's verdict files.
@@ -540,7 +520,7 @@ def listing(reg: RegistryView) -> tuple[dict[str, list[int]], list[str]]:
     #: (model, version) -> how many of VERSION_FILES its folder holds: a version holds them all
     files: dict[tuple[str, int], int] = defaultdict(int)
     monitor = [key for key in reg.list_keys(MONITOR_PREFIX) if key.startswith(MONITOR_PREFIX)]
-    for key in _model_keys(reg):
+    for key in reg.model_keys():  # not .mlops/: the catalog reads none of the prediction log
         parts = key.split("/")
         if key.startswith("."):
             continue
