@@ -536,7 +536,12 @@ def _deploy_range(
     baseline = _baseline(repo, sha)
     touching = deploy_range.touching(repo, begin, sha)
     # every commit of the range: a rebase merge's last commit need not change a model
-    judge = RangeJudge(gh, sha, [c for c, _ in deploy_range.first_parents(repo, begin, sha)])
+    judge = RangeJudge(
+        gh,
+        sha,
+        [c for c, _ in deploy_range.first_parents(repo, begin, sha)],
+        parent=lambda commit: deploy_range.first_parent(repo, commit),
+    )
     approved: list[tuple[Any, deploy.Provenance]] = []
     for m in manifests:
         files = ModelFiles(

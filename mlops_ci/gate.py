@@ -76,11 +76,15 @@ def collect_facts(gh: GitHub, pull: PullRequest, files: list[ChangedFile]) -> Pu
     reader = _Reader(gh)
     base, head = pull.base_sha, pull.head_sha
     policy_changed = any(POLICY_PATH in (f.filename, f.previous_filename) for f in files)
-    listed = [
-        FileChange(f.filename, f.status, f.previous_filename if f.status == "renamed" else None)
-        for f in files
-        if f.filename != POLICY_PATH
-    ]
+    listed = []
+    for f in files:
+        previous = f.previous_filename if f.status == "renamed" else None
+        if f.filename != POLICY_PATH:
+            listed.append(FileChange(f.filename, f.status, previous))
+        elif previous:
+            # Renamed onto the policy's path: what it was is removed, and a manifest removed
+            # that way is still its model's removal, for its owners to approve.
+            listed.append(FileChange(previous, "removed"))
     # A folder whose manifest is not in the files list has the same manifest at base and head.
     touched = touched_models(listed, lambda folder: reader.manifest_in(folder, base))
     models: list[ModelChange] = []
@@ -187,6 +191,33 @@ def evaluate(
     return decide_from(gh, gather(gh, pull, reviews, files), any_base=any_base)
 
 
+def also_at(
+    gh: GitHub,
+    inputs: Inputs,
+    decision: Decision,
+    pull: PullRequest,
+    files: list[ChangedFile],
+    base: str,
+    *,
+    any_base: bool = False,
+) -> Decision:
+    """`decision`, made with the pull request's `base.sha`, unless the same pull request judged
+    with `base` as its base commit (its policy, its manifests' tiers and owners) is not approved.
+
+    GitHub's `base.sha` is where the base branch stood when the pull request was opened or last
+    pushed to, not where it stands when it merges: a policy tightened, or a model's owners
+    replaced, on the branch since then would not count. A merge brings the pull request onto the
+    branch as it is, so it must meet the rules there too; the stricter verdict stands."""
+    if base == pull.base_sha or not decision.approved:
+        return decision
+    moved = gather(gh, dataclasses.replace(pull, base_sha=base), list(inputs.reviews), files)
+    again = decide_from(gh, moved, any_base=any_base)
+    if again.approved:
+        return decision
+    where = f"with the base branch at {base[:12]} (the pull request names {pull.base_sha[:12]})"
+    return dataclasses.replace(again, reason=f"{where}: {again.reason}")
+
+
 #: Above this many reviewers to look up in one team, listing the team is fewer calls.
 _LIST_TEAM_ABOVE = 2
 
@@ -262,7 +293,12 @@ def main(
             # A run that dies half-way (timeout, runner lost) must not leave an earlier
             # "success" standing on this commit after, say, a new request for changes.
             _set_status(gh, head_sha, "pending", "Checking approvals…", context)
-        decision = evaluate(gh, pull, any_base=True)
+        files = gh.changed_files(pull)
+        inputs = gather(gh, pull, None, files)
+        decision = decide_from(gh, inputs, any_base=True)
+        if pull.base_ref and decision.approved:  # an unnamed base is refused by `decide`
+            tip = gh.branch_sha(pull.base_ref)
+            decision = also_at(gh, inputs, decision, pull, files, tip, any_base=True)
         # The files and commits lists describe the pull request as it is when listed, its
         # manifests the head read above: after a push in between (and a force-push back), a
         # decision on other files would stand on this head. One head is judged, or none. The

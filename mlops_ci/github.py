@@ -24,6 +24,7 @@ import contextlib
 import email.utils
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from mlops_ci.errors import MlopsCiError
@@ -113,12 +114,28 @@ def _rate_limited(headers: Mapping[str, str]) -> bool:
     return bool(headers.get("Retry-After")) or headers.get("X-RateLimit-Remaining") == "0"
 
 
+#: POSTs that leave the same state when made twice: a commit's or a deployment's status (the
+#: newest counts). Any other POST creates something (an issue, a comment, a deployment).
+_REPEATABLE_POST = re.compile(r"/repos/[^/]+/[^/]+/(?:statuses/[^/]+|deployments/\d+/statuses)\Z")
+
+
+def _repeatable(method: str | None, url: str | None) -> bool:
+    if (method or "").upper() != "POST":
+        return True
+    return _REPEATABLE_POST.search(urlsplit(url or "").path) is not None
+
+
 class GitHubRetry(Retry):
     """urllib3 retries for GitHub: 5xx and rate limits, with every single wait capped.
 
     A 403 is retried only when it is a rate limit (other 403s are permission answers), and
     exhausted retries return the last response (raise_on_status=False) so PyGithub raises its
     own GithubException with GitHub's message instead of requests' bare RetryError.
+
+    A POST that creates something is not repeated after a 5xx or a connection lost once the
+    request was sent: GitHub may have made it before the answer failed (a 502 from its proxy),
+    and a second try would open a second issue or deployment. A rate limit, which GitHub
+    answers before acting, is waited out as for any call.
     """
 
     def __init__(self, *, max_wait: float = DEFAULT_MAX_WAIT, **kwargs: Any) -> None:
@@ -148,6 +165,11 @@ class GitHubRetry(Retry):
         if forbidden and not _rate_limited(response.headers):
             # Not retryable: hand the response back untouched (see raise_on_status).
             raise MaxRetryError(_pool, url or "", ResponseError("not a rate limit"))
+        if not _repeatable(method, url):
+            if response is not None and response.status >= 500:
+                raise MaxRetryError(_pool, url or "", ResponseError("a create is not repeated"))
+            if error is not None and not isinstance(error, ConnectTimeoutError):
+                raise error  # sent, then lost: it may have been made (a refused connect was not)
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def wait_seconds(self, response: Any = None, now: float | None = None) -> float:
@@ -190,7 +212,9 @@ _TEAMS_HINT = (
 )
 
 
-def _explain(status: int | None, message: str, what: str, hint403: str | None = None) -> str:
+def _explain(
+    status: int | None, message: str, what: str, hint403: str | None = None, creates: bool = False
+) -> str:
     hint = {
         401: "the token is missing, expired or wrong (GITHUB_TOKEN)",
         403: "the token lacks a permission this needs (see the workflow's `permissions:`)",
@@ -198,7 +222,11 @@ def _explain(status: int | None, message: str, what: str, hint403: str | None = 
         422: "GitHub rejected the request",
     }.get(status or 0, "")
     if status is not None and status >= 500:
-        hint = "GitHub kept failing after retries"
+        hint = (
+            "not repeated: GitHub may have made it before its answer failed"
+            if creates
+            else "GitHub kept failing after retries"
+        )
     if status in (401, 403) and hint403:
         hint = hint403
     text = f"GitHub API: {what} failed"
@@ -224,15 +252,17 @@ def _github_message(exc: Any) -> str:
 
 
 @contextlib.contextmanager
-def _api(what: str, hint403: str | None = None) -> Iterator[None]:
-    """Turn every way a GitHub call can fail into one MlopsCiError line."""
+def _api(what: str, hint403: str | None = None, *, creates: bool = False) -> Iterator[None]:
+    """Turn every way a GitHub call can fail into one MlopsCiError line. `creates`: a POST that
+    makes something, which `GitHubRetry` does not repeat after a server error."""
     import requests
     from github import GithubException
 
     try:
         yield
     except GithubException as exc:
-        raise MlopsCiError(_explain(exc.status, _github_message(exc), what, hint403)) from exc
+        message = _github_message(exc)
+        raise MlopsCiError(_explain(exc.status, message, what, hint403, creates)) from exc
     except requests.exceptions.RetryError as exc:
         raise MlopsCiError(_explain(None, "gave up after retries", what)) from exc
     except requests.exceptions.RequestException as exc:
@@ -357,6 +387,21 @@ class GitHub:
             return files
         base = self.merge_base(pull.base_sha, pull.head_sha)
         return self.tree_changes(base, pull.head_sha)
+
+    def branch_sha(self, branch: str) -> str:
+        """The commit `branch` points at now (`GET /git/ref/heads/{branch}`, an exact match).
+        A pull request's `base.sha` is where its base stood when it was opened or last pushed
+        to, not where it stands when it merges."""
+        from urllib.parse import quote
+
+        url = f"/repos/{self.repository}/git/ref/heads/{quote(branch, safe='/')}"
+        with _api(f"reading where the branch {branch} points"):
+            _, data = self._client.requester.requestJsonAndCheck("GET", url)
+        found = (data.get("object") or {}) if isinstance(data, dict) else {}
+        sha = found.get("sha") if isinstance(found, dict) else None
+        if not isinstance(sha, str) or not sha:
+            raise MlopsCiError(f"GitHub API: the branch {branch} came back without a commit")
+        return sha
 
     def merge_base(self, base: str, head: str) -> str:
         """The commit the pull request's changes are counted from (the compare API's)."""
@@ -631,7 +676,7 @@ class GitHub:
         return None
 
     def create_comment(self, pr_number: int, body: str) -> int:
-        with _api(f"commenting on pull request #{pr_number}"):
+        with _api(f"commenting on pull request #{pr_number}", creates=True):
             created = self._repo.get_issue(pr_number).create_comment(body)
             return int(created.id)
 
@@ -683,7 +728,7 @@ class GitHub:
         return found
 
     def create_issue(self, title: str, body: str, labels: list[str]) -> Issue:
-        with _api(f"opening the issue {title!r}"):
+        with _api(f"opening the issue {title!r}", creates=True):
             _, data = self._client.requester.requestJsonAndCheck(
                 "POST",
                 f"/repos/{self.repository}/issues",
@@ -701,7 +746,7 @@ class GitHub:
 
     def close_issue(self, number: int, comment: str) -> None:
         """Say why, then close as completed (a failed close leaves it open for the next run)."""
-        with _api(f"closing issue #{number}"):
+        with _api(f"closing issue #{number}", creates=True):
             self._client.requester.requestJsonAndCheck(
                 "POST",
                 f"/repos/{self.repository}/issues/{number}/comments",
@@ -762,7 +807,7 @@ class GitHub:
             "required_contexts": [],
             "production_environment": environment == "production",
         }
-        with _api(f"creating a deployment of {sha[:12]} to {environment}"):
+        with _api(f"creating a deployment of {sha[:12]} to {environment}", creates=True):
             _, data = self._client.requester.requestJsonAndCheck("POST", url, input=body)
         return int(data["id"])
 

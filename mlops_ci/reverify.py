@@ -1,9 +1,10 @@
 """Re-verifying a push to the default branch before it deploys: for each model, the pull
 requests whose merges changed it since the last deploy (`RangeJudge`), the gate's own decision
 for each as it stood at merge (`gate.evaluate`: the policy at its base, reviews on its final
-head), and the approval bound to the bytes: the model's manifest and artifact at the pushed
-commit are the very blobs of the last such pull request's approved head, and each was reviewed:
-changed to those bytes by an approved pull request, already published, or the file as it was at
+head; approved with the commit it merged onto as its base too, `gate.also_at`), and the
+approval bound to the bytes: the model's manifest and artifact at the pushed commit are the
+very blobs of the last such pull request's approved head, and each was reviewed: changed to
+those bytes by an approved pull request, already published, or the file as it was at
 the policy's adoption baseline (`deploy.reviewed_at`, counted only when an approved pull request
 put that line there) (`Evidence`). And a model's NAME in the registry keeps the tier and owners
 it was last published with: each pull request must also meet the policy with the registry's
@@ -30,6 +31,10 @@ from mlops_ci.policy import (
 
 if TYPE_CHECKING:
     from mlops_ci.gate import Inputs
+
+
+#: More commits than one pull request's rebase merge can bring (GitHub lists 250 of them).
+_MAX_REBASED = 256
 
 
 class Refused(CheckFailed):
@@ -140,8 +145,10 @@ class Judged:
         )
 
 
-def judge(gh: GitHub, found: dict[str, Any]) -> Judged:
-    """The gate's decision for a merged pull request as it stood at the merge."""
+def judge(gh: GitHub, found: dict[str, Any], base: str | None = None) -> Judged:
+    """The gate's decision for a merged pull request as it stood at the merge. `base`: the
+    commit the branch held when it merged (its merge commit's first parent), where it must be
+    approved too (`gate.also_at`: its `base.sha` may be older than the branch it merged into)."""
     from mlops_ci import gate
 
     number = int(found["number"])
@@ -155,7 +162,10 @@ def judge(gh: GitHub, found: dict[str, Any]) -> Judged:
     # listed once, for the gate and for what the diff changed (`RangeJudge`'s reviewed bytes)
     files = gh.changed_files(pull)
     inputs = gate.gather(gh, pull, reviews, files)
-    return Judged(found, pull, reviews, gate.decide_from(gh, inputs), tuple(files), inputs)
+    decision = gate.decide_from(gh, inputs)
+    if base is not None:
+        decision = gate.also_at(gh, inputs, decision, pull, files, base)
+    return Judged(found, pull, reviews, decision, tuple(files), inputs)
 
 
 def _same_bar(base: ManifestSide | None, side: ManifestSide) -> bool:
@@ -259,8 +269,18 @@ class RangeJudge:
     (`Evidence`; a first deploy has no version to compare with). Each pull request is looked up
     and judged once, each blob read once, the baseline's provenance shown once."""
 
-    def __init__(self, gh: GitHub, sha: str, commits: Sequence[str]) -> None:
+    def __init__(
+        self,
+        gh: GitHub,
+        sha: str,
+        commits: Sequence[str],
+        parent: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.gh, self.sha, self.commits = gh, sha, list(commits)
+        #: a commit's first parent (in the clone): where the branch stood when a merge landed
+        self.parent = parent
+        #: commit -> the merged pull requests GitHub associates with it
+        self._associated: dict[str, set[Any]] = {}
         self._pulls: dict[str, dict[str, Any] | None] = {}
         self._judged: dict[int, Judged] = {}
         self._blobs: dict[tuple[str, str], str | None] = {}
@@ -287,8 +307,34 @@ class RangeJudge:
     def judged(self, found: dict[str, Any]) -> Judged:
         number = int(found["number"])
         if number not in self._judged:
-            self._judged[number] = judge(self.gh, found)
+            self._judged[number] = judge(self.gh, found, self._merged_onto(found))
         return self._judged[number]
+
+    def _merged_onto(self, found: dict[str, Any]) -> str | None:
+        """The commit the branch held when pull request `found` landed on it: its merge (or
+        squash) commit's first parent, or for a rebase merge the first parent of its first
+        rebased commit (GitHub associates each with the pull request). None: unknown (no
+        clone to ask, or history longer than any rebase), and then its `base.sha` alone."""
+        commit = found.get("merge_commit_sha")
+        if self.parent is None or not isinstance(commit, str) or not commit:
+            return None
+        recorded = (
+            (found.get("base") or {}).get("sha") if isinstance(found.get("base"), dict) else None
+        )
+        for _ in range(_MAX_REBASED):
+            parent = self.parent(commit)
+            if parent is None:
+                return None
+            if parent == recorded:  # merged onto its recorded base: nothing more to ask
+                return parent
+            if parent not in self._associated:
+                self._associated[parent] = {
+                    p.get("number") for p in self.gh.commit_pulls(parent) if p.get("merged_at")
+                }
+            if found.get("number") not in self._associated[parent]:
+                return parent
+            commit = parent
+        return None
 
     def model(
         self, model: ModelFiles, changed_in: Sequence[str], evidence: Evidence | None = None

@@ -93,6 +93,9 @@ class Fault:
     method: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    #: carry the request out, then answer `status` (a gateway that gave up on a GitHub that
+    #: went on to act: the client cannot tell whether it happened)
+    after: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         if self.times is not None and self.times <= 0:
@@ -358,6 +361,9 @@ class Repo:
         self.permissions: dict[str, str] = {}
         # (base, head) -> their merge base, for the compare API; default: base itself
         self.merge_bases: dict[tuple[str, str], str] = {}
+        # branch -> the commit it points at now (GET /git/ref/heads/{branch}); a branch left
+        # out points at the base_sha of the newest pull request into it
+        self.branches: dict[str, str] = {}
 
     @property
     def api(self) -> str:
@@ -525,9 +531,11 @@ class GitHubServer:
         method: str | None = None,
         headers: Mapping[str, str] | None = None,
         body: Any = None,
+        after: bool = False,
     ) -> Fault:
-        """Answer the next `times` requests whose path fully matches regex `path` with `status`."""
-        fault = Fault(path, status, times, method, dict(headers or {}), body)
+        """Answer the next `times` requests whose path fully matches regex `path` with `status`
+        (`after`: once each has been carried out)."""
+        fault = Fault(path, status, times, method, dict(headers or {}), body, after)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -725,6 +733,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # else every request waits for the delayed ACK (~40 ms)
     protocol_version = "HTTP/1.1"
     parsed_path = ""
+    _swallow = False
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -732,6 +741,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing ------------------------------------------------------------------------------
 
     def send_json(self, status: int, data: Any, headers: Mapping[str, str] | None = None) -> None:
+        if self._swallow:
+            return
         body = b"" if status in (204, 304) else json.dumps(data).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -783,23 +794,33 @@ class _Handler(BaseHTTPRequestHandler):
                 fault = next((f for f in state.faults if f.matches(method, split.path)), None)
                 if fault is not None and fault.times is not None:
                     fault.times -= 1
-            if fault is not None:
-                self.send_json(
-                    fault.status,
-                    fault.body if fault.body is not None else {"message": "Server Error"},
-                    fault.headers,
-                )
+            if fault is not None and not fault.after:
+                self._send_fault(fault)
                 return
             if state.token is not None and not self._authorised(
                 state.token, state.teams_token or "", *state.token_logins
             ):
                 self.error(401, "Bad credentials")
                 return
+        else:
+            fault = None
         try:
             with state.lock:
+                self._swallow = fault is not None  # its own answer is replaced by the fault's
                 self._route(method, unquote(split.path), query, body)
         except Exception as exc:  # a bug in the fake must show up in the test, as a 500
             self.error(500, f"ghserver: {type(exc).__name__}: {exc}")
+        finally:
+            self._swallow = False
+        if fault is not None:
+            self._send_fault(fault)
+
+    def _send_fault(self, fault: Fault) -> None:
+        self.send_json(
+            fault.status,
+            fault.body if fault.body is not None else {"message": "Server Error"},
+            fault.headers,
+        )
 
     def _caller(self) -> str | None:
         """The login of a user token's owner; None for an installation token."""
@@ -918,6 +939,17 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/compare/([0-9a-zA-Z_-]+)\.\.\.([0-9a-zA-Z_-]+)", rest)
         if m and method == "GET":
             self._compare(repo, m.group(1), m.group(2))
+            return
+        m = re.fullmatch(r"/git/ref/heads/(.+)", rest)
+        if m and method == "GET":
+            into = [p.base_sha for _, p in sorted(repo.pulls.items()) if p.base_ref == m.group(1)]
+            sha = repo.branches.get(m.group(1)) or (into[-1] if into else None)
+            if sha is None:
+                self.error(404, "Not Found")
+                return
+            ref = f"refs/heads/{m.group(1)}"
+            obj = {"sha": sha, "type": "commit", "url": f"{repo.api}/git/commits/{sha}"}
+            self.send_json(200, {"ref": ref, "url": f"{repo.api}/git/{ref}", "object": obj})
             return
         m = re.fullmatch(r"/git/trees/([^/]+)", rest)
         if m and method == "GET":

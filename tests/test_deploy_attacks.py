@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from deploy_models import git, write_build, write_model
+from deploy_models import git, tree, write_build, write_model
 from test_deploy_range import RUNS, Main, _queued, _serving, bump, new_main
 from test_deploy_reviewed import _deploy
 
@@ -496,3 +496,43 @@ def test_a_name_owned_by_a_team_asks_the_team_of_its_reviewers(
     assert _serving(registry)["iris"] == ("9.0.1", 4)
     asked = [r.path for r in main.gh.server.calls()[before:]]
     assert [p for p in asked if "/teams/iris-team/" in p]
+
+
+# --- a policy merged while the pull request was open ------------------------------------------
+
+
+def test_a_policy_merged_after_a_pull_request_branched_governs_its_merge(
+    main: Main, tmp_path: Path
+) -> None:
+    """#2 (wine 1.1.0) branched from main at `start`; #3 then added a policy that asks two
+    approvals of a low-risk model, and merged first. #2, approved by bob alone, merged on top.
+    GitHub's base.sha of #2 is still `start`, where no policy existed: judged there alone, the
+    built-in defaults let one approval do (it fired: wine 1.1.0 was published). It merged into
+    the branch as #3 left it, so that policy governs it too."""
+    registry = tmp_path / "registry"
+    start = main.head
+    git(main.repo, "checkout", "-q", "-b", "pr2")
+    bump("wine", "1.1.0")(main.repo)
+    head = main.commit("change 2")
+    git(main.repo, "checkout", "-q", "main")
+
+    def policy(repo: Path) -> None:
+        (repo / ".mlops").mkdir()
+        (repo / ".mlops" / "policy.yaml").write_text(
+            "apiVersion: mlops-ci/v1\nkind: Policy\ntiers:\n  low: {approvals: 2}\n"
+        )
+
+    main.gh.permissions["erin"] = "write"
+    third = main.merge(3, policy, approvers=("bob", "erin"))  # the high tier: two approvals
+    git(main.repo, "merge", "-q", "--no-ff", "-m", "Merge pull request #2", head)
+    second = main.head
+    pull = main.pull(2, start, head)
+    pull.add_review("bob", "APPROVED")
+    pull.merge(second, files=tree(main.repo, second))
+    assert main.deploy(registry, start, second) == 1
+    assert "wine" not in _serving(registry)
+    [refused] = [r for r in _records(registry) if r["action"] == "refused"]
+    assert refused["model"] == "wine"
+    assert "pull request #2 was merged without the approvals it needs" in refused["reason"]
+    assert f"with the base branch at {third[:12]}" in refused["reason"]
+    assert "wine (risk: low) needs 1 more approval" in refused["reason"]

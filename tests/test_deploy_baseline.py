@@ -243,6 +243,7 @@ def _named_before_it_landed(main: Main, registry: Path) -> tuple[str, str, str]:
     git(main.repo, "checkout", "-q", "-b", "r")
     bump("iris", "6.6.6")(main.repo)
     r = main.commit("iris 6.6.6")
+    main.gh.set_files(r, tree(main.repo, r))  # on GitHub once pushed: #2 is merged onto it
     git(main.repo, "checkout", "-q", "main")
     git(main.repo, "checkout", "-q", "-b", "pr2")
     set_policy(r)(main.repo)

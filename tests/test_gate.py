@@ -516,6 +516,30 @@ def test_renamed_manifest_keeps_the_old_paths_base_tier(ghserver, capsys):
     assert outcome["path"] == "new/model.yaml"
 
 
+def test_a_manifest_renamed_onto_the_policy_is_still_its_models_removal(ghserver, capsys):
+    # GitHub lists a similar-enough file as renamed: .mlops/policy.yaml from the high-risk
+    # manifest. The policy's own entry is judged as the policy; its old path must still count
+    # as the model's removal, else the owners of fraud-detector are never asked.
+    text = manifest("fraud-detector", "high", ("@alice", "@dave"))
+    rules = policy_yaml("  high: {approvals: 1, from_owners: true}\n")
+    repo = ghserver.add_repo(REPO)
+    pull = repo.add_pull(
+        7,
+        author="carol",
+        base_files={"models/fraud/model.yaml": text, ".mlops/policy.yaml": rules},
+        head_files={".mlops/policy.yaml": text},
+        files=[(".mlops/policy.yaml", "renamed", "models/fraud/model.yaml")],
+    )
+    pull.add_review("zed", "APPROVED")  # counts for the policy, which names no owners
+    code, decision = run_gate(capsys)
+    assert code == 1
+    fraud = next(m for m in decision["models"] if m["name"] == "fraud-detector")
+    assert fraud["approved"] is False
+    assert "deleted by this pull request" in fraud["notes"][0]
+    pull.add_review("alice", "APPROVED")
+    assert run_gate(capsys)[0] == 0
+
+
 def test_changing_only_the_artifact_in_a_model_folder_is_governed(ghserver, capsys):
     text = manifest("fraud-detector", "high", ("@alice", "@dave"))
     pull = open_pull(
@@ -543,6 +567,43 @@ def test_invalid_manifest_at_head_is_treated_as_high_risk(ghserver, capsys):
     [outcome] = decision["models"]
     assert outcome["tier"] == "high"
     assert any("cannot read the manifest at head" in n for n in outcome["notes"])
+
+
+def test_a_policy_tightened_on_the_base_branch_after_the_pull_request_opened_applies(
+    ghserver, capsys
+):
+    # GitHub's base.sha stays where main stood when the pull request was opened (or last
+    # pushed to). The policy merged into main since then governs what this merge brings.
+    lax, strict = policy_yaml("  low: {approvals: 1}\n"), policy_yaml("  low: {approvals: 2}\n")
+    text = manifest("recommender", "low")
+    pull = open_pull(
+        ghserver,
+        {".mlops/policy.yaml": lax, "a/model.yaml": text},
+        {".mlops/policy.yaml": lax, "a/model.yaml": version_bump(text)},
+    )
+    pull.add_review("dave", "APPROVED")
+    assert run_gate(capsys)[0] == 0
+    repo = ghserver.repos[REPO]
+    tip = fake_sha("main, after the pull request that tightened the policy")
+    repo.set_files(tip, {".mlops/policy.yaml": strict, "a/model.yaml": text})
+    repo.branches["main"] = tip
+    code, decision = run_gate(capsys)
+    assert code == 1
+    assert decision["missing"] == ["recommender (risk: low) needs 1 more approval"]
+    assert f"with the base branch at {tip[:12]}" in decision["reason"]
+    assert last_status(ghserver)["state"] == "failure"
+    pull.add_review("erin", "APPROVED")
+    assert run_gate(capsys)[0] == 0
+
+
+def test_a_base_branch_that_cannot_be_read_is_no_approval(ghserver, capsys):
+    pull = model_change(ghserver)
+    pull.add_review("alice", "APPROVED")
+    ghserver.fail(rf"/repos/{REPO}/git/ref/heads/main", 404, times=None)
+    code, _ = run_gate(capsys)
+    assert code == 2
+    assert "reading where the branch main points failed with 404" in capsys.readouterr().err
+    assert last_status(ghserver)["state"] == "failure"
 
 
 def test_invalid_policy_at_base_fails_closed_with_its_line(ghserver, capsys):

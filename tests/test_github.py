@@ -166,6 +166,31 @@ def test_server_errors_are_retried_then_reported_in_one_line(ghserver, gh):
     )
 
 
+def test_a_create_that_github_made_before_its_answer_failed_is_not_made_twice(ghserver, gh):
+    """A 502 from GitHub's proxy after GitHub acted: repeating the POST opened a second issue
+    (the monitor's one-issue-per-model rule) or a second deployment."""
+    ghserver.fail(rf"/repos/{REPO}/issues", 502, method="POST", after=True)
+    with pytest.raises(MlopsCiError) as raised:
+        gh.create_issue("iris needs attention", "body", ["mlops-ci/monitor"])
+    assert "failed with 502" in str(raised.value) and "not repeated" in str(raised.value)
+    assert len(ghserver.repos[REPO].issues) == 1
+    ghserver.fail(rf"/repos/{REPO}/deployments", 503, method="POST", after=True)
+    with pytest.raises(MlopsCiError, match="not repeated"):
+        gh.create_deployment("a" * 40, "production", {}, "iris 1.0.0")
+    assert len(ghserver.repos[REPO].deployments) == 1
+    assert len(ghserver.calls("POST", rf"/repos/{REPO}/(issues|deployments)")) == 2
+
+
+def test_a_rate_limited_create_and_a_failed_status_are_still_retried(ghserver, gh):
+    """A rate limit is answered before GitHub acts, and a status set twice is set once."""
+    ghserver.rate_limit(rf"/repos/{REPO}/issues", retry_after=0)
+    assert gh.create_issue("iris needs attention", "body", []).number
+    assert len(ghserver.repos[REPO].issues) == 1
+    ghserver.fail(rf"/repos/{REPO}/statuses/{'b' * 40}", 502, method="POST", after=True)
+    gh.set_status("b" * 40, "success", "approved", "mlops-ci/governance")
+    assert [r.status for r in ghserver.calls("POST", rf"/repos/{REPO}/statuses/.*")] == [502, 201]
+
+
 def test_rate_limit_429_with_retry_after_is_retried(ghserver, gh):
     ghserver.repos[REPO].add_pull(3)
     ghserver.rate_limit(rf"/repos/{REPO}/pulls/3", retry_after=1, status=429)
