@@ -232,3 +232,21 @@ def constant_onnx() -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return bytes(model.SerializeToString())
+
+
+def strings_onnx() -> bytes:
+    """An ONNX model of a BYTES input `x` ([n, 1]): `y` hands it back, `s` is its shape."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Shape", ["x"], ["s"])],
+        "strings",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, ["n", 1])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.STRING, ["n", 1]),
+            helper.make_tensor_value_info("s", TensorProto.INT64, [2]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())

@@ -528,7 +528,41 @@ def test_malformed_http_and_huge_headers_get_400_and_a_closed_connection(
     ):
         reply = _raw_request(server, payload)
         assert reply.startswith(b"HTTP/1.1 400"), reply[:100]
+        head, _, body = reply.partition(b"\r\n\r\n")
+        # The protocol's error object, as every other error (uvicorn's was text/plain).
+        assert b"content-type: application/json" in head.lower(), head
+        error = json.loads(body)["error"]
+        assert ("over 65536 bytes" in error) == (payload != b"GARBAGE\r\n\r\n"), error
     assert _request(server, "GET", "/v2/health/live")[0] == 200
+
+
+def test_an_upgrade_to_http2_is_ignored_and_the_request_keeps_its_body(
+    server: ServeProcess,
+) -> None:
+    # What `curl --http2 http://…` sends. llhttp stops at the headers of an upgrade: the app
+    # got the request without its body (400, "not valid JSON"), and the body became the next
+    # request. Ignored instead (RFC 9110 §7.8), as any server without h2c does.
+    doc = {"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32", "data": [1.0] * 10}]}
+    body = json.dumps(doc).encode()
+    head = (
+        b"POST /v2/models/disease-progression/infer HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQ\r\n"
+    )
+    then = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    for framing, payload in (
+        (b"Content-Length: %d\r\n\r\n" % len(body), body),
+        (b"Transfer-Encoding: chunked\r\n\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)),
+    ):
+        reply = _raw_request(server, head + framing + payload + then)
+        first, _, rest = reply.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200"), reply[:300]
+        assert b'"model_name":"disease-progression"' in rest, reply[:300]
+        assert rest.count(b"HTTP/1.1 200") == 1, reply  # the request behind it answered too
+    # CONNECT is an upgrade to llhttp as well: still refused, not parsed again for ever.
+    for extra in (b"", b"Connection: upgrade\r\nUpgrade: h2c\r\n"):
+        connect = b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n" + extra + b"\r\n"
+        assert _raw_request(server, connect).startswith(b"HTTP/1.1 400")
+    assert "RecursionError" not in server.stderr()
 
 
 def test_stalled_requests_are_cut_off(server: ServeProcess, naive_server: str) -> None:

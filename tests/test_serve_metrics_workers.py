@@ -156,18 +156,27 @@ def _success(snapshot: dict) -> int:
 def test_any_workers_scrape_reports_the_totals_and_never_goes_backwards(
     two_workers: ServeProcess, tmpdir_env: Path
 ) -> None:
-    k = 120
+    k = 0
     history: list[float] = []
-    load = threading.Thread(target=_infer, args=(two_workers, k))
-    load.start()
-    while load.is_alive():  # scrapes racing the requests: the totals may lag, never shrink
-        history.append(_scrape(two_workers).success)
-    load.join()
-    _settled(two_workers, k, history)
+    # Both workers must serve requests, else the sum proves nothing; the kernel hands
+    # connections to either, and on a loaded machine one may take a whole round of them.
+    for _ in range(5):
+        load = threading.Thread(target=_infer, args=(two_workers, 120))
+        load.start()
+        while load.is_alive():  # scrapes racing the requests: the totals may lag, never shrink
+            history.append(_scrape(two_workers).success)
+        load.join()
+        k += 120
+        _settled(two_workers, k, history)
 
-    scrapes = _scrapes_from_both_workers(two_workers)
-    history += [s.success for s in scrapes]
-    assert [s.success for s in scrapes] == [k] * len(scrapes)
+        scrapes = _scrapes_from_both_workers(two_workers)
+        history += [s.success for s in scrapes]
+        assert [s.success for s in scrapes] == [k] * len(scrapes)
+        shares = [_success(snap) for snap in _snapshots(tmpdir_env).values()]
+        assert len(shares) == 2 and sum(shares) == k, shares  # the shares add up
+        if min(shares) > 0:
+            break
+    assert min(shares) > 0, f"one worker took all of {k} requests: {shares}"
     assert history == sorted(history), "a scrape went backwards"
     for s in scrapes:  # the rest of the model's series are totals too
         assert s.values[f"nv_inference_count{LABELS}"] == k * ROWS
@@ -175,9 +184,6 @@ def test_any_workers_scrape_reports_the_totals_and_never_goes_backwards(
         assert s.values[f"mlops_ci_inference_request_duration_seconds_count{LABELS}"] == k
         bucket = f'le="+Inf",{LABELS[1:]}'
         assert s.values[f"mlops_ci_inference_request_duration_seconds_bucket{{{bucket}"] == k
-    # Both workers served requests (else the sum would prove nothing) and their shares add up.
-    shares = [_success(snap) for snap in _snapshots(tmpdir_env).values()]
-    assert len(shares) == 2 and min(shares) > 0 and sum(shares) == k, shares
 
 
 def test_a_killed_worker_keeps_its_counts_in_the_totals(

@@ -4,13 +4,17 @@ change what it writes. `serve`'s own PredictionLog over a real filesystem regist
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
+import logging
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pytest
 from serve_registry import (
     EXAMPLES,
     ExampleModel,
@@ -24,6 +28,7 @@ from uvicorn_thread import uvicorn_thread
 from mlops_ci.registry import open_registry
 from mlops_ci.serve.metrics import Metrics
 from mlops_ci.serve.predlog import REGISTRY_PREFIX, Layout, PredictionLog
+from mlops_ci.serve.protocol import TensorMeta
 
 LAYOUT = Layout(inputs=(("sex", ("sex",)), ("age", ("age",))), outputs=("label",))
 
@@ -163,3 +168,58 @@ def test_a_model_without_inputs_is_served_and_logged(tmp_path: Path) -> None:
     assert reply["outputs"][0]["data"] == [1.0, 2.0]
     rows = ds.dataset(log / "constant", partitioning="hive").to_table().to_pylist()
     assert [(r["request_id"], r["output.y"]) for r in rows] == [("c-1", [1.0, 2.0])]
+
+
+def test_a_feature_named_like_a_log_column_is_not_logged_over_it(
+    example_models: dict[str, ExampleModel], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    from mlops_ci.serve import predlog
+    from mlops_ci.serve.models import ModelStore
+
+    tumor = example_models["tumor-classifier"]
+    doc = yaml.safe_load(with_sample_rate(tumor.manifest.read_text(encoding="utf-8"), 1.0))
+    (signature,) = doc["spec"]["signature"]["inputs"]
+    signature["columns"][:2] = ["time", "date"]  # plausible feature names
+    layout = predlog.layout_for(doc, [TensorMeta("input", "FP32", (-1, 30))], [])
+    # The naive way: the feature's values took the place of the log's timestamps.
+    inputs = {"input": np.ones((1, 30), dtype=np.float32)}
+    entry = predlog._Entry(dt.datetime.now(dt.UTC), "m", 1, "r", layout, inputs, {}, 1, ((30,),))
+    written = pq.read_table(io.BytesIO(predlog._parquet([entry])))
+    assert written.schema.field("time").type == pa.float32()
+
+    root = tmp_path / "registry"
+    publish(root, tumor.name, tumor.onnx.read_bytes(), yaml.safe_dump(doc, sort_keys=False))
+    store = ModelStore(open_registry(root), Metrics())
+    with caplog.at_level(logging.ERROR, logger="mlops_ci.serve"):
+        store.refresh(full=True)
+    model = store.get(tumor.name)
+    assert model.sampler is None  # served, and not logged rather than logged wrong
+    assert "input column 'date', 'time' would take the name" in caplog.text
+    # The example's own names are logged as ever.
+    assert predlog.layout_for(tumor.document, model.inputs, model.outputs).problem is None
+
+
+def test_rows_of_any_length_are_bounded_by_their_bytes(tmp_path: Path) -> None:
+    metrics = Metrics()
+    folder = tmp_path / "log"
+    bound = 16 << 20  # the default is 256 MB
+    log = PredictionLog(open_registry(folder), "", metrics, flush_s=3600, max_tensor_bytes=bound)
+    layout = Layout(inputs=(("x", None), ("w", None)), outputs=())
+    # One row of 1 MB, as a model with a dynamic axis past the batch takes it: the same array
+    # each time here. Bounded only by rows, 200,000 such rows (200 GB) were held till the flush.
+    wide = {"x": np.zeros((1, 1 << 18), dtype=np.float32), "w": np.array([["w"]], dtype=object)}
+    for _ in range(100):
+        log.record("m", 1, "wide", layout, wide, {})
+    # BYTES values count by their length: 1 MB of text in one value.
+    text = {"x": np.zeros((1, 1), dtype=np.float32), "w": np.array([["t" * (1 << 20)]], object)}
+    log.record("m", 1, "text", layout, text, {})
+    kept = bound // (1 << 20) - 1  # each is a few bytes over 1 MB
+    assert metrics.log_dropped == 101 - kept
+    log.close()
+    assert metrics.log_rows == kept
+    assert ds.dataset(folder / "m", partitioning="hive").count_rows() == kept

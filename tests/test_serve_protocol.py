@@ -178,6 +178,17 @@ def test_requested_outputs_keep_their_order_and_binary_flag() -> None:
             },
             "unknown output 'nope'",
         ),
+        # Each copy was one more of the output in the reply: 0.2 MB asking for one output 2,000
+        # times had a 73 MB answer. Triton refuses it too ("it already exists").
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+                ],
+                "outputs": [{"name": "label"}, {"name": "probabilities"}, {"name": "label"}],
+            },
+            "outputs[2]: output 'label' is asked for twice",
+        ),
         (
             {
                 "inputs": [
@@ -200,6 +211,9 @@ def test_malformed_json_requests_are_refused_with_400(doc: object, message: str)
     ("data", "message"),
     [
         ("[true, false, true]", "not a list of FP32"),
+        # Among numbers a boolean leaves no trace in numpy's dtype: [true, 2.5] was [1.0, 2.5].
+        ("[true, 2.5, 3]", "not a list of FP32"),
+        ("[[1, 2.5, false]]", "not a list of FP32"),
         ("[1, 2, NaN]", "NaN is not a JSON value"),
         ("[1, 2, Infinity]", "Infinity is not a JSON value"),
         ("[1, 2, 1e999]", "out of range for FP32"),
@@ -226,9 +240,9 @@ def test_float_tensors_take_finite_json_numbers_only(data: str, message: str) ->
 
 
 def test_integer_tensors_refuse_fractions_and_out_of_range_values() -> None:
-    for data in ([1.5], [2**70], ["3"], [True]):
+    for data in ([1.5], [2**70], ["3"], [True], [True, 2], [3, False]):
         body = _json(
-            {"inputs": [{"name": "count", "shape": [1], "datatype": "INT64", "data": data}]}
+            {"inputs": [{"name": "count", "shape": [len(data)], "datatype": "INT64", "data": data}]}
         )
         with pytest.raises(ProtocolError):
             parse_request(body, None, [COUNT], OUTPUTS)

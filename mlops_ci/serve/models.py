@@ -342,6 +342,10 @@ class ModelStore:
         inputs = tuple(_meta(t) for t in session.get_inputs())
         outputs = tuple(_meta(t) for t in session.get_outputs())
         rate = sample_rate(manifest, self.default_sample_rate) if self.log_enabled else 0.0
+        layout = layout_for(manifest if isinstance(manifest, dict) else None, inputs, outputs)
+        if rate > 0 and layout.problem is not None:
+            log.error("%s version %s: no prediction log: %s", name, n, layout.problem)
+            rate = 0.0
         return LoadedModel(
             name=name,
             version=n,
@@ -350,7 +354,7 @@ class ModelStore:
             outputs=outputs,
             stats=self.metrics.stats(name, str(n)),
             sampler=Sampler(rate) if rate > 0 else None,
-            layout=layout_for(manifest if isinstance(manifest, dict) else None, inputs, outputs),
+            layout=layout,
             onnx_sha256=release["onnx"]["sha256"],  # what model_onnx checked the bytes against
         )
 

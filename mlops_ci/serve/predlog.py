@@ -31,6 +31,9 @@ log = logging.getLogger("mlops_ci.serve")
 
 #: Under the registry root (a --prediction-log folder or prefix holds `<model>/…` directly).
 REGISTRY_PREFIX = ".mlops/predictions/"
+#: The log's own columns (DESIGN.md "Prediction log"), and `date`, the Hive partition key that
+#: `monitor` reads the folders with: no feature may take their names.
+RESERVED_COLUMNS = ("time", "model_version", "request_id", "date")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class Layout:
 
     inputs: tuple[tuple[str, tuple[str, ...] | None], ...]
     outputs: tuple[str, ...]
+    #: Why the log cannot hold this model version (a feature named as one of the log's own
+    #: columns), or None. `serve` then logs none of its requests.
+    problem: str | None = None
 
 
 class Sampler:
@@ -76,9 +82,9 @@ class _Entry:
 
 class PredictionLog:
     """Buffers sampled requests and writes them as Parquet every `flush_s` seconds, when
-    `max_rows` rows wait, and on `close()`. Beyond `max_buffered` rows, or `max_id_bytes` of
-    request ids as written (one copy per row), samples are dropped (and counted) rather than
-    let memory grow."""
+    `max_rows` rows wait, and on `close()`. Beyond `max_buffered` rows, `max_id_bytes` of
+    request ids as written (one copy per row), or `max_tensor_bytes` of the requests' tensors,
+    samples are dropped (and counted) rather than let memory grow."""
 
     def __init__(
         self,
@@ -90,6 +96,7 @@ class PredictionLog:
         max_rows: int = 50_000,
         max_buffered: int = 200_000,
         max_id_bytes: int = 64 << 20,
+        max_tensor_bytes: int = 256 << 20,
     ) -> None:
         self._sink = sink
         self._prefix = prefix
@@ -98,9 +105,11 @@ class PredictionLog:
         self._max_rows = max_rows
         self._max_buffered = max_buffered
         self._max_id_bytes = max_id_bytes
+        self._max_tensor_bytes = max_tensor_bytes
         self._buffer: list[_Entry] = []
         self._buffered_rows = 0
         self._buffered_id_bytes = 0
+        self._buffered_tensor_bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -131,9 +140,13 @@ class PredictionLog:
         # The id is the client's, of any length, and the log repeats it on each of the
         # request's rows: a long id times a large batch would be gigabytes at the next flush.
         id_bytes = rows * len(rid)
+        # So is a row's length, for a model with a dynamic axis past the batch (tokens,
+        # pixels): 200,000 rows of 64 MB requests of one row each were all held until the flush.
+        tensor_bytes = sum(_nbytes(a) for a in tensors)
         if (
             self._buffered_rows + rows > self._max_buffered
             or self._buffered_id_bytes + id_bytes > self._max_id_bytes
+            or self._buffered_tensor_bytes + tensor_bytes > self._max_tensor_bytes
         ):
             self._metrics.log_dropped += rows
             return
@@ -144,6 +157,7 @@ class PredictionLog:
             self._buffer.append(entry)
             self._buffered_rows += rows
             self._buffered_id_bytes += id_bytes
+            self._buffered_tensor_bytes += tensor_bytes
         if self._buffered_rows >= self._max_rows:
             self._wake.set()
 
@@ -164,7 +178,7 @@ class PredictionLog:
     def flush(self) -> None:
         with self._lock:
             entries, self._buffer = self._buffer, []
-            self._buffered_rows = self._buffered_id_bytes = 0
+            self._buffered_rows = self._buffered_id_bytes = self._buffered_tensor_bytes = 0
         # By shape too: a model with a dynamic axis past the batch takes requests of several
         # widths, which stack into no one column; one request's width must not cost the rows
         # of all the others.
@@ -184,6 +198,16 @@ class PredictionLog:
                 rows = sum(e.rows for e in group)
                 self._metrics.log_dropped += rows
                 log.error("prediction log: could not write %s rows of %s: %s", rows, model, exc)
+
+
+def _nbytes(array: np.ndarray) -> int:
+    """What a tensor holds: BYTES values (str objects) by their length, not their pointers."""
+    if array.dtype != object:
+        return int(array.nbytes)
+    try:
+        return int(array.nbytes) + sum(map(len, array.reshape(-1)))
+    except TypeError:  # not text after all: counted as what it points to
+        return int(array.nbytes)
 
 
 def _parquet(entries: Sequence[_Entry]) -> bytes:
@@ -252,12 +276,28 @@ def layout_for(
         if isinstance(spec, dict) and spec.get("columns"):
             declared[str(spec["name"])] = tuple(str(c) for c in spec["columns"])
     resolved: list[tuple[str, tuple[str, ...] | None]] = []
+    written: list[str] = []  # every column name an input may be written under (`_parquet`)
     for meta in inputs:
         features = declared.get(meta.name)
         if features is None and len(meta.shape) == 2 and meta.shape[1] == 1:
             features = (meta.name,)
         resolved.append((meta.name, features))
-    return Layout(tuple(resolved), tuple(m.name for m in outputs))
+        written += features or ()
+        if features is None or tuple(meta.shape[1:]) != (len(features),):
+            written.append(meta.name)
+    out_names = tuple(m.name for m in outputs)
+    # A feature named `time` replaced the log's timestamps with its values (and `date` made the
+    # model's whole log unreadable to monitor): such a version is not logged rather than
+    # logged wrong.
+    taken = {*RESERVED_COLUMNS, *(f"output.{name}" for name in out_names)}
+    clashes = sorted({c for c in written if c in taken})
+    problem = (
+        f"input column {', '.join(map(repr, clashes))} would take the name of one of the "
+        f"log's own columns ({', '.join(RESERVED_COLUMNS)}, output.<name>); rename it"
+        if clashes
+        else None
+    )
+    return Layout(tuple(resolved), out_names, problem)
 
 
 def sample_rate(manifest: Mapping[str, Any] | None, default: float) -> float:

@@ -7,6 +7,7 @@ reaches onnxruntime; every refusal is a `ProtocolError` carrying its HTTP status
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from collections.abc import Mapping, Sequence
@@ -272,7 +273,13 @@ def _numbers(data: list[Any], meta: TensorMeta) -> np.ndarray:
         inferred = np.asarray(data)
     except (ValueError, OverflowError):
         inferred = np.asarray([], dtype=object)
-    if inferred.dtype.kind not in _ACCEPTS[dtype.kind] or (inferred.size == 0 and data):
+    if (
+        inferred.dtype.kind not in _ACCEPTS[dtype.kind]
+        or (inferred.size == 0 and data)
+        # numpy reads [true, 2.5] as [1.0, 2.5] (and [true, 2] as [1, 2]): a boolean among
+        # numbers leaves no trace in the dtype it infers, so the values are looked at.
+        or (dtype.kind != "b" and inferred.size and _holds_bool(data, inferred.ndim))
+    ):
         raise ProtocolError(f"input {meta.name!r}: 'data' is not a list of {meta.datatype} values")
     if dtype.kind in "iu" and inferred.size:
         info = np.iinfo(dtype)
@@ -284,6 +291,17 @@ def _numbers(data: list[Any], meta: TensorMeta) -> np.ndarray:
         # 1e999 reads as infinity, and 1e39 becomes infinity as FP32: a number out of range.
         raise ProtocolError(f"input {meta.name!r}: a value is out of range for {meta.datatype}")
     return array
+
+
+def _holds_bool(data: list[Any], ndim: int) -> bool:
+    """Whether JSON `data` that numpy read as an `ndim`-dimensional array of numbers holds a
+    true or false. numpy refuses ragged lists, so every value sits `ndim` lists deep. (One
+    C-level pass over the values: 0.5 ms of the 7.6 ms a 1000×30 JSON request takes to
+    parse, under 1 µs for one row.)"""
+    values: Any = data
+    for _ in range(ndim - 1):
+        values = itertools.chain.from_iterable(values)
+    return bool in set(map(type, values))
 
 
 def _flat(data: list[Any]) -> list[Any]:
@@ -341,6 +359,7 @@ def _requested_outputs(
         raise ProtocolError("'outputs' must be a list")
     known = {m.name for m in metas}
     wanted: list[tuple[str, bool]] = []
+    asked: set[str] = set()
     for index, out in enumerate(raw):
         name = out.get("name") if isinstance(out, dict) else None
         if not isinstance(name, str) or name not in known:  # a list is unhashable: a TypeError
@@ -348,6 +367,11 @@ def _requested_outputs(
                 f"outputs[{index}]: unknown output {name!r}; the model's outputs are "
                 f"{', '.join(m.name for m in metas)}"
             )
+        if name in asked:
+            # As Triton ("it already exists"): each copy is one more of the output in the
+            # reply, so 0.2 MB asking for one output 2,000 times had a 73 MB answer.
+            raise ProtocolError(f"outputs[{index}]: output {name!r} is asked for twice")
+        asked.add(name)
         params = _parameters(out.get("parameters"), f"output {name!r}")
         if params.get("classification"):
             raise ProtocolError("the classification extension is not supported")
