@@ -686,12 +686,16 @@ def _values(
         problem = f"ONNX shape {list(a.shape)} against native shape {list(b.shape)}"
         return OutputParity(name, role, False, problem=problem), None, np.zeros(0)
     a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    both_nan = np.isnan(a) & np.isnan(b)
-    diff = np.where(both_nan, 0.0, np.abs(a - b))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    allowed = atol + rtol * np.abs(b)
-    rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
-    rel = np.where(diff == 0, 0.0, rel)
+    # the same value agrees, NaN and the infinities too (inf - inf is NaN); any other difference
+    # from a NaN or an infinity is infinite, and a native NaN or infinity allows none: its
+    # atol + rtol × |native| (NaN, inf) would let every value pass
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore"):
+        diff = np.where(same, 0.0, np.abs(a - b))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        allowed = np.where(np.isfinite(b), atol + rtol * np.abs(b), 0.0)
+        rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
+    rel = np.where(diff == 0, 0.0, np.where(np.isnan(rel), np.inf, rel))
     excess = (
         np.where(diff > allowed, diff - allowed, 0.0).max(axis=1) if diff.size else np.zeros(len(a))
     )

@@ -380,13 +380,21 @@ def _parse_int(text: np.ndarray, dtype: type) -> np.ndarray:
     values: np.ndarray = np.empty(len(text), dtype=dtype)
     info = np.iinfo(dtype)
     for i, v in enumerate(text):
+        # as an integer first: a float holds integers exactly only up to 2**53, so an int64 ID
+        # read through one became its neighbour; `1e3` and `2.0` still read through a float
         try:
-            number = float(v)
+            number = int(v)
         except ValueError:
-            raise _BadValue(i) from None
-        if not number.is_integer() or not info.min <= number <= info.max:
+            try:
+                real = float(v)
+            except ValueError:
+                raise _BadValue(i) from None
+            if not real.is_integer():
+                raise _BadValue(i) from None
+            number = int(real)
+        if not info.min <= number <= info.max:
             raise _BadValue(i)
-        values[i] = int(number)
+        values[i] = number
     return values
 
 
@@ -415,6 +423,14 @@ def target(table: Table, column: str) -> np.ndarray:
         values = np.char.strip(text).astype(np.float64)
     except ValueError:
         return text.astype(object)
-    if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+    # a NaN or an infinity is no target a metric can score (scikit-learn raises on it)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise CheckFailed(
+            f"target column {column!r}: value {str(text[bad[0]])!r} is not a finite number "
+            f"({len(bad)} such row(s)); every evaluation row needs its target",
+            path=table.where(int(bad[0])),
+        )
+    if np.all(values == np.round(values)):
         return values.astype(np.int64)
     return values

@@ -326,6 +326,8 @@ def _same_label(actual: Any, expected: Any) -> bool:
     # compare as words), else as text, so a manifest may write `label: 1` or `label: "1"`.
     if isinstance(expected, bool) or isinstance(actual, bool):
         return str(actual).lower() == str(expected).lower()
+    if isinstance(actual, int | np.integer) and isinstance(expected, int | np.integer):
+        return int(actual) == int(expected)  # exactly: a float holds integers only to 2**53
     try:
         return float(actual) == float(expected)
     except (TypeError, ValueError):
@@ -342,7 +344,9 @@ def _compare(actual: Any, expected: Any, tolerance: float, *, exact: bool) -> tu
         if exact:
             return all(_same_label(a, e) for a, e in zip(got, expected, strict=True)), text
         try:
-            close = np.allclose(got.astype(np.float64), expected, rtol=0.0, atol=tolerance)
+            close = np.allclose(
+                got.astype(np.float64), expected, rtol=0.0, atol=tolerance, equal_nan=True
+            )
         except (TypeError, ValueError):
             return False, text
         return bool(close), text
@@ -351,9 +355,12 @@ def _compare(actual: Any, expected: Any, tolerance: float, *, exact: bool) -> tu
     if exact or not _is_numeric(expected) or isinstance(value, str):
         return _same_label(value, expected), _text(value)
     try:
-        return abs(float(value) - float(expected)) <= tolerance, _text(value)
+        number, wanted = float(value), float(expected)
     except (TypeError, ValueError):
         return False, _text(value)
+    # an expected NaN (a missing value) or infinity is met by the same value only
+    same = number == wanted or (math.isnan(number) and math.isnan(wanted))
+    return same or abs(number - wanted) <= tolerance, _text(value)
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -396,6 +403,8 @@ def _run_metrics(
         # load_csv verifies the digest before it parses a byte of the file
         path = manifest.resolve(evaluation["data"]["path"])
         table = data.load_csv(path, evaluation["data"]["sha256"])
+        if not table.n_rows:  # a header alone: no metric is defined on no rows
+            raise CheckFailed("the evaluation data has no rows", path=path)
         target = data.target(table, evaluation["target"])
         outputs = predict(data.feeds(table, manifest.signature, target=evaluation["target"]))
     except MlopsCiError as exc:
@@ -499,6 +508,18 @@ def _as_float(values: np.ndarray, what: str) -> np.ndarray:
         raise _MetricError(f"the {what} holds values that are not numbers") from None
 
 
+def _finite(values: np.ndarray, what: str) -> np.ndarray:
+    """`values`, or _MetricError when the model gave a NaN or an infinity: scikit-learn raises
+    on them, and an argmax reads a row of NaN as the first class, which can pass a bar."""
+    bad = (~np.isfinite(values)).any(axis=tuple(range(1, values.ndim)))  # per row
+    if bad.any():
+        raise _MetricError(
+            f"{what} is NaN or infinite on {int(bad.sum())} of {len(bad)} rows; the metric is "
+            "undefined"
+        )
+    return values
+
+
 def _regression_output(manifest: Manifest, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
     name = _output_for(manifest, "prediction", list(outputs))
     if name is None and len(outputs) == 1:
@@ -508,7 +529,7 @@ def _regression_output(manifest: Manifest, outputs: Mapping[str, np.ndarray]) ->
     pred = np.asarray(outputs[name])
     if pred.ndim > 1 and pred.shape[1] != 1:
         raise _MetricError(f"output {name!r} has {pred.shape[1]} values per row, expected one")
-    return _as_float(pred, f"output {name!r}")
+    return _finite(_as_float(pred, f"output {name!r}"), f"output {name!r}")
 
 
 def _classification_metric(
@@ -582,7 +603,7 @@ def _probabilities(manifest: Manifest, outputs: Mapping[str, np.ndarray]) -> np.
     name = _output_for(manifest, "probabilities", list(outputs))
     if name is None:
         return None
-    proba = np.asarray(outputs[name], dtype=np.float64)
+    proba = _finite(np.asarray(outputs[name], dtype=np.float64), f"output {name!r}")
     proba = proba.reshape(len(proba), -1)
     if proba.shape[1] > 1:
         # float32 rows sum to 1 only within ~1e-7; log_loss wants them exact
@@ -596,7 +617,8 @@ def _labels(
 ) -> np.ndarray:
     name = _output_for(manifest, "label", list(outputs))
     if name is not None:
-        return np.asarray(outputs[name]).ravel()
+        labels = np.asarray(outputs[name]).ravel()
+        return _finite(labels, f"output {name!r}") if labels.dtype.kind == "f" else labels
     if proba is not None:
         # no label output: the most probable column is the class (index order, as every
         # supported framework orders its classes)

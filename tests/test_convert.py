@@ -522,6 +522,41 @@ def test_model_altered_after_conversion_fails_parity_with_worst_rows(
     assert "Worst rows" in section and "❌ **parity failed**" in section
 
 
+def test_a_native_nan_or_infinity_is_matched_only_by_the_same_value() -> None:
+    from mlops_ci import data
+    from mlops_ci.manifest import Signature, TensorSpec
+
+    signature = Signature(
+        (TensorSpec("x", "float32", (-1, 1)),),
+        (TensorSpec("y", "float32", (-1, 1), role="prediction"),),
+    )
+    table = data.rows_table([{"x": 1.0}] * 6)
+    inf, nan = np.inf, np.nan
+    native = np.array([[nan], [nan], [inf], [-inf], [inf], [1.0]])
+    onnx_out = np.array([[0.0], [nan], [0.0], [inf], [inf], [1.0]])
+
+    def parity(rows: list[int]) -> convert.Parity:
+        return convert.compare(
+            table.select(np.array(rows)),
+            "rows",
+            signature,
+            {"y": native[rows]},
+            {"y": onnx_out[rows]},
+            atol=1e-4,
+            rtol=1e-3,
+            min_label_agreement=1.0,
+        )
+
+    # a NaN or an infinite native value allowed any difference (atol + rtol × |native| is NaN
+    # or infinite): NaN against 0, inf against 0, -inf against inf all "passed"
+    for row in (0, 2, 3):
+        assert parity([row]).status == "failed", row
+    # the same NaN, the same infinity: the values agree
+    assert parity([1, 4, 5]).status == "passed"
+    (y,) = parity([0, 1, 2, 3, 4, 5]).outputs
+    assert y.mismatched_values == 3
+
+
 @pytest.mark.parametrize("field", ["atol", "rtol"])
 def test_nan_tolerance_cannot_pass_a_model_whose_outputs_differ(
     field: str,

@@ -132,6 +132,19 @@ def test_fractional_value_is_not_silently_truncated_to_int(tmp_path: Path) -> No
         data.feeds(data.load_csv(path, digest), Sig((Spec("n", "int64", (-1, 1)),)))
 
 
+def test_int64_values_beyond_a_floats_precision_are_read_exactly(tmp_path: Path) -> None:
+    # an ID or a hash above 2**53 has no exact float: read through one, it became its neighbour,
+    # and the largest int64 was refused as out of range
+    big = ["123456789012345678", "9007199254740993", "9223372036854775807", "-9223372036854775808"]
+    assert int(float(big[0])) != int(big[0])  # what a float makes of the first
+    path, digest = write_csv(tmp_path / "ids.csv", "n\n" + "\n".join([*big, "1e3", " 7 "]) + "\n")
+    fed = data.feeds(data.load_csv(path, digest), Sig((Spec("n", "int64", (-1,)),)))["n"]
+    assert fed.tolist() == [*map(int, big), 1000, 7]
+    path, digest = write_csv(tmp_path / "over.csv", "n\n9223372036854775808\n")
+    with pytest.raises(CheckFailed, match=r"'9223372036854775808' cannot be read as int64"):
+        data.feeds(data.load_csv(path, digest), Sig((Spec("n", "int64", (-1,)),)))
+
+
 def test_missing_column_names_the_input_and_the_columns_present(tmp_path: Path) -> None:
     path, digest = write_csv(tmp_path / "m.csv", "a,y\n1,0\n")
     with pytest.raises(CheckFailed, match=r"input 'b' needs column\(s\) 'b'.*it has: a, y"):

@@ -16,6 +16,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from mlops_ci import cli, convert, evaluate, manifest
+from mlops_ci.digest import sha256_file
 from mlops_ci.errors import CheckFailed
 from mlops_ci.report import terminal
 from tests.stage_models import ModelRepo, make_repo
@@ -253,6 +254,94 @@ def test_wrong_evaluation_data_digest_is_refused(cancer: Any, tmp_path: Path) ->
     accuracy = next(c for c in result.checks if c.name == "accuracy")
     assert accuracy.status == "fail" and accuracy.value is None
     assert "was refused" in accuracy.detail
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda lines: [*lines[:2], lines[2].rsplit(",", 1)[0] + ",nan", *lines[3:]], "eval.csv:3"),
+        (lambda lines: lines[:1], "has no rows"),
+    ],
+    ids=["nan-target", "header-only"],
+)
+def test_evaluation_data_no_metric_is_defined_on_is_refused_not_an_internal_error(
+    diabetes: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, expected: str
+) -> None:
+    repo, *_ = diabetes
+    copy = tmp_path / "repo"
+    shutil.copytree(repo.root, copy)
+    manifest_path = copy / repo.manifest.relative_to(repo.root)
+    data_path = manifest_path.parent / "eval.csv"
+    data_path.write_text("\n".join(edit(data_path.read_text().splitlines())) + "\n")
+    doc = yaml.safe_load(manifest_path.read_text())
+    doc["spec"]["evaluation"]["data"]["sha256"] = sha256_file(data_path)
+    doc["spec"]["tests"] = {"metrics": [{"metric": "rmse", "max": 1e9}]}
+    manifest_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = tmp_path / "out"
+    # scikit-learn raised (on a NaN, on no rows): "internal error", exit 2, and no test.json
+    code = cli.main(["test", str(manifest_path), "--onnx", str(repo.onnx), "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 1 and "internal error" not in printed.err
+    checks = json.loads((out / "test.json").read_text())["checks"]
+    refused = next(c for c in checks if c["kind"] == "data")
+    assert refused["status"] == "fail" and expected in refused["detail"]
+
+
+def test_a_model_that_predicts_nan_fails_its_metrics_instead_of_passing_or_crashing(
+    cancer: Any, diabetes: Any, tmp_path: Path
+) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    def nan_model(width: int, output: str, columns: int) -> Path:
+        # every prediction NaN: x @ W, with a NaN in every column of W
+        nans = [np.nan] * (width * columns)
+        w = helper.make_tensor("w", TensorProto.FLOAT, [width, columns], nans)
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["input", "w"], [output])],
+            "nan",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, width])],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, columns])],
+            [w],
+        )
+        path = tmp_path / f"{output}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+    # regression: scikit-learn raised on the NaN, an "internal error" with no verdict
+    repo, *_ = diabetes
+    m = _with(repo, {"metrics": [{"metric": "mae", "max": 1e9}]})
+    result = evaluate.run(m, None, tmp_path / "reg", onnx=nan_model(10, "variable", 1))
+    (mae,) = result.failures
+    assert "NaN" in mae.detail and "'variable'" in mae.detail
+    # a case may expect the NaN (validate lets expectations hold .nan): NaN - NaN is NaN, which
+    # is within no tolerance, so such a case could never pass
+    cases = [
+        {"name": name, "input": {f"f{i}": 0.0 for i in range(10)}, "expect": {"prediction": v}}
+        for name, v in (("nan", float("nan")), ("number", 1.0))
+    ]
+    m = _with(repo, {"cases": cases})
+    result = evaluate.run(m, None, tmp_path / "cases", onnx=nan_model(10, "variable", 1))
+    assert [c.name for c in result.failures] == ["number"]
+
+    # classification without a label output: argmax read every NaN row as class 0, so the
+    # accuracy was the share of class 0 and passed a low bar
+    repo, _, _, yte = cancer
+    m = _with(repo, {"metrics": [{"metric": "accuracy", "min": 0.3}]})
+    assert (yte == 0).mean() > 0.3
+    result = evaluate.run(m, None, tmp_path / "cls", onnx=nan_model(30, "probabilities", 2))
+    (accuracy,) = result.failures
+    assert accuracy.value is None and "'probabilities'" in accuracy.detail
+
+
+def test_integer_labels_beyond_a_floats_precision_compare_exactly() -> None:
+    big = 123456789012345678
+    assert float(big) == float(big + 1)  # compared as floats, the two labels were one
+    label = np.array([big], dtype=np.int64)
+    assert evaluate._compare(label, big + 1, 0.0, exact=True)[0] is False
+    assert evaluate._compare(label, big, 0.0, exact=True)[0] is True
+    assert evaluate._compare(np.array([[big, 2]]), [big + 1, 2], 0.0, exact=True)[0] is False
+    assert evaluate._compare(label, float(big), 0.0, exact=True)[0] is True  # `label: 1.0`
 
 
 def test_parity_verdict_comes_from_convert_json(cancer: Any, tmp_path: Path) -> None:

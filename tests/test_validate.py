@@ -152,6 +152,33 @@ def test_symlink_pointing_outside_the_repository_is_refused(tmp_path: Path) -> N
     ]
 
 
+def test_a_manifest_that_is_a_symlink_out_of_the_repository_is_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _valid_repo(tmp_path)
+    outside = tmp_path / "runner-secrets.yaml"  # a file of the machine, not of the pull request
+    outside.write_text("apiVersion: s3cr3t-value\n")
+    (repo / "m" / "model.yaml").unlink()
+    os.symlink(outside, repo / "m" / "model.yaml")
+    # armed: the file was read and its values quoted in the (public) log
+    code, out, err = _run(capsys, "validate", str(repo))
+    assert code == 1 and "s3cr3t-value" not in out + err
+    assert "symlink that points outside the repository" in out + err
+
+    # a device reports size 0, so the size check let /dev/zero be read until memory ran out
+    os.remove(repo / "m" / "model.yaml")
+    os.symlink("/dev/zero", repo / "m" / "model.yaml")
+    result = manifest.check_file(repo / "m" / "model.yaml")
+    assert [p.message for p in result.problems] == [
+        "the manifest is a symlink that points outside the repository"
+    ]
+    # ... and where the device is inside the root, reading stops a byte past the limit
+    result = manifest.check_file(repo / "m" / "model.yaml", Path("/"))
+    assert [p.message for p in result.problems] == [
+        f"file is larger than {manifest.MAX_FILE_BYTES:,} bytes; manifests are limited to that"
+    ]
+
+
 def test_repository_root_is_the_enclosing_git_checkout(tmp_path: Path) -> None:
     repo = _valid_repo(tmp_path)
     assert manifest.check_file(repo / "m" / "model.yaml").valid

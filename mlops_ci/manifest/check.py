@@ -14,7 +14,7 @@ from typing import Any
 from mlops_ci.errors import CheckFailed, UsageError
 from mlops_ci.manifest import rules
 from mlops_ci.manifest.model import Manifest
-from mlops_ci.manifest.paths import display_path, find_repo_root
+from mlops_ci.manifest.paths import display_path, find_repo_root, links_outside
 from mlops_ci.manifest.problem import Problem
 from mlops_ci.manifest.safe_yaml import MAX_FILE_BYTES, YamlInvalid, locate, read
 from mlops_ci.manifest.schema import schema_problems
@@ -70,8 +70,14 @@ def check_file(
     With another `schema` (the policy's), the YAML and schema checks only.
     """
     shown = shown or display_path(path)
+    root = (root or find_repo_root(path.parent)).resolve()
+    if links_outside(path, root):
+        # a file of the machine (a runner's credentials, /dev/zero) is none of the pull
+        # request's: its values would be quoted in the log, a device read without end
+        message = "the manifest is a symlink that points outside the repository"
+        return Checked(path, shown, (Problem(shown, None, None, "", message),), schema=schema)
     try:
-        raw = path.read_bytes() if path.stat().st_size <= MAX_FILE_BYTES else None
+        raw = _read_at_most(path, MAX_FILE_BYTES)
     except OSError as exc:
         problem = Problem(shown, None, None, "", f"cannot read: {exc.strerror}")
         return Checked(path, shown, (problem,), schema=schema)
@@ -81,7 +87,6 @@ def check_file(
     data, problems, node = parse_document(raw, shown, schema)
     if data is None or schema != MANIFEST_SCHEMA:
         return Checked(path, shown, tuple(problems), data if keep_document else None, schema)
-    root = (root or find_repo_root(path.parent)).resolve()
     ctx = rules.Context(data, node, path.absolute(), root, shown)
     reported = {p.pointer for p in problems}
     problems += [
@@ -100,6 +105,16 @@ def check_file(
         name=name,
         name_at=locate(node, ["metadata", "name"]) if name is not None else None,
     )
+
+
+def _read_at_most(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None when it holds more than `limit`: read up to one byte past it,
+    since the size a device or a pipe reports (0) says nothing of what reading it gives."""
+    if path.stat().st_size > limit:
+        return None
+    with path.open("rb") as fh:
+        raw = fh.read(limit + 1)
+    return raw if len(raw) <= limit else None
 
 
 def check_unique_names(results: Sequence[Checked]) -> list[Checked]:

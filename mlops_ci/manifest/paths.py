@@ -67,6 +67,18 @@ def _has_link(real_base: str, target: str) -> bool:
     return False
 
 
+def links_outside(path: Path, root: Path) -> bool:
+    """Whether `path` reaches through a symlink (its own, or a folder's) to a file outside
+    `root` (resolved). A path with no link on the way is not checked: it is where it is."""
+    folder = os.path.abspath(path.parent)
+    real = os.path.join(_real(folder), path.name)
+    if os.path.islink(real):
+        real = os.path.realpath(real)
+    elif real == os.path.join(folder, path.name):
+        return False
+    return not _inside(str(root), real)
+
+
 def resolve_inside(base: Path, relative: str, root: Path) -> tuple[Path | None, str | None]:
     """(absolute path, None) or (None, why not): relative, inside root even after symlinks."""
     if not relative or relative.startswith(("/", "\\")) or _DRIVE.match(relative):
