@@ -11,8 +11,11 @@ Prints, measured in one run:
 - in Debian's chromium, how long the index takes to become interactive (navigation start to the
   end of its script) and how long one filter keystroke takes over the page's rows.
 
+With `--runs N` each model has N daily monitor verdicts (default 2); the catalog reads the newest
+MONITOR_RUNS of each, and the reading of every one of them (as before that bound) is timed beside.
+
 Goals (issue 13): under 30 s, index under 2 MB, interactive within 1 s. Run:
-    .venv/bin/python bench/catalog.py [--models 10000] [--versions 5] [--keep DIR]
+    .venv/bin/python bench/catalog.py [--models 10000] [--versions 5] [--runs 2] [--keep DIR]
 Timings depend on the load of the machine: the script prints the load average and the CPU
 seconds beside the wall time.
 """
@@ -20,6 +23,7 @@ seconds beside the wall time.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import resource
@@ -33,7 +37,8 @@ import yaml
 
 from mlops_ci import audit
 from mlops_ci.catalog import build
-from mlops_ci.catalog.read import read_catalog
+from mlops_ci.catalog import read as catalog_read
+from mlops_ci.catalog.read import MONITOR_RUNS, read_catalog
 from mlops_ci.catalog.site import PAGE_ROWS
 from mlops_ci.registry import open_registry
 
@@ -96,7 +101,7 @@ def _release(name: str, n: int, semver: str, time_: str, i: int) -> dict:
     }  # fmt: skip
 
 
-def make_registry(root: Path, models: int, versions: int) -> int:
+def make_registry(root: Path, models: int, versions: int, runs: int = 2) -> int:
     """Write the registry; returns the number of files written."""
     log: list[bytes] = []
     prev = audit.GENESIS
@@ -126,8 +131,9 @@ def make_registry(root: Path, models: int, versions: int) -> int:
         )
         monitor = root / ".mlops" / "monitor" / name
         monitor.mkdir(parents=True)
-        for run in range(2):
-            share = 0.6 if (i % 17 == 0 and run == 1) else 0.1
+        first = dt.date(2026, 11, 22) - dt.timedelta(days=runs)
+        for run in range(runs):
+            share = 0.6 if (i % 17 == 0 and run == runs - 1) else 0.1
             verdict = {
                 "name": name, "version": f"1.{versions}.0", "needs_attention": share >= 0.5,
                 "stale": False, "prediction_drift": False, "decay": None,
@@ -136,8 +142,9 @@ def make_registry(root: Path, models: int, versions: int) -> int:
                      "threshold": 0.2, "drifted": 0.05 + 0.03 * ((i + k + run) % 9) >= 0.2}
                     for k, c in enumerate(COLUMNS)]},
             }  # fmt: skip
-            (monitor / f"2026-11-{20 + run}T051700Z.json").write_text(json.dumps(verdict))
-        files += 3
+            day = first + dt.timedelta(days=run)
+            (monitor / f"{day.isoformat()}T051700Z.json").write_text(json.dumps(verdict))
+        files += 1 + runs
     (root / ".mlops" / "audit.jsonl").write_bytes(b"\n".join(log) + b"\n")
     (root / ".mlops" / "audit.head").write_text(f"{len(log)} {prev}\n")
     return files + 2
@@ -158,8 +165,9 @@ def read_floor(root: Path, versions: int) -> float:
     started = time.perf_counter()
     for line in (root / ".mlops" / "audit.jsonl").read_bytes().splitlines():
         json.loads(line)
-    for path in (root / ".mlops" / "monitor").rglob("*.json"):
-        json.loads(path.read_bytes())
+    for folder in (root / ".mlops" / "monitor").iterdir():
+        for path in sorted(folder.glob("*.json"))[-MONITOR_RUNS:]:
+            json.loads(path.read_bytes())
     for model in root.iterdir():
         if model.name.startswith("."):
             continue
@@ -203,6 +211,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=10_000)
     parser.add_argument("--versions", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=2, help="monitor verdicts per model")
     parser.add_argument(
         "--keep",
         type=Path,
@@ -212,7 +221,7 @@ def main() -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="mlops-ci-bench-catalog-"))
     try:
         registry = work / "registry"
-        shape = f"{args.models} {args.versions}\n"
+        shape = f"{args.models} {args.versions} {args.runs}\n"
         marker = work / "registry.shape"
         if args.keep and marker.is_file() and marker.read_text() == shape:
             print(f"registry: reusing {registry} ({args.models:,} × {args.versions})")
@@ -220,7 +229,7 @@ def main() -> int:
             if registry.exists():
                 shutil.rmtree(registry)
             t0 = time.perf_counter()
-            files = make_registry(registry, args.models, args.versions)
+            files = make_registry(registry, args.models, args.versions, args.runs)
             marker.write_text(shape)
             print(
                 f"registry: {args.models:,} models × {args.versions} versions, {files:,} files, "
@@ -236,6 +245,15 @@ def main() -> int:
         t1, cpu1 = time.perf_counter(), _cpu()
         catalog, index = build(registry, work / "site")
         t2, cpu2 = time.perf_counter(), _cpu()
+        # The reading as it was before MONITOR_RUNS: every verdict of every model.
+        bounded = catalog_read.monitor_runs.__defaults__
+        catalog_read.monitor_runs.__defaults__ = (sys.maxsize,)
+        try:
+            t3 = time.perf_counter()
+            read_catalog(open_registry(registry), str(registry))
+            every = time.perf_counter() - t3
+        finally:
+            catalog_read.monitor_runs.__defaults__ = bounded
         took = t2 - t1
         pages = sorted(index.parent.glob("index*.html"))
         weight = index.stat().st_size
@@ -245,6 +263,10 @@ def main() -> int:
             f"{os.cpu_count()} cores)"
         )
         print(f"  reading alone:         {t1 - t0:6.2f} s  ({cpu1 - cpu0:.1f} CPU-s, one process)")
+        print(
+            f"  reading every verdict: {every:6.2f} s  ({args.runs} per model; the catalog reads "
+            f"the newest {MONITOR_RUNS}: {every / (t1 - t0):.2f}× the bounded reading)"
+        )
         print(f"read+parse floor:        {floor:6.2f} s  (a plain script reading the same records)")
         print(f"ratio catalog / floor:   {took / floor:6.2f}×")
         print(

@@ -68,6 +68,8 @@ class Issue:
     body: str
     state: str
     html_url: str
+    labels: tuple[str, ...] = ()
+    state_reason: str | None = None  # completed | not_planned | reopened, once closed
 
 
 def _issue(raw: Any) -> Issue:
@@ -79,6 +81,11 @@ def _issue(raw: Any) -> Issue:
         body=str(raw.get("body") or ""),
         state=str(raw.get("state") or ""),
         html_url=str(raw.get("html_url") or ""),
+        labels=tuple(
+            str(label.get("name") if isinstance(label, dict) else label)
+            for label in raw.get("labels") or ()
+        ),
+        state_reason=raw.get("state_reason") if isinstance(raw.get("state_reason"), str) else None,
     )
 
 
@@ -736,6 +743,23 @@ class GitHub:
             )
         return _issue(data)
 
+    def issue(self, number: int) -> Issue | None:
+        """One issue (None: there is no such issue, or it is a pull request)."""
+        from github import GithubException
+
+        with _api(f"reading issue #{number}"):
+            try:
+                _, data = self._client.requester.requestJsonAndCheck(
+                    "GET", f"/repos/{self.repository}/issues/{number}"
+                )
+            except GithubException as exc:
+                if exc.status in (404, 410):  # deleted, transferred away, or never was
+                    return None
+                raise
+        if not isinstance(data, dict) or data.get("pull_request"):
+            return None
+        return _issue(data)
+
     def edit_issue(self, number: int, *, title: str, body: str) -> None:
         with _api(f"editing issue #{number}"):
             self._client.requester.requestJsonAndCheck(
@@ -744,8 +768,8 @@ class GitHub:
                 input={"title": title, "body": body},
             )
 
-    def close_issue(self, number: int, comment: str) -> None:
-        """Say why, then close as completed (a failed close leaves it open for the next run)."""
+    def close_issue(self, number: int, comment: str, reason: str = "completed") -> None:
+        """Say why, then close as `reason` (a failed close leaves it open for the next run)."""
         with _api(f"closing issue #{number}", creates=True):
             self._client.requester.requestJsonAndCheck(
                 "POST",
@@ -755,7 +779,7 @@ class GitHub:
             self._client.requester.requestJsonAndCheck(
                 "PATCH",
                 f"/repos/{self.repository}/issues/{number}",
-                input={"state": "closed", "state_reason": "completed"},
+                input={"state": "closed", "state_reason": reason},
             )
 
     # -- deploy --------------------------------------------------------------------------------

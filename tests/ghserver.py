@@ -354,6 +354,8 @@ class Repo:
         self.comments: list[dict[str, Any]] = []  # issue comments, all issues, in order
         self.check_runs: list[dict[str, Any]] = []
         self.issues: dict[int, dict[str, Any]] = {}  # number -> issue (not pull requests)
+        # GitHub silently drops the labels of an issue created by a token that cannot label
+        self.drop_labels = False
         self.commit_pulls: dict[str, list[int]] = {}  # commit sha -> pulls associated with it
         self.deployments: list[dict[str, Any]] = []  # each with its "statuses", newest last
         # login (lowercased) -> repository role (admin, maintain, write, triage, read); a review
@@ -1145,7 +1147,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "number": number,
                 "title": body["title"],
                 "user": state.user_json("github-actions[bot]", "Bot"),
-                "labels": [str(x) for x in body.get("labels") or []],
+                "labels": [] if repo.drop_labels else [str(x) for x in body.get("labels") or []],
                 "state": "open",
                 "state_reason": None,
                 "locked": False,

@@ -891,3 +891,62 @@ def test_a_value_just_past_its_bound_never_reads_as_the_bound(tmp_path: Path) ->
     page = (index.parent / "models" / "edge.html").read_text(encoding="utf-8")
     assert "✗ failed</span> · accuracy[sex=female] 0.64 · accuracy 0.6496 ·" in page
     assert "<td>0.19996</td><td>0.2</td><td>no</td>" in page
+
+
+def test_only_the_newest_monitor_verdicts_are_read_and_shown(tmp_path: Path) -> None:
+    """One verdict file per model per run, never deleted: the catalog read every one of them
+    (3.65 million a year for a daily run over 10,000 models) into every build and catalog.json.
+    Now it lists them, then reads the newest MONITOR_RUNS per model only."""
+    import datetime as dt
+
+    from catalog_data import verdict
+
+    from mlops_ci.catalog.read import MONITOR_RUNS, read_catalog
+    from mlops_ci.registry import open_registry
+
+    writer = RegistryWriter(tmp_path / "registry")
+    writer.publish("daily", 1, "1.0.0", "2026-01-01T00:00:00Z", pr=1)
+    start = dt.datetime(2026, 1, 2, 5, 17, tzinfo=dt.UTC)
+    days = MONITOR_RUNS + 30
+    for day in range(days):
+        time = (start + dt.timedelta(days=day)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        writer.monitor("daily", time, {**verdict("daily", "1.0.0", {"age": 0.01}), "time": time})
+    reg = open_registry(writer.root)
+    read: list[str] = []
+    plain_read = reg.read_bytes
+
+    def counted(key: str) -> bytes | None:
+        read.append(key)
+        return plain_read(key)
+
+    reg.read_bytes = counted  # type: ignore[method-assign]
+    (model,) = read_catalog(reg, "registry").models
+    assert len([k for k in read if k.startswith(".mlops/monitor/")]) == MONITOR_RUNS
+    newest = (start + dt.timedelta(days=days - 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert len(model.monitor) == MONITOR_RUNS and model.monitor[-1].time == newest
+    oldest = (start + dt.timedelta(days=days - MONITOR_RUNS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert model.monitor[0].time == oldest
+
+
+def test_a_model_whose_folder_was_removed_keeps_its_audit_history(tmp_path: Path) -> None:
+    """The registry folder of a deployed model was removed: the catalog dropped the model and
+    its whole history, though the audit log still holds every deploy of it."""
+    writer = sample_registry(tmp_path / "registry")
+    writer.refused("ghost", "1.0.0", "2026-11-03T00:00:00Z", "no approvals", pr=99)
+    shutil.rmtree(writer.root / "churn-predictor")
+
+    catalog, index = build(writer.root, tmp_path / "site")
+
+    models = _models(index.parent)
+    gone = models["churn-predictor"]
+    assert (gone["state"], gone["serving"], gone["removed"]) == ("removed", None, True)
+    assert [(e["action"], e["registry_version"]) for e in gone["events"]] == [("deploy", 1)]
+    assert [(s["number"], s["semver"]) for s in gone["served"]] == [(1, "0.3.0")]
+    assert gone["monitor"] and models["fraud-detector"]["removed"] is False
+    page = (index.parent / gone["page"]).read_text(encoding="utf-8")
+    assert "removed from the registry" in page and "v1 (0.3.0)" in page
+    # when it stopped serving is not recorded: no "what served on" answer past it
+    assert "its removal (not recorded)" in page and 'id="served-at"' not in page
+    assert catalog.audit is not None and catalog.audit.ok  # the log itself is whole
+    # Only deployed models: a name the log holds refusals of alone was never in the registry.
+    assert sorted(models) == sorted([HOSTILE, "churn-predictor", "fraud-detector"])

@@ -461,6 +461,12 @@ def _issues(ghserver):
     return ghserver.repos[REPO].issues
 
 
+def _marker(model: str, world: World) -> str:
+    from mlops_ci.monitor import issues
+
+    return issues.marker(model, open_registry(world.registry).uri)
+
+
 def test_issue_is_opened_then_edited_in_place_then_closed(world, ghserver, capsys, monkeypatch):
     ghserver.add_repo(REPO)
     monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
@@ -473,7 +479,7 @@ def test_issue_is_opened_then_edited_in_place_then_closed(world, ghserver, capsy
     (issue,) = _issues(ghserver).values()
     assert issue["state"] == "open" and issue["labels"] == ["mlops-ci/monitor"]
     body = issue["body"]
-    assert "<!-- mlops-ci:monitor:fraud -->" in body
+    assert _marker("fraud", world) in body
     assert "@acme/risk-ml @alice" in body
     assert "| <code>x1</code> | ks |" in body and "```mermaid" in body
     assert "registry version 1" in body
@@ -542,7 +548,9 @@ def test_one_run_lists_the_open_monitor_issues_once_for_all_models(
         (2, "closed"),
     ]
     assert len(ghserver.calls("PATCH", r"/repos/acme/models/issues/1")) == 1
-    assert repo.issues[153]["body"].startswith("<!-- mlops-ci:monitor:fraud -->")
+    assert repo.issues[153]["body"].startswith(_marker("fraud", world))
+    # churn's issue, opened before markers named the registry, was adopted: now it names it.
+    assert repo.issues[1]["body"].startswith(_marker("churn", world))
     assert len(repo.issues) == 153
 
 
@@ -590,6 +598,104 @@ def test_someone_elses_issue_with_the_marker_is_not_taken_over(
     world.monitor("--issues", capsys=capsys)
     assert repo.issues[1]["body"] == "<!-- mlops-ci:monitor:fraud --> hi"
     assert len(repo.issues) == 2 and repo.issues[2]["labels"] == ["mlops-ci/monitor"]
+
+
+def test_a_staging_and_a_production_registry_keep_their_own_issues(
+    world, ghserver, capsys, monkeypatch
+):
+    """The reusable workflow called twice from one repository, once per registry: the marker
+    named the model alone, so staging's healthy run closed production's alarm as "healthy
+    again", and a drifted staging run edited production's issue into its own."""
+    import dataclasses
+
+    repo = ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    staging = dataclasses.replace(world, registry=Path(world.registry).parent / "staging")
+    for w in (world, staging):
+        w.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)))
+    staging.log("fraud", _fresh(3000))
+
+    assert world.monitor("--issues", capsys=capsys)[0] == 1
+    (prod,) = repo.issues.values()
+    assert staging.monitor("--issues", capsys=capsys)[0] == 0
+    assert prod["state"] == "open" and repo.comments == []  # staging's health is not production's
+    assert prod["title"].endswith("/registry")  # where staging's and production's differ
+    from mlops_ci.report import escape
+
+    assert f"Registry: {escape.code(open_registry(world.registry).uri)}" in prod["body"]
+
+    # Staging drifts too: its own issue, and production's is left as it was.
+    staging.log("fraud", _fresh(3000, shift=(1, 1, 0)), prefix="s")
+    before = prod["body"]
+    assert staging.monitor("--issues", capsys=capsys)[0] == 1
+    assert len(repo.issues) == 2 and prod["body"] == before
+    (stage,) = [i for i in repo.issues.values() if i is not prod]
+    assert stage["body"].startswith(_marker("fraud", staging))
+    assert stage["title"].endswith("/staging")
+    # And a second production run edits its own issue, no other.
+    assert world.monitor("--issues", capsys=capsys)[0] == 1
+    patched = {r.path for r in ghserver.calls("PATCH", r"/repos/acme/models/issues/\d+")}
+    assert patched == {f"/repos/acme/models/issues/{prod['number']}"}
+
+
+def test_an_issue_github_opened_without_its_label_stops_the_run(
+    world, ghserver, capsys, monkeypatch
+):
+    """A token that cannot label: GitHub opens the issue and silently drops the label. Runs list
+    the labelled issues, so every run opened one more, for good and without a word."""
+    repo = ghserver.add_repo(REPO)
+    repo.drop_labels = True
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)))
+    for run in (1, 2):
+        code, _, err = world.monitor("--issues", capsys=capsys)
+        assert code == 2, err
+        assert f"opened issue #{run} for fraud without its label mlops-ci/monitor" in err
+        assert "Traceback" not in err
+    # Each was closed again (nothing piles up open), and the runs recorded nothing.
+    assert [(i["state"], i["state_reason"]) for i in repo.issues.values()] == [
+        ("closed", "not_planned")
+    ] * 2
+    assert _verdicts(world.registry, "fraud") == []
+
+
+def test_an_issue_closed_as_not_planned_is_respected_until_the_model_relapses(
+    world, ghserver, capsys, monkeypatch
+):
+    """A person closed the alarm as "not planned" while the model kept drifting: the next run
+    opened a fresh issue, and closing that one got another the day after."""
+    repo = ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)), day=NOW.date() - dt.timedelta(days=10))
+
+    def run(*args: str) -> tuple[int, str]:  # (every run writes NOW's verdict file anew)
+        code, _, err = world.monitor("--issues", *args, capsys=capsys)
+        return code, err
+
+    assert run("--since", "30d")[0] == 1
+    (issue,) = repo.issues.values()
+    issue.update(state="closed", state_reason="not_planned")
+    left_closed = f"issue #{issue['number']} left closed (a person closed it as not planned): fraud"
+    # Still drifted; then a run with no row in its window; then drifted again: nothing new.
+    for since, expected in (("30d", 1), ("7d", 0), ("30d", 1)):
+        code, err = run("--since", since)
+        assert code == expected and left_closed in err and len(repo.issues) == 1, (since, err)
+    # A new reason (the model is now stale too) is news: one new issue.
+    world.deploy("fraud", age_days=400)
+    assert run("--since", "30d")[0] == 1
+    assert [i["state"] for i in repo.issues.values()] == ["closed", "open"]
+    # A healthy run closes it; a relapse after that opens one more.
+    world.deploy("fraud")
+    for f in (world.registry / ".mlops" / "predictions" / "fraud").rglob("*.parquet"):
+        f.unlink()
+    world.log("fraud", _fresh(3000), prefix="b")
+    assert run()[0] == 0 and [i["state"] for i in repo.issues.values()] == ["closed"] * 2
+    world.log("fraud", _fresh(6000, shift=(2, 2, 0)), prefix="c")
+    assert run()[0] == 1
+    assert [i["state"] for i in repo.issues.values()] == ["closed", "closed", "open"]
 
 
 def test_production_values_in_the_issue_cannot_mention_or_inject():

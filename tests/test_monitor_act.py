@@ -73,13 +73,14 @@ def test_scheduled_monitor_opens_one_issue_for_the_drifted_model(
     issues = list(ghserver.repos["acme/models"].issues.values())
     assert len(issues) == 1, run.explain()
     assert issues[0]["labels"] == ["mlops-ci/monitor"]
-    assert f"<!-- mlops-ci:monitor:{MODEL} -->" in issues[0]["body"]
+    assert issues[0]["body"].startswith(f"<!-- mlops-ci:monitor:{MODEL} registry:")
     assert "@acme/oncology-ml @bob" in issues[0]["body"]
     assert "### mlops-ci monitor" in run.summary("monitor")
     recorded = list((registry / ".mlops" / "monitor" / MODEL).glob("*.json"))
     assert len(recorded) == 1
     verdict = json.loads(recorded[0].read_text())
     assert verdict["needs_attention"] and verdict["drift"]["dataset_drift"]
+    assert verdict["issue"] == {"number": issues[0]["number"], "for": ["drift", "prediction"]}
     assert verdict["drift"]["rows"] == 1000 and verdict["predictions"]["rows"] == 1000
     # The served model's outputs on the log against its outputs on the reference rows.
     assert verdict["prediction_drift"] is True, verdict["predictions"]

@@ -7,6 +7,7 @@ reads production data, checked against scipy's exact computations on the raw row
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import numpy as np
 import pyarrow as pa
@@ -231,6 +232,24 @@ def test_a_column_with_no_value_in_production_drifted_under_every_test():
     # no rows at all is not the same: nothing to compare, nothing drifted
     empty = _judge(ref, cur.slice(0, 0))
     assert [c.drifted for c in empty.columns] == [False, False] and empty.rows == 0
+
+
+def test_a_score_that_is_not_a_number_is_never_no_drift():
+    """One reference value and one current value under a forced `test: ks`: the asymptotic
+    p-value of an effective sample of 0.5 rows is NaN, and `NaN < 0.05` is false, so the column
+    was judged `no drift`. A score that cannot be computed says nothing is fine: drifted."""
+    one = pa.table({"x": pa.array([1.0])})
+    for correction in ("none", "bonferroni", "fdr"):
+        settings = drift.Settings(rule=drift.ColumnRule("ks"), correction=correction)  # type: ignore[arg-type]
+        (x,) = _judge(one, one, settings).columns
+        assert np.isnan(x.score) and x.drifted, (correction, x)
+    for test in stattests.TESTS.values():
+        assert test.drifted(float("nan"), test.default_threshold), test.name
+    # FDR ranks a NaN p-value last: sorted among the others it broke their order, and the cut
+    # depended on the order of the columns.
+    for ps in itertools.permutations((float("nan"), 0.001, 0.01, 0.02, 0.2)):
+        cut = drift._corrected([("p_value", p, 0.05) for p in ps], "fdr")[0]
+        assert 0.02 < cut < 0.2, ps
 
 
 def test_categorical_codes_are_one_category_whatever_numeric_type_carries_them():

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 #: The model states the index filters on, most urgent first.
-STATES = ("attention", "warning", "ok", "unmonitored", "not deployed")
+STATES = ("attention", "warning", "ok", "unmonitored", "not deployed", "removed")
 _SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
@@ -192,6 +192,9 @@ class Model:
     monitor: tuple[MonitorRun, ...] = ()
     served: tuple[Served, ...] = ()
     problems: tuple[str, ...] = ()
+    #: Deployed once (the audit log says so), but its registry folder is gone: its history is
+    #: the audit log's.
+    removed: bool = False
 
     @cached_property
     def page(self) -> str:
@@ -231,6 +234,8 @@ class Model:
     @cached_property
     def state(self) -> str:
         """One of STATES: what the index filters and colours on."""
+        if self.removed:
+            return "removed"
         if self.serving is None:
             return "not deployed"
         run = self.last_monitor

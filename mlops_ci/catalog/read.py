@@ -384,23 +384,34 @@ def audit_records(raw: bytes) -> tuple[list[dict[str, Any]], list[str]]:
     return records, problems
 
 
+#: The most monitor verdicts the catalog reads and shows per model: the newest ones (a quarter
+#: of daily runs). The monitor writes one per model per run and never deletes one: a daily run
+#: over 10,000 models is 3.65 million files a year, and reading them all made every catalog
+#: build (and catalog.json) grow without bound. Older verdicts stay in the registry.
+MONITOR_RUNS = 90
+
+
 def monitor_runs(
-    reg: RegistryView, keys: Sequence[str]
+    reg: RegistryView, keys: Sequence[str], keep: int = MONITOR_RUNS
 ) -> tuple[dict[str, list[MonitorRun]], list[str]]:
-    """Every model's monitor verdicts, oldest first (file names are sortable UTC times)."""
+    """Each model's newest `keep` monitor verdicts, oldest first: chosen from the listing by
+    file name (sortable UTC times), so that only those are read."""
     runs: dict[str, list[MonitorRun]] = defaultdict(list)
     problems: list[str] = []
+    by_model: dict[str, list[str]] = defaultdict(list)
     for key in keys:
         parts = key[len(MONITOR_PREFIX) :].split("/")
-        if len(parts) != 2 or not parts[1].endswith(".json"):
-            continue
-        try:
-            doc = json.loads(reg.read_bytes(key) or b"null")
-            if not isinstance(doc, dict):
-                raise ValueError("not a JSON object")
-            runs[parts[0]].append(monitor_run(parts[0], key, doc))
-        except _BAD_RECORD as exc:
-            problems.append(f"{key}: {exc}")
+        if len(parts) == 2 and parts[1].endswith(".json"):
+            by_model[parts[0]].append(key)
+    for name, model_keys in by_model.items():
+        for key in sorted(model_keys)[-keep:]:
+            try:
+                doc = json.loads(reg.read_bytes(key) or b"null")
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+                runs[name].append(monitor_run(name, key, doc))
+            except _BAD_RECORD as exc:
+                problems.append(f"{key}: {exc}")
     for name in runs:
         runs[name].sort(key=lambda r: r.time)
     return runs, problems
@@ -612,6 +623,24 @@ def _read_catalog(
             for m in found
         }
         problems += repo_problems
+    # A model the log has deployed whose folder is gone (removed by hand): listed as removed,
+    # with its history from the log, not dropped with it. (A name the log holds refusals of
+    # alone was never in the registry.)
+    for name, events in by_model.items():
+        if name in names or not any(e.action == "deploy" for e in events):
+            continue
+        semvers = {
+            e.registry_version: e.version
+            for e in events
+            if e.action == "deploy" and e.registry_version is not None and e.version
+        }
+        base = extra.get(name) or Model(name=name, events=tuple(events))
+        extra[name] = dataclasses.replace(
+            base,
+            served=served_intervals(events, semvers),
+            monitor=tuple(runs.get(name, [])),
+            removed=True,
+        )
     order = sorted([*names, *extra])
     if sink is not None:
         # What the pages' header says before every release is read: the log's own verdict.

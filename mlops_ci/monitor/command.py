@@ -11,10 +11,14 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlops_ci import atomic, gha
 from mlops_ci.errors import EXIT_OK, EXIT_USAGE, EXIT_VERDICT, MlopsCiError, UsageError
 from mlops_ci.monitor import check, render
+
+if TYPE_CHECKING:
+    from mlops_ci.registry import Registry
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -102,19 +106,52 @@ def main(
                 gha.annotation("error", error, title=f"mlops-ci monitor: {name}")
     gha.write_summary(render.summary(verdicts, errors))
 
+    tracking: dict[str, dict[str, Any] | None] = {}
     if issues:
         from mlops_ci.github import GitHub
         from mlops_ci.monitor import issues as issue_sync
 
         gh = GitHub.from_env()
-        for action in issue_sync.sync(gh, verdicts, gh.run_url()):
-            if action.action != "none":
+        actions = issue_sync.sync(
+            gh,
+            verdicts,
+            gh.run_url(),
+            registry=reg.uri,
+            previous=lambda name: issue_sync.previous_of(_newest_verdict(reg, name)),
+        )
+        for action in actions:
+            tracking[action.model] = action.record()
+            if action.action == "left closed":
+                print(
+                    f"issue #{action.number} left closed (a person closed it as "
+                    f"{(action.reason or '').replace('_', ' ')}): {action.model}",
+                    file=sys.stderr,
+                )
+            elif action.action != "none":
                 print(f"issue #{action.number} {action.action}: {action.model}", file=sys.stderr)
     if record:
         stamp, time = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y-%m-%dT%H:%M:%SZ")
         for v in verdicts:
-            payload = atomic.json_text({**v.to_json(), "time": time}, indent=None)
+            # `issue`: the issue that tracks the model after this run and what it covers (the
+            # next run's way to respect one a person closed as not planned); absent without
+            # --issues.
+            extra = {"issue": tracking[v.name]} if v.name in tracking else {}
+            payload = atomic.json_text({**v.to_json(), "time": time, **extra}, indent=None)
             reg.write_bytes(f".mlops/monitor/{v.name}/{stamp}.json", payload.encode() + b"\n")
     if errors:
         return EXIT_USAGE
     return EXIT_VERDICT if any(v.needs_attention for v in verdicts) else EXIT_OK
+
+
+def _newest_verdict(reg: Registry, model: str) -> object:
+    """The model's newest verdict file as JSON (None: none, or unreadable). File names are
+    sortable UTC times."""
+    import json
+
+    keys = [k for k in reg.list_keys(f".mlops/monitor/{model}/") if k.endswith(".json")]
+    if not keys:
+        return None
+    try:
+        return json.loads(reg.read_bytes(max(keys)) or b"null")
+    except (ValueError, RecursionError):
+        return None

@@ -20,6 +20,15 @@ from mlops_ci.manifest import Manifest
 MIN_ROWS = 30
 
 
+def _nonfinite(outputs: Mapping[str, Any]) -> bool:
+    """Whether a numeric output holds a NaN or an infinity on some labelled row."""
+    for values in outputs.values():
+        arr = np.asarray(values)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class MetricVerdict:
     name: str
@@ -135,7 +144,15 @@ class Matcher:
             try:
                 value = evaluate.compute_metric(manifest, spec, y_true, outputs)
             except evaluate._MetricError as exc:  # undefined on these rows (one class only …)
-                verdicts.append(MetricVerdict(name, None, lo, hi, True, f"not computed: {exc}"))
+                # …unless the model answered NaN or infinity, which evaluate refuses as
+                # undefined too: a model that cannot answer has decayed.
+                if _nonfinite(outputs):
+                    verdicts.append(
+                        MetricVerdict(name, None, lo, hi, False, f"cannot be computed: {exc}")
+                    )
+                else:
+                    detail = f"not computed: {exc}"
+                    verdicts.append(MetricVerdict(name, None, lo, hi, True, detail))
                 continue
             except Exception as exc:  # scikit-learn refused the rows (NaN outputs, mixed types)
                 verdicts.append(

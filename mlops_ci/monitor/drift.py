@@ -8,6 +8,7 @@ dataset verdict on the share of drifted columns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -287,7 +288,9 @@ def _corrected(scored: Sequence[tuple[str, float, float]], correction: Correctio
         for i in p_idx:
             out[i] = scored[i][2] / m
         return out
-    ranked = sorted(p_idx, key=lambda i: scored[i][1])
+    # A NaN p-value ranks last (sorted among numbers it breaks their order: the cut then
+    # depended on the order of the columns); it is drifted whatever the cut.
+    ranked = sorted(p_idx, key=lambda i: (math.isnan(scored[i][1]), scored[i][1]))
     cut = 0.0
     for rank, i in enumerate(ranked, start=1):
         if scored[i][1] <= rank / m * scored[i][2]:

@@ -92,11 +92,19 @@ def _mention(owner: str) -> str:
     return owner if owner.startswith("@") else f"@{owner}"
 
 
-def issue_title(v: Verdict) -> str:
-    return f"mlops-ci monitor: {v.name} needs attention"
+def issue_title(v: Verdict, registry: str | None = None) -> str:
+    """The title; with the registry (its last 60 characters: where staging and production
+    differ) so that two registries' issues of one model can be told apart in the list."""
+    title = f"mlops-ci monitor: {v.name} needs attention"
+    if registry:
+        where = registry if len(registry) <= 60 else "…" + registry[-59:]
+        title += f" in {where}"
+    return title
 
 
-def issue_body(v: Verdict, marker: str, run_url: str | None = None) -> str:
+def issue_body(
+    v: Verdict, marker: str, run_url: str | None = None, registry: str | None = None
+) -> str:
     owners = " ".join(_mention(o) for o in v.owners)
     parts = [
         marker,
@@ -104,6 +112,7 @@ def issue_body(v: Verdict, marker: str, run_url: str | None = None) -> str:
         "",
         f"Owners: {owners}" if owners else "",
         "",
+        *([f"Registry: {escape.code(registry)}", ""] if registry else []),
         f"Serving version: **{escape.cell(v.version)}** (registry version {v.registry_version}), "
         f"deployed {v.staleness.to_json()['deployed']}.",
         "",

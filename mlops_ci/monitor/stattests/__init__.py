@@ -42,9 +42,12 @@ class StatTest:
     compute: Callable[[Counts], Outcome]
 
     def drifted(self, score: float, threshold: float) -> bool:
+        # Written so that a NaN score (a test that could not be computed, e.g. KS on one value
+        # against one) is drifted: every comparison with NaN is false, and "not below the
+        # threshold" must not read as "no drift".
         if self.score == "p_value":
-            return score < threshold
-        return score >= threshold
+            return not score >= threshold
+        return not score < threshold
 
 
 TESTS: dict[str, StatTest] = {}
