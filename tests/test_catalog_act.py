@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from act_harness import EXAMPLE_REPO, PROJECT, ActHarness, StubAction, push_event
+from act_harness import EXAMPLE_REPO, PROJECT, ActHarness, ModelRepo, StubAction, push_event
 from catalog_data import sample_registry
 
 pytestmark = pytest.mark.act
@@ -54,25 +54,33 @@ def _pinned(repo: str) -> str:
     return found.group(1)
 
 
-def test_push_writes_the_catalog_and_uploads_it_for_pages(
-    act_harness: ActHarness, tmp_path: Path
-) -> None:
+def _catalog_repo(act_harness: ActHarness, tmp_path: Path) -> ModelRepo:
     registry = tmp_path / "registry"
     sample_registry(registry)
     repo = act_harness.model_repo(EXAMPLE_REPO)
     caller = repo.path / ".github" / "workflows" / "mlops-ci.yml"
     caller.write_text(CALLER.format(registry=json.dumps(str(registry))), encoding="utf-8")
-    repo = repo.commit("Publish the catalog")
-    pages_store = tmp_path / "pages"
+    return repo.commit("Publish the catalog")
+
+
+def _pages_stubs(pages_store: Path) -> dict[str, str | StubAction]:
     upload = _pinned("actions/upload-pages-artifact")
     deploy = _pinned("actions/deploy-pages")
-    stubs = {
+    return {
         upload: StubAction(
             _UPLOAD_PAGES.format(store=shlex.quote(str(pages_store))), ("name", "path")
         ),
         # Stands in for the deployment only; the site was built and uploaded for real.
         deploy: StubAction('echo "page_url=https://acme.github.io/models/" >> "$GITHUB_OUTPUT"'),
     }
+
+
+def test_push_writes_the_catalog_and_uploads_it_for_pages(
+    act_harness: ActHarness, tmp_path: Path
+) -> None:
+    repo = _catalog_repo(act_harness, tmp_path)
+    pages_store = tmp_path / "pages"
+    stubs = _pages_stubs(pages_store)
 
     run = act_harness.run(repo, "push", push_event(repo), stubs=stubs)
 
@@ -86,6 +94,27 @@ def test_push_writes_the_catalog_and_uploads_it_for_pages(
     assert states["fraud-detector"] == "attention"
     assert states["diabetes-risk"] == "not deployed"  # from the checkout (--repo .)
     print(f"act run (catalog job): {run.seconds:.2f}s")
+
+
+def test_a_tag_named_like_the_default_branch_publishes_no_catalog(
+    act_harness: ActHarness, tmp_path: Path
+) -> None:
+    """refs/tags/main has the ref_name `main` too: a caller whose `on: push` takes tags must not
+    publish (or deploy) the commit a tag points at, which no pull request may have reviewed."""
+    repo = _catalog_repo(act_harness, tmp_path)
+    caller = repo.path / ".github" / "workflows" / "mlops-ci.yml"
+    text = caller.read_text(encoding="utf-8").replace("    branches: [main]\n", "")
+    caller.write_text(text.replace("  push:\n", "  push: {}\n"), encoding="utf-8")
+    repo = repo.commit("Every push, tags too")
+    pages_store = tmp_path / "pages"
+
+    run = act_harness.run(
+        repo, "push", push_event(repo, ref="refs/tags/main"), stubs=_pages_stubs(pages_store)
+    )
+
+    assert run.job_result("plan") == "success", run.explain()
+    assert run.job_result("catalog") is None, run.explain()
+    assert not pages_store.exists()
 
 
 def test_pages_permissions_belong_to_the_catalog_job_alone() -> None:

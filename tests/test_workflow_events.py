@@ -18,6 +18,11 @@ And what the actions and `plan --format github` print from text they were given:
 input is named on one line (never a second line the runner would run as a workflow command),
 a rollback's model name and reason are never read as options, and the plan's job summary keeps
 the pull request's names inside a code block they cannot close. Each is shown to fire first.
+
+The jobs that deploy or publish the catalog run for the default branch itself (`refs/heads/…`,
+never a tag of the same name), the catalog on GitHub's real `schedule` payload (which holds no
+`repository`), and the deploy and rollback actions refuse an empty environment (a job whose
+`environment:` is empty runs unprotected).
 """
 
 from __future__ import annotations
@@ -268,7 +273,7 @@ def test_a_pull_request_without_a_common_history_is_a_clear_error(
 # --- concurrency: which runs GitHub may drop ------------------------------------------------------
 
 _EXPR_TOKEN = re.compile(
-    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<op>==|!=|&&|\|\||!|\(|\))|(?P<name>[A-Za-z_][\w.-]*))"
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<op>==|!=|&&|\|\||!|\(|\)|,)|(?P<name>[A-Za-z_][\w.-]*))"
 )
 
 
@@ -307,9 +312,17 @@ def _evaluate(expr: str, context: Mapping[str, Any]) -> Any:
             return text == "true"
         if text == "null":
             return None
-        if peek() == "(":  # a status function; none of these blocks passes arguments
+        if peek() == "(":  # a status function, or format('{0}…', args)
             take()
-            assert take()[1] == ")", f"arguments in {expr!r}"
+            args = []
+            while peek() != ")":
+                args.append(either())
+                if peek() == ",":
+                    take()
+            take()
+            if text == "format":
+                return re.sub(r"\{(\d+)\}", lambda m: _text(args[int(m.group(1)) + 1]), args[0])
+            assert not args, f"arguments in {expr!r}"
             return {"always": True, "success": True, "cancelled": False, "failure": False}[text]
         value: Any = context
         for part in text.split("."):
@@ -729,3 +742,162 @@ def test_an_edit_does_not_cancel_the_checks_of_a_push() -> None:
     assert _dropped(block, [_pr_event("synchronize"), moved]) == [0]
     # and a push still cancels the checks of the one before
     assert _dropped(block, [_pr_event("synchronize"), _pr_event("synchronize")]) == [0]
+
+
+# --- the default branch: a branch named so, never a tag; a schedule is always on it -------------
+
+#: The jobs that deploy (build, publish) or publish the catalog only from the default branch.
+DEFAULT_BRANCH_JOBS = ("build", "publish", "catalog")
+#: What each `if:` said as it was: a tag pushed as `main` has the ref_name `main` too.
+_AS_IT_WAS = "github.ref_name == github.event.repository.default_branch"
+_BRANCH_ONLY = "github.ref == format('refs/heads/{0}', github.event.repository.default_branch)"
+
+
+def _trusted_run(event_name: str, ref: str, event: Mapping[str, Any]) -> dict[str, Any]:
+    """A run of a push, schedule or dispatch whose upstream jobs all did their part."""
+    return {
+        "github": {
+            "event_name": event_name,
+            "ref": ref,
+            "ref_name": ref.split("/", 2)[-1],
+            "repository": "acme/models",
+            "run_id": "3000",
+            "event": event,
+        },
+        "inputs": {"registry": "s3://acme-models/prod", "rollback-model": "", "catalog": True},
+        "needs": {
+            "plan": {"result": "success", "outputs": {"changed": "true"}},
+            "build": {"result": "success"},
+            "monitor": {"result": "success"},
+            "publish": {"result": "success"},
+        },
+    }
+
+
+_REPOSITORY = {"full_name": "acme/models", "default_branch": "main"}
+
+
+def _push(ref: str) -> dict[str, Any]:
+    return _trusted_run("push", ref, {"ref": ref, "repository": _REPOSITORY})
+
+
+#: GitHub's `schedule` payload names the cron line and the workflow, and no repository (so no
+#: `default_branch`); GITHUB_REF is the default branch, the only one a schedule runs on.
+SCHEDULE = _trusted_run(
+    "schedule",
+    "refs/heads/main",
+    {"schedule": "17 5 * * *", "workflow": ".github/workflows/mlops-ci.yml"},
+)
+
+
+def _if(doc: Mapping[str, Any], job: str) -> str:
+    return str(doc["jobs"][job]["if"]).strip()
+
+
+def test_only_the_default_branch_deploys_and_publishes_the_catalog() -> None:
+    doc = load()
+    for job in DEFAULT_BRANCH_JOBS:
+        assert _evaluate(_if(doc, job), _push("refs/heads/main")), job
+        # A tag named like the default branch (refs/tags/main: ref_name `main` as well), e.g.
+        # on an unreviewed commit, by a caller whose `on: push` has no branch filter.
+        assert not _evaluate(_if(doc, job), _push("refs/tags/main")), job
+        assert not _evaluate(_if(doc, job), _push("refs/heads/feature")), job
+    assert _jobs_that_run(doc, _push("refs/tags/main")) == {"validate", "plan"}
+
+
+def test_a_tag_named_like_the_default_branch_deployed_as_it_was() -> None:
+    doc = load()
+    for job in DEFAULT_BRANCH_JOBS:
+        condition = _if(doc, job)
+        assert _BRANCH_ONLY in condition, job
+        assert _evaluate(condition.replace(_BRANCH_ONLY, _AS_IT_WAS), _push("refs/tags/main"))
+
+
+def test_the_scheduled_catalog_runs_on_github_s_schedule_payload() -> None:
+    doc = load()
+    assert "repository" not in SCHEDULE["github"]["event"]
+    assert {"monitor", "catalog"} <= _jobs_that_run(doc, SCHEDULE)
+    # As it was, the catalog compared `main` with the payload's missing default_branch: the
+    # daily catalog (with the monitor's verdicts) was never published.
+    as_it_was = _if(doc, "catalog").replace(
+        "(github.event_name == 'schedule' || " + _BRANCH_ONLY + ")", _AS_IT_WAS
+    )
+    assert _AS_IT_WAS in as_it_was
+    assert not _evaluate(as_it_was, SCHEDULE)
+
+
+# --- publish and rollback run only in a named environment ---------------------------------------
+
+#: A recorder standing in for `mlops-ci`: it notes each call, so a test sees whether it ran.
+_RECORDER = '#!/bin/sh\necho "$@" >> "$MLOPS_CI_CALLS"\nexit 0\n'
+
+
+def _run_step_named(
+    action: str, name: str, values: Mapping[str, str], tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run the bash of step `name` of `action` with a recording `mlops-ci`: (result, calls)."""
+    doc = yaml.safe_load((ACTIONS / action / "action.yml").read_text(encoding="utf-8"))
+    (step,) = [s for s in doc["runs"]["steps"] if s.get("name") == name]
+    stub = tmp_path / "bin"
+    stub.mkdir(parents=True)
+    (stub / "mlops-ci").write_text(_RECORDER)
+    (stub / "mlops-ci").chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNNER_", "AWS_"))}
+    env.update(dict.fromkeys(step.get("env", {}), ""))
+    env.update(
+        GITHUB_OUTPUT=str(tmp_path / "output"),
+        MLOPS_CI_CALLS=str(calls),
+        PATH=f"{stub}{os.pathsep}{env.get('PATH', '')}",
+    )
+    env.update(values)
+    done = subprocess.run(
+        ["bash", "-c", step["run"]],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done, calls.read_text() if calls.exists() else ""
+
+
+_DEPLOYING_STEPS = {
+    "deploy": ("Deploy", {"MLOPS_CI_REGISTRY": "s3://acme-models/prod", "MLOPS_CI_BUILDS": "b"}),
+    "rollback": (
+        "Roll back",
+        {
+            "MLOPS_CI_REGISTRY": "s3://acme-models/prod",
+            "MLOPS_CI_MODEL": "iris",
+            "MLOPS_CI_TO": "1",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("action", list(_DEPLOYING_STEPS))
+@pytest.mark.parametrize("environment", ["", " \t"])
+def test_an_empty_environment_deploys_nothing(
+    action: str, environment: str, tmp_path: Path
+) -> None:
+    # `environment: ${{ vars.UNSET }}` in a caller gives the input '': the job then runs in no
+    # environment at all (no required reviewers, no deployment-branch rule), and a write key
+    # kept as a repository secret would publish unreviewed.
+    step, values = _DEPLOYING_STEPS[action]
+    done, calls = _run_step_named(
+        action, step, {**values, "MLOPS_CI_ENVIRONMENT": environment}, tmp_path
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert calls == "", "mlops-ci ran"
+    assert "::error title=mlops-ci" in done.stdout and "environment" in done.stdout
+
+
+@pytest.mark.parametrize("action", list(_DEPLOYING_STEPS))
+def test_a_named_environment_deploys(action: str, tmp_path: Path) -> None:
+    step, values = _DEPLOYING_STEPS[action]
+    done, calls = _run_step_named(
+        action, step, {**values, "MLOPS_CI_ENVIRONMENT": "production"}, tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "production" in calls
