@@ -312,6 +312,24 @@ def test_the_job_summary_fits_githubs_limit_in_bytes(
     capsys.readouterr()
 
 
+def test_a_run_of_an_older_commit_does_not_replace_the_newer_commits_report(
+    stage_docs: dict[str, Any], github: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-run of the run for an older head (or one a newer push did not cancel) edited the
+    sticky comment with its older report."""
+    server, pull = github
+    _write_models(tmp_path / "reports", stage_docs, 1)
+    event = tmp_path / "event.json"
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    argv = ["report", "--dir", str(tmp_path / "reports"), "--pr", "7", "--post"]
+    event.write_text(json.dumps({"pull_request": {"number": 7, "head": {"sha": "0" * 40}}}))
+    assert cli.main(argv) == 0
+    assert _comments(server) == []
+    event.write_text(json.dumps({"pull_request": {"number": 7, "head": {"sha": pull.head_sha}}}))
+    assert cli.main(argv) == 0
+    assert [MARKER in c["body"] for c in _comments(server)] == [True]
+
+
 def test_fork_pull_request_results_are_prepared_then_rendered_and_posted_by_workflow_run(
     stage_docs: dict[str, Any], github: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

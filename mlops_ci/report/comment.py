@@ -52,7 +52,17 @@ def main(folder: Path, *, pr: int | None, post: bool, out: Path | None) -> int:
     if gh is None or pr is None:
         return 0
     body = markdown.render(reports, limit=COMMENT_LIMIT, details_url=gh.run_url())
-    if gh.pull_request(pr).from_fork:
+    pull = gh.pull_request(pr)
+    tested = _event_head()
+    if tested is not None and pull.head_sha != tested:
+        # A re-run of an older run, or one that a newer push did not cancel: its report must
+        # not replace the newer commit's. It stays in this run's summary.
+        print(
+            f"mlops-ci report: #{pr} is now at {pull.head_sha[:12]}, this run tested "
+            f"{tested[:12]}: the comment is left to the newer commit's run"
+        )
+        return 0
+    if pull.from_fork:
         return _hand_over(folder, pr, reports)
     found = gh.own_comment(pr, MARKER)
     if found is not None:
@@ -71,6 +81,15 @@ def main(folder: Path, *, pr: int | None, post: bool, out: Path | None) -> int:
     (folder / PREPARED_FILE).unlink(missing_ok=True)  # a stale one must never be posted later
     print(f"mlops-ci report: {'created' if created else 'updated'} comment {comment_id} on #{pr}")
     return 0
+
+
+def _event_head() -> str | None:
+    """The head commit a pull_request event's run tested (None: no such event, e.g. --pr N
+    given on a laptop)."""
+    from mlops_ci import github
+
+    head = ((github.event_payload().get("pull_request") or {}).get("head") or {}).get("sha")
+    return head if isinstance(head, str) and head else None
 
 
 def _where_to_post(pr: int | None) -> tuple[GitHub, int]:
