@@ -448,6 +448,18 @@ def test_no_deploy_or_rollback_waiting_its_turn_is_dropped() -> None:
         assert _dropped(job.get("concurrency"), runs) == [], f"{name}: a waiting deploy is dropped"
 
 
+def test_no_registry_s_monitor_run_is_dropped_by_another_registry_s() -> None:
+    """A caller that monitors staging, production and a third registry from one schedule: one
+    group for all kept one run waiting and dropped it when the third arrived."""
+    block = load()["jobs"]["monitor"]["concurrency"]
+    runs = _runs("schedule")
+    for run, registry in zip(runs, ["s3://m/staging", "s3://m/prod", "s3://m/eu"], strict=True):
+        run["inputs"]["registry"] = registry
+    assert _dropped(block, runs) == []
+    assert _dropped({**block, "group": "mlops-ci-monitor-${{ github.repository }}"}, runs) == [1]
+    assert _dropped(block, _runs("schedule")) == [1]  # one registry's runs: one waits, as before
+
+
 def test_the_registry_group_as_it_was_drops_the_job_in_the_middle() -> None:
     # Both jobs were in `mlops-ci-registry-<registry>`, never cancelled in progress: the rollback
     # waiting behind the publish was dropped when the next publish arrived (and a publish
