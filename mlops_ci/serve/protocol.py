@@ -101,17 +101,19 @@ def parse_request(
     """Parse an inference request body (JSON, or JSON then binary tensor data when the
     `Inference-Header-Content-Length` header says how long the JSON part is) for a model."""
     if header_length is None:
-        header, binary = body, b""
+        header, binary = memoryview(body), memoryview(b"")
     else:
         if header_length < 0 or header_length > len(body):
             raise ProtocolError(
                 f"Inference-Header-Content-Length is {header_length} but the body has "
                 f"{len(body)} bytes"
             )
-        header, binary = body[:header_length], body[header_length:]
+        # Views, not copies: a binary input is read from the body itself (`_from_binary`).
+        view = memoryview(body)
+        header, binary = view[:header_length], view[header_length:]
     try:
         # already str: json skips its encoding detection
-        doc = json.loads(header.decode(), parse_constant=_not_json)
+        doc = json.loads(str(header, "utf-8"), parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"the request is not valid JSON: {exc}") from None
     except RecursionError:
@@ -166,7 +168,9 @@ def _parameters(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _parse_inputs(raw: Any, binary: bytes, metas: Sequence[TensorMeta]) -> dict[str, np.ndarray]:
+def _parse_inputs(
+    raw: Any, binary: memoryview, metas: Sequence[TensorMeta]
+) -> dict[str, np.ndarray]:
     if not isinstance(raw, list):
         raise ProtocolError("'inputs' must be a list of tensors")
     by_name = {m.name: m for m in metas}
@@ -313,7 +317,7 @@ def _flat(data: list[Any]) -> list[Any]:
     return out
 
 
-def _from_binary(raw: bytes, shape: tuple[int, ...], meta: TensorMeta) -> np.ndarray:
+def _from_binary(raw: memoryview, shape: tuple[int, ...], meta: TensorMeta) -> np.ndarray:
     count = _count(shape)
     if meta.datatype == "BYTES":
         return np.array(split_bytes(raw, count, meta.name), dtype=object).reshape(shape)
@@ -323,11 +327,14 @@ def _from_binary(raw: bytes, shape: tuple[int, ...], meta: TensorMeta) -> np.nda
             f"input {meta.name!r}: shape {list(shape)} of {meta.datatype} needs "
             f"{count * dtype.itemsize} bytes, binary_data_size is {len(raw)}"
         )
-    # frombuffer is read-only and zero-copy; onnxruntime only reads its inputs.
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+    # A read-only view of the body (onnxruntime only reads its inputs), unless it starts at an
+    # address that is no multiple of its item size (the JSON part has any length): a copy then,
+    # so that no kernel is handed unaligned numbers.
+    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+    return array if array.flags.aligned else array.copy()
 
 
-def split_bytes(raw: bytes, count: int, name: str) -> list[str]:
+def split_bytes(raw: bytes | memoryview, count: int, name: str) -> list[str]:
     """BYTES in binary form: each element is a 4-byte little-endian length, then its bytes."""
     values: list[str] = []
     offset, end = 0, len(raw)
@@ -339,7 +346,7 @@ def split_bytes(raw: bytes, count: int, name: str) -> list[str]:
         if offset + length > end:
             raise ProtocolError(f"input {name!r}: a BYTES value runs past its binary data")
         try:
-            values.append(raw[offset : offset + length].decode("utf-8"))
+            values.append(str(raw[offset : offset + length], "utf-8"))
         except UnicodeDecodeError:
             raise ProtocolError(f"input {name!r}: BYTES values must be UTF-8 text") from None
         offset += length
