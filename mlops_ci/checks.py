@@ -56,9 +56,12 @@ def verdict(needs: Mapping[str, Any]) -> Verdict:
         for job, result in results.items()
         if result != "success" and not (job == MODEL_JOB and result == "skipped" and not changed)
     ]
+    # A workflow wired without them (edited by hand) must not pass for want of a job: without
+    # `plan` nothing says whether a model changed; without the model job none was tested.
+    bad += [f"{job} missing" for job in ("plan", MODEL_JOB) if job not in results]
     if bad:
         return Verdict(False, "Not passed: " + ", ".join(bad), results)
-    if MODEL_JOB in results and changed:
+    if changed:
         return Verdict(
             True, "Every changed model passed validate, convert, test and bench", results
         )

@@ -35,6 +35,9 @@ def needs(model: str, changed: str = "true", **others: str) -> dict[str, Any]:
         (needs("success", plan="failure"), False),
         (needs("success", validate="failure"), False),
         (needs("skipped", changed="", plan="failure"), False),
+        # a workflow wired by hand without the model job, or without plan, passed green
+        ({k: v for k, v in needs("success").items() if k != "model"}, False),
+        ({k: v for k, v in needs("success").items() if k != "plan"}, False),
     ],
 )
 def test_verdict_is_green_only_when_every_job_succeeded(jobs: dict[str, Any], passed: bool) -> None:
