@@ -367,11 +367,30 @@ def _fits(value: Any, dtype: str) -> bool:
         except ValueError:
             return False
         return True
+    number = _as_int(text)
+    low, high = _INT_RANGES.get(dtype, (-math.inf, math.inf))
+    return number is not None and low <= number <= high
+
+
+def _as_int(text: str) -> int | None:
+    """An integer as data.py reads one: exactly, else through a float (`1e3`, `2.0`)."""
     try:
-        number = float(text)
+        return int(text)
     except ValueError:
-        return False
-    return math.isfinite(number) and number.is_integer()
+        pass
+    try:
+        real = float(text)
+    except ValueError:
+        return None
+    return int(real) if math.isfinite(real) and real.is_integer() else None
+
+
+#: The integer dtypes' ranges: a value outside one is refused by `test`, so by validate too.
+_INT_RANGES = {
+    f"{sign}int{bits}": ((0, 2**bits - 1) if sign else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    for sign in ("", "u")
+    for bits in (8, 16, 32, 64)
+}
 
 
 def case_inputs_fit_signature(ctx: Context) -> Iterator[Problem]:
@@ -420,9 +439,15 @@ def case_inputs_fit_signature(ctx: Context) -> Iterator[Problem]:
                 continue
             name, dtype = dtype_of[key]
             if not _fits(value, dtype):
+                bounds = _INT_RANGES.get(dtype)
+                whole = not isinstance(value, bool) and _as_int(str(value).strip()) is not None
+                why = (
+                    f"is out of {dtype}'s range, {bounds[0]} to {bounds[1]}"
+                    if bounds is not None and whole
+                    else f"cannot be read as {dtype}"
+                )
                 yield ctx.problem(
-                    [*where, key],
-                    f"{type_name(value)} {value!r} cannot be read as {dtype} (input '{name}')",
+                    [*where, key], f"{type_name(value)} {value!r} {why} (input '{name}')"
                 )
         yield from _rest_width(ctx, where, rest, given, dtype_of, closed)
 
