@@ -10,6 +10,7 @@ is found and named. Callers that append hold the registry lock (`deploy.py` does
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +30,10 @@ ACTIONS = ("deploy", "rollback", "refused", "smoke-failed")
 SETS_SERVING = ("deploy", "rollback", "smoke-failed")
 
 
+#: `now()`'s format, which orders as text as it does in time
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+
+
 def now() -> str:
     """ISO 8601 UTC with microseconds, the format of every `time` field."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -38,11 +43,12 @@ def parse_time(text: str) -> datetime:
     """An ISO 8601 time as `--at` takes it (a date alone means its midnight, UTC)."""
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+        # an offset can carry a time past year 9999 or before year 1 in UTC: OverflowError
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise UsageError(
             f"{text!r} is not an ISO 8601 time (e.g. 2026-11-01 or 2026-11-01T12:00:00Z)"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -62,6 +68,9 @@ class Pending:
     record: dict[str, Any]
     line: bytes
     sha256: str
+    #: the line (with its newline) the record follows, b"" for the first: the log must still
+    #: end with it when the record is appended (a lock taken over after its TTL can move it)
+    after: bytes | None = None
 
 
 def read_log(reg: Registry) -> bytes | None:
@@ -142,7 +151,14 @@ def _settle_head(reg: Registry, end: End) -> None:
     that disagrees with the log any other way (that is for `audit verify` to name)."""
     lines, head = end.lines, end.head
     if not lines:
-        return
+        if head is None:
+            return  # no log, no head: the first record
+        # A head is written only after the record it names, so a head without a log means the
+        # log was cut (whole); a first record written now would overwrite the head that says so.
+        raise UsageError(
+            f"{reg.uri_of(HEAD_KEY)} names a record but the log is empty or missing; nothing is "
+            "written until `mlops-ci audit verify` passes"
+        )
     last = lines[-1]
     seq = _field(last, b"seq") or b"?"
     wanted = _head_of(last)
@@ -173,11 +189,20 @@ def prepare(reg: Registry, fields: dict[str, Any], end: End | None = None) -> Pe
     seq_field = _field(last, b"seq") if last else b"0"
     if seq_field is None or not seq_field.isdigit():
         raise UsageError(f"{reg.uri_of(LOG_KEY)}: the last record has no seq; run `audit verify`")
-    record = {"time": now(), **fields, "prev": prev, "seq": int(seq_field) + 1}
+    # Never dated before the record it follows: deploys run on machines whose clocks disagree,
+    # and `audit show --at` reads the log's order from the times (one fixed format: the text
+    # orders as the time does).
+    time = now()
+    last_time = (
+        (_field(last, b"time") or b"").strip(b'"').decode("utf-8", "replace") if last else ""
+    )
+    if last_time > time and _TIME.fullmatch(last_time):
+        time = last_time
+    record = {"time": time, **fields, "prev": prev, "seq": int(seq_field) + 1}
     if record.get("action") not in ACTIONS:
         raise ValueError(f"unknown audit action {record.get('action')!r}")
     line = encode(record)
-    return Pending(record, line, digest(line))
+    return Pending(record, line, digest(line), last + b"\n" if last else b"")
 
 
 def commit(reg: Registry, pending: Pending, *alongside: Callable[[], object]) -> None:
@@ -188,7 +213,7 @@ def commit(reg: Registry, pending: Pending, *alongside: Callable[[], object]) ->
     head's (together on S3: a round trip less). Either may land first, and when one fails the
     others may or may not have run: every such state converges (a head one record behind is
     moved on by the next append; serving files behind the log, by the next deploy)."""
-    reg.store.append(LOG_KEY, pending.line + b"\n")
+    reg.store.append(LOG_KEY, pending.line + b"\n", pending.after)
     head = f"{pending.record['seq']} {pending.sha256}\n".encode()
     reg.gather(lambda: reg.write_bytes(HEAD_KEY, head), *alongside)
 
@@ -473,8 +498,8 @@ def show(reg: Registry, model: str, at: datetime | None = None) -> dict[str, Any
     """What served `model` at `at` (default: now), approved by whom, with which results, and the
     model's history of records up to then."""
     history = [r for r in records(reg) if r.get("model") == model]
-    if at is not None:
-        history = [r for r in history if parse_time(r["time"]) <= at]
+    if at is not None:  # the log up to its first record after `at`, as `serving_at` reads it
+        history = list(itertools.takewhile(lambda r: parse_time(r["time"]) <= at, history))
     record = serving_at(history, None)
     serving: dict[str, Any] | None = None
     if record is not None:
@@ -499,7 +524,11 @@ def show(reg: Registry, model: str, at: datetime | None = None) -> dict[str, Any
         }
     return {
         "model": model,
-        "at": at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else None,
+        # to the microsecond when asked so: a record at 08:00:00.3 is in the answer "at 08:00:00.5",
+        # and must not read as after the time asked
+        "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if at.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+        if at
+        else None,
         "serving": serving,
         "history": history,
     }

@@ -812,8 +812,9 @@ def _existing(registry: str) -> Registry:
 def verify_main(registry: str, fmt: str = "text") -> int:
     reg = _existing(registry)
     result = audit.verify(reg)
-    if result.records == 0 and not reg.models():
-        # `--registry .` in the model repository must not read as a verified trail
+    if result.records == 0 and result.ok and not reg.models():
+        # `--registry .` in the model repository must not read as a verified trail (a head
+        # with no log is not that: the log was cut, and verify says so)
         raise UsageError(
             f"{reg.uri}: no audit log and no model: not a registry, or nothing "
             "was deployed to it yet"

@@ -14,6 +14,8 @@ API_VERSION = "serving.kserve.io/v1beta1"
 #: KServe names an InferenceService's Knative service and DNS host after it: an RFC 1035 label.
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _MAX_NAME = 63
+#: minReplicas and maxReplicas are int32 in KServe's CRD (format: int32)
+_INT32_MAX = 2**31 - 1
 
 
 def render(name: str, storage_uri: str, serving: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -32,6 +34,9 @@ def render(name: str, storage_uri: str, serving: dict[str, Any] | None = None) -
         problems.append("spec.serving.max_replicas must be 1 or more")
     if low is not None and high is not None and low > high:
         problems.append(f"spec.serving.min_replicas ({low}) exceeds max_replicas ({high})")
+    for key, value in (("min_replicas", low), ("max_replicas", high)):
+        if value is not None and value > _INT32_MAX:  # the CRD's int32: the API server refuses
+            problems.append(f"spec.serving.{key} {value} is more than KServe's {_INT32_MAX}")
     if problems:
         raise CheckFailed(f"InferenceService for {name}: " + "; ".join(problems))
 

@@ -8,6 +8,7 @@ written where, and in which order, is `deploy.py`'s business; `audit.py` owns th
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import errno
 import fcntl
 import functools
@@ -62,6 +63,9 @@ def release_marker(n: int, semver: str) -> str:
 #: append rewrites the last segment only, and its cost stays flat however long the log grows.
 SEGMENT_LINES = 256
 _SEGMENT_SUFFIX = re.compile(r"\.([0-9]{6})")
+#: An S3 bucket's name (AWS's rules, with the upper case and '_' that older buckets and other
+#: stores allow): no '#', '?', ':' or '@' that a URI would read as something else.
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 #: An S3 ETag that is an MD5 of the object's bytes (single-part, no SSE-KMS), as listed.
 _MD5_ETAG = re.compile(r'"[0-9a-f]{32}"')
 
@@ -115,7 +119,7 @@ class Store(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def put_if_absent(self, key: str, data: bytes) -> bool: ...
     def put_if_match(self, key: str, data: bytes, token: str) -> bool: ...
-    def append(self, key: str, data: bytes) -> None: ...
+    def append(self, key: str, data: bytes, after: bytes | None = None) -> None: ...
     def read_log(self, key: str) -> bytes | None: ...
     def delete(self, key: str) -> None: ...
     def configs(self) -> list[str]: ...
@@ -203,13 +207,18 @@ class FileStore:
             self.put(key, data)
             return True
 
-    def append(self, key: str, data: bytes) -> None:
+    def append(self, key: str, data: bytes, after: bytes | None = None) -> None:
+        """Append `data`. `after`: the bytes the log must end with (b"": no log, or an empty
+        one), else nothing is written (`moved_on`)."""
         path = self._path(key)
         # One write() with O_APPEND: a killed process leaves the line whole or absent.
-        fd = atomic.open_making_folder(
-            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, atomic.FILE_MODE
-        )
+        fd = atomic.open_making_folder(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, atomic.FILE_MODE)
         try:
+            if after is not None:
+                size = os.fstat(fd).st_size
+                end = os.pread(fd, len(after), size - len(after)) if size >= len(after) else None
+                if end != after or (not after and size):
+                    raise moved_on(self.uri, key)
             os.write(fd, data)
             if _FSYNC:
                 os.fsync(fd)
@@ -487,12 +496,18 @@ class S3Store:
             data = (self._range(segments[-2], nbytes - len(data)) or b"") + data
         return data[-nbytes:]
 
-    def append(self, key: str, data: bytes) -> None:
+    def append(self, key: str, data: bytes, after: bytes | None = None) -> None:
+        """Append `data` (`FileStore.append`). With `after`, a writer that finds the log
+        moved on since it read its end fails instead of appending after another's line."""
         # The state `tail` just read (the caller reads the log's end before it appends) saves
         # a listing and a read; a stale one only costs a failed conditional write.
         state = self._log_cache.pop(key, None)
         for _ in range(100):
             state = state or self._last_segment(key)
+            if after is not None and not (
+                (state is not None and state[1].endswith(after)) if after else state is None
+            ):
+                raise moved_on(self.uri, key)
             if state is None:
                 if self.put_if_absent(key, data):
                     return
@@ -691,15 +706,17 @@ class S3Store:
         me = {"host": _machine(), "pid": os.getpid(), "id": lock_id}
         deadline = time.monotonic() + timeout_s
         while True:
-            body = json.dumps({**me, "expires": time.time() + ttl}).encode()
+            # `ttl`: how long the lock lasts, judged by the store's clock (`_held_lock`), since
+            # the machines' clocks may disagree; `expires`, by ours, for a store without dates.
+            body = json.dumps({**me, "expires": time.time() + ttl, "ttl": ttl}).encode()
             mine = self._conditional(LOCK_KEY, body)
             if mine is not None:
                 break
-            held = self.get(LOCK_KEY)
+            held = self._held_lock()
             if held is not None and _lock_id(held[0]) == lock_id:
                 mine = held[1]  # ours: the create landed, its response was lost, the retry
                 break  # met the condition
-            if held is not None and _lock_is_stale(held[0]):
+            if held is not None and _lock_is_stale(held[0], held[2]):
                 # took over a dead holder's lock; the If-Match makes the takeover unique
                 mine = self._conditional(LOCK_KEY, body, if_match=held[1])
                 if mine is not None:
@@ -712,19 +729,45 @@ class S3Store:
             time.sleep(0.02)
         return mine, lock_id
 
+    def _held_lock(self) -> tuple[bytes, str, float | None] | None:
+        """The lock's bytes, ETag and age in seconds by the store's own clock (its answer's
+        Date less the lock's Last-Modified; None when it gives no dates). None: no lock."""
+        from mlops_ci.s3 import S3Failure
+
+        try:
+            resp = self.client.get(self._key(LOCK_KEY))
+        except S3Failure as exc:
+            if _absent(exc):
+                return None
+            raise self._fail(exc, f"read {LOCK_KEY}") from exc
+        try:
+            written = email.utils.parsedate_to_datetime(resp.headers["last-modified"])
+            now = email.utils.parsedate_to_datetime(resp.headers["date"])
+            age: float | None = (now - written).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            age = None
+        return resp.body, resp.headers.get("etag", ""), age
+
     def _unlock(self, etag: str, me: str) -> None:
         """Delete the lock only if it is still ours: one conditional delete where the store
         has them (AWS, SeaweedFS, moto), else read, compare and delete."""
         from mlops_ci.s3 import S3Failure
 
-        try:
-            self.client.delete(self._key(LOCK_KEY), if_match=etag)
-            return
-        except S3Failure as exc:
-            if _condition_failed(exc):
-                return  # a deploy took it over after our TTL: it is theirs now
-            if exc.status not in (400, 501):  # 400/501: this store has no conditional delete
-                raise self._fail(exc, f"delete {LOCK_KEY}") from exc
+        for attempt in range(5):
+            try:
+                self.client.delete(self._key(LOCK_KEY), if_match=etag)
+                return
+            except S3Failure as exc:
+                if exc.status == 409 and attempt < 4:
+                    # another conditional request on the lock (a waiter's create) is in
+                    # flight: nothing was decided, so ask again (AWS's advice for a 409)
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                if exc.status != 409 and _condition_failed(exc):
+                    return  # a deploy took it over after our TTL: it is theirs now
+                if exc.status not in (400, 409, 501):  # 400/501: no conditional delete here
+                    raise self._fail(exc, f"delete {LOCK_KEY}") from exc
+                break  # still conflicting, or no conditional delete: read, compare, delete
         held = self.get(LOCK_KEY)
         if held is not None and _lock_id(held[0]) == me:
             self.delete(LOCK_KEY)
@@ -742,6 +785,16 @@ class S3Store:
 
     def child_uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def moved_on(uri: str, key: str) -> RegistryError:
+    """An append whose log no longer ends where its writer read it: a hash-chained record
+    appended there would name the wrong predecessor and break the chain for good."""
+    return RegistryError(
+        f"{uri}/{key} moved on while this writer held the registry lock: another writer took "
+        "the lock over (its TTL, MLOPS_CI_LOCK_TTL, ran out) or wrote without it. Nothing was "
+        "appended; run again"
+    )
 
 
 def _absent(exc: s3.S3Failure) -> bool:
@@ -785,12 +838,18 @@ def _lock_id(body: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _lock_is_stale(body: bytes) -> bool:
+def _lock_is_stale(body: bytes, age: float | None = None) -> bool:
     """A lock whose holder is gone: past its expiry, or a dead process on this very machine
-    (the same host, boot and pid namespace; anything else waits for the expiry)."""
+    (the same host, boot and pid namespace; anything else waits for the expiry). `age`: the
+    lock's age by the store's clock; with it, the expiry is its `ttl` on that one clock, so a
+    holder's clock behind ours (or ours ahead) does not expire a lock still held."""
     try:
         held = json.loads(body)
-        if time.time() > float(held["expires"]):
+        ttl = held.get("ttl") if isinstance(held, dict) else None
+        if age is not None and isinstance(ttl, int | float) and not isinstance(ttl, bool):
+            if age > ttl:
+                return True
+        elif time.time() > float(held["expires"]):
             return True
         if held.get("host") == _machine():
             os.kill(int(held["pid"]), 0)
@@ -1092,11 +1151,13 @@ def open_registry(uri: str | Path) -> Registry:
     if not text.strip():
         raise RegistryError("the registry is empty: give a folder, file:///path or s3://…")
     if text.startswith("s3://"):
-        parsed = urlparse(text)
-        if not parsed.netloc:
+        # Split by hand, as the AWS CLI and Triton read s3://: a key may hold '#' and '?',
+        # which urlparse would cut off as a fragment or query (s3://b#x/p was the bucket's root).
+        bucket, _, prefix = text.removeprefix("s3://").partition("/")
+        if not _BUCKET.fullmatch(bucket):
             raise RegistryError(f"{text}: an S3 registry is s3://bucket/prefix")
         try:
-            return Registry(S3Store(parsed.netloc, parsed.path))
+            return Registry(S3Store(bucket, prefix))
         except ImportError as exc:
             raise RegistryError(
                 "an s3:// registry needs mlops-ci's s3 extra: pip install 'mlops-ci[s3]'"
@@ -1105,7 +1166,15 @@ def open_registry(uri: str | Path) -> Registry:
         parsed = urlparse(text)
         if parsed.netloc not in ("", "localhost"):
             raise RegistryError(f"{text}: file:// URIs name a local folder (file:///abs/path)")
+        if parsed.query or parsed.fragment or text.endswith(("?", "#")):
+            # a query or fragment is no part of the folder: it was a folder's '?' or '#'
+            raise RegistryError(
+                f"{text}: a file:// URI names a folder, with no query or fragment; write '?' "
+                "as %3F and '#' as %23 (or give the folder's path)"
+            )
         text = unquote(parsed.path)  # as Path.as_uri() wrote it: "%20" is a space
+        if "\x00" in text:  # "%00": no path holds one (the OS would refuse it as an internal error)
+            raise RegistryError(f"{uri}: a folder's path holds no NUL character (%00)")
     elif "://" in text:
         raise RegistryError(f"{text}: a registry is a folder, file:///path or s3://bucket/prefix")
     path = Path(text)

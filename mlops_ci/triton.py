@@ -87,6 +87,7 @@ def build(
     cannot be served as stated."""
     pb = model_config_pb2()
     serving = serving or {}
+    _check_ranges(name, inputs, outputs, serving)
     batching = _batching([*inputs, *outputs])
     requested = serving.get("max_batch_size")
     default = DEFAULT_MAX_BATCH_SIZE if batching else 0
@@ -115,6 +116,30 @@ def build(
         group.kind = pb.ModelInstanceGroup.Kind.Value("KIND_CPU")
     check(cfg, inputs, outputs)
     return cfg
+
+
+#: ModelConfig's fields are int32 (max_batch_size, an instance group's count) and int64 (dims):
+#: a manifest's integers have no upper bound, and protobuf refuses a value past its field's.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _check_ranges(
+    name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor], serving: dict[str, Any]
+) -> None:
+    problems = [
+        f"spec.serving.{key} {serving[key]} is more than Triton's {INT32_MAX}"
+        for key in ("max_batch_size", "instances")
+        if isinstance(serving.get(key), int) and serving[key] > INT32_MAX
+    ]
+    problems += [
+        f"{t.name}: dimension {d} of shape {list(t.shape)} is more than {INT64_MAX}"
+        for t in (*inputs, *outputs)
+        for d in t.shape
+        if d > INT64_MAX
+    ]
+    if problems:
+        raise CheckFailed(f"config.pbtxt for {name}: " + "; ".join(problems))
 
 
 def check(cfg: Any, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:

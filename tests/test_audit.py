@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -209,11 +210,26 @@ def test_cli_audit_show_at_a_time(reg: Registry, tmp_path: Path, capsys) -> None
     )
     doc = json.loads(capsys.readouterr().out)
     assert doc["serving"]["registry_version"] == 1
+    # at the record's very instant, microseconds and all: the answer says so (it said the
+    # second before, "at 08:00:00Z", then "since 08:00:00.123456Z"), also given with an offset
+    assert (
+        audit.parse_time(doc["at"])
+        == audit.parse_time(first)
+        == audit.parse_time(doc["serving"]["since"])
+    )
+    shifted = audit.parse_time(first).astimezone(timezone(timedelta(hours=-5))).isoformat()
+    assert cli.main(["audit", "show", "iris", "--registry", uri, "--at", shifted]) == 0
+    assert f"iris at {doc['at']}: version 1.0.0 (registry version 1), since {first}" in (
+        capsys.readouterr().out
+    )
     assert cli.main(["audit", "show", "iris", "--registry", uri]) == 0
     out = capsys.readouterr().out
     assert "registry version 2" in out and "rollback (latency regression)" in out
-    assert cli.main(["audit", "show", "iris", "--registry", uri, "--at", "yesterday"]) == 2
-    assert "not an ISO 8601 time" in capsys.readouterr().err
+    # an offset that carries the time past year 9999 in UTC was an internal error (OverflowError)
+    for bad in ("yesterday", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        assert cli.main(["audit", "show", "iris", "--registry", uri, "--at", bad]) == 2
+        err = capsys.readouterr().err
+        assert "not an ISO 8601 time" in err and "internal error" not in err
 
 
 def test_cli_audit_show_on_a_damaged_log_names_the_line(
@@ -448,3 +464,90 @@ def test_a_staged_but_unrecorded_version_is_retired_by_the_next_semver(
     assert deploy.publish(reg, candidate("m0", "1.2.0", salt="c"), LOCAL).registry_version == 3
     assert reg.versions("m0") == [1, 3] and reg.serving_version("m0") == 3
     assert audit.verify(reg).ok
+
+
+@pytest.mark.parametrize("segment_lines", [None, 1], ids=["one-segment", "new-segment"])
+def test_a_deploy_that_lost_its_lock_to_the_ttl_appends_nothing(
+    s3_server, monkeypatch: pytest.MonkeyPatch, segment_lines: int | None
+) -> None:
+    """A deploy whose upload outlives the lock's TTL loses the lock to the next deploy, which
+    appends its record. The first must then fail, not append a record whose `prev` names the
+    line before the second's: that would break the chain for good (seen: two records 2)."""
+    from mlops_ci import registry
+    from mlops_ci.registry import RegistryError
+
+    if segment_lines:  # each append then creates a segment (If-None-Match, not If-Match)
+        monkeypatch.setattr(registry, "SEGMENT_LINES", segment_lines)
+    uri = s3_server.fresh_uri()
+    first, second = open_registry(uri), open_registry(uri)
+    deploy.publish(first, candidate("iris", "1.0.0"), LOCAL)
+    monkeypatch.setenv("MLOPS_CI_LOCK_TTL", "0.3")
+    upload = first.store.put_folder
+
+    def slow_upload(prefix: str, files: dict[str, bytes]) -> None:
+        upload(prefix, files)  # then the next deploy takes the expired lock over, and records
+        deploy.publish(second, candidate("wine", "1.0.0"), LOCAL, lock_timeout_s=10)
+
+    monkeypatch.setattr(first.store, "put_folder", slow_upload)
+    with pytest.raises(RegistryError, match="moved on while this writer held the registry lock"):
+        deploy.publish(first, candidate("iris", "1.1.0", salt="b"), LOCAL)
+    assert [(r["model"], r["seq"]) for r in audit.records(first)] == [("iris", 1), ("wine", 2)]
+    assert audit.verify(first).ok
+    assert first.serving_version("iris") == 1 and first.serving_version("wine") == 1
+    monkeypatch.delenv("MLOPS_CI_LOCK_TTL")  # run again: it records its version, and the
+    # chain still verifies
+    again = deploy.publish(open_registry(uri), candidate("iris", "1.1.0", salt="b"), LOCAL)
+    assert again.changed and first.serving_version("iris") == again.registry_version
+    assert audit.verify(first).ok
+
+
+@pytest.mark.parametrize("cut", ["deleted", "emptied"])
+def test_nothing_is_appended_after_a_head_whose_log_was_cut_whole(
+    tmp_path: Path, cut: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A head names a record only once it is written, so a head without a log means the whole
+    log was cut. Appending a first record there overwrote the head, the only witness of the
+    cut: `audit verify` then passed on a registry that had lost its history."""
+    from mlops_ci.errors import UsageError
+
+    reg = open_registry(tmp_path / "registry")
+    for i in range(3):
+        deploy.refuse(reg, ["iris"], f"no approval ({i})", LOCAL)
+    log = tmp_path / "registry" / audit.LOG_KEY
+    log.unlink() if cut == "deleted" else log.write_bytes(b"")
+    assert "records 1..3 were cut off" in str(audit.verify(reg).problem)
+    with pytest.raises(UsageError, match="the log is empty or missing"):
+        deploy.refuse(reg, ["iris"], "no approval (3)", LOCAL)
+    assert "records 1..3 were cut off" in str(audit.verify(reg).problem)
+    # refusals only, so no model: the CLI said "not a registry, or nothing was deployed" (2)
+    assert cli.main(["audit", "verify", "--registry", str(tmp_path / "registry")]) == 1
+    assert "records 1..3 were cut off" in capsys.readouterr().err
+
+
+def test_a_writer_whose_clock_is_behind_never_dates_a_record_before_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deploys run on different runners, whose clocks may disagree. A rollback from a runner
+    two minutes behind was dated before the deploy it undid, so `audit show --at` a minute
+    before it answered "rolled back at 10:04 from version 2" of a time when version 2, deployed
+    at 10:05, did not exist yet. A record is never dated before the one it follows."""
+    reg = open_registry(tmp_path / "registry")
+    times = iter(["2026-11-01T10:00:00.000000Z", "2026-11-01T10:05:00.000000Z"])
+    monkeypatch.setattr(audit, "now", lambda: next(times))
+    deploy.publish(reg, candidate("iris", "1.0.0"), LOCAL)
+    deploy.publish(reg, candidate("iris", "1.1.0", salt="b"), LOCAL)
+    monkeypatch.setattr(audit, "now", lambda: "2026-11-01T10:04:00.000000Z")  # 2 min behind
+    deploy.rollback(reg, "iris", 1, "latency", Provenance(actor="oncall"))
+    times_logged = [r["time"] for r in audit.records(reg)]
+    assert times_logged == sorted(times_logged)
+    at = audit.show(reg, "iris", audit.parse_time("2026-11-01T10:04:30Z"))
+    assert at["serving"]["set_by"] == "deploy" and at["serving"]["registry_version"] == 1
+    assert [r["action"] for r in at["history"]] == ["deploy"]
+    assert audit.verify(reg).ok
+    # A log written before this rule is read as far as its first record after the time asked
+    log = tmp_path / "registry" / audit.LOG_KEY
+    lines = log.read_bytes().splitlines()
+    rolled_back = json.loads(lines[2]) | {"time": "2026-11-01T10:04:00.000000Z"}
+    log.write_bytes(b"\n".join([*lines[:2], audit.encode(rolled_back)]) + b"\n")
+    at = audit.show(reg, "iris", audit.parse_time("2026-11-01T10:04:30Z"))
+    assert [r["action"] for r in at["history"]] == ["deploy"]

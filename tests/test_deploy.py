@@ -400,6 +400,30 @@ def test_webhook_only_checks_are_made_by_the_generator() -> None:
         kserve.render("iris", "s3://b/iris", {"min_replicas": 3, "max_replicas": 1})
 
 
+@pytest.mark.parametrize(
+    ("serving", "problem"),
+    [
+        ({"max_batch_size": 2**31}, "max_batch_size 2147483648 is more than Triton's"),
+        ({"instances": 2**31}, "instances 2147483648 is more than Triton's"),
+        ({"max_replicas": 2**31}, "max_replicas 2147483648 is more than KServe's"),
+    ],
+)
+def test_serving_numbers_past_their_field_s_range_are_refused_before_a_write(
+    tmp_path: Path, serving: dict[str, int], problem: str
+) -> None:
+    """The schema bounds these below only. Past int32, protobuf raised ValueError (an internal
+    error, exit 2) for Triton's fields, and an InferenceService was written whose maxReplicas
+    KServe's CRD (`format: int32`) refuses in the cluster."""
+    predictor = json.loads(STRICT_ISVC.read_text())["properties"]["spec"]["properties"]
+    assert predictor["predictor"]["properties"]["maxReplicas"]["format"] == "int32"
+    reg = open_registry(tmp_path / "r")
+    cand = candidate()
+    cand.manifest_data["spec"]["serving"] = serving
+    with pytest.raises(CheckFailed, match=problem):
+        deploy.publish(reg, cand, LOCAL)
+    assert reg.list_keys() == [".mlops/lock"]  # nothing written (the lock's file stays)
+
+
 def test_smoke_test_runs_the_cases_on_what_the_registry_serves(tmp_path: Path) -> None:
     reg = open_registry(tmp_path / "r")
     deploy.publish(reg, candidate(version="1.0.0"), LOCAL)

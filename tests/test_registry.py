@@ -322,6 +322,30 @@ def test_a_taken_over_s3_lock_is_not_released_by_its_first_holder(
     assert second.read_bytes(LOCK_KEY) is None  # the second holder released its own
 
 
+def test_an_s3_lock_expires_by_the_store_s_clock_not_its_holder_s(
+    s3_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder whose clock runs an hour behind (or a deploy whose clock runs ahead) wrote an
+    expiry every other machine saw as past: its lock was taken over at once while it still
+    wrote. The lock's age is the store's Date less its Last-Modified, one clock."""
+    import contextlib
+
+    from mlops_ci import registry
+
+    uri = s3_server.fresh_uri()
+    first, second = open_registry(uri), open_registry(uri)
+    real = time.time
+    with contextlib.ExitStack() as held:
+        monkeypatch.setattr(registry.time, "time", lambda: real() - 3600)
+        held.enter_context(first.store.lock(timeout_s=5))
+        monkeypatch.setattr(registry.time, "time", real)
+        with (
+            pytest.raises(RegistryError, match="held by another deploy"),
+            second.store.lock(timeout_s=1.5),
+        ):
+            pass
+
+
 def test_an_s3_lock_is_broken_early_only_for_a_dead_process_of_this_very_machine() -> None:
     """Before its expiry, a lock is taken over only when its holder's pid is dead in this
     process table: the same host name on another machine or container says nothing."""
@@ -389,6 +413,28 @@ def test_uris(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(RegistryError, match="must be a folder"):
         open_registry(tmp_path / "file")
+
+
+def test_a_uri_s_hash_or_question_mark_is_never_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """urlparse reads '#' and '?' as a fragment and a query: s3://b/a#b opened the prefix "a",
+    s3://b#x/p the bucket's root, file:///x#y the folder /x; a deploy then wrote elsewhere."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    # S3 keys may hold both (the AWS CLI and Triton read the URI literally): so do we
+    for uri in ("s3://b/a#b", "s3://b/a?x=1", "s3://b/my models/reg%20x"):
+        assert open_registry(uri).uri == uri
+    for uri in ("s3://b#x/p", "s3://b?x", "s3:///p", "s3://user@b/p"):
+        with pytest.raises(RegistryError, match="s3://bucket/prefix"):
+            open_registry(uri)
+    folder = tmp_path / "a#b?c"
+    assert open_registry(folder.as_uri()).store.root == folder  # '#' and '?' encoded: fine
+    for uri in (f"{tmp_path.as_uri()}/x#y", f"{tmp_path.as_uri()}/x?y", f"{tmp_path.as_uri()}#"):
+        with pytest.raises(RegistryError, match="no query or fragment"):
+            open_registry(uri)
+    with pytest.raises(RegistryError, match="no NUL"):  # was ValueError: an internal error
+        open_registry(f"{tmp_path.as_uri()}/a%00b")
 
 
 def test_a_registrys_own_uri_opens_the_same_folder(tmp_path: Path) -> None:

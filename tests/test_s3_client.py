@@ -784,7 +784,14 @@ class Lossy:
     lost on the way, after the write landed. Signatures hold: the store sees the Host the
     client signed."""
 
-    def __init__(self, upstream: str, drop: Callable[[str, str, dict[str, str]], bool]) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        drop: Callable[[str, str, dict[str, str]], bool],
+        conflict: Callable[[str, str, dict[str, str]], bool] | None = None,
+    ) -> None:
+        """`conflict`: the requests answered 409 ConditionalRequestConflict, not sent on
+        (as AWS answers a conditional request while another on the key is in flight)."""
         import http.client
 
         self.dropped: list[tuple[str, str]] = []
@@ -795,6 +802,10 @@ class Lossy:
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 asked = {k.lower(): v for k, v in self.headers.items()}
+                if conflict is not None and conflict(self.command, self.path, asked):
+                    xml = b"<Error><Code>ConditionalRequestConflict</Code></Error>"
+                    self.send(409, [("Content-Type", "application/xml")], xml)
+                    return
                 conn = http.client.HTTPConnection(*target, timeout=10)
                 conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                 for name, value in self.headers.items():
@@ -884,6 +895,28 @@ def test_a_conditional_write_whose_answer_is_lost_is_done_once(
         assert store.get(".mlops/lock") is None
     finally:
         lossy.close()
+
+
+def test_a_lock_release_met_by_a_conflict_still_releases(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS answers a conditional request 409 ConditionalRequestConflict while another one on
+    the key is in flight (here: a waiter's create of the lock): the release took that for
+    "a deploy took the lock over" and left its own lock, so every deploy after it waited out
+    the TTL (600 s) and gave up. A 409 is asked again; only a 412 (or 404) means not ours."""
+    uri = s3_server.fresh_uri()
+    conflicts = _first(lambda m, h: m == "DELETE" and "if-match" in h)
+    relay = Lossy(s3_server.endpoint, lambda *a: False, conflict=conflicts)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", relay.endpoint)
+        store = open_registry(uri).store
+        with store.lock(5):
+            pass
+        assert store.get(".mlops/lock") is None
+        with store.lock(1):  # released: taken again at once
+            pass
+    finally:
+        relay.close()
 
 
 def test_a_missing_bucket_is_an_error_not_an_empty_registry(s3_server: S3Server) -> None:
