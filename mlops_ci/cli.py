@@ -807,16 +807,48 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        # A library of an extra that is not installed (uvicorn for serve, jinja2 for catalog):
+        # a setup mistake to name, not an internal error to report.
+        if args.debug:
+            traceback.print_exc()
+        missing = (exc.name or "").split(".")[0]
+        if not missing or missing == "mlops_ci":
+            return _internal_error(args, exc)
+        extra = _EXTRA_OF.get(args.command, "all")
+        print(
+            f"mlops-ci {args.command}: error: {missing} is not installed: "
+            f"pip install 'mlops-ci[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except Exception as exc:  # the last line of defence: one message, never a traceback
         if args.debug:
             traceback.print_exc()
-        else:
-            print(
-                f"mlops-ci {args.command}: internal error: {type(exc).__name__}: {exc}\n"
-                "(run again with --debug for the traceback, and please report it)",
-                file=sys.stderr,
-            )
-        return EXIT_USAGE
+            return EXIT_USAGE
+        return _internal_error(args, exc)
+
+
+#: The extra that holds the libraries of each command (pyproject.toml); `all` otherwise.
+_EXTRA_OF = {
+    "serve": "serve",
+    "catalog": "catalog",
+    "monitor": "monitor",
+    "deploy": "deploy",
+    "rollback": "deploy",
+    "audit": "deploy",
+    "baseline": "deploy",
+}
+
+
+def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
+    if not args.debug:
+        print(
+            f"mlops-ci {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+            "(run again with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -109,3 +109,16 @@ def test_a_missing_onnx_the_user_named_is_named_not_blamed_on_convert(
     # without --onnx, the convert output is what is missing, and convert is the way to make it
     assert main([command, str(MANIFEST), "--out", str(out)]) == 2
     assert "run `mlops-ci convert` first" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_named_with_its_pip_command_not_an_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    # As in an install without the serve extra: `import uvicorn` fails.
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert main(["serve", "--registry", str(tmp_path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "uvicorn is not installed: pip install 'mlops-ci[serve]'" in err
+    assert "internal error" not in err
