@@ -376,23 +376,45 @@ def _check_head(n: int, hashes: list[str], head: bytes | None) -> Verification:
     return Verification(n, last)
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """What a release.json says that its deploy record also says: the sha256 of that record,
+    and the digests of the version's ONNX model and artifact (which every read of the version
+    checks its bytes against, so a release.json rewritten to match swapped bytes is caught
+    here)."""
+
+    record: str | None
+    onnx: str | None = None
+    artifact: str | None = None
+
+    @classmethod
+    def of(cls, release: Mapping[str, Any]) -> Anchor:
+        def sha(part: str) -> str | None:
+            found = release.get(part)
+            value = found.get("sha256") if isinstance(found, dict) else None
+            return value if isinstance(value, str) else None
+
+        return cls(sha("audit"), sha("onnx"), sha("artifact"))
+
+
 def verify(
     reg: Registry,
     *,
     log: bytes | None = None,
     head: bytes | None = None,
-    releases: Mapping[str, Mapping[int, str | None]] | None = None,
+    releases: Mapping[str, Mapping[int, Anchor]] | None = None,
     serving: Mapping[str, int | None] | None = None,
 ) -> Verification:
-    """The log's chain and head, then every release.json's record: a release whose record is not
-    in the log means the tail was cut, unless it is the one version an interrupted deploy
-    staged and never named (newest, not serving), which the next deploy records.
+    """The log's chain and head, then every release.json against its record: a release whose
+    record is not in the log means the tail was cut, unless it is the one version an
+    interrupted deploy staged and never named (newest, not serving), which the next deploy
+    records; a release whose digests are not its record's was changed after its deploy.
 
     A caller that has read the registry already (the catalog reads every release.json) passes
     what it read, so nothing is read twice: `log` and `head` are the bytes of the log and of its
     head file (None: absent), `releases` maps each model with published versions to
-    {version: the `audit.sha256` its release.json names}, and `serving` each model to its
-    serving version. Without them, they are read from `reg`.
+    {version: its release.json's `Anchor`}, and `serving` each model to its serving version.
+    Without them, they are read from `reg`.
     """
     data = (read_log(reg) or b"") if log is None else log
     result = verify_log(data, reg.read_bytes(HEAD_KEY) if log is None else head)
@@ -403,7 +425,7 @@ def verify(
     for model, anchors, serving_now in _anchors(reg, releases, serving):
         versions = sorted(anchors)
         for n in versions:
-            sha = anchors[n]
+            sha = anchors[n].record
             found = by_hash.get(sha) if isinstance(sha, str) else None
             if found is None:
                 deployed = _deploy_record(data, model, n)
@@ -429,7 +451,26 @@ def verify(
                     f"record {found[0]} is not the deploy of {model} version {n} that "
                     f"{model}/{n}/release.json names",
                 )  # fmt: skip
+            changed = _changed_digest(anchors[n], record.get("digests"))
+            if changed is not None:
+                return Verification(
+                    result.records, result.head, found[0],
+                    f"{model}/{n}/release.json gives the {changed[0]} sha256 {changed[1]}, but "
+                    f"record {found[0]}, its deploy, recorded {changed[2]}: the version's files "
+                    "were changed after it was published",
+                )  # fmt: skip
     return Verification(result.records, result.head, notes=tuple(notes))
+
+
+def _changed_digest(anchor: Anchor, recorded: Any) -> tuple[str, str | None, str] | None:
+    """(what, the release's digest, the record's) for the first digest that differs."""
+    if not isinstance(recorded, dict):
+        return None
+    for what, held in (("onnx", anchor.onnx), ("artifact", anchor.artifact)):
+        want = recorded.get(what)
+        if isinstance(want, str) and want != held:
+            return what, held, want
+    return None
 
 
 def _deploy_record(data: bytes, model: str, n: int) -> int | None:
@@ -450,11 +491,11 @@ def _deploy_record(data: bytes, model: str, n: int) -> int | None:
 
 def _anchors(
     reg: Registry,
-    releases: Mapping[str, Mapping[int, str | None]] | None,
+    releases: Mapping[str, Mapping[int, Anchor]] | None,
     serving: Mapping[str, int | None] | None,
-) -> Iterator[tuple[str, Mapping[int, str | None], int | None]]:
-    """Each model with published versions: {version: its release's audit sha256}, and the
-    version it serves; from the caller's reading when given, else from the registry."""
+) -> Iterator[tuple[str, Mapping[int, Anchor], int | None]]:
+    """Each model with published versions: {version: its release's `Anchor`}, and the version
+    it serves; from the caller's reading when given, else from the registry."""
     if releases is not None:
         for model in sorted(releases):
             if releases[model]:
@@ -462,10 +503,10 @@ def _anchors(
         return
     for model in _models_with_versions(reg):
         now_serving = reg.serving_version(model) if reg.config_text(model) else None
-        anchors: dict[int, str | None] = {}
-        for n in reg.version_folders(model).numbers:  # recorded or not: that is the question
-            sha = (reg.release(model, n).get("audit") or {}).get("sha256")
-            anchors[n] = sha if isinstance(sha, str) else None
+        anchors = {
+            n: Anchor.of(reg.release(model, n))
+            for n in reg.version_folders(model).numbers  # recorded or not: that is the question
+        }
         yield model, anchors, now_serving
 
 

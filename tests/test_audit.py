@@ -144,6 +144,36 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
+def test_a_version_s_bytes_swapped_with_its_release_json_to_match_are_found(
+    reg: Registry, tmp_path: Path
+) -> None:
+    """Someone with the registry's write key replaces iris version 2's model.onnx and writes
+    its sha256 into release.json: every read checks the bytes against release.json, so they
+    read (and a rollback would serve them) as version 2. Its deploy record says otherwise."""
+    import hashlib
+
+    import onnx
+
+    from mlops_ci.catalog import build
+
+    model = onnx.load_from_string(reg.model_onnx("iris", 2))
+    model.metadata_props.add(key="swapped", value="after the deploy")
+    swapped = model.SerializeToString()
+    reg.write_bytes("iris/2/model.onnx", swapped)
+    release = reg.release("iris", 2)
+    release["onnx"]["sha256"] = hashlib.sha256(swapped).hexdigest()
+    reg.write_bytes("iris/2/release.json", json.dumps(release).encode())
+    assert reg.model_onnx("iris", 2) == swapped  # the attack: the registry serves it as is
+
+    result = audit.verify(reg)
+    assert not result.ok and result.first_bad == 3
+    assert f"gives the onnx sha256 {release['onnx']['sha256']}, but record 3" in (
+        result.problem or ""
+    )
+    catalog, _ = build(reg.uri, tmp_path / "site")  # the catalog says what audit verify says
+    assert catalog.audit is not None and not catalog.audit.ok
+
+
 def test_show_answers_what_served_when(reg: Registry) -> None:
     records = audit.records(reg)
     iris = [r for r in records if r["model"] == "iris"]

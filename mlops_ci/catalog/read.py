@@ -698,7 +698,13 @@ def audit_state(
     it, and so does the catalog's verdict, never "verified"."""
     from mlops_ci import audit
 
-    releases = {m.name: {v.number: v.audit_sha256 for v in m.versions} for m in models}
+    releases = {
+        m.name: {
+            v.number: audit.Anchor(v.audit_sha256, v.onnx_sha256, v.artifact_sha256)
+            for v in m.versions
+        }
+        for m in models
+    }
     serving = {m.name: m.serving for m in models}
     result = audit.verify(
         cast("Registry", reg), log=log, head=head, releases=releases, serving=serving
