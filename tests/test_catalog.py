@@ -594,7 +594,13 @@ def test_the_audit_verdict_is_audit_verify_on_the_releases_already_read(
 
     # What the catalog passes (the log and each release's anchor) gives audit.verify's verdict
     # without reading a release: a registry whose release.json files are gone still answers.
-    releases = {m.name: {v.number: v.audit_sha256 for v in m.versions} for m in catalog.models}
+    releases = {
+        m.name: {
+            v.number: audit.Anchor(v.audit_sha256, v.onnx_sha256, v.artifact_sha256)
+            for v in m.versions
+        }
+        for m in catalog.models
+    }
     serving = {m.name: m.serving for m in catalog.models}
     log, head = reg.read_bytes(audit.LOG_KEY) or b"", reg.read_bytes(audit.HEAD_KEY)
     for release in writer.root.glob("*/*/release.json"):
