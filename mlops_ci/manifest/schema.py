@@ -29,7 +29,10 @@ _JSON_TYPES = {
 
 # Friendly explanations for the patterns of the schema, by the last field name.
 _PATTERN_HINTS = {
-    "name": "must be lowercase letters, digits and '-', starting with a letter (at most 63)",
+    "name": (
+        "must be lowercase letters, digits and '-', starting with a letter, not ending with '-' "
+        "(at most 63)"
+    ),
     "version": "must be a semantic version such as 1.4.0",
     "sha256": "must be 64 lowercase hexadecimal digits (the file's SHA-256)",
     "path": "must be a relative path inside the repository",
