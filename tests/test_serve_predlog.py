@@ -204,6 +204,29 @@ def test_a_feature_named_like_a_log_column_is_not_logged_over_it(
     assert predlog.layout_for(tumor.document, model.inputs, model.outputs).problem is None
 
 
+def test_a_manifest_without_columns_logs_the_columns_convert_recorded(
+    example_models: dict[str, ExampleModel], tmp_path: Path
+) -> None:
+    """docs/saving-models.md: a single [-1, N] input needs no `columns:` (convert takes the
+    DataFrame's names and records them in the ONNX model). The log wrote one `input` column
+    of lists, and `monitor` then found none of the reference's columns in it."""
+    import yaml
+
+    from mlops_ci.serve.models import ModelStore
+
+    tumor = example_models["tumor-classifier"]
+    doc = yaml.safe_load(with_sample_rate(tumor.manifest.read_text(encoding="utf-8"), 1.0))
+    (signature,) = doc["spec"]["signature"]["inputs"]
+    names = tuple(signature.pop("columns"))
+    root = tmp_path / "registry"
+    publish(root, tumor.name, tumor.onnx.read_bytes(), yaml.safe_dump(doc, sort_keys=False))
+    store = ModelStore(open_registry(root), Metrics())
+    store.refresh(full=True)
+    model = store.get(tumor.name)
+    assert model.layout.inputs == (("input", names),)
+    assert model.layout.problem is None and model.sampler is not None
+
+
 def test_rows_of_any_length_are_bounded_by_their_bytes(tmp_path: Path) -> None:
     metrics = Metrics()
     folder = tmp_path / "log"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_ci import runtime
+from mlops_ci.data import columns_from_onnx
 from mlops_ci.serve.defaults import DEFAULTS
 from mlops_ci.serve.metrics import Metrics, VersionStats
 from mlops_ci.serve.predlog import Layout, Sampler, layout_for, sample_rate
@@ -342,7 +343,12 @@ class ModelStore:
         inputs = tuple(_meta(t) for t in session.get_inputs())
         outputs = tuple(_meta(t) for t in session.get_outputs())
         rate = sample_rate(manifest, self.default_sample_rate) if self.log_enabled else 0.0
-        layout = layout_for(manifest if isinstance(manifest, dict) else None, inputs, outputs)
+        layout = layout_for(
+            manifest if isinstance(manifest, dict) else None,
+            inputs,
+            outputs,
+            columns_from_onnx(session),
+        )
         if rate > 0 and layout.problem is not None:
             log.error("%s version %s: no prediction log: %s", name, n, layout.problem)
             rate = 0.0

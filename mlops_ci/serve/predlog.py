@@ -266,11 +266,21 @@ def _write(pa: Any, pq: Any, table: Any) -> bytes:
 
 
 def layout_for(
-    manifest: Mapping[str, Any] | None, inputs: Sequence[Any], outputs: Sequence[Any]
+    manifest: Mapping[str, Any] | None,
+    inputs: Sequence[Any],
+    outputs: Sequence[Any],
+    recorded: Mapping[str, Sequence[str]] | None = None,
 ) -> Layout:
-    """The columns of a model version: `columns:` from the deployed manifest's signature; an
-    input of width 1 is one column named after the input."""
+    """The columns of a model version: `columns:` from the deployed manifest's signature, else
+    the columns `convert` recorded in the ONNX model (`recorded`: the model was trained on a
+    DataFrame and its manifest names none, as docs/saving-models.md allows), when they are as
+    many as the input is wide; an input of width 1 is one column named after the input. The
+    monitor reads the log by those names, as in the reference data."""
     declared: dict[str, tuple[str, ...]] = {}
+    for meta in inputs:
+        found = tuple(str(c) for c in (recorded or {}).get(meta.name) or ())
+        if found and tuple(meta.shape[1:]) == (len(found),):
+            declared[meta.name] = found
     sig = ((manifest or {}).get("spec") or {}).get("signature") or {}
     for spec in sig.get("inputs") or ():
         if isinstance(spec, dict) and spec.get("columns"):
