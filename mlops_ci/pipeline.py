@@ -63,12 +63,29 @@ def _test(manifest: Manifest, folder: Path) -> Outcome:
 def _bench(manifest: Manifest, folder: Path) -> Outcome:
     from mlops_ci import bench
 
-    result = bench.run(manifest, folder, folder)
+    result = bench.run(manifest, folder, folder, _local_baseline(manifest, folder))
     return Outcome(result.passed, result.summary)
 
 
 #: The registry `run`'s deploy stage publishes into (set by `run` for the stages it runs).
 _REGISTRY: contextvars.ContextVar[Path | str] = contextvars.ContextVar("registry")
+
+
+def _local_baseline(manifest: Manifest, folder: Path) -> Path | None:
+    """The version the local registry serves, fetched as a pull request's baseline job fetches
+    it (`baseline.onnx` and `baseline.json` in the model's folder): the bench's regression
+    check runs against it and the report shows it and the metric deltas, so a retrain tried
+    locally is compared with what the last run deployed. None: nothing deployed to compare
+    with (the report says why)."""
+    from mlops_ci import baseline
+
+    registry = _REGISTRY.get(None)
+    if registry is None or folder.name != manifest.name:  # a folder named `_N`: no safe name
+        return None
+    if isinstance(registry, Path) and not registry.is_dir():
+        return None  # no run has deployed yet: nothing to read, and no registry made here
+    doc = baseline.fetch(str(registry), [manifest.name], folder.parent)[manifest.name]
+    return folder / "baseline.onnx" if doc.get("reason") is None else None
 
 
 def _deploy(manifest: Manifest, folder: Path) -> Outcome:

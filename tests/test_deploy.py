@@ -925,6 +925,16 @@ def test_run_deploys_into_a_local_registry_and_says_no_approvals_were_checked(
     assert cli.main(["run", str(repo), "--stages", "validate,convert,test,deploy"]) == 0
     assert "version 1 (unchanged;" in capsys.readouterr().out
     assert len(audit.records(reg)) == 1
+    # A retrain tried locally is compared with what the last run deployed, as a pull request
+    # is with the serving version (the report said "no deployed version to compare with").
+    assert cli.main(["run", str(repo), "--stages", "validate,convert,test,bench"]) == 0, (
+        capsys.readouterr().out
+    )
+    report = (repo / ".mlops-ci/run/report.md").read_text(encoding="utf-8")
+    assert "**Against the deployed version**" in report
+    baseline = json.loads((repo / ".mlops-ci/run/iris/baseline.json").read_text())
+    assert (baseline["registry_version"], baseline["version"]) == (1, "1.0.0")
+    assert "no deployed version to compare with" not in report
 
 
 # --- the pull request's baseline -----------------------------------------------------------------
