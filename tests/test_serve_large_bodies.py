@@ -14,7 +14,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,30 @@ def _post(hostport: str, path: str, body: bytes, headers: dict[str, str] | None 
         conn.close()
 
 
+def _waits_while(
+    send_big: Callable[[], None], hostport: str, requests: list[tuple[str, str, bytes | None]]
+) -> list[float]:
+    """`send_big` on a thread; meanwhile `requests` one after the other, again and again on one
+    connection, each answered 200: how long each waited for its answer."""
+    sender = threading.Thread(target=send_big)
+    sender.start()
+    waits: list[float] = []
+    conn = http.client.HTTPConnection(hostport, timeout=60)
+    try:
+        while sender.is_alive():
+            for method, path, data in requests:
+                sent = time.perf_counter()
+                conn.request(method, path, body=data)
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200
+                waits.append(time.perf_counter() - sent)
+    finally:
+        conn.close()
+        sender.join(60)
+    return waits
+
+
 def test_probes_and_small_infers_are_answered_while_a_large_json_body_is_handled(
     hostport_and_app: tuple[str, App],
 ) -> None:
@@ -116,25 +140,11 @@ def test_probes_and_small_infers_are_answered_while_a_large_json_body_is_handled
         big["rows"] = json.loads(reply)["outputs"][0]["shape"][0] if big["status"] == 200 else 0
 
     # From the large request's first byte to its reply, a probe and a small infer at a time.
-    sender = threading.Thread(target=send_big)
-    sender.start()
-    waits: list[float] = []
-    conn = http.client.HTTPConnection(hostport, timeout=60)
-    try:
-        while sender.is_alive():
-            for method, path, data in (
-                ("GET", "/v2/health/live", None),
-                ("POST", f"/v2/models/{TUMOR}/infer", small),
-            ):
-                sent = time.perf_counter()
-                conn.request(method, path, body=data)
-                resp = conn.getresponse()
-                resp.read()
-                assert resp.status == 200
-                waits.append(time.perf_counter() - sent)
-    finally:
-        conn.close()
-        sender.join(60)
+    waits = _waits_while(
+        send_big,
+        hostport,
+        [("GET", "/v2/health/live", None), ("POST", f"/v2/models/{TUMOR}/infer", small)],
+    )
     assert big["status"] == 200 and big["rows"] == rows
     # Relative to the large request, not a fixed time: the naive way (its JSON work on the
     # loop) made one probe wait 2.4–2.9 s of its 2.5–3.0 s, and with that work on a thread
@@ -173,21 +183,7 @@ def test_probes_are_answered_while_a_large_binary_bytes_body_is_split(
         length = int(headers.get("inference-header-content-length", len(reply)))
         big["reply"], big["binary"] = json.loads(reply[:length]), reply[length:]
 
-    sender = threading.Thread(target=send_big)
-    sender.start()
-    waits: list[float] = []
-    conn = http.client.HTTPConnection(hostport, timeout=60)
-    try:
-        while sender.is_alive():
-            sent = time.perf_counter()
-            conn.request("GET", "/v2/health/live")
-            resp = conn.getresponse()
-            resp.read()
-            assert resp.status == 200
-            waits.append(time.perf_counter() - sent)
-    finally:
-        conn.close()
-        sender.join(60)
+    waits = _waits_while(send_big, hostport, [("GET", "/v2/health/live", None)])
     assert big["status"] == 200, big["reply"]
     assert big["reply"]["outputs"][0]["data"] == [n, 1]
     assert big["binary"] == raw  # y: the strings handed back
