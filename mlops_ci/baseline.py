@@ -47,6 +47,8 @@ def fetch(registry: str, names: list[str], out: Path) -> dict[str, dict[str, Any
     else:
         try:
             reg = open_registry(registry)
+            if not reg.exists():  # a folder that is not there: a wrong path, not "no deploy yet"
+                raise MlopsCiError(f"{registry}: no such folder")
         except MlopsCiError as exc:
             reason = f"the registry could not be read ({exc}), so there is no comparison"
             found = {name: {"model": name, "reason": reason} for name in names}

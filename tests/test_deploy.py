@@ -943,7 +943,7 @@ def test_run_deploys_into_a_local_registry_and_says_no_approvals_were_checked(
 def test_baseline_fetches_the_serving_onnx_or_says_why_not(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    from mlops_ci import cli
+    from mlops_ci import baseline, cli
 
     registry = tmp_path / "registry"
     reg = open_registry(registry)
@@ -974,6 +974,10 @@ def test_baseline_fetches_the_serving_onnx_or_says_why_not(
     reason = json.loads((fork / "iris/baseline.json").read_text())["reason"]
     assert "no read credentials" in reason and "registry-read-access-key-id" in reason
     assert not (fork / "iris/baseline.onnx").exists()
+    # A registry folder that is not there is a wrong path, not a model never deployed.
+    missing = baseline.fetch(str(tmp_path / "registy"), ["iris"], tmp_path / "typo")
+    assert "the registry could not be read" in missing["iris"]["reason"]
+    assert "no such folder" in missing["iris"]["reason"]
 
 
 def test_baseline_writes_only_inside_its_folder_whatever_the_matrix_names(tmp_path: Path) -> None:
