@@ -538,15 +538,23 @@ REFUSALS = {
 
 
 def _run_action_step(
-    action: str, step_id: str, values: Mapping[str, str], tmp_path: Path
+    action: str,
+    step_id: str,
+    values: Mapping[str, str],
+    tmp_path: Path,
+    *,
+    key: str = "id",
+    stub_script: str = "#!/bin/sh\nexit 0\n",
 ) -> subprocess.CompletedProcess[str]:
+    """Run the bash of the step of `action` whose `key` is `step_id`, with `values` set and a
+    stand-in `mlops-ci` (`stub_script`) first on the PATH."""
     doc = yaml.safe_load((ACTIONS / action / "action.yml").read_text(encoding="utf-8"))
-    (step,) = [s for s in doc["runs"]["steps"] if s.get("id") == step_id]
+    (step,) = [s for s in doc["runs"]["steps"] if s.get(key) == step_id]
     stub = tmp_path / "bin"
     stub.mkdir(parents=True)
-    (stub / "mlops-ci").write_text("#!/bin/sh\nexit 0\n")
+    (stub / "mlops-ci").write_text(stub_script)
     (stub / "mlops-ci").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNNER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNNER_", "AWS_"))}
     env.update(dict.fromkeys(step.get("env", {}), ""))
     env.update(
         MLOPS_CI_SOURCE=str(ROOT),
@@ -848,29 +856,14 @@ def _run_step_named(
     action: str, name: str, values: Mapping[str, str], tmp_path: Path
 ) -> tuple[subprocess.CompletedProcess[str], str]:
     """Run the bash of step `name` of `action` with a recording `mlops-ci`: (result, calls)."""
-    doc = yaml.safe_load((ACTIONS / action / "action.yml").read_text(encoding="utf-8"))
-    (step,) = [s for s in doc["runs"]["steps"] if s.get("name") == name]
-    stub = tmp_path / "bin"
-    stub.mkdir(parents=True)
-    (stub / "mlops-ci").write_text(_RECORDER)
-    (stub / "mlops-ci").chmod(0o755)
     calls = tmp_path / "calls"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNNER_", "AWS_"))}
-    env.update(dict.fromkeys(step.get("env", {}), ""))
-    env.update(
-        GITHUB_OUTPUT=str(tmp_path / "output"),
-        MLOPS_CI_CALLS=str(calls),
-        PATH=f"{stub}{os.pathsep}{env.get('PATH', '')}",
-    )
-    env.update(values)
-    done = subprocess.run(
-        ["bash", "-c", step["run"]],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = _run_action_step(
+        action,
+        name,
+        {"MLOPS_CI_CALLS": str(calls), **values},
+        tmp_path,
+        key="name",
+        stub_script=_RECORDER,
     )
     return done, calls.read_text() if calls.exists() else ""
 
