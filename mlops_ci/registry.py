@@ -413,15 +413,19 @@ class S3Store:
         return RegistryError(f"{self.uri}: cannot {what}: {exc}")
 
     def get(self, key: str) -> tuple[bytes, str] | None:
+        resp = self._response(key)
+        return None if resp is None else (resp.body, resp.headers.get("etag", ""))
+
+    def _response(self, key: str) -> s3.Response | None:
+        """The store's answer to a GET of `key` (body and headers); None: no such object."""
         from mlops_ci.s3 import S3Failure
 
         try:
-            resp = self.client.get(self._key(key))
+            return self.client.get(self._key(key))
         except S3Failure as exc:
             if _absent(exc):
                 return None
             raise self._fail(exc, f"read {key}") from exc
-        return resp.body, resp.headers.get("etag", "")
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         # One round trip's latency for many small objects, not one each.
@@ -732,14 +736,9 @@ class S3Store:
     def _held_lock(self) -> tuple[bytes, str, float | None] | None:
         """The lock's bytes, ETag and age in seconds by the store's own clock (its answer's
         Date less the lock's Last-Modified; None when it gives no dates). None: no lock."""
-        from mlops_ci.s3 import S3Failure
-
-        try:
-            resp = self.client.get(self._key(LOCK_KEY))
-        except S3Failure as exc:
-            if _absent(exc):
-                return None
-            raise self._fail(exc, f"read {LOCK_KEY}") from exc
+        resp = self._response(LOCK_KEY)
+        if resp is None:
+            return None
         try:
             written = email.utils.parsedate_to_datetime(resp.headers["last-modified"])
             now = email.utils.parsedate_to_datetime(resp.headers["date"])
