@@ -1,7 +1,9 @@
 """Which models a list of changed files touches: the one rule shared by plan, gate and deploy.
 
 A model is touched when its manifest is added, modified, removed or renamed, or when any other
-file in its folder changes (its folder: the nearest folder above the file holding a manifest).
+file in its folder changes (its folder: the nearest folder above the file holding a manifest, at
+the base commit and at the head: a manifest added or removed below a model does not take the
+files between them from that model).
 Pure: the caller says where manifests are, from git (`plan.changed_models`) or from the
 GitHub API (`gate.collect_facts`), so both decide identically.
 """
@@ -97,18 +99,30 @@ def touched_models(
         else:
             touched = Touched(new, "modified", new, new)
         models[touched.path] = touched
-    claimed = {posixpath.dirname(p) for t in models.values() for p in (t.base, t.head) if p}
+    # The sides (base, head) at which a folder holds a manifest, where one changed. A file
+    # belongs to its nearest manifest at base AND to its nearest at head: a manifest added
+    # below a model (or removed from below it) must not take the model's files from it.
+    claimed: dict[str, set[str]] = {}
+    for t in models.values():
+        for side, p in (("base", t.base), ("head", t.head)):
+            if p:
+                claimed.setdefault(posixpath.dirname(p), set()).add(side)
+    both = {"base", "head"}
     probed: set[str] = set()
     for path in others:
+        unowned = set(both)  # the sides whose nearest manifest is still to be found
         for folder in ancestors(path):
             if folder in claimed:
-                break
+                unowned -= claimed[folder]
+                if not unowned:
+                    break
+                continue
             if folder in probed:
                 continue
             probed.add(folder)
             found = manifest_in(folder)
             if found is not None:
                 models.setdefault(found, Touched(found, "files", found, found))
-                claimed.add(folder)
+                claimed[folder] = both
                 break
     return [models[k] for k in sorted(models)]

@@ -95,10 +95,14 @@ class _CommandGuard(io.TextIOBase):
     def flush(self) -> None:
         from mlops_ci.report.escape import terminal
 
-        # A partial line is written only when it can no longer become a command start.
+        # A partial line is written only when it can no longer become a command start, and
+        # never its trailing '#'s: the runner reads '##[' anywhere in a line, so the next write
+        # could complete one with what is already out.
         if self._line.strip() and not ":".startswith(self._line.strip()):
-            self.raw.write(terminal(self._line))
-            self._line = ""
+            held = len(self._line) - len(self._line.rstrip("#"))
+            cut = len(self._line) - held
+            done, self._line = self._line[:cut], self._line[cut:]
+            self.raw.write(terminal(done))
         self.raw.flush()
 
     def close_line(self) -> None:

@@ -386,8 +386,8 @@ class GitHub:
 
         GitHub's files list stops at MAX_LISTED_FILES. When it is short of the pull request's
         `changed_files`, or reaches the cap, the paths come from the git trees of the merge base
-        and the head instead (renames then read as a removal and an addition, which the gate
-        governs at least as strictly). A tree GitHub truncates fails closed.
+        and the head instead (`tree_changes`: a file moved with its bytes unchanged is a rename
+        there too). A tree GitHub truncates fails closed.
         """
         files = self.pull_files(pull.number)
         if len(files) < MAX_LISTED_FILES and len(files) >= pull.changed_files:
@@ -441,19 +441,34 @@ class GitHub:
         }
 
     def tree_changes(self, base: str, head: str) -> list[ChangedFile]:
-        """The files that differ between two commits, walking only the subtrees that differ."""
-        changes: list[ChangedFile] = []
+        """The files that differ between two commits, walking only the subtrees that differ.
 
-        def files(entry: tuple[str, str], path: str) -> list[str]:
+        A file added with the very bytes (blob SHA) of a removed one is `renamed` from it, as
+        git's exact rename detection and GitHub's files list have it: read as a removal and an
+        addition, a moved file would show bytes its pull request never changed (deploy counts
+        the bytes a diff adds as reviewed, `reverify.RangeJudge._introduced`). Another addition
+        of bytes the base held (a removed file's, or one in a folder the walk read) is
+        `copied` from there. Renames that also change the bytes stay a removal and an
+        addition: their bytes are new either way.
+        """
+        changes: list[ChangedFile] = []
+        removed: dict[str, list[str]] = {}  # blob sha -> paths removed with those bytes
+        held: dict[str, str] = {}  # blob sha -> a path with those bytes at base (walked folders)
+        added: list[tuple[str, str]] = []  # (path, blob sha)
+
+        def files(entry: tuple[str, str], path: str) -> list[tuple[str, str]]:
             kind, sha = entry
             if kind != "tree":
-                return [path]
+                return [(path, sha)]
             listing = self._tree(sha, recursive=True).items()
-            return [f"{path}/{p}" for p, (t, _) in listing if t != "tree"]
+            return [(f"{path}/{p}", s) for p, (t, s) in listing if t != "tree"]
 
         def walk(old: str | None, new: str | None, prefix: str) -> None:
             before = self._tree(old) if old else {}
             after = self._tree(new) if new else {}
+            for name, (kind, sha) in before.items():
+                if kind == "blob":
+                    held.setdefault(sha, prefix + name)
             for name in sorted(before.keys() | after.keys()):
                 was, now = before.get(name), after.get(name)
                 path = prefix + name
@@ -464,13 +479,24 @@ class GitHub:
                 elif was and now and "tree" not in (was[0], now[0]):
                     changes.append(ChangedFile(path, "modified"))
                 else:  # added, removed, or a file that became a folder (or back)
-                    if was:
-                        changes.extend(ChangedFile(p, "removed") for p in files(was, path))
-                    if now:
-                        changes.extend(ChangedFile(p, "added") for p in files(now, path))
+                    for p, sha in files(was, path) if was else ():
+                        removed.setdefault(sha, []).append(p)
+                    added.extend(files(now, path) if now else ())
 
         walk(base, head, "")
-        return changes
+        sources = {sha: list(paths) for sha, paths in removed.items()}
+        for path, sha in added:
+            left = sources.get(sha)
+            if left:  # the first addition of a removed file's bytes is its rename
+                changes.append(ChangedFile(path, "renamed", left.pop(0)))
+            elif sha in removed or sha in held:
+                source = removed[sha][0] if sha in removed else held[sha]
+                changes.append(ChangedFile(path, "copied", source))
+            else:
+                changes.append(ChangedFile(path, "added"))
+        # what no addition was renamed from is removed
+        changes.extend(ChangedFile(p, "removed") for paths in sources.values() for p in paths)
+        return sorted(changes, key=lambda c: c.filename)
 
     def permission(self, login: str) -> str:
         """`login`'s permission on the repository (admin, write, read or none), asked once per

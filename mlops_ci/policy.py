@@ -355,9 +355,11 @@ def _no_write_access(review: Review, permissions: Mapping[str, str] | None) -> s
 
 def review_logins(reviews: Iterable[Review]) -> list[str]:
     """The reviewers whose repository permission `decide` may need (approvals and requests for
-    changes; comments never count)."""
+    changes; comments never count; a bot's review never depends on it)."""
     wanted = {
-        r.login.lower(): r.login for r in reviews if r.state in ("APPROVED", "CHANGES_REQUESTED")
+        r.login.lower(): r.login
+        for r in reviews
+        if r.state in ("APPROVED", "CHANGES_REQUESTED") and not r.is_bot
     }
     return sorted(wanted.values(), key=str.lower)
 
@@ -390,8 +392,10 @@ def _standing(
         reason = None
         if who == author:
             reason = AUTHOR
-        elif review.is_bot and review.state == "APPROVED":
-            reason = BOT  # a bot's request for changes still blocks: failing closed
+        elif review.is_bot:
+            # A bot's approval never counts; its request for changes blocks, failing closed,
+            # whatever its access: an app is no collaborator, and its permission reads `none`.
+            reason = BOT if review.state == "APPROVED" else None
         elif (no_write := _no_write_access(review, permissions)) is not None:
             reason = no_write
         elif review.state == "APPROVED" and who in co_authors:

@@ -160,3 +160,23 @@ def test_an_event_that_names_no_base_posts_nothing(
     assert cli.main(["checks"]) == 2
     assert "did not name the pull request's base branch" in capsys.readouterr().err
     assert ghserver.repos[REPO].statuses == []
+
+
+def test_a_legacy_command_split_across_a_flush_is_no_command() -> None:
+    """The runner reads `##[` anywhere in a line as a (legacy) workflow command. The output
+    guard wrote a partial line at a flush, so text ending in `#` before the flush and starting
+    with `#[` or `[` after it met only in the log: `##[error]` (it fired)."""
+    import io
+
+    from mlops_ci import gha
+
+    for before, after in (("x ##", "[error]pwned\n"), ("x #", "#[error]pwned\n")):
+        assert "##[" in before + after  # armed: the line the runner reads
+        raw = io.StringIO()
+        guard = gha._CommandGuard(raw)
+        guard.write(before)
+        guard.flush()
+        guard.write(after)
+        guard.close_line()
+        assert "##[" not in raw.getvalue(), raw.getvalue()
+        assert raw.getvalue().replace("\u200b", "") == before + after  # still readable

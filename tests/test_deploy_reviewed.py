@@ -245,10 +245,11 @@ def test_a_rebase_merged_pull_request_before_the_range_vouches_for_its_artifact(
     assert _serving(registry)["iris"] == ("1.2.0", 2)
 
 
-def artifact_moved(main: Main, registry: Path, status: str) -> str:
+def artifact_moved(main: Main, registry: Path, status: str, *, capped: bool = False) -> str:
     """The direct push's artifact moved to m.skops by pull request #3 ("renamed", or "copied":
     the old file stays too), the manifest pointed there at 6.6.7, its files listed as GitHub
-    lists them; deployed, and refused with iris 1.1.0 still serving. The merge commit."""
+    lists them (`capped`: a files list at GitHub's 3,000, so the gate and deploy read the git
+    trees instead); deployed, and refused with iris 1.1.0 still serving. The merge commit."""
     _, pushed = _deployed_then_pushed(main, registry)
 
     def move(repo: Path) -> None:
@@ -266,16 +267,25 @@ def artifact_moved(main: Main, registry: Path, status: str) -> str:
     pull.files = []  # GitHub lists a rename (or a copy) as one entry with its previous name
     pull.add_file("models/iris/m.skops", status, previous_filename="models/iris/model.skops")
     pull.add_file("models/iris/model.yaml", "modified")
+    if capped:  # a list at GitHub's cap: the model's two entries are past its end
+        for i in range(3000):
+            pull.add_file(f"aa/{i:04}.txt", "added")
+        pull.files = pull.files[-3000:]
     assert main.deploy(registry, pushed, third) == 1
     assert _serving(registry)["iris"] == ("1.1.0", 1)
     return third
 
 
-def test_an_artifact_moved_by_a_rename_was_not_reviewed_by_it(main: Main, tmp_path: Path) -> None:
+@pytest.mark.parametrize("capped", [False, True], ids=["listed", "past-3000-files"])
+def test_an_artifact_moved_by_a_rename_was_not_reviewed_by_it(
+    main: Main, tmp_path: Path, capped: bool
+) -> None:
     """A rename shows no bytes: renaming the direct push's artifact (and pointing the manifest
-    at the new name) does not make the pull request that renamed it vouch for its bytes."""
+    at the new name) does not make the pull request that renamed it vouch for its bytes. Past
+    the files list's 3,000 entries too, where the changes come from the git trees: a rename
+    read there as a removal and an addition vouched for the bytes (iris 6.6.7 published)."""
     registry = tmp_path / "registry"
-    third = artifact_moved(main, registry, "renamed")
+    third = artifact_moved(main, registry, "renamed", capped=capped)
     reason = _refusals(registry)[-1]
     assert reason.startswith(f"models/iris/m.skops at {third[:12]}: no approved pull request")
     assert "last changed by pull request #3, which did not change it to these bytes" in reason

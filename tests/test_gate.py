@@ -238,6 +238,22 @@ def test_bot_approval_does_not_count(ghserver, capsys):
     assert decision["ignored"][0]["reason"] == "is a bot"
 
 
+def test_a_bots_request_for_changes_blocks_whatever_its_repository_permission(ghserver, capsys):
+    """docs/governance.md: a bot's request for changes blocks too (failing closed). An app is no
+    collaborator: its permission reads `none`, so the write-access rule set the request aside
+    and the pull request passed on one approval (it fired: exit 0). Nor is it asked."""
+    pull = model_change(ghserver, risk="low")
+    pull.add_review("scanner[bot]", "CHANGES_REQUESTED", user_type="Bot", association="NONE")
+    ghserver.repos[REPO].permissions.pop("scanner[bot]")
+    pull.add_review("alice", "APPROVED")
+    code, decision = run_gate(capsys)
+    assert code == 1, decision
+    assert decision["missing"] == [
+        "fraud-detector (risk: low) is blocked: changes requested by @scanner[bot]"
+    ]
+    assert ghserver.calls("GET", rf"/repos/{REPO}/collaborators/scanner.*") == []
+
+
 def test_approval_from_someone_without_write_access_does_not_count(ghserver, capsys):
     pull = model_change(ghserver, risk="low")
     pull.add_review("drive-by", "APPROVED", association="CONTRIBUTOR")
@@ -554,6 +570,39 @@ def test_changing_only_the_artifact_in_a_model_folder_is_governed(ghserver, caps
     assert (outcome["name"], outcome["tier"]) == ("fraud-detector", "high")
 
 
+def test_a_manifest_added_below_a_model_does_not_take_its_files_from_its_owners(ghserver, capsys):
+    """fraud-detector (high risk, @alice's) keeps its artifact in sub/. A pull request that
+    changes that artifact and adds sub/model.yaml, a low-risk model of its own with owners it
+    names, made the file the new model's alone: the nearest manifest at head. At base the file
+    is fraud-detector's, so fraud-detector's owners must approve its new bytes too."""
+    text = manifest("fraud-detector", "high", ("@alice", "@dave")).replace(
+        "path: model.onnx", "path: sub/model.onnx"
+    )
+    decoy = manifest("decoy", "low", ("@zed",))
+    base = {"models/fraud/model.yaml": text, "models/fraud/sub/model.onnx": "v1"}
+    head = {**base, "models/fraud/sub/model.onnx": "v2", "models/fraud/sub/model.yaml": decoy}
+    pull = open_pull(ghserver, base, head)
+    pull.add_review("zed", "APPROVED")
+    code, decision = run_gate(capsys)
+    assert code == 1, decision
+    assert [(m["name"], m["approved"]) for m in decision["models"]] == [
+        ("fraud-detector", False),
+        ("decoy", True),
+    ]
+    for owner in ("alice", "dave"):
+        pull.add_review(owner, "APPROVED")
+    assert run_gate(capsys)[0] == 0
+    # and the other way: a model folder removed below another hands its files to that one
+    pull = open_pull(ghserver, head, {**base, "models/fraud/sub/model.onnx": "v3"}, number=8)
+    pull.add_review("zed", "APPROVED")
+    code, decision = run_gate(capsys, number=8)
+    assert code == 1, decision
+    assert {m["name"]: m["approved"] for m in decision["models"]} == {
+        "fraud-detector": False,
+        "decoy": True,
+    }
+
+
 def test_invalid_manifest_at_head_is_treated_as_high_risk(ghserver, capsys):
     before = manifest("fraud-detector", "low", ("@alice",))
     pull = open_pull(
@@ -862,6 +911,29 @@ def test_pull_request_of_3002_files_with_the_model_last_is_governed(ghserver, ca
     assert last_status(ghserver)["state"] == "failure"
     trees = ghserver.calls("GET", rf"/repos/{REPO}/git/trees/.*")
     assert 0 < len(trees) <= 8  # only the folders that differ are read
+
+
+def test_a_model_folder_moved_past_3000_files_is_the_rename_the_files_list_shows(ghserver, capsys):
+    """Past the files list's cap the git trees say what changed: a folder moved with its bytes
+    is judged as the rename GitHub's list shows (one model, its tier at the old path), not as
+    one model removed and another added."""
+    text = manifest("fraud-detector", "high", ("@alice", "@dave"))
+    base = {f"docs/page-{i:04}.md": "a" for i in range(3001)}
+    head = dict.fromkeys(base, "b")
+    base |= {"old/model.yaml": text, "old/model.onnx": "w"}
+    head |= {"new/model.yaml": text, "new/model.onnx": "w"}
+    pull = open_pull(ghserver, base, head)
+    for owner in ("alice", "dave"):
+        pull.add_review(owner, "APPROVED")
+    code, decision = run_gate(capsys)
+    assert code == 0, decision
+    [model] = decision["models"]
+    assert (model["name"], model["path"], model["tier"]) == (
+        "fraud-detector",
+        "new/model.yaml",
+        "high",
+    )
+    assert model["notes"] == ["renamed from old/model.yaml: its tier at base still applies"]
 
 
 def test_tree_diff_is_counted_from_the_merge_base(ghserver, capsys):

@@ -60,6 +60,24 @@ def test_files_are_paginated_and_keep_previous_filename(ghserver, gh):
     assert len(ghserver.calls("GET", rf"/repos/{REPO}/pulls/3/files")) == 3
 
 
+def test_the_tree_diff_reads_a_file_moved_with_its_bytes_as_a_rename(ghserver, gh):
+    """Past the files list's cap the changes come from the git trees: a moved file is the
+    rename (or a second copy of it, a copy) GitHub's list shows, not a removal and an addition
+    whose bytes look new; a move that changes the bytes stays a removal and an addition."""
+    repo = ghserver.repos[REPO]
+    repo.set_files("b", {"m/a.onnx": "w", "m/b.onnx": "x", "m/keep.onnx": "k", "m/c.onnx": "y"})
+    after = {"n/a.onnx": "w", "o/a.onnx": "w", "m/keep.onnx": "k", "m/k2.onnx": "k"}
+    repo.set_files("h", {**after, "n/b.onnx": "x", "m/c2.onnx": "y2"})
+    assert gh.tree_changes("b", "h") == [
+        github.ChangedFile("m/c.onnx", "removed"),
+        github.ChangedFile("m/c2.onnx", "added"),
+        github.ChangedFile("m/k2.onnx", "copied", "m/keep.onnx"),
+        github.ChangedFile("n/a.onnx", "renamed", "m/a.onnx"),
+        github.ChangedFile("n/b.onnx", "renamed", "m/b.onnx"),
+        github.ChangedFile("o/a.onnx", "copied", "m/a.onnx"),
+    ]
+
+
 def test_reviews_keep_githubs_fields(ghserver, gh):
     pull = ghserver.repos[REPO].add_pull(3)
     pull.add_review("dave", "APPROVED", association="COLLABORATOR")

@@ -100,6 +100,20 @@ def test_plan_lists_added_modified_artifact_only_deleted_and_renamed(
     assert plan["problems"] == []
 
 
+def test_a_model_added_inside_another_s_folder_leaves_the_files_it_brings_that_one_s_too(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At base, models/alpha/sub/ is alpha's (its nearest manifest); a model added there
+    claims it at head only: alpha is built and checked too, as the gate asks its owners."""
+    base = _git(repo, "rev-parse", "HEAD")
+    _write_model(repo, "models/alpha/sub", "zeta", "0.1.0", b"zeta v1")
+    _commit(repo, "zeta inside alpha")
+    code, plan = _plan(repo, base, capsys)
+    assert code == 0, plan["problems"]
+    rows = {m["name"]: m["status"] for m in plan["matrix"]["include"]}
+    assert rows == {"alpha": "modified", "zeta": "added"}
+
+
 def test_artifact_only_change_counts_and_needs_a_higher_version(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -91,3 +91,33 @@ def test_validate_refuses_a_policy_trusting_numpy_lib_at_its_line(
     # convert reads the same policy at the base commit and refuses it at the same line (exit 2)
     with pytest.raises(UsageError, match=r"policy\.yaml at \w+ is invalid: line 5 .*is refused"):
         trust.trusted_types(repo, "HEAD")
+
+
+def test_the_push_s_build_trusts_the_policy_as_merged_not_a_pull_request_s_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull request's model jobs read the policy at the event's base.sha, which may predate a
+    type's removal on the branch (docs/governance.md: no secrets there, nothing ships). The
+    push's build, which makes what ships, has no pull request in its event: it reads the policy
+    of the merged commit, where the type is gone."""
+    repo = tmp_path / "repo"
+    (repo / ".mlops").mkdir(parents=True)
+    kept = "sklearn.tree.DecisionTreeClassifier"
+    (repo / ".mlops" / "policy.yaml").write_text(policy_text(kept, "sklearn.svm.SVC"))
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "trusts SVC")
+    opened_on = git(repo, "rev-parse", "HEAD")
+    (repo / ".mlops" / "policy.yaml").write_text(policy_text(kept))
+    git(repo, "commit", "-q", "-am", "SVC no longer trusted")
+    monkeypatch.delenv(trust.POLICY_REF_ENV, raising=False)
+    monkeypatch.chdir(repo)
+    event = tmp_path / "event.json"
+    monkeypatch.setenv("GITHUB_EVENT_PATH", str(event))
+    event.write_text(json.dumps({"pull_request": {"number": 7, "base": {"sha": opened_on}}}))
+    assert trust.trusted_types(repo).types == (kept, "sklearn.svm.SVC")
+    event.write_text(
+        json.dumps({"ref": "refs/heads/main", "after": git(repo, "rev-parse", "HEAD")})
+    )
+    assert trust.policy_ref() == "HEAD"
+    assert trust.trusted_types(repo).types == (kept,)
