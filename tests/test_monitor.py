@@ -1289,3 +1289,247 @@ def test_decay_skips_labels_not_known_yet_and_fails_on_outputs_it_cannot_score(t
     decay = judged(broken)
     (acc,) = decay.metrics
     assert decay.decayed and not acc.ok and acc.detail.startswith("cannot be computed"), decay
+
+
+def test_labels_csv_keeps_request_ids_that_look_like_numbers(world, capsys):
+    """Clients that number their requests `0001`, `0002` …: a labels CSV read with pyarrow's
+    type inference made them 1, 2 … (int64), which no logged id (the text `0001`) matched, so
+    decay saw no labelled row and a model at accuracy 0.5 was never called decayed."""
+    world.deploy("fraud", monitoring="    max_age_days: 365\n    labels: labels.csv\n    drift:")
+    x = _fresh(400)
+    ids = world.log("fraud", x, prefix="000")  # 0000, 0001 … 00039
+    truth = (x[:, 0] + x[:, 1] > 0).astype(int)
+    truth[:200] = 1 - truth[:200]  # half of them wrong: accuracy 0.5
+    (world.repo / "models" / "fraud" / "labels.csv").write_text(
+        "request_id,y\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, truth, strict=True))
+    )
+    code, out, _ = world.monitor("--format", "json", "--no-record", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert m["performance"]["rows"] == 400, m["performance"]
+    assert code == 1 and m["decay"] is True
+
+
+ZIPS = np.array(["02139", "10001", "94105", "00501", "07030"])
+
+
+@pytest.fixture(scope="module")
+def zip_model() -> bytes:
+    """A classifier of one string input, `zip` (one-hot encoded inside the ONNX graph)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    x = rng.choice(ZIPS, (500, 1))
+    y = np.isin(x[:, 0], ZIPS[:2]).astype(np.int64)
+    lr = LogisticRegression()
+    model = Pipeline([("onehot", OneHotEncoder(handle_unknown="ignore")), ("lr", lr)]).fit(x, y)
+    onx = convert_sklearn(
+        model,
+        initial_types=[("zip", StringTensorType([None, 1]))],
+        options={id(lr): {"zipmap": False}},
+        target_opset=17,
+    )
+    return onx.SerializeToString()
+
+
+def _deploy_zip_model(world: World, onnx: bytes, reference: np.ndarray) -> None:
+    ref_bytes = ("zip,y\n" + "".join(f"{z},{int(z in ZIPS[:2])}\n" for z in reference)).encode()
+    sha = hashlib.sha256(ref_bytes).hexdigest()
+    text = _manifest(
+        "geo", sha, "    max_age_days: 365\n    drift:\n      categorical: [zip]"
+    ).replace(
+        "{name: input, dtype: float32, shape: [-1, 3], columns: [x1, x2, x3]}",
+        "{name: zip, dtype: string, shape: [-1, 1]}",
+    )
+    folder = world.repo / "models" / "geo"
+    folder.mkdir(parents=True)
+    (folder / "model.yaml").write_text(text)
+    (folder / "reference.csv").write_bytes(ref_bytes)
+    reg = open_registry(world.registry)
+    policy = "version_policy: { specific: { versions: [1] } }"
+    reg.write_bytes(
+        "geo/config.pbtxt", f'name: "geo"\nplatform: "onnxruntime_onnx"\n{policy}\n'.encode()
+    )
+    release = {"model": "geo", "version": "1.2.0", "registry_version": 1,
+               "time": "2026-11-20T00:00:00Z", "source": "local",
+               "onnx": {"sha256": hashlib.sha256(onnx).hexdigest()}}  # fmt: skip
+    reg.write_bytes("geo/1/release.json", json.dumps(release).encode())
+    reg.write_bytes("geo/1/model.yaml", text.encode())
+    reg.write_bytes("geo/1/model.onnx", onnx)
+
+
+def _log_zips(world: World, zips: np.ndarray) -> None:
+    """`zips` served and logged by serve's own ModelStore and PredictionLog (text, as sent)."""
+    from unittest import mock
+
+    from served_log import pinned_clock
+
+    from mlops_ci.serve import predlog
+    from mlops_ci.serve.metrics import Metrics
+    from mlops_ci.serve.models import ModelStore
+
+    reg = open_registry(world.registry)
+    metrics = Metrics()
+    store = ModelStore(reg, metrics)
+    store.refresh(full=True)
+    model = store.get("geo")
+    names = [o.name for o in model.outputs]
+    log = predlog.PredictionLog(reg, predlog.REGISTRY_PREFIX, metrics, flush_s=3600)
+    with mock.patch.object(predlog, "dt", pinned_clock(NOW - dt.timedelta(hours=2))):
+        for k in range(0, len(zips), 10):
+            inputs = {"zip": zips[k : k + 10].reshape(-1, 1).astype(object)}
+            outputs = dict(zip(names, model.session.run(names, inputs), strict=True))
+            log.record("geo", 1, f"r{k}", model.layout, inputs, outputs)
+        log.close()
+    assert (metrics.log_rows, metrics.log_dropped) == (len(zips), 0)
+
+
+def test_a_string_input_of_numeric_looking_codes_is_compared_as_text(world, zip_model, capsys):
+    """ZIP codes fed to a string input, listed in `drift.categorical` as the docs advise: the
+    reference CSV, read with pyarrow's inference, made `02139` the number 2139 (category
+    `2139`) while serve logs the text `02139`, so no category matched and the very same
+    traffic drifted on every run. And a code that is no number (`K1A0B1`) stopped the model
+    with an error, where it is a new category."""
+    rng = np.random.default_rng(5)
+    _deploy_zip_model(world, zip_model, rng.choice(ZIPS, 600))
+    _log_zips(world, rng.choice(ZIPS, 2000))
+    code, out, err = world.monitor("--format", "json", "--no-record", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert m["error"] is None and code == 0, out + err
+    (col,) = m["drift"]["columns"]
+    assert (col["name"], col["drifted"], col["rows"]["current"]) == ("zip", False, 2000), col
+    # The same traffic as a CSV given to --data: read as the reference is, text.
+    prod = world.repo / "prod.csv"
+    prod.write_text("zip\n" + "".join(f"{z}\n" for z in rng.choice(ZIPS, 2000)))
+    code, out, err = world.monitor("--format", "json", "--no-record", "--data", str(prod),
+                                   capsys=capsys)  # fmt: skip
+    (m,) = json.loads(out)["models"]
+    assert code == 0 and not m["drift"]["columns"][0]["drifted"], out + err
+    _log_zips(world, np.array(["K1A0B1"] * 2000))  # a new market: drift, not an error
+    code, out, err = world.monitor("--format", "json", "--no-record", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 1 and m["drift"]["columns"][0]["drifted"], out + err
+
+
+def test_a_bool_inputs_yes_and_no_match_the_logged_booleans(tmp_path):
+    """A reference of `yes`/`no` for a bool input (words the test stage reads as the model
+    does) stayed the text `yes`, which no logged True matched: drifted on every run."""
+    from mlops_ci.manifest import Manifest
+    from mlops_ci.monitor import check, drift
+
+    rng = np.random.default_rng(4)
+    flags = rng.random(600) < 0.3
+    raw = ("flag,y\n" + "".join(f"{'Yes' if f else 'no'},{int(f)}\n" for f in flags)).encode()
+    (tmp_path / "reference.csv").write_bytes(raw)
+    text = _manifest("f", hashlib.sha256(raw).hexdigest(), "    drift:").replace(
+        "{name: input, dtype: float32, shape: [-1, 3], columns: [x1, x2, x3]}",
+        "{name: flag, dtype: bool, shape: [-1, 1]}",
+    )
+    doc, problems, _ = parse_document(text, "model.yaml")
+    assert doc is not None and not problems, problems
+    manifest = Manifest(tmp_path / "model.yaml", tmp_path, doc)
+    rules = manifest.section("monitoring")["drift"]
+    reference = check._reference(manifest, rules)
+    columns = drift.Columns(reference.table, ["flag"], drift.Settings())
+    columns.add(pa.record_batch([pa.array(rng.random(3000) < 0.3)], names=["flag"]))  # as logged
+    (col,) = columns.judge().columns
+    assert not col.drifted and col.n_reference == 600, col
+
+
+def test_labels_without_a_drift_section_are_judged_for_decay(world, ghserver, capsys, monkeypatch):
+    """A manifest with `monitoring.labels` and no `drift` section (decay is all it asks for):
+    the labels were never read, and a model at accuracy 0.5 against its 0.9 passed. Its issue
+    then stays open while no label is matched, as a drift section's does on no rows."""
+    repo = ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud", monitoring="    max_age_days: 365\n    labels: labels.csv\n    drift:")
+    text = (world.repo / "models" / "fraud" / "model.yaml").read_text().split("    drift:\n")[0]
+    doc, problems, _ = parse_document(text, "model.yaml")
+    assert doc is not None and not problems and "drift" not in doc["spec"]["monitoring"]
+    (world.repo / "models" / "fraud" / "model.yaml").write_text(text)
+    open_registry(world.registry).write_bytes("fraud/1/model.yaml", text.encode())
+    x = _fresh(600)
+    ids = world.log("fraud", x)
+    truth = (x[:, 0] + x[:, 1] > 0).astype(int)
+    truth[:300] = 1 - truth[:300]  # half of them wrong
+    (world.repo / "models" / "fraud" / "labels.csv").write_text(
+        "request_id,y\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, truth, strict=True))
+    )
+    code, out, err = world.monitor("--format", "json", "--issues", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert m["drift"] is None and m["performance"]["rows"] == 600, out + err
+    assert code == 1 and m["decay"] is True, out + err
+    assert m["performance"]["metrics"][0]["value"] == pytest.approx(0.5)
+    (issue,) = repo.issues.values()
+    (world.repo / "models" / "fraud" / "labels.csv").write_text("request_id,y\n")
+    code, out, err = world.monitor("--issues", capsys=capsys)
+    assert code == 0 and f"issue #{issue['number']} left open: fraud" in err, out + err
+    assert issue["state"] == "open"
+
+
+def test_a_run_without_issues_does_not_forget_an_issue_closed_as_not_planned(
+    world, ghserver, capsys, monkeypatch
+):
+    """Someone runs the monitor by hand (no --issues) between two scheduled runs: its verdict
+    file, the newest, names no issue, and the next scheduled run, reading only the newest,
+    forgot that a person had closed the alarm as not planned and opened it again."""
+    from mlops_ci.monitor import command
+
+    repo = ghserver.add_repo(REPO)
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    world.deploy("fraud")
+    world.log("fraud", _fresh(3000, shift=(1, 1, 0)))
+
+    def run(hours: int, *, issues: bool) -> int:
+        code = command.main(
+            str(world.registry),
+            repo=world.repo,
+            issues=issues,
+            now=NOW + dt.timedelta(hours=hours),
+        )
+        capsys.readouterr()
+        return code
+
+    assert run(0, issues=True) == 1
+    (issue,) = repo.issues.values()
+    issue.update(state="closed", state_reason="not_planned")
+    assert run(1, issues=False) == 1  # by hand: a verdict file without `issue`
+    assert len(_verdicts(world.registry, "fraud")) == 2
+    assert run(2, issues=True) == 1
+    assert [i["state"] for i in repo.issues.values()] == ["closed"], "opened again"
+
+
+def test_a_drift_setting_for_a_column_never_tested_is_named(world, capsys):
+    """`per_column: {x4: …}` (a typo of x3, or a column since renamed) and `categorical: [x9]`
+    changed nothing and said nothing: the threshold someone chose was silently the default."""
+    world.deploy(
+        "fraud",
+        monitoring="    max_age_days: 365\n    drift:\n"
+        "      categorical: [x9]\n      per_column: {x4: {threshold: 0.001}, x3: {test: psi}}",
+    )
+    world.log("fraud", _fresh(300))
+    code, out, _ = world.monitor("--format", "json", "--no-record", capsys=capsys)
+    (m,) = json.loads(out)["models"]
+    assert code == 0 and m["error"] is None, out
+    assert [c["test"] for c in m["drift"]["columns"]] == ["ks", "ks", "psi"]
+    tested = "which no drift test reads (the columns tested: x1, x2, x3): ignored"
+    assert f"monitoring.drift.per_column names x4, {tested}" in m["warnings"]
+    assert f"monitoring.drift.categorical names x9, {tested}" in m["warnings"]
+
+
+def test_a_reference_header_with_spaces_after_its_commas_names_the_models_columns(tmp_path):
+    """`x1, x2, x3` (a hand-written CSV): the test stage strips header names, as people mean
+    them; monitor kept ` x2`, and the model's x2 was "not in the reference data" every run."""
+    from mlops_ci.manifest import Manifest
+    from mlops_ci.monitor import check, drift
+
+    raw = b"x1, x2, x3, y\n" + b"".join(b"0.%d, 0.%d, %d, 1\n" % (i, 9 - i, i) for i in range(10))
+    (tmp_path / "reference.csv").write_bytes(raw)
+    doc, _, _ = parse_document(_manifest("f", hashlib.sha256(raw).hexdigest(), "    drift:"), "m")
+    manifest = Manifest(tmp_path / "model.yaml", tmp_path, doc)
+    reference = check._reference(manifest, manifest.section("monitoring")["drift"])
+    columns = drift.Columns(reference.table, list(FEATURES), drift.Settings())
+    assert set(columns.numeric) == set(FEATURES)  # numbers, though each follows a space

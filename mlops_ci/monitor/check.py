@@ -104,8 +104,11 @@ class Verdict:
     @property
     def unchecked(self) -> bool:
         """Drift is configured but no production row was read (no traffic in the window, or the
-        log stopped): nothing says the model is healthy, so its open issue is not closed."""
-        return self.drift is not None and self.drift.rows == 0
+        log stopped): nothing says the model is healthy, so its open issue is not closed. A
+        model without a drift section is judged on its labels alone: none matched, likewise."""
+        if self.drift is not None:
+            return self.drift.rows == 0
+        return self.decay is not None and self.decay.rows == 0
 
     @property
     def needs_attention(self) -> bool:
@@ -168,6 +171,8 @@ class _Plan:
     matcher: Matcher | None = None
     output_names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: `Reference.types`: how a production CSV's input columns are read.
+    types: dict[str, Any] = field(default_factory=dict)
 
 
 def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
@@ -219,6 +224,11 @@ def judge_model(reg: Registry, model: str, opts: Options) -> Verdict:
         source = _scan(reg, manifest, n, rules, plan, opts)
     else:
         plan.notes.append("no drift section in the manifest: drift is not checked")
+        # Decay needs no reference: labels alone are judged against the logged predictions
+        # (they were never read without a drift section, and a decayed model passed).
+        _labels(manifest, plan, opts)
+        if plan.matcher is not None:
+            source = _scan(reg, manifest, n, {}, plan, opts)
     try:
         inputs = plan.inputs.judge() if plan.inputs else None
         outputs = plan.outputs.judge() if plan.outputs else None
@@ -246,6 +256,8 @@ class Reference:
     path: Path
     raw: bytes
     table: Any  # pyarrow.Table
+    #: The columns of string and bool inputs, typed so (a production CSV is read alike).
+    types: dict[str, Any] = field(default_factory=dict)
 
 
 def _reference(manifest: Manifest, rules: dict[str, Any]) -> Reference:
@@ -266,9 +278,44 @@ def _reference(manifest: Manifest, rules: dict[str, Any]) -> Reference:
             f"{ref['sha256']} (check out the commit that was deployed)"
         )
     try:
-        return Reference(path, raw, pacsv.read_csv(io.BytesIO(raw)))
+        table = pacsv.read_csv(io.BytesIO(raw))
+        # Header names stripped, as data.py reads them for the model: `x1, x2` named a column
+        # ` x2`, and the model's x2 was "not in the reference data".
+        header = table.column_names
+        names = [name.strip() for name in header]
+        table = table.rename_columns(names)
+        types = _input_types(manifest, table)
+        if types:  # read again, these columns as the model reads them (the reference is small)
+            as_written = dict(zip(names, header, strict=True))
+            options = reader.convert_options({as_written[c]: t for c, t in types.items()})
+            table = pacsv.read_csv(io.BytesIO(raw), convert_options=options)
+            table = table.rename_columns(names)
+        return Reference(path, raw, table, types)
     except pa.ArrowInvalid as exc:
         raise UsageError(f"reference data {path}: {exc}") from None
+
+
+def _input_types(manifest: Manifest, reference: Any) -> dict[str, Any]:
+    """The reference columns that feed a string or bool input, by that pyarrow type. pyarrow's
+    type inference read them as numbers where they look like numbers: ZIP code `02139` became
+    2139 (category `2139`), while the model, and so serve's log, see the text `02139`; no
+    category matched and the same traffic drifted on every run. A bool input's `yes`/`no`
+    stayed text where the log holds True/False."""
+    import pyarrow as pa
+
+    from mlops_ci import data as mdata
+
+    kinds = {"string": pa.string(), "bool": pa.bool_()}
+    target = manifest.section("evaluation").get("target")
+    chosen = mdata.input_columns(manifest.signature, reference.column_names, target=target)
+    dtypes = {spec.name: spec.dtype for spec in manifest.signature.inputs}
+    return {
+        column: kinds[dtypes[tensor]]
+        for tensor, columns in chosen.items()
+        if dtypes.get(tensor) in kinds
+        for column in columns
+        if column in reference.column_names
+    }
 
 
 def feature_columns(manifest: Manifest, reference: Any, rules: dict[str, Any]) -> list[str]:
@@ -334,18 +381,33 @@ def _plan(
     reference: Reference,
     opts: Options,
 ) -> _Plan:
-    plan = _Plan()
+    plan = _Plan(types=reference.types)
     settings = _settings(rules, _precision(manifest, reference.table))
     features = feature_columns(manifest, reference.table, rules)
     try:
         plan.inputs = drift.Columns(reference.table, features, settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    # A setting for a column that is not tested (a typo, a renamed column) changes nothing:
+    # say so, or the threshold someone chose for `amount` is silently the default.
+    for key in ("per_column", "categorical"):
+        idle = sorted(str(c) for c in rules.get(key) or () if c not in features)
+        if idle:
+            plan.notes.append(
+                f"monitoring.drift.{key} names {', '.join(idle)}, which no drift test reads "
+                f"(the columns tested: {', '.join(features)}): ignored"
+            )
     ref_outputs = _reference_outputs(reg, manifest, n, reference, plan)
     if ref_outputs is not None:
         cat = frozenset(f"output.{o.name}" for o in manifest.signature.outputs if o.role == "label")
         out_settings = output_settings(settings, cat)
         plan.outputs = drift.Columns(ref_outputs, ref_outputs.column_names, out_settings)
+    _labels(manifest, plan, opts)
+    return plan
+
+
+def _labels(manifest: Manifest, plan: _Plan, opts: Options) -> None:
+    """The labels (`--labels`, else `monitoring.labels`) to match while the log streams by."""
     plan.output_names = [o.name for o in manifest.signature.outputs]
     labels = opts.labels or manifest.section("monitoring").get("labels")
     target = manifest.section("evaluation").get("target")
@@ -357,7 +419,6 @@ def _plan(
         )
     elif labels:
         plan.notes.append("labels are set but the manifest has no evaluation.target")
-    return plan
 
 
 def output_settings(inputs: drift.Settings, labels: frozenset[str]) -> drift.Settings:
@@ -446,7 +507,7 @@ def _scan(
         source = reader.locate(_local_or_uri(manifest, where))
         # No `date=` folders here: a `date` column of the user's own data is theirs (read as
         # the log's partition key, a date32 column could not be merged with it).
-        data = reader.dataset(source, hive=False)
+        data = reader.dataset(source, hive=False, types=plan.types)
         flt, pflt, fcols = None, None, []
     else:
         fs, base = reg.arrow_fs()
@@ -472,15 +533,16 @@ def _scan(
             flt = flt & (time >= _time_scalar(start, kind)) & (time <= _time_scalar(opts.now, kind))
             fcols.append("time")
     names = set(data.schema.names)
-    assert plan.inputs is not None
+    # No inputs to count: a model without a drift section, read for its labels alone.
+    tested = list(plan.inputs.order) if plan.inputs is not None else []
     # The schema is the first file's; Parquet files are each checked as they are read.
-    missing = [c for c in plan.inputs.order if c not in names]
+    missing = [c for c in tested if c not in names]
     if missing and source.format == "csv":
         raise UsageError(
             f"the production data ({source.shown}) has no column "
             f"{', '.join(map(repr, missing[:5]))}"
         )
-    wanted = list(plan.inputs.order)
+    wanted = tested
     log_outputs = [f"output.{o}" for o in plan.output_names if f"output.{o}" in names]
     if plan.outputs is not None:
         # Production data may hold some outputs only (a CSV with `output.label` and not the
@@ -504,16 +566,19 @@ def _scan(
     scan = reader.batches(
         data, [*wanted, *extra], flt, filter_columns=fcols, partition_filter=pflt, source=source
     )
+    if plan.inputs is None and plan.matcher is None:
+        return source.shown  # the log has no request_id: nothing to read it for
     for batch in scan:
         try:
-            plan.inputs.add(batch)
+            if plan.inputs is not None:
+                plan.inputs.add(batch)
             if plan.outputs is not None:
                 plan.outputs.add(expand_outputs(batch))
         except ValueError as exc:
             raise UsageError(f"the production data ({source.shown}): {exc}") from None
         if plan.matcher is not None:
             plan.matcher.add(batch)
-    if plan.inputs.rows == 0:
+    if plan.inputs is not None and plan.inputs.rows == 0:
         window = "" if where else f" of version {n} in the last {_since(opts.since)}"
         plan.notes.append(f"no production rows{window}: drift is not checked")
     return source.shown

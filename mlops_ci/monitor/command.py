@@ -143,15 +143,23 @@ def main(
     return EXIT_VERDICT if any(v.needs_attention for v in verdicts) else EXIT_OK
 
 
+#: How many of a model's newest verdict files are read to find the last run with --issues.
+TRACKED_LOOKBACK = 30
+
+
 def _newest_verdict(reg: Registry, model: str) -> object:
-    """The model's newest verdict file as JSON (None: none, or unreadable). File names are
-    sortable UTC times."""
+    """The model's newest verdict file of a run with --issues (it has `issue`) as JSON (None:
+    none, or unreadable). A run without --issues (by hand, to look) knows nothing of the issue:
+    read as the newest, it made the next run forget that a person closed it as not planned.
+    File names are sortable UTC times."""
     import json
 
-    keys = [k for k in reg.list_keys(f".mlops/monitor/{model}/") if k.endswith(".json")]
-    if not keys:
-        return None
-    try:
-        return json.loads(reg.read_bytes(max(keys)) or b"null")
-    except (ValueError, RecursionError):
-        return None
+    keys = sorted(k for k in reg.list_keys(f".mlops/monitor/{model}/") if k.endswith(".json"))
+    for key in reversed(keys[-TRACKED_LOOKBACK:]):
+        try:
+            doc = json.loads(reg.read_bytes(key) or b"null")
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(doc, dict) or "issue" in doc:
+            return doc
+    return None

@@ -7,7 +7,7 @@ buffers whole files, and memory grows with the data instead of staying at a few 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,27 @@ def parquet_format() -> Any:
     return ds.ParquetFileFormat(
         default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
     )
+
+
+def convert_options(types: Mapping[str, Any] | None = None) -> Any:
+    """How every CSV that monitor reads is typed: `request_id` as the text it is (inferred,
+    ids such as `0042` became the number 42 and matched no logged id, so no label was found),
+    and `types` (the columns of string and bool inputs, as `check` finds them) as the model
+    reads them, so that a reference CSV and a production CSV agree with serve's log."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from mlops_ci import data
+
+    column_types = {"request_id": pa.string(), **(types or {})}
+    words: dict[str, Any] = {}
+    if any(t == pa.bool_() for t in column_types.values()):
+        # data.py's words (`yes`, `no` …) in the cases people write them
+        def cases(found: frozenset[str]) -> list[str]:
+            return sorted({f(w) for w in found for f in (str.lower, str.upper, str.title)})
+
+        words = {"true_values": cases(data._TRUE), "false_values": cases(data._FALSE)}
+    return pacsv.ConvertOptions(column_types=column_types, **words)
 
 
 def locate(uri: str | Path) -> Source:
@@ -92,12 +113,15 @@ def _read(base: str, path: str) -> bool:
     return not any(part.startswith((".", "_")) for part in below.split("/"))
 
 
-def dataset(source: Source, *, hive: bool = True) -> Any:
-    """A pyarrow dataset over the source (Hive `key=value` folders become columns)."""
+def dataset(source: Source, *, hive: bool = True, types: Mapping[str, Any] | None = None) -> Any:
+    """A pyarrow dataset over the source (Hive `key=value` folders become columns; a CSV's
+    columns typed by `convert_options(types)`)."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    fmt = parquet_format() if source.format == "parquet" else "csv"
+    fmt: Any = parquet_format()
+    if source.format != "parquet":
+        fmt = ds.CsvFileFormat(convert_options=convert_options(types))
     partitioning = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
     try:
         return ds.dataset(
